@@ -1,0 +1,412 @@
+//! The `Backend` trait with pySPACE's lifecycle, and the machinery every backend shares:
+//! the `StatusBoard` that `check_status` reads, the `Collector` that journals results as
+//! they arrive, and `Lifecycle`, the state machine behind the trait's calls.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::journal::{JournalWriter, TornTail};
+use crate::results::{consolidate_dir, create_result_dir, files, write_operation_toml};
+use crate::{Error, JobSource, Operation, Process, ProcessRecord, ProgressDisplay, Result, Status};
+
+/// A backend runs the processes of an operation. The calls follow pySPACE's lifecycle:
+/// `stage_in` → `execute` → (`check_status`)* → `retrieve` → `consolidate` → `cleanup`;
+/// [`Backend::run`] makes them all in order.
+pub trait Backend<P: Process> {
+    /// The backend's name (`serial`, `local`, `mpi`).
+    fn name(&self) -> &'static str;
+
+    /// Prepares the operation: validates it, creates its result directory, writes
+    /// `operation.toml` and opens the journal. Nothing runs yet.
+    fn stage_in(&mut self, operation: Operation<P>) -> Result<()>;
+
+    /// Starts running the staged operation. Backends that can run in the background return
+    /// at once; the MPI backend's master runs the operation to its end here.
+    fn execute(&mut self) -> Result<()>;
+
+    /// Counts of finished, crashed and running processes, callable while executing.
+    fn check_status(&self) -> StatusCounts;
+
+    /// Waits until the operation has ended, or `timeout` passed; `Ok(true)` when it ended.
+    fn retrieve(&mut self, timeout: Option<Duration>) -> Result<bool>;
+
+    /// Writes the consolidated files from the journal and returns the summary.
+    fn consolidate(&mut self) -> Result<Summary>;
+
+    /// Releases what the backend holds for the operation; leaves the result directory.
+    fn cleanup(&mut self) -> Result<()>;
+
+    /// Runs the whole lifecycle and returns the summary.
+    fn run(&mut self, operation: Operation<P>) -> Result<Summary> {
+        self.stage_in(operation)?;
+        self.execute()?;
+        self.retrieve(None)?;
+        let summary = self.consolidate()?;
+        self.cleanup()?;
+        Ok(summary)
+    }
+}
+
+/// What `check_status` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    /// Processes that returned an output.
+    pub finished: u64,
+    /// Processes that crashed.
+    pub crashed: u64,
+    /// Processes running now.
+    pub running: u64,
+    /// All processes, when known.
+    pub total: Option<u64>,
+}
+
+/// Shared counters behind `check_status`; cheap to clone and update from any thread.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    finished: AtomicU64,
+    crashed: AtomicU64,
+    running: AtomicU64,
+    total: AtomicU64,
+}
+
+const UNKNOWN_TOTAL: u64 = u64::MAX;
+
+impl StatusBoard {
+    /// A board for `total` processes (if known).
+    pub fn new(total: Option<u64>) -> Self {
+        let board = StatusBoard::default();
+        board.0.total.store(total.unwrap_or(UNKNOWN_TOTAL), Ordering::Relaxed);
+        board
+    }
+
+    /// `n` processes started.
+    pub fn started(&self, n: u64) {
+        self.0.running.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` processes stopped running without a record (e.g. a batch handed back).
+    pub fn unstarted(&self, n: u64) {
+        self.0.running.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// A process ended with `status`; it was counted as running.
+    fn ended(&self, status: Status) {
+        let _ = self.0.running.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(1)));
+        match status {
+            Status::Finished => self.0.finished.fetch_add(1, Ordering::Relaxed),
+            Status::Crashed => self.0.crashed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> StatusCounts {
+        let total = self.0.total.load(Ordering::Relaxed);
+        StatusCounts {
+            finished: self.0.finished.load(Ordering::Relaxed),
+            crashed: self.0.crashed.load(Ordering::Relaxed),
+            running: self.0.running.load(Ordering::Relaxed),
+            total: (total != UNKNOWN_TOTAL).then_some(total),
+        }
+    }
+}
+
+/// The one place results arrive: it journals each record at once (flushed in batches),
+/// updates the status board and drives the progress display.
+#[derive(Debug)]
+pub struct Collector {
+    journal: JournalWriter,
+    board: StatusBoard,
+    progress: ProgressDisplay,
+}
+
+impl Collector {
+    /// Accepts the record of a process that ended.
+    pub fn record(&mut self, record: &ProcessRecord) -> Result<()> {
+        self.journal.append(record)?;
+        self.board.ended(record.status);
+        self.progress.update(&self.board.snapshot());
+        Ok(())
+    }
+
+    /// The status board, to count processes as they start.
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    /// Syncs the journal and clears the progress display.
+    pub fn finish(&mut self) -> Result<()> {
+        self.progress.finish(&self.board.snapshot());
+        self.journal.sync()
+    }
+}
+
+/// A staged operation, as a backend's dispatch loop receives it.
+pub struct Dispatch<P: Process> {
+    /// The lazy source of jobs.
+    pub jobs: JobSource<P>,
+    /// The result directory (processes get it in their context).
+    pub dir: PathBuf,
+    /// How many jobs there are, when known.
+    pub len: Option<u64>,
+}
+
+/// What an operation's run came to: returned by `consolidate` and `run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The operation's name.
+    pub name: String,
+    /// The backend that ran it.
+    pub backend: &'static str,
+    /// The result directory.
+    pub dir: PathBuf,
+    /// How many processes the operation has, when known.
+    pub total: Option<u64>,
+    /// How many finished.
+    pub finished: u64,
+    /// How many crashed.
+    pub crashed: u64,
+    /// Wall time from `execute` to the end.
+    pub wall: Duration,
+    /// Set when the journal ended in a torn record, which was ignored.
+    pub torn_tail: Option<TornTail>,
+    /// Whether this summary is the operation's report or a worker's note that it served.
+    pub role: Role,
+}
+
+/// Which part a program played in a run. Under MPI every rank runs the same `main`: the
+/// coordinator (rank 0) gets the report, the other ranks learn that they served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// This program ran the operation and wrote the result directory: the summary is the report.
+    #[default]
+    Coordinator,
+    /// This program served as worker `worker` (an MPI rank) and ran `processes` processes;
+    /// the counts in the summary are its own.
+    Worker {
+        /// The worker's number (its MPI rank).
+        worker: u32,
+        /// How many processes it ran.
+        processes: u64,
+    },
+}
+
+impl Summary {
+    /// Whether this is the coordinator's report (and not a worker's note).
+    pub fn is_report(&self) -> bool {
+        self.role == Role::Coordinator
+    }
+
+    /// The path of `results.csv`.
+    pub fn results_csv(&self) -> PathBuf {
+        self.dir.join(files::RESULTS_CSV)
+    }
+
+    /// Processes without a record (0 when the operation ran to its end).
+    pub fn missing(&self) -> u64 {
+        self.total.map(|t| t.saturating_sub(self.finished + self.crashed)).unwrap_or(0)
+    }
+}
+
+struct StagedState<P: Process> {
+    dispatch: Dispatch<P>,
+    collector: Collector,
+}
+
+enum State<P: Process> {
+    Idle,
+    Staged(Box<StagedState<P>>),
+    Running { done: mpsc::Receiver<Result<()>>, thread: JoinHandle<()> },
+    Executed(Result<()>),
+    Consolidated(Summary),
+}
+
+/// The lifecycle state machine every backend uses behind the `Backend` calls, so the
+/// result directory, the journal and the summary are made the same way everywhere.
+pub struct Lifecycle<P: Process> {
+    backend: &'static str,
+    state: State<P>,
+    board: StatusBoard,
+    name: String,
+    dir: PathBuf,
+    started: Option<Instant>,
+    wall: Duration,
+}
+
+impl<P: Process> std::fmt::Debug for Lifecycle<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle").field("backend", &self.backend).field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl<P: Process> Lifecycle<P> {
+    /// A lifecycle for the backend called `backend`.
+    pub fn new(backend: &'static str) -> Self {
+        Lifecycle {
+            backend,
+            state: State::Idle,
+            board: StatusBoard::default(),
+            name: String::new(),
+            dir: PathBuf::new(),
+            started: None,
+            wall: Duration::ZERO,
+        }
+    }
+
+    /// `stage_in`: creates the result directory, writes `operation.toml`, opens the journal.
+    pub fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
+        let dir = create_result_dir(operation.results_base(), operation.name())?;
+        self.stage_in_dir(operation, dir)
+    }
+
+    /// `stage_in` into a result directory that already exists and is empty (the MPI
+    /// backend's workers use the directory the master created).
+    pub fn stage_in_dir(&mut self, operation: Operation<P>, dir: PathBuf) -> Result<()> {
+        let mut spec = operation.spec().clone();
+        spec.insert("backend".into(), crate::Value::Str(self.backend.into()));
+        write_operation_toml(&dir, &spec)?;
+        let journal = JournalWriter::create(&dir.join(files::JOURNAL))?;
+        let len = operation.len();
+        self.board = StatusBoard::new(len);
+        let progress = ProgressDisplay::new(operation.progress(), operation.name(), len);
+        self.name = operation.name().to_owned();
+        self.dir = dir.clone();
+        let collector = Collector { journal, board: self.board.clone(), progress };
+        let dispatch = Dispatch { jobs: operation.into_jobs(), dir, len };
+        self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
+        Ok(())
+    }
+
+    /// The result directory of the staged operation.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn take_staged(&mut self) -> Result<StagedState<P>> {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Staged(staged) => Ok(*staged),
+            other => {
+                self.state = other;
+                Err(Error::OutOfOrder { call: "execute", needs: "stage_in" })
+            }
+        }
+    }
+
+    /// `execute` on a background thread running `dispatch`; `retrieve` waits for it.
+    pub fn execute_in_background(
+        &mut self,
+        dispatch: impl FnOnce(Dispatch<P>, &mut Collector) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let StagedState { dispatch: staged, mut collector } = self.take_staged()?;
+        let (tx, done) = mpsc::channel();
+        self.started = Some(Instant::now());
+        let thread = std::thread::Builder::new()
+            .name(format!("taskfarm-{}", self.backend))
+            .spawn(move || {
+                let result = dispatch(staged, &mut collector);
+                let finished = collector.finish();
+                let _ = tx.send(result.and(finished));
+            })
+            .map_err(|e| Error::Internal(format!("the dispatch thread could not start: {e}")))?;
+        self.state = State::Running { done, thread };
+        Ok(())
+    }
+
+    /// `execute` on the calling thread, to the end (for backends whose communication must
+    /// stay on one thread, such as MPI's master).
+    pub fn execute_here(&mut self, dispatch: impl FnOnce(Dispatch<P>, &mut Collector) -> Result<()>) -> Result<()> {
+        let StagedState { dispatch: staged, mut collector } = self.take_staged()?;
+        let started = Instant::now();
+        self.started = Some(started);
+        let result = dispatch(staged, &mut collector);
+        let finished = collector.finish();
+        self.wall = started.elapsed();
+        self.state = State::Executed(result.and(finished));
+        Ok(())
+    }
+
+    /// `check_status`.
+    pub fn check_status(&self) -> StatusCounts {
+        self.board.snapshot()
+    }
+
+    /// `retrieve`: waits for the end or the timeout; `Ok(true)` when ended. An error of the
+    /// dispatch loop surfaces here.
+    pub fn retrieve(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        let (result, thread) = match state {
+            State::Running { done, thread } => {
+                let received = match timeout {
+                    None => done.recv().map_err(|_| ()),
+                    Some(t) => match done.recv_timeout(t) {
+                        Ok(r) => Ok(r),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.state = State::Running { done, thread };
+                            return Ok(false);
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                    },
+                };
+                let result = received.unwrap_or_else(|()| Err(Error::Internal("the dispatch thread ended without a result".into())));
+                (result, Some(thread))
+            }
+            State::Executed(result) => (result, None),
+            State::Consolidated(summary) => {
+                self.state = State::Consolidated(summary);
+                return Ok(true);
+            }
+            other => {
+                self.state = other;
+                return Err(Error::OutOfOrder { call: "retrieve", needs: "execute" });
+            }
+        };
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                self.state = State::Executed(Ok(()));
+                return Err(Error::Internal("the dispatch thread panicked".into()));
+            }
+            self.wall = self.started.map(|s| s.elapsed()).unwrap_or_default();
+        }
+        self.state = State::Executed(Ok(()));
+        result.map(|()| true)
+    }
+
+    /// `consolidate`: writes the consolidated files and returns the summary.
+    pub fn consolidate(&mut self) -> Result<Summary> {
+        match &self.state {
+            State::Executed(_) => {}
+            State::Consolidated(summary) => return Ok(summary.clone()),
+            _ => return Err(Error::OutOfOrder { call: "consolidate", needs: "retrieve" }),
+        }
+        let consolidated = consolidate_dir(&self.dir)?;
+        let summary = Summary {
+            name: self.name.clone(),
+            backend: self.backend,
+            dir: self.dir.clone(),
+            total: self.board.snapshot().total,
+            finished: consolidated.finished,
+            crashed: consolidated.crashed,
+            wall: self.wall,
+            torn_tail: consolidated.torn_tail,
+            role: Role::Coordinator,
+        };
+        self.state = State::Consolidated(summary.clone());
+        Ok(summary)
+    }
+
+    /// `cleanup`: forgets the operation; removes the scratch folder if no process used it.
+    pub fn cleanup(&mut self) -> Result<()> {
+        if let State::Running { .. } = self.state {
+            return Err(Error::OutOfOrder { call: "cleanup", needs: "retrieve" });
+        }
+        let _ = std::fs::remove_dir(self.dir.join("scratch"));
+        self.state = State::Idle;
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! The errors of the core: each variant is a sentence a user can act on.
+
+use std::path::{Path, PathBuf};
+
+/// What can go wrong while defining, staging, running or consolidating an operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The parameter space has no combination at all.
+    #[error("the parameter space is empty: {why}")]
+    EmptyParameterSpace {
+        /// Which part of the spec made it empty.
+        why: String,
+    },
+    /// Constraints removed every combination.
+    #[error("the constraints exclude every parameter combination ({constraints}): nothing would run")]
+    ConstraintsExcludeAll {
+        /// The constraints, joined.
+        constraints: String,
+    },
+    /// A constraint expression has a syntax error.
+    #[error("the constraint `{constraint}` does not parse: {reason}")]
+    ConstraintSyntax {
+        /// The constraint as written.
+        constraint: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// A constraint names a variable that is not a parameter.
+    #[error("the constraint `{constraint}` names `{name}`, which is not a parameter (the parameters are: {known})")]
+    ConstraintUnknownParameter {
+        /// The constraint as written.
+        constraint: String,
+        /// The unknown name.
+        name: String,
+        /// The parameters there are.
+        known: String,
+    },
+    /// A constraint does not evaluate to a boolean.
+    #[error("the constraint `{constraint}` must be true or false for every combination, but: {reason}")]
+    ConstraintNotBoolean {
+        /// The constraint as written.
+        constraint: String,
+        /// What the evaluator said.
+        reason: String,
+    },
+    /// `runs` is 0.
+    #[error("`runs` must be at least 1")]
+    ZeroRuns,
+    /// The operation's name cannot be a directory name.
+    #[error("the operation name `{name}` cannot name a directory: use letters, digits, `-`, `_` and `.`")]
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
+    /// The results path exists but is a file.
+    #[error("the results path {} is a file, not a directory: choose another with --results", path.display())]
+    ResultsNotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The result directory cannot be created or written.
+    #[error("the results directory {} is not writable ({source}): choose another with --results", path.display())]
+    ResultsNotWritable {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file operation failed.
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file that should be a journal is not.
+    #[error("{} is not a taskfarm journal", path.display())]
+    NotAJournal {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A lifecycle call came in the wrong order.
+    #[error("`{call}` was called before `{needs}`")]
+    OutOfOrder {
+        /// The call made.
+        call: &'static str,
+        /// The call that must come first.
+        needs: &'static str,
+    },
+    /// A backend's setting is out of range.
+    #[error("{0}")]
+    InvalidOption(String),
+    /// A bug or an unexpected failure inside taskfarm.
+    #[error("internal error: {0} (please report this)")]
+    Internal(String),
+}
+
+impl Error {
+    /// An I/O error on a path.
+    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.to_owned(), source }
+    }
+}
+
+/// The core's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,279 @@
+//! The journal: an append-only file with one record per process that ended; the source of
+//! truth of a run (the consolidated files are made from it).
+//!
+//! Layout: a header line `taskfarm-journal v1\n`, then records, each a little-endian `u32`
+//! payload length, a little-endian `u32` CRC-32 of the payload, and the payload (a
+//! [`ProcessRecord`] as JSON). A torn or corrupt tail (power loss, `kill -9`) is detected
+//! by its length or checksum, reported, and ignored: never fatal.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{Error, ProcessRecord, Result};
+
+/// The first bytes of every journal.
+pub const JOURNAL_HEADER: &[u8] = b"taskfarm-journal v1\n";
+
+/// Records larger than this are treated as corruption, not as a reason to allocate.
+const MAX_RECORD_LEN: u32 = 64 * 1024 * 1024;
+
+/// Flush to the OS after this many records or this much time, whichever comes first.
+const FLUSH_EVERY_RECORDS: usize = 256;
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// Appends records to a journal, flushing in batches.
+#[derive(Debug)]
+pub struct JournalWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    unflushed: usize,
+    last_flush: Instant,
+}
+
+impl JournalWriter {
+    /// Creates a new journal (fails if one exists).
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io("create the journal", path, e))?;
+        let mut writer = Self::wrap(path, file);
+        writer.out.write_all(JOURNAL_HEADER).map_err(|e| Error::io("write the journal", path, e))?;
+        writer.flush()?;
+        Ok(writer)
+    }
+
+    /// Opens an existing journal to append to it (for a resumed run).
+    pub fn append_to(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io("open the journal", path, e))?;
+        Ok(Self::wrap(path, file))
+    }
+
+    fn wrap(path: &Path, file: File) -> Self {
+        JournalWriter {
+            path: path.to_owned(),
+            out: BufWriter::with_capacity(256 * 1024, file),
+            unflushed: 0,
+            last_flush: Instant::now(),
+        }
+    }
+
+    /// Appends one record; flushes when the batch is full or old enough.
+    pub fn append(&mut self, record: &ProcessRecord) -> Result<()> {
+        let payload = serde_json::to_vec(record).map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
+        let len = u32::try_from(payload.len()).map_err(|_| Error::Internal("a record is larger than 4 GiB".into()))?;
+        let crc = crc32fast::hash(&payload);
+        let write = |out: &mut BufWriter<File>| -> std::io::Result<()> {
+            out.write_all(&len.to_le_bytes())?;
+            out.write_all(&crc.to_le_bytes())?;
+            out.write_all(&payload)
+        };
+        write(&mut self.out).map_err(|e| Error::io("write the journal", &self.path, e))?;
+        self.unflushed += 1;
+        if self.unflushed >= FLUSH_EVERY_RECORDS || self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands buffered records to the OS.
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().map_err(|e| Error::io("write the journal", &self.path, e))?;
+        self.unflushed = 0;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Flushes and waits until the records are on disk.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        self.out.get_ref().sync_all().map_err(|e| Error::io("sync the journal", &self.path, e))
+    }
+}
+
+/// Why reading stopped before the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The byte offset of the first record that could not be read.
+    pub offset: u64,
+    /// What was wrong with it.
+    pub why: String,
+}
+
+/// Everything a journal holds.
+#[derive(Debug, Default)]
+pub struct JournalContents {
+    /// The intact records, in the order they were written.
+    pub records: Vec<ProcessRecord>,
+    /// Set when the file ends with a torn or corrupt record, which was ignored.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Reads every intact record of a journal, calling `each` in order; stops quietly at a torn
+/// or corrupt tail and reports it. A file that is not a journal at all is an error.
+pub fn read_journal_with(path: &Path, mut each: impl FnMut(ProcessRecord)) -> Result<Option<TornTail>> {
+    let file = File::open(path).map_err(|e| Error::io("open the journal", path, e))?;
+    let mut input = BufReader::with_capacity(256 * 1024, file);
+    let mut header = vec![0u8; JOURNAL_HEADER.len()];
+    if input.read_exact(&mut header).is_err() || header != JOURNAL_HEADER {
+        return Err(Error::NotAJournal { path: path.to_owned() });
+    }
+    let mut offset = JOURNAL_HEADER.len() as u64;
+    let mut frame = [0u8; 8];
+    let mut payload = Vec::new();
+    loop {
+        match read_full(&mut input, &mut frame) {
+            Ok(0) => return Ok(None),
+            Ok(8) => {}
+            Ok(n) => return Ok(Some(TornTail { offset, why: format!("the file ends {n} bytes into a record header") })),
+            Err(e) => return Err(Error::io("read the journal", path, e)),
+        }
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        if len > MAX_RECORD_LEN {
+            return Ok(Some(TornTail { offset, why: format!("a record claims an implausible length of {len} bytes") }));
+        }
+        payload.resize(len as usize, 0);
+        match read_full(&mut input, &mut payload) {
+            Ok(n) if n == len as usize => {}
+            Ok(n) => {
+                return Ok(Some(TornTail { offset, why: format!("the file ends {n} of {len} bytes into a record") }))
+            }
+            Err(e) => return Err(Error::io("read the journal", path, e)),
+        }
+        if crc32fast::hash(&payload) != crc {
+            return Ok(Some(TornTail { offset, why: "a record's checksum does not match".into() }));
+        }
+        match serde_json::from_slice::<ProcessRecord>(&payload) {
+            Ok(record) => each(record),
+            Err(e) => return Ok(Some(TornTail { offset, why: format!("a record does not decode: {e}") })),
+        }
+        offset += 8 + u64::from(len);
+    }
+}
+
+/// Reads a whole journal into memory.
+pub fn read_journal(path: &Path) -> Result<JournalContents> {
+    let mut records = Vec::new();
+    let torn_tail = read_journal_with(path, |r| records.push(r))?;
+    Ok(JournalContents { records, torn_tail })
+}
+
+/// Reads until `buf` is full or the input ends; returns how many bytes were read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Location, Params, Status, Value};
+
+    fn record(id: u64) -> ProcessRecord {
+        ProcessRecord {
+            id,
+            run: 0,
+            params: Params::from_iter([("x".to_owned(), Value::Int(id as i64))]),
+            status: Status::Finished,
+            output: Value::Float(id as f64 / 2.0),
+            reason: None,
+            stderr_tail: None,
+            attempts: 1,
+            started_at: 1.0,
+            duration_s: 0.5,
+            location: Location::here("test"),
+        }
+    }
+
+    fn write_journal(path: &Path, n: u64) {
+        let mut w = JournalWriter::create(path).unwrap();
+        for id in 0..n {
+            w.append(&record(id)).unwrap();
+        }
+        w.sync().unwrap();
+    }
+
+    #[test]
+    fn round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        write_journal(&path, 5);
+        let contents = read_journal(&path).unwrap();
+        assert_eq!(contents.records, (0..5).map(record).collect::<Vec<_>>());
+        assert_eq!(contents.torn_tail, None);
+    }
+
+    #[test]
+    fn every_truncation_is_detected_and_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        write_journal(&path, 3);
+        let full = std::fs::read(&path).unwrap();
+        // Offsets where records end (and the next begins).
+        let mut boundaries = vec![JOURNAL_HEADER.len()];
+        while *boundaries.last().unwrap() < full.len() {
+            let at = *boundaries.last().unwrap();
+            let len = u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) as usize;
+            boundaries.push(at + 8 + len);
+        }
+        let cut_path = dir.path().join("cut");
+        for cut in JOURNAL_HEADER.len()..=full.len() {
+            std::fs::write(&cut_path, &full[..cut]).unwrap();
+            let contents = read_journal(&cut_path).unwrap();
+            let complete = boundaries.iter().filter(|&&b| b <= cut).count() - 1;
+            assert_eq!(contents.records, (0..complete as u64).map(record).collect::<Vec<_>>(), "cut at {cut}");
+            assert_eq!(contents.torn_tail.is_some(), !boundaries.contains(&cut), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_stops_reading_without_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        write_journal(&path, 3);
+        let full = std::fs::read(&path).unwrap();
+        for i in JOURNAL_HEADER.len()..full.len() {
+            let mut bytes = full.clone();
+            bytes[i] ^= 0x5a;
+            std::fs::write(&path, &bytes).unwrap();
+            let contents = read_journal(&path).unwrap();
+            assert!(contents.records.len() < 3, "flip at {i} went unnoticed");
+            assert!(contents.torn_tail.is_some());
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_journal_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        std::fs::write(&path, b"hello").unwrap();
+        assert!(matches!(read_journal(&path), Err(Error::NotAJournal { .. })));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("journal");
+            let mut bytes = JOURNAL_HEADER.to_vec();
+            bytes.extend_from_slice(&tail);
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = read_journal(&path).unwrap();
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The taskfarm model: what an operation is, how its processes are described, run and
+//! recorded, and the serial reference backend.
+//!
+//! This crate is for the contract every backend shares: [`Process`], [`Operation`],
+//! [`ParameterSpace`], [`ProcessRecord`], the [`Backend`] trait with pySPACE's lifecycle, the
+//! result directory and its [journal], and [`SerialBackend`], the reference implementation.
+//!
+//! It is not for parallelism: it knows nothing of rayon or MPI. The `local` and `mpi`
+//! backends live in their own crates and build on [`Lifecycle`], [`Collector`] and
+//! [`run_job`], so every backend records, journals and consolidates the same way.
+//!
+//! With the feature `testing`, [`testing`] holds the conformance suite every backend passes.
+
+mod backend;
+mod error;
+pub mod journal;
+mod operation;
+mod process;
+mod progress;
+mod record;
+pub mod results;
+mod serial;
+mod space;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod value;
+
+pub use backend::{Backend, Collector, Dispatch, Lifecycle, Role, StatusBoard, StatusCounts, Summary};
+pub use error::{Error, Result};
+pub use operation::{JobSource, Operation};
+pub use process::{Job, Process, ProcessContext, ProcessError};
+pub use progress::{ProgressDisplay, ProgressMode};
+pub use record::{panic_message, run_job, this_host, Location, ProcessRecord, Status};
+pub use serial::SerialBackend;
+pub use space::ParameterSpace;
+pub use value::{Params, Value};

@@ -1,0 +1,174 @@
+//! `Operation`: a named set of processes and where their results go.
+//!
+//! The processes come from a lazy source: an operation of a million processes builds each
+//! one only when a backend asks for the next, so memory stays flat however long it is.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Job, ParameterSpace, Params, Process, ProgressMode, Result, Value};
+
+/// The lazy source of an operation's jobs.
+pub type JobSource<P> = Box<dyn Iterator<Item = Job<P>> + Send>;
+
+/// A named set of independent processes, with where their results go and how progress shows.
+pub struct Operation<P: Process> {
+    name: String,
+    results_base: PathBuf,
+    jobs: JobSource<P>,
+    len: Option<u64>,
+    spec: Params,
+    progress: ProgressMode,
+}
+
+impl<P: Process> std::fmt::Debug for Operation<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operation").field("name", &self.name).field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl<P: Process> Operation<P> {
+    /// A sweep: one process per parameter combination of `space` and per run, made by
+    /// `make(params, run)` only when a backend asks for it. Ids count from 0 in the order
+    /// combinations are enumerated, runs of one combination next to each other.
+    ///
+    /// ```
+    /// # use backend_core::*;
+    /// # use serde::{Serialize, Deserialize};
+    /// # #[derive(Serialize, Deserialize)] struct Sim { alpha: f64, seed: u32 }
+    /// # impl Process for Sim { type Output = f64;
+    /// #   fn run(&self, _: &ProcessContext) -> Result<f64, ProcessError> { Ok(self.alpha) } }
+    /// let space = ParameterSpace::ranges([("alpha", vec![Value::from(0.1), Value::from(0.2)])])?;
+    /// let op = Operation::sweep("demo", space, 3, |params, run| Sim {
+    ///     alpha: params["alpha"].as_f64().unwrap_or_default(),
+    ///     seed: run,
+    /// })?;
+    /// assert_eq!(op.len(), Some(6));
+    /// # Ok::<(), backend_core::Error>(())
+    /// ```
+    pub fn sweep(
+        name: impl Into<String>,
+        space: ParameterSpace,
+        runs: u32,
+        make: impl Fn(&Params, u32) -> P + Send + 'static,
+    ) -> Result<Self> {
+        if runs == 0 {
+            return Err(Error::ZeroRuns);
+        }
+        let combinations = space.count();
+        if combinations == 0 {
+            return Err(Error::ConstraintsExcludeAll { constraints: space.constraints().collect::<Vec<_>>().join(" && ") });
+        }
+        let spec = describe_space(&space, runs);
+        let jobs = space
+            .into_iter_owned()
+            .flat_map(move |params| (0..runs).map(move |run| (params.clone(), run)))
+            .enumerate()
+            .map(move |(id, (params, run))| {
+                let process = make(&params, run);
+                Job { id: id as u64, run, params, process }
+            });
+        Self::from_parts(name.into(), Box::new(jobs), Some(combinations * u64::from(runs)), spec)
+    }
+
+    /// An operation of the given processes, one each, in order. The parameters of each are
+    /// the process's own fields, so they appear in `results.csv`.
+    pub fn from_processes<I>(name: impl Into<String>, processes: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = P>,
+        I::IntoIter: Send + 'static,
+    {
+        let iter = processes.into_iter();
+        let len = match iter.size_hint() {
+            (lower, Some(upper)) if lower == upper => Some(lower as u64),
+            _ => None,
+        };
+        let jobs = iter.enumerate().map(|(id, process)| {
+            let params = match Value::from_serialize(&process) {
+                Ok(Value::Map(map)) => map,
+                Ok(other) => Params::from_iter([("process".to_owned(), other)]),
+                Err(_) => Params::new(),
+            };
+            Job { id: id as u64, run: 0, params, process }
+        });
+        let mut spec = Params::new();
+        spec.insert("runs".into(), Value::Int(1));
+        Self::from_parts(name.into(), Box::new(jobs), len, spec)
+    }
+
+    /// An operation from any lazy source of jobs (ids must be unique); `len` if known.
+    pub fn from_jobs(name: impl Into<String>, jobs: JobSource<P>, len: Option<u64>) -> Result<Self> {
+        Self::from_parts(name.into(), jobs, len, Params::new())
+    }
+
+    fn from_parts(name: String, jobs: JobSource<P>, len: Option<u64>, mut spec: Params) -> Result<Self> {
+        let valid = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid {
+            return Err(Error::InvalidName { name });
+        }
+        spec.shift_insert(0, "name".into(), Value::Str(name.clone()));
+        Ok(Operation { name, results_base: PathBuf::from("results"), jobs, len, spec, progress: ProgressMode::Quiet })
+    }
+
+    /// Sets the base directory of results (default `results`): the run writes to
+    /// `<base>/<name>/<UTC timestamp>/`.
+    pub fn with_results_base(mut self, base: impl Into<PathBuf>) -> Self {
+        self.results_base = base.into();
+        self
+    }
+
+    /// Replaces the spec written to `operation.toml` (the worker writes the spec file as run).
+    pub fn with_spec(mut self, spec: Params) -> Self {
+        self.spec = spec;
+        self
+    }
+
+    /// Chooses how progress is shown (default: quiet, for libraries; the CLI uses `Auto`).
+    pub fn with_progress(mut self, progress: ProgressMode) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The operation's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many processes there are, when known.
+    pub fn len(&self) -> Option<u64> {
+        self.len
+    }
+
+    /// Whether the operation is known to have no process.
+    pub fn is_empty(&self) -> bool {
+        self.len == Some(0)
+    }
+
+    /// Where results go.
+    pub fn results_base(&self) -> &Path {
+        &self.results_base
+    }
+
+    /// The spec written to `operation.toml`.
+    pub fn spec(&self) -> &Params {
+        &self.spec
+    }
+
+    /// How progress is shown.
+    pub fn progress(&self) -> ProgressMode {
+        self.progress
+    }
+
+    /// Takes the job source out (backends call this when they stage the operation in).
+    pub fn into_jobs(self) -> JobSource<P> {
+        self.jobs
+    }
+}
+
+fn describe_space(space: &ParameterSpace, runs: u32) -> Params {
+    let mut spec = space.describe();
+    spec.insert("runs".into(), Value::Int(i64::from(runs)));
+    spec
+}

@@ -1,0 +1,138 @@
+//! `Process`: one independent unit of work, and what it is given (`ProcessContext`) and
+//! may return (`ProcessError`). `Job` is a process with its id, run number and parameters,
+//! as a backend hands it to a worker.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Location, Params};
+
+/// One independent unit of work of an operation.
+///
+/// A process is plain data (it is sent to other machines under MPI) and `run` computes its
+/// output. A panic inside `run` is caught and recorded as a crash; the operation goes on.
+///
+/// ```
+/// use backend_core::{Process, ProcessContext, ProcessError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Square { x: f64 }
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Squared { y: f64 }
+///
+/// impl Process for Square {
+///     type Output = Squared;
+///     fn run(&self, _ctx: &ProcessContext) -> Result<Squared, ProcessError> {
+///         Ok(Squared { y: self.x * self.x })
+///     }
+/// }
+/// ```
+pub trait Process: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// What the process computes. Its fields become columns of `results.csv`.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Runs the process. An `Err` is recorded as a crash with its message.
+    fn run(&self, ctx: &ProcessContext<'_>) -> Result<Self::Output, ProcessError>;
+}
+
+/// A process with its identity in the operation: what a backend hands to a worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job<P> {
+    /// The process's stable id: its index in the operation, from 0.
+    pub id: u64,
+    /// The run number, from 0 to `runs - 1`.
+    pub run: u32,
+    /// The parameters the process was made from.
+    pub params: Params,
+    /// The process itself.
+    pub process: P,
+}
+
+/// What a running process may know about itself.
+#[derive(Debug)]
+pub struct ProcessContext<'a> {
+    id: u64,
+    run: u32,
+    params: &'a Params,
+    result_dir: &'a Path,
+    location: &'a Location,
+}
+
+impl<'a> ProcessContext<'a> {
+    /// A context for the process `id`; backends make these, tests may too.
+    pub fn new(id: u64, run: u32, params: &'a Params, result_dir: &'a Path, location: &'a Location) -> Self {
+        ProcessContext { id, run, params, result_dir, location }
+    }
+
+    /// The process's id in the operation.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The run number (for `runs > 1`), from 0; use it as a seed.
+    pub fn run(&self) -> u32 {
+        self.run
+    }
+
+    /// The parameters the process was made from.
+    pub fn params(&self) -> &Params {
+        self.params
+    }
+
+    /// Where the process runs (host and worker).
+    pub fn location(&self) -> &Location {
+        self.location
+    }
+
+    /// The operation's result directory.
+    pub fn result_dir(&self) -> &Path {
+        self.result_dir
+    }
+
+    /// A scratch directory for this process alone, `<result dir>/scratch/<id>`, created on
+    /// first use (so an operation of a million processes does not make a million folders).
+    pub fn scratch_dir(&self) -> std::io::Result<PathBuf> {
+        let dir = self.result_dir.join("scratch").join(self.id.to_string());
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+}
+
+/// Why a process failed. Any `std::error::Error` converts into it, so `?` works in `run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessError {
+    /// What went wrong, in one sentence.
+    pub reason: String,
+    /// The last lines the process wrote to stderr, if it ran a command.
+    pub stderr_tail: Option<String>,
+}
+
+impl ProcessError {
+    /// A failure with a message.
+    pub fn msg(reason: impl fmt::Display) -> Self {
+        ProcessError { reason: reason.to_string(), stderr_tail: None }
+    }
+
+    /// Adds the tail of the process's stderr.
+    pub fn with_stderr_tail(mut self, tail: impl Into<String>) -> Self {
+        self.stderr_tail = Some(tail.into());
+        self
+    }
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl<E: std::error::Error> From<E> for ProcessError {
+    fn from(e: E) -> Self {
+        ProcessError::msg(e)
+    }
+}

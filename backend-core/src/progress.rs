@@ -1,0 +1,98 @@
+//! Showing progress: a bar with ETA when stderr is a terminal, plain periodic lines when it
+//! is not, nothing when quiet.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::StatusCounts;
+
+/// How an operation shows its progress on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    /// A bar when stderr is a terminal, lines otherwise.
+    Auto,
+    /// Always a bar.
+    Bar,
+    /// A line every few seconds.
+    Lines,
+    /// Nothing.
+    #[default]
+    Quiet,
+}
+
+/// How often a plain progress line is printed.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// The progress display of one running operation.
+#[derive(Debug)]
+pub struct ProgressDisplay {
+    bar: Option<ProgressBar>,
+    lines: bool,
+    started: Instant,
+    last_line: Instant,
+    name: String,
+}
+
+impl ProgressDisplay {
+    /// A display for the operation `name` of `total` processes (if known).
+    pub fn new(mode: ProgressMode, name: &str, total: Option<u64>) -> Self {
+        let mode = match mode {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+            ProgressMode::Auto => ProgressMode::Lines,
+            other => other,
+        };
+        let bar = (mode == ProgressMode::Bar).then(|| {
+            let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(4));
+            let style = ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_prefix(name.to_owned());
+            bar
+        });
+        let now = Instant::now();
+        ProgressDisplay { bar, lines: mode == ProgressMode::Lines, started: now, last_line: now, name: name.to_owned() }
+    }
+
+    /// Shows the latest counts.
+    pub fn update(&mut self, counts: &StatusCounts) {
+        let done = counts.finished + counts.crashed;
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+            if counts.crashed > 0 {
+                bar.set_message(format!("{} crashed", counts.crashed));
+            }
+        } else if self.lines && self.last_line.elapsed() >= LINE_EVERY {
+            self.last_line = Instant::now();
+            eprintln!("{}", self.line(counts));
+        }
+    }
+
+    /// Clears the bar (the caller prints its own summary).
+    pub fn finish(&mut self, counts: &StatusCounts) {
+        if let Some(bar) = self.bar.take() {
+            bar.set_position(counts.finished + counts.crashed);
+            bar.finish_and_clear();
+        } else if self.lines {
+            eprintln!("{}", self.line(counts));
+        }
+    }
+
+    fn line(&self, counts: &StatusCounts) -> String {
+        let done = counts.finished + counts.crashed;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
+        let total = counts.total.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+        let eta = match counts.total {
+            Some(t) if rate > 0.0 && t >= done => format!(", ETA {:.0} s", (t - done) as f64 / rate),
+            _ => String::new(),
+        };
+        format!(
+            "{}: {done}/{total} done ({} crashed, {} running), {rate:.1}/s{eta}",
+            self.name, counts.crashed, counts.running
+        )
+    }
+}

@@ -1,0 +1,162 @@
+//! `ProcessRecord`: what became of one process (finished or crashed, where, how long).
+//! Records are what the journal stores and what the consolidated files are made of.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Job, Params, Process, ProcessContext, Value};
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// It returned an output.
+    Finished,
+    /// It returned an error or panicked.
+    Crashed,
+}
+
+impl Status {
+    /// The word used in `results.csv`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Finished => "finished",
+            Status::Crashed => "crashed",
+        }
+    }
+}
+
+/// Where a process ran: the host and the worker on it (a thread of the local pool, an
+/// MPI rank, or the serial backend).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// The host name (under MPI, the processor name).
+    pub host: String,
+    /// The worker on that host, e.g. `thread-3` or `rank-2`.
+    pub worker: String,
+}
+
+impl Location {
+    /// A location on this host.
+    pub fn here(worker: impl Into<String>) -> Self {
+        Location { host: this_host().to_owned(), worker: worker.into() }
+    }
+}
+
+/// This machine's host name, looked up once.
+pub fn this_host() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
+}
+
+/// What became of one process: one row of `results.csv`, one record of the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// The process's id in the operation.
+    pub id: u64,
+    /// Its run number.
+    pub run: u32,
+    /// The parameters it was made from.
+    pub params: Params,
+    /// How it ended.
+    pub status: Status,
+    /// Its output (`Null` when it crashed).
+    pub output: Value,
+    /// Why it crashed.
+    pub reason: Option<String>,
+    /// The end of its stderr, when it ran a command and crashed.
+    pub stderr_tail: Option<String>,
+    /// How many times it was run.
+    pub attempts: u32,
+    /// When it started, in seconds since the Unix epoch.
+    pub started_at: f64,
+    /// How long it ran, in seconds.
+    pub duration_s: f64,
+    /// Where it ran.
+    pub location: Location,
+}
+
+/// Runs one job: catches a panic or an error as a crash, times it, and records where it ran.
+/// Every backend runs processes through this function, so they all record the same way.
+pub fn run_job<P: Process>(job: &Job<P>, result_dir: &Path, location: &Location) -> ProcessRecord {
+    let started_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let clock = Instant::now();
+    let ctx = ProcessContext::new(job.id, job.run, &job.params, result_dir, location);
+    let result = catch_unwind(AssertUnwindSafe(|| job.process.run(&ctx)));
+    let duration_s = clock.elapsed().as_secs_f64();
+    let (status, output, reason, stderr_tail) = match result {
+        Ok(Ok(output)) => match Value::from_serialize(&output) {
+            Ok(value) => (Status::Finished, value, None, None),
+            Err(e) => (Status::Crashed, Value::Null, Some(format!("its output could not be recorded: {e}")), None),
+        },
+        Ok(Err(error)) => (Status::Crashed, Value::Null, Some(error.reason), error.stderr_tail),
+        Err(payload) => (Status::Crashed, Value::Null, Some(format!("panicked: {}", panic_message(&*payload))), None),
+    };
+    ProcessRecord {
+        id: job.id,
+        run: job.run,
+        params: job.params.clone(),
+        status,
+        output,
+        reason,
+        stderr_tail,
+        attempts: 1,
+        started_at,
+        duration_s,
+        location: location.clone(),
+    }
+}
+
+/// The message of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-text payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProcessError;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Div(i64);
+
+    impl Process for Div {
+        type Output = i64;
+        fn run(&self, _ctx: &ProcessContext) -> Result<i64, ProcessError> {
+            match self.0 {
+                0 => panic!("division by zero"),
+                1 => Err(ProcessError::msg("one is not allowed")),
+                n => Ok(100 / n),
+            }
+        }
+    }
+
+    fn job(n: i64) -> Job<Div> {
+        Job { id: n as u64, run: 0, params: Params::new(), process: Div(n) }
+    }
+
+    #[test]
+    fn records_outputs_errors_and_panics() {
+        let here = Location::here("test");
+        let dir = Path::new("/nonexistent");
+        let ok = run_job(&job(4), dir, &here);
+        assert_eq!((ok.status, ok.output), (Status::Finished, Value::Int(25)));
+        let err = run_job(&job(1), dir, &here);
+        assert_eq!(err.status, Status::Crashed);
+        assert_eq!(err.reason.as_deref(), Some("one is not allowed"));
+        let panicked = run_job(&job(0), dir, &here);
+        assert_eq!(panicked.status, Status::Crashed);
+        assert_eq!(panicked.reason.as_deref(), Some("panicked: division by zero"));
+    }
+}

@@ -1,0 +1,220 @@
+//! The result directory: creating `<base>/<name>/<UTC timestamp>/`, writing
+//! `operation.toml`, and consolidating the journal into `results.csv`, `results.jsonl`
+//! and `crashed.jsonl`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufWriter, ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexSet;
+
+use crate::journal::{read_journal_with, TornTail};
+use crate::{Error, Params, ProcessRecord, Result, Status, Value};
+
+/// The file names inside a result directory.
+pub mod files {
+    /// The spec as run.
+    pub const OPERATION: &str = "operation.toml";
+    /// The append-only journal, the source of truth.
+    pub const JOURNAL: &str = "journal";
+    /// One row per process, flattened.
+    pub const RESULTS_CSV: &str = "results.csv";
+    /// The same rows as JSON lines.
+    pub const RESULTS_JSONL: &str = "results.jsonl";
+    /// One crash record per crashed process.
+    pub const CRASHED_JSONL: &str = "crashed.jsonl";
+}
+
+/// The columns every results row starts with, before the parameters.
+const LEADING: [&str; 2] = ["id", "run"];
+/// The columns after the parameters, before the output's fields.
+const TRAILING: [&str; 6] = ["status", "duration_s", "started_at", "host", "worker", "attempts"];
+
+/// Creates a fresh result directory `<base>/<name>/<UTC timestamp>/` (with a `.N` suffix
+/// when two runs start in the same second).
+pub fn create_result_dir(base: &Path, name: &str) -> Result<PathBuf> {
+    for ancestor in base.ancestors() {
+        if ancestor.as_os_str().is_empty() {
+            continue;
+        }
+        match fs::metadata(ancestor) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => return Err(Error::ResultsNotADirectory { path: ancestor.to_owned() }),
+            Err(_) => continue,
+        }
+    }
+    let parent = base.join(name);
+    fs::create_dir_all(&parent).map_err(|source| Error::ResultsNotWritable { path: base.to_owned(), source })?;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!("[year]-[month]-[day]T[hour]-[minute]-[second]Z"))
+        .map_err(|e| Error::Internal(format!("the timestamp could not be formatted: {e}")))?;
+    for n in 0u32.. {
+        let dir = if n == 0 { parent.join(&stamp) } else { parent.join(format!("{stamp}.{n}")) };
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(Error::ResultsNotWritable { path: base.to_owned(), source }),
+        }
+    }
+    unreachable!("u32 range exhausted while naming a result directory")
+}
+
+/// Writes `operation.toml`, the spec as run.
+pub fn write_operation_toml(dir: &Path, spec: &Params) -> Result<()> {
+    let table = to_toml_table(spec);
+    let text = toml::to_string_pretty(&table).map_err(|e| Error::Internal(format!("the spec could not be written as TOML: {e}")))?;
+    let path = dir.join(files::OPERATION);
+    fs::write(&path, text).map_err(|e| Error::io("write", &path, e))
+}
+
+fn to_toml_table(map: &Params) -> toml::Table {
+    map.iter().filter_map(|(k, v)| to_toml(v).map(|v| (k.clone(), v))).collect()
+}
+
+fn to_toml(value: &Value) -> Option<toml::Value> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => toml::Value::Boolean(*b),
+        Value::Int(i) => toml::Value::Integer(*i),
+        Value::Float(f) => toml::Value::Float(*f),
+        Value::Str(s) => toml::Value::String(s.clone()),
+        Value::List(items) => toml::Value::Array(items.iter().filter_map(to_toml).collect()),
+        Value::Map(map) => toml::Value::Table(to_toml_table(map)),
+    })
+}
+
+/// What consolidation found in the journal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Consolidated {
+    /// Processes with a record (the latest record of an id counts).
+    pub recorded: u64,
+    /// Of those, finished.
+    pub finished: u64,
+    /// Of those, crashed.
+    pub crashed: u64,
+    /// Set when the journal ended in a torn record, which was ignored.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Reads the journal of `dir` and (re)writes `results.csv`, `results.jsonl` and
+/// `crashed.jsonl`: one row per process id, the latest record of each, sorted by id.
+/// Each file is written beside and renamed into place, so an interruption never leaves a
+/// half-written file where a complete one was.
+pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
+    let mut latest: HashMap<u64, ProcessRecord> = HashMap::new();
+    let torn_tail = read_journal_with(&dir.join(files::JOURNAL), |record| {
+        latest.insert(record.id, record);
+    })?;
+    let mut records: Vec<ProcessRecord> = latest.into_values().collect();
+    records.sort_by_key(|r| r.id);
+
+    let rows: Vec<Vec<(String, Value)>> = records.iter().map(row).collect();
+    let mut params: IndexSet<&str> = IndexSet::new();
+    let mut outputs: IndexSet<String> = IndexSet::new();
+    for (record, row) in records.iter().zip(&rows) {
+        params.extend(record.params.keys().map(String::as_str));
+        outputs.extend(row.iter().skip(LEADING.len() + record.params.len() + TRAILING.len()).map(|(k, _)| k.clone()));
+    }
+    outputs.shift_remove("reason");
+    let mut columns: Vec<String> = LEADING.iter().map(|s| s.to_string()).collect();
+    columns.extend(params.iter().map(|s| s.to_string()));
+    columns.extend(TRAILING.iter().map(|s| s.to_string()));
+    columns.extend(outputs);
+    columns.push("reason".into());
+
+    write_atomically(dir, files::RESULTS_CSV, |out| {
+        let mut csv = csv::Writer::from_writer(out);
+        csv.write_record(&columns)?;
+        for row in &rows {
+            let cells: HashMap<&str, &Value> = row.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            csv.write_record(columns.iter().map(|c| cells.get(c.as_str()).map(|v| v.to_string()).unwrap_or_default()))?;
+        }
+        csv.flush()?;
+        Ok(())
+    })?;
+    write_atomically(dir, files::RESULTS_JSONL, |out| {
+        for row in &rows {
+            let object: serde_json::Map<String, serde_json::Value> =
+                row.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect();
+            serde_json::to_writer(&mut *out, &object)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+    write_atomically(dir, files::CRASHED_JSONL, |out| {
+        for record in records.iter().filter(|r| r.status == Status::Crashed) {
+            serde_json::to_writer(&mut *out, &crash_record(record))?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+
+    let finished = records.iter().filter(|r| r.status == Status::Finished).count() as u64;
+    Ok(Consolidated { recorded: records.len() as u64, finished, crashed: records.len() as u64 - finished, torn_tail })
+}
+
+/// One flat row: id, run, parameters, status columns, the output's fields, reason.
+fn row(record: &ProcessRecord) -> Vec<(String, Value)> {
+    let mut cells = vec![("id".to_owned(), Value::Int(record.id as i64)), ("run".to_owned(), Value::Int(i64::from(record.run)))];
+    cells.extend(record.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+    cells.push(("status".into(), Value::Str(record.status.as_str().into())));
+    cells.push(("duration_s".into(), Value::Float(record.duration_s)));
+    cells.push(("started_at".into(), Value::Float(record.started_at)));
+    cells.push(("host".into(), Value::Str(record.location.host.clone())));
+    cells.push(("worker".into(), Value::Str(record.location.worker.clone())));
+    cells.push(("attempts".into(), Value::Int(i64::from(record.attempts))));
+    let fixed = cells.len();
+    let mut output = Vec::new();
+    match &record.output {
+        Value::Null => {}
+        Value::Map(_) => record.output.flatten_into("", &mut output),
+        other => output.push(("output".to_owned(), other.clone())),
+    }
+    for (name, value) in output {
+        // An output field that clashes with a fixed column or a parameter gets a prefix.
+        let taken = cells[..fixed].iter().any(|(k, _)| *k == name) || name == "reason";
+        let name = if taken { format!("output.{name}") } else { name };
+        cells.push((name, value));
+    }
+    cells.push(("reason".into(), record.reason.clone().map(Value::Str).unwrap_or(Value::Null)));
+    cells
+}
+
+fn crash_record(record: &ProcessRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": record.id,
+        "run": record.run,
+        "params": serde_json::Value::from(Value::Map(record.params.clone())),
+        "reason": record.reason,
+        "stderr_tail": record.stderr_tail,
+        "attempts": record.attempts,
+        "host": record.location.host,
+        "worker": record.location.worker,
+        "started_at": record.started_at,
+        "duration_s": record.duration_s,
+    })
+}
+
+fn write_atomically(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut BufWriter<fs::File>) -> std::result::Result<(), Box<dyn std::error::Error>>,
+) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let mut out = BufWriter::new(file);
+    write(&mut out).map_err(|e| Error::io("write", &tmp, std::io::Error::other(e.to_string())))?;
+    out.flush().map_err(|e| Error::io("write", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io("move into place", &path, e))
+}
+
+/// Reads `results.jsonl` of a consolidated result directory: one JSON object per process.
+pub fn read_results_jsonl(dir: &Path) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let path = dir.join(files::RESULTS_JSONL);
+    let text = fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+    text.lines()
+        .map(|line| serde_json::from_str(line).map_err(|e| Error::io("parse", &path, std::io::Error::other(e))))
+        .collect()
+}
