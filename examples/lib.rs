@@ -1,0 +1,1 @@
+//! Runnable examples of taskfarm; see `examples/`.

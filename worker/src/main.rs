@@ -1,0 +1,2 @@
+//! The taskfarm-worker binary (being written).
+fn main() {}
