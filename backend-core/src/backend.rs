@@ -353,7 +353,8 @@ impl<P: Process> Lifecycle<P> {
                         Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
                     },
                 };
-                let result = received.unwrap_or_else(|()| Err(Error::Internal("the dispatch thread ended without a result".into())));
+                let result = received
+                    .unwrap_or_else(|()| Err(Error::Internal("the dispatch thread ended without a result".into())));
                 (result, Some(thread))
             }
             State::Executed(result) => (result, None),
@@ -408,5 +409,30 @@ impl<P: Process> Lifecycle<P> {
         let _ = std::fs::remove_dir(self.dir.join("scratch"));
         self.state = State::Idle;
         Ok(())
+    }
+}
+
+/// A boxed backend (as `create_backend` returns) is a backend.
+impl<P: Process, B: Backend<P> + ?Sized> Backend<P> for Box<B> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
+        (**self).stage_in(operation)
+    }
+    fn execute(&mut self) -> Result<()> {
+        (**self).execute()
+    }
+    fn check_status(&self) -> StatusCounts {
+        (**self).check_status()
+    }
+    fn retrieve(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        (**self).retrieve(timeout)
+    }
+    fn consolidate(&mut self) -> Result<Summary> {
+        (**self).consolidate()
+    }
+    fn cleanup(&mut self) -> Result<()> {
+        (**self).cleanup()
     }
 }

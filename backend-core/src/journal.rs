@@ -48,10 +48,7 @@ impl JournalWriter {
 
     /// Opens an existing journal to append to it (for a resumed run).
     pub fn append_to(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io("open the journal", path, e))?;
+        let file = OpenOptions::new().append(true).open(path).map_err(|e| Error::io("open the journal", path, e))?;
         Ok(Self::wrap(path, file))
     }
 
@@ -66,7 +63,8 @@ impl JournalWriter {
 
     /// Appends one record; flushes when the batch is full or old enough.
     pub fn append(&mut self, record: &ProcessRecord) -> Result<()> {
-        let payload = serde_json::to_vec(record).map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
+        let payload =
+            serde_json::to_vec(record).map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
         let len = u32::try_from(payload.len()).map_err(|_| Error::Internal("a record is larger than 4 GiB".into()))?;
         let crc = crc32fast::hash(&payload);
         let write = |out: &mut BufWriter<File>| -> std::io::Result<()> {
@@ -131,7 +129,9 @@ pub fn read_journal_with(path: &Path, mut each: impl FnMut(ProcessRecord)) -> Re
         match read_full(&mut input, &mut frame) {
             Ok(0) => return Ok(None),
             Ok(8) => {}
-            Ok(n) => return Ok(Some(TornTail { offset, why: format!("the file ends {n} bytes into a record header") })),
+            Ok(n) => {
+                return Ok(Some(TornTail { offset, why: format!("the file ends {n} bytes into a record header") }))
+            }
             Err(e) => return Err(Error::io("read the journal", path, e)),
         }
         let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);

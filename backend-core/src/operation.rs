@@ -56,7 +56,9 @@ impl<P: Process> Operation<P> {
         }
         let combinations = space.count();
         if combinations == 0 {
-            return Err(Error::ConstraintsExcludeAll { constraints: space.constraints().collect::<Vec<_>>().join(" && ") });
+            return Err(Error::ConstraintsExcludeAll {
+                constraints: space.constraints().collect::<Vec<_>>().join(" && "),
+            });
         }
         let spec = describe_space(&space, runs);
         let jobs = space

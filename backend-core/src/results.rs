@@ -63,7 +63,8 @@ pub fn create_result_dir(base: &Path, name: &str) -> Result<PathBuf> {
 /// Writes `operation.toml`, the spec as run.
 pub fn write_operation_toml(dir: &Path, spec: &Params) -> Result<()> {
     let table = to_toml_table(spec);
-    let text = toml::to_string_pretty(&table).map_err(|e| Error::Internal(format!("the spec could not be written as TOML: {e}")))?;
+    let text = toml::to_string_pretty(&table)
+        .map_err(|e| Error::Internal(format!("the spec could not be written as TOML: {e}")))?;
     let path = dir.join(files::OPERATION);
     fs::write(&path, text).map_err(|e| Error::io("write", &path, e))
 }
@@ -156,7 +157,8 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
 
 /// One flat row: id, run, parameters, status columns, the output's fields, reason.
 fn row(record: &ProcessRecord) -> Vec<(String, Value)> {
-    let mut cells = vec![("id".to_owned(), Value::Int(record.id as i64)), ("run".to_owned(), Value::Int(i64::from(record.run)))];
+    let mut cells =
+        vec![("id".to_owned(), Value::Int(record.id as i64)), ("run".to_owned(), Value::Int(i64::from(record.run)))];
     cells.extend(record.params.iter().map(|(k, v)| (k.clone(), v.clone())));
     cells.push(("status".into(), Value::Str(record.status.as_str().into())));
     cells.push(("duration_s".into(), Value::Float(record.duration_s)));

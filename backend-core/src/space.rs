@@ -42,17 +42,12 @@ impl ParameterSpace {
     /// assert_eq!(space.count(), 6);
     /// ```
     pub fn ranges<K: Into<String>>(ranges: impl IntoIterator<Item = (K, Vec<Value>)>) -> Result<Self> {
-        let ranges: IndexMap<String, Vec<Value>> =
-            ranges.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        let ranges: IndexMap<String, Vec<Value>> = ranges.into_iter().map(|(k, v)| (k.into(), v)).collect();
         if ranges.is_empty() {
-            return Err(Error::EmptyParameterSpace {
-                why: "`parameter_ranges` names no parameter".into(),
-            });
+            return Err(Error::EmptyParameterSpace { why: "`parameter_ranges` names no parameter".into() });
         }
         if let Some((name, _)) = ranges.iter().find(|(_, values)| values.is_empty()) {
-            return Err(Error::EmptyParameterSpace {
-                why: format!("the range of parameter `{name}` has no values"),
-            });
+            return Err(Error::EmptyParameterSpace { why: format!("the range of parameter `{name}` has no values") });
         }
         let names = ranges.keys().cloned().collect();
         Ok(ParameterSpace { source: Source::Ranges(ranges), names, constraints: Vec::new() })
@@ -61,9 +56,7 @@ impl ParameterSpace {
     /// An explicit list of parameter settings, one process (per run) each.
     pub fn settings(settings: Vec<Params>) -> Result<Self> {
         if settings.is_empty() {
-            return Err(Error::EmptyParameterSpace {
-                why: "`parameter_settings` is an empty list".into(),
-            });
+            return Err(Error::EmptyParameterSpace { why: "`parameter_settings` is an empty list".into() });
         }
         let mut names: Vec<String> = Vec::new();
         for setting in &settings {
@@ -88,9 +81,8 @@ impl ParameterSpace {
     /// parameter, or an expression that is not boolean is an error here, before anything runs.
     pub fn constrain(mut self, expression: &str) -> Result<Self> {
         let text = self.strip_pyspace_underscores(expression);
-        let tree = evalexpr::build_operator_tree::<DefaultNumericTypes>(&text).map_err(|e| {
-            Error::ConstraintSyntax { constraint: expression.to_owned(), reason: e.to_string() }
-        })?;
+        let tree = evalexpr::build_operator_tree::<DefaultNumericTypes>(&text)
+            .map_err(|e| Error::ConstraintSyntax { constraint: expression.to_owned(), reason: e.to_string() })?;
         for name in tree.iter_variable_identifiers() {
             if !self.names.iter().any(|n| n == name) {
                 return Err(Error::ConstraintUnknownParameter {
@@ -125,8 +117,7 @@ impl ParameterSpace {
     /// a number) excludes that combination; [`ParameterSpace::constrain`] has already checked
     /// the first one.
     pub fn iter(&self) -> impl Iterator<Item = Params> + Send + '_ {
-        self.unconstrained()
-            .filter(move |params| self.constraints.iter().all(|c| c.holds(params).unwrap_or(false)))
+        self.unconstrained().filter(move |params| self.constraints.iter().all(|c| c.holds(params).unwrap_or(false)))
     }
 
     /// Enumerates the combinations lazily, owning the space (for `'static` sources).
@@ -174,13 +165,7 @@ impl ParameterSpace {
                     *slot = (index % len) as usize;
                     index /= len;
                 }
-                Some(
-                    ranges
-                        .iter()
-                        .zip(picked)
-                        .map(|((name, values), i)| (name.clone(), values[i].clone()))
-                        .collect(),
-                )
+                Some(ranges.iter().zip(picked).map(|((name, values), i)| (name.clone(), values[i].clone())).collect())
             }
         }
     }

@@ -37,9 +37,7 @@ pub enum Value {
 impl Value {
     /// Converts any serializable value (e.g. a process's output) into a `Value`.
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Value, String> {
-        serde_json::to_value(value)
-            .map(Value::from)
-            .map_err(|e| e.to_string())
+        serde_json::to_value(value).map(Value::from).map_err(|e| e.to_string())
     }
 
     /// Converts this value into any deserializable type (e.g. a typed output).
@@ -91,11 +89,7 @@ impl Value {
         match self {
             Value::Map(map) if !map.is_empty() => {
                 for (key, value) in map {
-                    let name = if prefix.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
+                    let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
                     value.flatten_into(&name, out);
                 }
             }
@@ -157,9 +151,7 @@ impl From<serde_json::Value> for Value {
             },
             serde_json::Value::String(s) => Value::Str(s),
             serde_json::Value::Array(items) => Value::List(items.into_iter().map(Value::from).collect()),
-            serde_json::Value::Object(map) => {
-                Value::Map(map.into_iter().map(|(k, v)| (k, Value::from(v))).collect())
-            }
+            serde_json::Value::Object(map) => Value::Map(map.into_iter().map(|(k, v)| (k, Value::from(v))).collect()),
         }
     }
 }
@@ -170,9 +162,9 @@ impl From<Value> for serde_json::Value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(b),
             Value::Int(i) => serde_json::Value::from(i),
-            Value::Float(f) => serde_json::Number::from_f64(f)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+            }
             Value::Str(s) => serde_json::Value::String(s),
             Value::List(items) => serde_json::Value::Array(items.into_iter().map(Into::into).collect()),
             Value::Map(map) => serde_json::Value::Object(map.into_iter().map(|(k, v)| (k, v.into())).collect()),
@@ -325,8 +317,7 @@ mod tests {
         leaf.prop_recursive(3, 16, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::List),
-                prop::collection::vec(("[a-z]{1,4}", inner), 0..4)
-                    .prop_map(|kv| Value::Map(kv.into_iter().collect())),
+                prop::collection::vec(("[a-z]{1,4}", inner), 0..4).prop_map(|kv| Value::Map(kv.into_iter().collect())),
             ]
         })
     }

@@ -1,2 +1,121 @@
-//! Project automation (being written).
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`: `run` a spec with the release worker,
+//! `mpirun` it under MPI, `test` (the README's test command, MPI tests included when
+//! `mpirun` is found), and `ci` (format check, clippy, tests) as `.ci/run` does.
+//!
+//! Not for anything a user's program needs: the xtask only drives cargo and mpirun.
+
+mod mpi;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "taskfarm's project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Builds the release worker and runs a spec with it: `cargo xtask run SPEC [worker args]`.
+    Run {
+        /// The spec file.
+        spec: PathBuf,
+        /// More arguments for `taskfarm-worker run` (e.g. --backend serial).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Builds the release worker with MPI and runs it under mpirun.
+    Mpirun(mpi::MpirunArgs),
+    /// Runs the tests: the workspace's, and the MPI tests under a real mpirun when it is found.
+    Test,
+    /// What CI runs: format check, clippy with warnings as errors, the tests.
+    Ci,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Run { spec, args } => run(spec, args),
+        Task::Mpirun(args) => mpi::mpirun(args),
+        Task::Test => test().map(|()| 0),
+        Task::Ci => ci().map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the xtask lives one level below it).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// The target directory cargo builds into.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// A `cargo` command run from the workspace root.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs a command, failing with its description when it does not succeed.
+pub fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let status = cmd.status().with_context(|| format!("could not start: {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn run(spec: PathBuf, args: Vec<String>) -> Result<i32> {
+    run_checked(cargo().args(["build", "--release", "-p", "taskfarm-worker"]), "build the release worker")?;
+    let worker = target_dir().join("release").join("taskfarm-worker");
+    let status = Command::new(&worker)
+        .arg("run")
+        .arg(&spec)
+        .args(&args)
+        .status()
+        .with_context(|| format!("could not start {}", worker.display()))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+fn ci_mode() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+fn test() -> Result<()> {
+    run_checked(cargo().args(["test", "--workspace", "--exclude", "backend-mpi"]), "cargo test (all crates but backend-mpi)")?;
+    mpi::test(ci_mode())
+}
+
+fn ci() -> Result<()> {
+    run_checked(cargo().args(["fmt", "--all", "--check"]), "cargo fmt --check")?;
+    if mpi::found() || ci_mode() {
+        run_checked(
+            cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]),
+            "cargo clippy (all crates, MPI included) -D warnings",
+        )?;
+    } else {
+        eprintln!("xtask: mpicc/mpirun not found: clippy skips backend-mpi");
+        run_checked(
+            cargo().args(["clippy", "--workspace", "--exclude", "backend-mpi", "--all-targets", "--", "-D", "warnings"]),
+            "cargo clippy -D warnings",
+        )?;
+    }
+    test()
+}
