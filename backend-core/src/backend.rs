@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::journal::{JournalWriter, TornTail};
-use crate::results::{consolidate_dir, create_result_dir, files, write_operation_toml};
-use crate::{Error, JobSource, Operation, Process, ProcessRecord, ProgressDisplay, Result, Status};
+use crate::journal::{read_journal_with, JournalWriter, TornTail};
+use crate::results::{consolidate_dir, create_result_dir, files, to_toml_table, write_operation_toml};
+use crate::{Error, JobSource, Operation, Params, Process, ProcessRecord, ProgressDisplay, Result, Resume, Status};
 
 /// A backend runs the processes of an operation. The calls follow pySPACE's lifecycle:
 /// `stage_in` → `execute` → (`check_status`)* → `retrieve` → `consolidate` → `cleanup`;
@@ -94,6 +94,12 @@ impl StatusBoard {
     /// `n` processes stopped running without a record (e.g. a batch handed back).
     pub fn unstarted(&self, n: u64) {
         self.0.running.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Counts processes that an earlier run already recorded (a resumed run).
+    pub fn preset(&self, finished: u64, crashed: u64) {
+        self.0.finished.store(finished, Ordering::Relaxed);
+        self.0.crashed.store(crashed, Ordering::Relaxed);
     }
 
     /// A process ended with `status`; it was counted as running.
@@ -237,6 +243,7 @@ pub struct Lifecycle<P: Process> {
     dir: PathBuf,
     started: Option<Instant>,
     wall: Duration,
+    resumed_torn_tail: Option<TornTail>,
 }
 
 impl<P: Process> std::fmt::Debug for Lifecycle<P> {
@@ -256,13 +263,63 @@ impl<P: Process> Lifecycle<P> {
             dir: PathBuf::new(),
             started: None,
             wall: Duration::ZERO,
+            resumed_torn_tail: None,
         }
     }
 
     /// `stage_in`: creates the result directory, writes `operation.toml`, opens the journal.
+    /// A resumed operation ([`Operation::resume_from`]) continues its earlier run instead.
     pub fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
+        if let Some(resume) = operation.resume().cloned() {
+            return self.stage_in_resumed(operation, resume);
+        }
         let dir = create_result_dir(operation.results_base(), operation.name())?;
         self.stage_in_dir(operation, dir)
+    }
+
+    /// Stages the jobs that the earlier run in `resume.dir` did not finish.
+    fn stage_in_resumed(&mut self, operation: Operation<P>, resume: Resume) -> Result<()> {
+        let dir = resume.dir;
+        for (file, missing) in [(files::JOURNAL, "journal"), (files::OPERATION, "operation.toml")] {
+            if !dir.join(file).is_file() {
+                return Err(Error::NotARun { path: dir, missing });
+            }
+        }
+        check_same_spec(&dir, operation.spec())?;
+        let journal_path = dir.join(files::JOURNAL);
+        let mut done = IdSet::default();
+        let (mut finished, mut crashed) = (IdSet::default(), IdSet::default());
+        let torn = read_journal_with(&journal_path, |record| match record.status {
+            Status::Finished => {
+                finished.insert(record.id);
+                crashed.remove(record.id);
+            }
+            Status::Crashed => {
+                crashed.insert(record.id);
+            }
+        })?;
+        if let Some(torn) = &torn {
+            // Records appended after a torn one would be unreadable: cut the tail off first.
+            truncate_at(&journal_path, torn.offset)?;
+        }
+        done.clone_from(&finished);
+        if !resume.rerun_crashed {
+            crashed.iter().for_each(|id| done.insert(id));
+        }
+        let previously_crashed = if resume.rerun_crashed { 0 } else { crashed.count() };
+        let len = operation.len();
+        self.board = StatusBoard::new(len);
+        self.board.preset(finished.count(), previously_crashed);
+        let progress = ProgressDisplay::new(operation.progress(), operation.name(), len);
+        self.name = operation.name().to_owned();
+        self.dir = dir.clone();
+        self.resumed_torn_tail = torn;
+        let journal = JournalWriter::append_to(&journal_path)?;
+        let collector = Collector { journal, board: self.board.clone(), progress };
+        let jobs = Box::new(operation.into_jobs().filter(move |job| !done.contains(job.id)));
+        let dispatch = Dispatch { jobs, dir, len };
+        self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
+        Ok(())
     }
 
     /// `stage_in` into a result directory that already exists and is empty (the MPI
@@ -394,7 +451,7 @@ impl<P: Process> Lifecycle<P> {
             finished: consolidated.finished,
             crashed: consolidated.crashed,
             wall: self.wall,
-            torn_tail: consolidated.torn_tail,
+            torn_tail: consolidated.torn_tail.or_else(|| self.resumed_torn_tail.clone()),
             role: Role::Coordinator,
         };
         self.state = State::Consolidated(summary.clone());
@@ -435,4 +492,71 @@ impl<P: Process, B: Backend<P> + ?Sized> Backend<P> for Box<B> {
     fn cleanup(&mut self) -> Result<()> {
         (**self).cleanup()
     }
+}
+
+/// A set of process ids (dense from 0), one bit each: a million ids take 125 KiB.
+#[derive(Debug, Default, Clone)]
+struct IdSet {
+    words: Vec<u64>,
+}
+
+impl IdSet {
+    fn insert(&mut self, id: u64) {
+        let (word, bit) = ((id / 64) as usize, id % 64);
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << bit;
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(w) = self.words.get_mut((id / 64) as usize) {
+            *w &= !(1 << (id % 64));
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.words.get((id / 64) as usize).is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+
+    fn count(&self) -> u64 {
+        self.words.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.words
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &w)| (0..64).filter(move |b| w & (1 << b) != 0).map(move |b| i as u64 * 64 + b))
+    }
+}
+
+/// Refuses to resume a run whose `operation.toml` differs from `spec` (the backend may differ).
+fn check_same_spec(dir: &Path, spec: &Params) -> Result<()> {
+    let path = dir.join(files::OPERATION);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+    let mut was: toml::Table = toml::from_str(&text)
+        .map_err(|_| Error::NotARun { path: dir.to_owned(), missing: "readable operation.toml" })?;
+    let mut now = to_toml_table(spec);
+    was.remove("backend");
+    now.remove("backend");
+    if was == now {
+        return Ok(());
+    }
+    let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
+    let show = |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into());
+    let key = keys.into_iter().find(|k| was.get(*k) != now.get(*k)).cloned().unwrap_or_default();
+    Err(Error::ResumeSpecDiffers { path: dir.to_owned(), was: show(was.get(&key)), now: show(now.get(&key)), key })
+}
+
+/// Cuts a journal at `offset`, dropping a torn tail (a journal torn inside its header
+/// starts afresh).
+fn truncate_at(path: &Path, offset: u64) -> Result<()> {
+    if offset == 0 {
+        std::fs::remove_file(path).map_err(|e| Error::io("remove the torn journal", path, e))?;
+        return JournalWriter::create(path).map(drop);
+    }
+    let file =
+        std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open the journal", path, e))?;
+    file.set_len(offset).map_err(|e| Error::io("truncate the torn tail of the journal", path, e))
 }

@@ -83,6 +83,26 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// `--resume` was given a directory that is not a taskfarm run.
+    #[error("{} is not a taskfarm run directory (it has no {missing}): give the directory of an earlier run, e.g. results/<name>/<timestamp>", path.display())]
+    NotARun {
+        /// The directory given.
+        path: PathBuf,
+        /// The file that is missing.
+        missing: &'static str,
+    },
+    /// `--resume` was given the run of another spec.
+    #[error("{} was run with another spec (`{key}` differs: {was} there, {now} now): resume it with the spec it was run with, or start a new run", path.display())]
+    ResumeSpecDiffers {
+        /// The directory given.
+        path: PathBuf,
+        /// The first field that differs.
+        key: String,
+        /// Its value in the earlier run.
+        was: String,
+        /// Its value now.
+        now: String,
+    },
     /// A lifecycle call came in the wrong order.
     #[error("`{call}` was called before `{needs}`")]
     OutOfOrder {

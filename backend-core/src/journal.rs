@@ -119,8 +119,12 @@ pub fn read_journal_with(path: &Path, mut each: impl FnMut(ProcessRecord)) -> Re
     let file = File::open(path).map_err(|e| Error::io("open the journal", path, e))?;
     let mut input = BufReader::with_capacity(256 * 1024, file);
     let mut header = vec![0u8; JOURNAL_HEADER.len()];
-    if input.read_exact(&mut header).is_err() || header != JOURNAL_HEADER {
+    let got = read_full(&mut input, &mut header).map_err(|e| Error::io("read the journal", path, e))?;
+    if header[..got] != JOURNAL_HEADER[..got] {
         return Err(Error::NotAJournal { path: path.to_owned() });
+    }
+    if got < JOURNAL_HEADER.len() {
+        return Ok(Some(TornTail { offset: 0, why: "the file ends inside the journal header".into() }));
     }
     let mut offset = JOURNAL_HEADER.len() as u64;
     let mut frame = [0u8; 8];
@@ -232,12 +236,15 @@ mod tests {
             boundaries.push(at + 8 + len);
         }
         let cut_path = dir.path().join("cut");
-        for cut in JOURNAL_HEADER.len()..=full.len() {
+        for cut in 0..=full.len() {
             std::fs::write(&cut_path, &full[..cut]).unwrap();
             let contents = read_journal(&cut_path).unwrap();
-            let complete = boundaries.iter().filter(|&&b| b <= cut).count() - 1;
+            let complete = boundaries.iter().filter(|&&b| b <= cut).count().saturating_sub(1);
             assert_eq!(contents.records, (0..complete as u64).map(record).collect::<Vec<_>>(), "cut at {cut}");
             assert_eq!(contents.torn_tail.is_some(), !boundaries.contains(&cut), "cut at {cut}");
+            if cut < JOURNAL_HEADER.len() {
+                assert_eq!(contents.torn_tail.as_ref().map(|t| t.offset), Some(0));
+            }
         }
     }
 

@@ -27,10 +27,10 @@ mod value;
 
 pub use backend::{Backend, Collector, Dispatch, Lifecycle, Role, StatusBoard, StatusCounts, Summary};
 pub use error::{Error, Result};
-pub use operation::{JobSource, Operation};
+pub use operation::{JobSource, Operation, Resume};
 pub use process::{Job, Process, ProcessContext, ProcessError};
 pub use progress::{ProgressDisplay, ProgressMode};
-pub use record::{panic_message, run_job, this_host, Location, ProcessRecord, Status};
+pub use record::{inside_process, panic_message, run_job, this_host, Location, ProcessRecord, Status};
 pub use serial::SerialBackend;
 pub use space::ParameterSpace;
 pub use value::{Params, Value};

@@ -18,6 +18,16 @@ pub struct Operation<P: Process> {
     len: Option<u64>,
     spec: Params,
     progress: ProgressMode,
+    resume: Option<Resume>,
+}
+
+/// Where an operation resumes: an earlier run's result directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The earlier run's result directory (it holds `operation.toml` and `journal`).
+    pub dir: PathBuf,
+    /// Whether processes that crashed are run again (otherwise only missing ones run).
+    pub rerun_crashed: bool,
 }
 
 impl<P: Process> std::fmt::Debug for Operation<P> {
@@ -111,7 +121,15 @@ impl<P: Process> Operation<P> {
             return Err(Error::InvalidName { name });
         }
         spec.shift_insert(0, "name".into(), Value::Str(name.clone()));
-        Ok(Operation { name, results_base: PathBuf::from("results"), jobs, len, spec, progress: ProgressMode::Quiet })
+        Ok(Operation {
+            name,
+            results_base: PathBuf::from("results"),
+            jobs,
+            len,
+            spec,
+            progress: ProgressMode::Quiet,
+            resume: None,
+        })
     }
 
     /// Sets the base directory of results (default `results`): the run writes to
@@ -130,6 +148,27 @@ impl<P: Process> Operation<P> {
     /// Chooses how progress is shown (default: quiet, for libraries; the CLI uses `Auto`).
     pub fn with_progress(mut self, progress: ProgressMode) -> Self {
         self.progress = progress;
+        self
+    }
+
+    /// Resumes the run in `dir` instead of starting a new one: only processes without a
+    /// record there run (and crashed ones too with `rerun_crashed`), their records are
+    /// appended to the same journal, and the consolidated files are rewritten. `stage_in`
+    /// refuses a directory that is not a taskfarm run or whose spec differs from this one.
+    pub fn resume_from(mut self, dir: impl Into<PathBuf>, rerun_crashed: bool) -> Self {
+        self.resume = Some(Resume { dir: dir.into(), rerun_crashed });
+        self
+    }
+
+    /// The run this operation resumes, if any.
+    pub fn resume(&self) -> Option<&Resume> {
+        self.resume.as_ref()
+    }
+
+    /// Replaces the job source (a resumed run keeps only the jobs still to do).
+    pub fn map_jobs(mut self, f: impl FnOnce(JobSource<P>) -> JobSource<P>) -> Self {
+        let jobs = std::mem::replace(&mut self.jobs, Box::new(std::iter::empty()));
+        self.jobs = f(jobs);
         self
     }
 

@@ -1,9 +1,10 @@
 //! `ProcessRecord`: what became of one process (finished or crashed, where, how long).
 //! Records are what the journal stores and what the consolidated files are made of.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -83,10 +84,13 @@ pub struct ProcessRecord {
 /// Runs one job: catches a panic or an error as a crash, times it, and records where it ran.
 /// Every backend runs processes through this function, so they all record the same way.
 pub fn run_job<P: Process>(job: &Job<P>, result_dir: &Path, location: &Location) -> ProcessRecord {
+    install_quiet_panic_hook();
     let started_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let clock = Instant::now();
     let ctx = ProcessContext::new(job.id, job.run, &job.params, result_dir, location);
+    let was_inside = INSIDE_PROCESS.with(|inside| inside.replace(true));
     let result = catch_unwind(AssertUnwindSafe(|| job.process.run(&ctx)));
+    INSIDE_PROCESS.with(|inside| inside.set(was_inside));
     let duration_s = clock.elapsed().as_secs_f64();
     let (status, output, reason, stderr_tail) = match result {
         Ok(Ok(output)) => match Value::from_serialize(&output) {
@@ -109,6 +113,31 @@ pub fn run_job<P: Process>(job: &Job<P>, result_dir: &Path, location: &Location)
         duration_s,
         location: location.clone(),
     }
+}
+
+thread_local! {
+    static INSIDE_PROCESS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread is inside `Process::run` (through [`run_job`]). A panic hook
+/// that aborts an MPI job must let such panics pass: `run_job` catches them and records
+/// them as crashes.
+pub fn inside_process() -> bool {
+    INSIDE_PROCESS.with(Cell::get)
+}
+
+/// Keeps panics of processes off stderr (their message is in the crash record, and a sweep
+/// with many of them would drown the terminal); other panics reach the previous hook.
+fn install_quiet_panic_hook() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !inside_process() {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// The message of a caught panic.

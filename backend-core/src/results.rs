@@ -69,7 +69,8 @@ pub fn write_operation_toml(dir: &Path, spec: &Params) -> Result<()> {
     fs::write(&path, text).map_err(|e| Error::io("write", &path, e))
 }
 
-fn to_toml_table(map: &Params) -> toml::Table {
+/// The spec as the TOML table `operation.toml` holds.
+pub(crate) fn to_toml_table(map: &Params) -> toml::Table {
     map.iter().filter_map(|(k, v)| to_toml(v).map(|v| (k.clone(), v))).collect()
 }
 
