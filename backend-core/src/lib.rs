@@ -23,6 +23,7 @@ mod serial;
 mod space;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timeline;
 mod value;
 
 pub use backend::{Backend, Collector, Dispatch, Lifecycle, Role, StatusBoard, StatusCounts, Summary};

@@ -24,6 +24,8 @@ pub mod files {
     pub const RESULTS_JSONL: &str = "results.jsonl";
     /// One crash record per crashed process.
     pub const CRASHED_JSONL: &str = "crashed.jsonl";
+    /// Which worker ran which process when, and the histogram of durations.
+    pub const TIMELINE_SVG: &str = "timeline.svg";
 }
 
 /// The columns every results row starts with, before the parameters.
@@ -151,6 +153,10 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
         }
         Ok(())
     })?;
+
+    let tmp = dir.join(format!(".{}.tmp", files::TIMELINE_SVG));
+    crate::timeline::write_timeline(&tmp, &records)?;
+    fs::rename(&tmp, dir.join(files::TIMELINE_SVG)).map_err(|e| Error::io("move into place", &tmp, e))?;
 
     let finished = records.iter().filter(|r| r.status == Status::Finished).count() as u64;
     Ok(Consolidated { recorded: records.len() as u64, finished, crashed: records.len() as u64 - finished, torn_tail })
