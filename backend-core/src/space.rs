@@ -202,6 +202,29 @@ impl Constraint {
     }
 }
 
+impl ParameterSpace {
+    /// The space as spec fields (`parameter_ranges` or `parameter_settings`, `constraints`),
+    /// for `operation.toml`.
+    pub fn describe(&self) -> Params {
+        let mut spec = Params::new();
+        match &self.source {
+            Source::Ranges(ranges) => {
+                let table = ranges.iter().map(|(k, v)| (k.clone(), Value::List(v.clone()))).collect();
+                spec.insert("parameter_ranges".into(), Value::Map(table));
+            }
+            Source::Settings(settings) => {
+                let list = settings.iter().map(|s| Value::Map(s.clone())).collect();
+                spec.insert("parameter_settings".into(), Value::List(list));
+            }
+        }
+        if !self.constraints.is_empty() {
+            let list = self.constraints.iter().map(|c| Value::Str(c.text.clone())).collect();
+            spec.insert("constraints".into(), Value::List(list));
+        }
+        spec
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,28 +292,5 @@ mod tests {
             let owned: Vec<_> = space.clone().into_iter_owned().collect();
             proptest::prop_assert_eq!(borrowed, owned);
         }
-    }
-}
-
-impl ParameterSpace {
-    /// The space as spec fields (`parameter_ranges` or `parameter_settings`, `constraints`),
-    /// for `operation.toml`.
-    pub fn describe(&self) -> Params {
-        let mut spec = Params::new();
-        match &self.source {
-            Source::Ranges(ranges) => {
-                let table = ranges.iter().map(|(k, v)| (k.clone(), Value::List(v.clone()))).collect();
-                spec.insert("parameter_ranges".into(), Value::Map(table));
-            }
-            Source::Settings(settings) => {
-                let list = settings.iter().map(|s| Value::Map(s.clone())).collect();
-                spec.insert("parameter_settings".into(), Value::List(list));
-            }
-        }
-        if !self.constraints.is_empty() {
-            let list = self.constraints.iter().map(|c| Value::Str(c.text.clone())).collect();
-            spec.insert("constraints".into(), Value::List(list));
-        }
-        spec
     }
 }
