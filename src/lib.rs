@@ -99,6 +99,7 @@ pub enum Error {
 /// Makes the backend called `name` (`serial`, `local` or `mpi`) for processes of type `P`.
 ///
 /// Asking for a backend this build lacks is an error that names the feature to enable.
+#[cfg_attr(not(any(feature = "local", feature = "mpi")), allow(unused_variables))]
 pub fn create_backend<P: Process>(name: &str, options: &BackendOptions) -> Result<Box<dyn Backend<P>>, Error> {
     match name {
         "serial" => Ok(Box::new(SerialBackend::new())),

@@ -40,14 +40,15 @@ pub trait Backend<P: Process> {
     /// Releases what the backend holds for the operation; leaves the result directory.
     fn cleanup(&mut self) -> Result<()>;
 
-    /// Runs the whole lifecycle and returns the summary.
+    /// Runs the whole lifecycle and returns the summary. If running fails part-way (e.g. the
+    /// disk fills), what was journaled is still consolidated before the error is returned.
     fn run(&mut self, operation: Operation<P>) -> Result<Summary> {
         self.stage_in(operation)?;
-        self.execute()?;
-        self.retrieve(None)?;
-        let summary = self.consolidate()?;
+        let ran = self.execute().and_then(|()| self.retrieve(None));
+        let summary = self.consolidate();
         self.cleanup()?;
-        Ok(summary)
+        ran?;
+        summary
     }
 }
 

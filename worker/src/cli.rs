@@ -1,0 +1,218 @@
+//! The command line of `taskfarm-worker` (and of a user's own worker binary):
+//! `run`, `validate` and `kinds`.
+//!
+//! Exit status: 0 when every process finished (and on an MPI worker rank, which prints
+//! nothing); 1 when the operation ran but some processes crashed (their records are in
+//! `crashed.jsonl`); 2 for bad input or usage (a clear `error: ...` line on stderr, nothing
+//! run) and for an operation that could not run (e.g. an unwritable results directory).
+//!
+//! This module is for parsing arguments and reporting; loading specs is [`crate::spec`].
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use taskfarm::{create_backend, BackendOptions, ProgressMode, Role, Summary};
+
+use crate::spec::Spec;
+use crate::{Registry, WorkerError};
+
+/// Every process finished.
+pub const EXIT_OK: u8 = 0;
+/// The operation ran, but some processes crashed (or have no record).
+pub const EXIT_CRASHED: u8 = 1;
+/// Bad input or usage: nothing ran (or the operation could not run).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// How many processes `validate` lists.
+const SHOWN: usize = 5;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "taskfarm-worker",
+    version,
+    about = "Runs an operation spec (TOML or YAML) on the serial, local or mpi backend.",
+    after_help = "Exit status: 0 all processes finished, 1 some crashed, 2 bad input or usage."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs every process of a spec and writes the result directory.
+    Run(RunArgs),
+    /// Parses and checks a spec, counts its processes and shows the first few; runs nothing.
+    Validate {
+        /// The spec file (.toml, .yaml or .yml).
+        spec: PathBuf,
+    },
+    /// Lists the process kinds this worker knows, with a line of help each.
+    Kinds,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The spec file (.toml, .yaml or .yml).
+    spec: PathBuf,
+    /// serial, local or mpi (default: the spec's `backend`, else local).
+    #[arg(long, value_name = "NAME")]
+    backend: Option<String>,
+    /// Threads of the local backend (default: one per core).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pool_size: Option<usize>,
+    /// Units each MPI worker keeps in flight (default 2).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    prefetch: Option<usize>,
+    /// Where result directories go: <DIR>/<name>/<UTC timestamp>/.
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    results: PathBuf,
+    /// No progress display (the final summary is still printed).
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
+/// Runs the command line with the program's arguments and the kinds of `registry`
+/// (installed for the whole program): the `main` of a worker binary.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     taskfarm_worker::main_with(taskfarm_worker::Registry::with_builtins())
+/// }
+/// ```
+pub fn main_with(registry: Registry) -> ExitCode {
+    ExitCode::from(run_with_args(registry, std::env::args_os()))
+}
+
+/// Like [`main_with`] with explicit arguments (the first is the program name); returns the
+/// exit status (see the [module docs](self)).
+pub fn run_with_args<I, T>(registry: Registry, args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK };
+        }
+    };
+    registry.install();
+    let result = match cli.command {
+        Command::Run(args) => run(&registry, args),
+        Command::Validate { spec } => validate(&registry, spec).map(|()| EXIT_OK),
+        Command::Kinds => {
+            kinds(&registry);
+            Ok(EXIT_OK)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        EXIT_BAD_INPUT
+    })
+}
+
+fn run(registry: &Registry, args: RunArgs) -> Result<u8, WorkerError> {
+    let spec = Spec::load(&args.spec, registry)?;
+    let backend_name = args.backend.as_deref().or(spec.backend()).unwrap_or("local").to_owned();
+    let mut options = BackendOptions::default();
+    if let Some(n) = args.pool_size {
+        options = options.pool_size(n);
+    }
+    if let Some(n) = args.prefetch {
+        options = options.prefetch(n);
+    }
+    let mut backend = create_backend(&backend_name, &options)?;
+    let progress = if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
+    let operation = spec.into_operation().with_results_base(&args.results).with_progress(progress);
+    let summary = backend.run(operation)?;
+    if let Role::Worker { .. } = summary.role {
+        return Ok(EXIT_OK);
+    }
+    report(&summary);
+    Ok(if summary.crashed == 0 && summary.missing() == 0 { EXIT_OK } else { EXIT_CRASHED })
+}
+
+fn report(summary: &Summary) {
+    let total = summary.total.map(|t| format!(" of {t}")).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{}: {} finished, {} crashed{total} in {:.2} s on the {} backend",
+        summary.name,
+        summary.finished,
+        summary.crashed,
+        summary.wall.as_secs_f64(),
+        summary.backend
+    );
+    if summary.missing() > 0 {
+        let _ = writeln!(out, "{} processes have no record", summary.missing());
+    }
+    if summary.crashed > 0 {
+        let crashed = summary.dir.join(taskfarm::results::files::CRASHED_JSONL);
+        let _ = writeln!(out, "crash records: {}", crashed.display());
+    }
+    if let Some(torn) = &summary.torn_tail {
+        let _ = writeln!(out, "note: the journal ended in a torn record, which was ignored ({torn:?})");
+    }
+    let _ = writeln!(out, "result directory: {}", summary.dir.display());
+    let _ = writeln!(out, "results: {}", summary.results_csv().display());
+}
+
+fn validate(registry: &Registry, path: PathBuf) -> Result<(), WorkerError> {
+    let spec = Spec::load(&path, registry)?;
+    let mut out = std::io::stdout().lock();
+    let parameters =
+        if spec.parameter_names().is_empty() { "none".to_owned() } else { spec.parameter_names().join(", ") };
+    let _ = writeln!(out, "{}: operation `{}` of kind `{}`", path.display(), spec.name(), spec.kind());
+    let _ = writeln!(out, "parameters: {parameters}");
+    let _ = writeln!(out, "processes: {} ({} run(s) each)", spec.len(), spec.runs());
+    let total = spec.len();
+    for job in spec.into_operation().into_jobs().take(SHOWN) {
+        let params: Vec<String> = job.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "  #{} run {}: {}", job.id, job.run, params.join(" "));
+    }
+    if total > SHOWN as u64 {
+        let _ = writeln!(out, "  ... and {} more", total - SHOWN as u64);
+    }
+    let _ = writeln!(out, "ok: the spec is valid (nothing was run)");
+    Ok(())
+}
+
+fn kinds(registry: &Registry) {
+    let width = registry.names().iter().map(|n| n.len()).max().unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    for kind in registry.kinds() {
+        let _ = writeln!(out, "{:width$}  {}", kind.name(), kind.help());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn pool_size_must_be_positive() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert!(at_least_one("0").unwrap_err().contains("at least 1"));
+        assert!(at_least_one("x").is_err());
+    }
+}

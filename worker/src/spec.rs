@@ -1,0 +1,449 @@
+//! Spec files: reading an operation spec in TOML (`.toml`) or YAML (`.yaml`, `.yml`),
+//! checking it against its kind, and turning it into an [`Operation`] of [`SpecProcess`]es.
+//!
+//! ```toml
+//! name = "sweep"                 # optional: the file's stem by default
+//! kind = "command"               # a registered kind (`taskfarm-worker kinds`)
+//! runs = 2                       # optional, default 1: repetitions, each gets its run number
+//! constraints = ["alpha < beta"] # optional: boolean expressions over parameter names
+//! command = ["sh", "-c", "./sim --alpha {alpha} --beta {beta} --seed {run}"]  # the kind's own fields
+//!
+//! [parameter_ranges]             # the cross product ...
+//! alpha = [1, 2, 3]
+//! beta = [2, 4]
+//! # ... or an explicit list: parameter_settings = [{ alpha = 1, beta = 2 }, ...]
+//! ```
+//!
+//! `backend` may name the backend to use when the command line does not (the
+//! `operation.toml` of a result directory says which backend ran it, and is itself a spec
+//! that can be run again). Every other top-level key is a field of the kind; a key the kind
+//! does not take is an error. Errors name the file and, where known, the line.
+//!
+//! This module is not for running anything: see [`crate::cli`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use taskfarm::{CoreError, Operation, ParameterSpace, Params, Value};
+
+use crate::registry::{KindSpec, Registry, SpecProcess};
+use crate::WorkerError;
+
+/// The top-level keys that belong to the spec itself; every other key is the kind's.
+pub const SPEC_KEYS: [&str; 7] =
+    ["name", "kind", "parameter_ranges", "parameter_settings", "constraints", "runs", "backend"];
+
+/// Parameter names that would clash with the fixed columns of `results.csv`.
+pub const RESERVED_PARAMETERS: [&str; 9] =
+    ["id", "run", "status", "duration_s", "started_at", "host", "worker", "attempts", "reason"];
+
+/// The format of a spec file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML.
+    Toml,
+    /// YAML (pySPACE's operation specs are YAML).
+    Yaml,
+}
+
+impl Format {
+    /// The format a file's extension names.
+    pub fn of(path: &Path) -> Result<Format, WorkerError> {
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("toml") => Ok(Format::Toml),
+            Some("yaml" | "yml") => Ok(Format::Yaml),
+            _ => Err(WorkerError::UnknownExtension { path: path.to_owned() }),
+        }
+    }
+}
+
+/// The spec's own keys, read with serde (so a wrong type is reported with its line).
+#[derive(Debug, Deserialize)]
+struct Header {
+    name: Option<String>,
+    kind: String,
+    parameter_ranges: Option<IndexMap<String, Vec<Value>>>,
+    parameter_settings: Option<Vec<Params>>,
+    #[serde(default)]
+    constraints: Vec<String>,
+    #[serde(default = "one")]
+    runs: u32,
+    backend: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A loaded and validated spec, ready to run.
+#[derive(Debug)]
+pub struct Spec {
+    path: PathBuf,
+    kind: String,
+    runs: u32,
+    backend: Option<String>,
+    parameter_names: Vec<String>,
+    operation: Operation<SpecProcess>,
+}
+
+impl Spec {
+    /// Reads, parses and validates the spec file at `path` against the kinds of `registry`.
+    pub fn load(path: &Path, registry: &Registry) -> Result<Spec, WorkerError> {
+        let format = Format::of(path)?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| WorkerError::Read { path: path.to_owned(), source })?;
+        Spec::parse(&text, format, path, registry)
+    }
+
+    /// Parses and validates spec text; `path` names the file in errors (and gives the
+    /// default operation name, its stem).
+    pub fn parse(text: &str, format: Format, path: &Path, registry: &Registry) -> Result<Spec, WorkerError> {
+        let at = |key: &str| line_of_key(text, key);
+        let spec_error =
+            |line: Option<usize>, message: String| WorkerError::Spec { path: path.to_owned(), line, message };
+        let space_error = |key: &str, source: CoreError| WorkerError::Space {
+            path: path.to_owned(),
+            line: at(key),
+            source: Box::new(source),
+        };
+
+        let (header, document): (Header, Params) = match format {
+            Format::Toml => {
+                let header = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
+                let document = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
+                (header, document)
+            }
+            Format::Yaml => {
+                let header = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
+                let document = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
+                (header, document)
+            }
+        };
+        let config: Params = document.into_iter().filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str())).collect();
+
+        let kind = registry.get(&header.kind).ok_or_else(|| WorkerError::UnknownKind {
+            path: path.to_owned(),
+            line: at("kind"),
+            kind: header.kind.clone(),
+            known: registry.names().join(", "),
+        })?;
+
+        let (space, space_key) = match (header.parameter_ranges, header.parameter_settings) {
+            (Some(_), Some(_)) => {
+                return Err(spec_error(
+                    at("parameter_settings"),
+                    "give either `parameter_ranges` or `parameter_settings`, not both".into(),
+                ))
+            }
+            (Some(ranges), None) => {
+                (ParameterSpace::ranges(ranges).map_err(|e| space_error("parameter_ranges", e))?, "parameter_ranges")
+            }
+            (None, Some(settings)) => (
+                ParameterSpace::settings(settings).map_err(|e| space_error("parameter_settings", e))?,
+                "parameter_settings",
+            ),
+            (None, None) => (ParameterSpace::single(), "runs"),
+        };
+        if let Some(name) = space.names().iter().find(|n| RESERVED_PARAMETERS.contains(&n.as_str())) {
+            return Err(spec_error(
+                at(space_key),
+                format!(
+                    "`{name}` cannot be a parameter name: {} are columns of results.csv already",
+                    RESERVED_PARAMETERS.join(", ")
+                ),
+            ));
+        }
+        let mut space = space;
+        for constraint in &header.constraints {
+            space = space.constrain(constraint).map_err(|e| space_error("constraints", e))?;
+        }
+        let parameter_names = space.names().to_vec();
+        let first = space.iter().next().unwrap_or_default();
+
+        let name = match header.name {
+            Some(name) => name,
+            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        let mut as_run = Params::new();
+        as_run.insert("name".into(), Value::Str(name.clone()));
+        as_run.insert("kind".into(), Value::Str(header.kind.clone()));
+        as_run.extend(space.describe());
+        as_run.insert("runs".into(), Value::Int(i64::from(header.runs)));
+        as_run.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+        let config = Arc::new(config);
+        let process = SpecProcess { kind: header.kind.clone(), config: config.clone() };
+        let operation = Operation::sweep(name, space, header.runs, move |_params, _run| process.clone())
+            .map_err(|e| {
+                let key = match e {
+                    CoreError::ZeroRuns => "runs",
+                    CoreError::InvalidName { .. } => "name",
+                    _ => "constraints",
+                };
+                space_error(key, e)
+            })?
+            .with_spec(as_run);
+        kind.validate(&KindSpec { config: &config, parameter_names: &parameter_names, first: &first }).map_err(
+            |e| {
+                let line = e.key.as_deref().and_then(at);
+                spec_error(line, e.message)
+            },
+        )?;
+        Ok(Spec {
+            path: path.to_owned(),
+            kind: header.kind,
+            runs: header.runs,
+            backend: header.backend,
+            parameter_names,
+            operation,
+        })
+    }
+
+    /// The spec file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The operation's name.
+    pub fn name(&self) -> &str {
+        self.operation.name()
+    }
+
+    /// The kind of its processes.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// How many runs each parameter combination gets.
+    pub fn runs(&self) -> u32 {
+        self.runs
+    }
+
+    /// The backend the spec asks for, if any (the command line's `--backend` wins).
+    pub fn backend(&self) -> Option<&str> {
+        self.backend.as_deref()
+    }
+
+    /// The parameter names, in spec order.
+    pub fn parameter_names(&self) -> &[String] {
+        &self.parameter_names
+    }
+
+    /// How many processes the operation has (combinations × runs).
+    pub fn len(&self) -> u64 {
+        self.operation.len().unwrap_or(0)
+    }
+
+    /// Whether the operation has no process (never, for a spec that loaded).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The operation, with the spec as run for `operation.toml`; set its results base and
+    /// progress mode before running it.
+    pub fn into_operation(self) -> Operation<SpecProcess> {
+        self.operation
+    }
+}
+
+/// The 1-based line of `text` where the top-level key `key` is set (`key = ...`,
+/// `key: ...` or `[key]`), if any.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let trimmed = line.trim_end();
+            if trimmed == format!("[{key}]") {
+                return true;
+            }
+            let rest = [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]
+                .iter()
+                .find_map(|k| line.strip_prefix(k.as_str()).map(str::trim_start));
+            matches!(rest, Some(r) if r.starts_with('=') || r.starts_with(':'))
+        })
+        .map(|i| i + 1)
+}
+
+/// The key set on 1-based line `line` of `text`, if that line is `key = ...` or `key: ...`.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let content = text.lines().nth(line.checked_sub(1)?)?.trim_start().trim_start_matches("- ");
+    let end = content.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))?;
+    let (key, rest) = content.split_at(end);
+    let rest = rest.trim_start();
+    (!key.is_empty() && (rest.starts_with('=') || rest.starts_with(':'))).then(|| key.to_owned())
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// One line: the message with newlines turned into `; ` (and no internal type names).
+fn one_line(message: &str) -> String {
+    let message = message.replace("struct Header", "a table of spec keys (name, kind, parameter_ranges, ...)");
+    message.trim().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
+/// Prefixes a type error with the key on `line` when the message does not name it already
+/// (syntax errors are about the line, not about a key).
+fn with_key(text: &str, line: Option<usize>, message: String) -> String {
+    let about_a_value = ["invalid type", "invalid value", "invalid length", "unknown variant"]
+        .iter()
+        .any(|start| message.starts_with(start));
+    if !about_a_value {
+        return message;
+    }
+    match line.and_then(|l| key_at_line(text, l)) {
+        Some(key) if !message.contains(&format!("`{key}`")) && !message.starts_with(&key) => {
+            format!("`{key}`: {message}")
+        }
+        _ => message,
+    }
+}
+
+fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> WorkerError {
+    let message = one_line(error.message());
+    // A missing key has no line of its own (toml points at the whole document).
+    let line = if message.starts_with("missing field") {
+        None
+    } else {
+        error.span().map(|span| line_of_offset(text, span.start))
+    };
+    WorkerError::Spec { path: path.to_owned(), line, message: with_key(text, line, message) }
+}
+
+fn yaml_error(path: &Path, error: &serde_yaml_ng::Error) -> WorkerError {
+    let location = error.location();
+    let mut message = error.to_string();
+    if let Some(l) = &location {
+        message = message.replace(&format!(" at line {} column {}", l.line(), l.column()), "");
+    }
+    let message = one_line(&message);
+    // serde_yaml_ng names the key of a type error itself (`runs: invalid type ...`); a
+    // missing key has no line of its own.
+    let line = if message.starts_with("missing field") { None } else { location.map(|l| l.line()) };
+    WorkerError::Spec { path: path.to_owned(), line, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, format: Format) -> Result<Spec, WorkerError> {
+        let path = match format {
+            Format::Toml => Path::new("spec.toml"),
+            Format::Yaml => Path::new("spec.yaml"),
+        };
+        Spec::parse(text, format, path, &Registry::with_builtins())
+    }
+
+    fn error(text: &str, format: Format) -> String {
+        parse(text, format).expect_err("an error").to_string()
+    }
+
+    #[test]
+    fn loads_a_toml_sweep() {
+        let spec = parse(
+            "name = 'sweep'\nkind = 'command'\nruns = 2\nconstraints = ['alpha < 3']\n\
+             command = ['echo', '{alpha}']\n[parameter_ranges]\nalpha = [1, 2, 3]\n",
+            Format::Toml,
+        )
+        .unwrap();
+        assert_eq!((spec.name(), spec.kind(), spec.runs(), spec.len()), ("sweep", "command", 2, 4));
+        assert_eq!(spec.parameter_names(), ["alpha"]);
+        let operation = spec.into_operation();
+        let as_run = operation.spec();
+        assert_eq!(as_run["runs"], Value::Int(2));
+        assert!(as_run.contains_key("command") && as_run.contains_key("constraints"));
+        let jobs: Vec<_> = operation.into_jobs().collect();
+        assert_eq!(jobs.len(), 4);
+        assert_eq!(jobs[3].params["alpha"], Value::Int(2));
+        assert_eq!(jobs[3].run, 1);
+    }
+
+    #[test]
+    fn loads_a_yaml_spec_with_settings_and_defaults() {
+        let spec = parse(
+            "kind: monte_carlo_pi\nsamples: 100\nparameter_settings:\n  - {seed: 1}\n  - {seed: 2}\n",
+            Format::Yaml,
+        )
+        .unwrap();
+        assert_eq!((spec.name(), spec.runs(), spec.len()), ("spec", 1, 2));
+        assert_eq!(spec.backend(), None);
+    }
+
+    #[test]
+    fn a_spec_without_parameters_repeats_runs() {
+        let spec = parse("kind = 'monte_carlo_pi'\nsamples = 10\nruns = 3\nbackend = 'serial'", Format::Toml).unwrap();
+        assert_eq!(spec.len(), 3);
+        assert_eq!(spec.backend(), Some("serial"));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let err = error("kind = 'monte_carlo_pi'\nsamples = 10\nruns = 'three'\n", Format::Toml);
+        assert!(err.starts_with("spec.toml, line 3: `runs`: invalid type"), "{err}");
+        let err = error("kind = 'monte_carlo_pi'\nsamples = [\n", Format::Toml);
+        assert!(err.starts_with("spec.toml, line"), "{err}");
+        let err = error("kind: monte_carlo_pi\nsamples: 10\nruns: three\n", Format::Yaml);
+        assert!(err.starts_with("spec.yaml, line 3: runs: invalid type"), "{err}");
+        let err = error("kind: [\n", Format::Yaml);
+        assert!(err.starts_with("spec.yaml, line"), "{err}");
+        let err = error("kind = 'monte_carlo_pi'\nsamples = 'many'\n", Format::Toml);
+        assert!(err.starts_with("spec.toml, line 2: field `samples`"), "{err}");
+        let err = error("kind = 'monte_carlo_pi'\nsamples = 1\ncolour = 'red'\n", Format::Toml);
+        assert!(err.starts_with("spec.toml, line 3: `colour` is not a spec key"), "{err}");
+        let err = error("- a\n- b\n", Format::Yaml);
+        assert!(err.contains("expected a table of spec keys"), "{err}");
+        let err = error("name = 'x'\n", Format::Toml);
+        assert_eq!(err, "spec.toml: missing field `kind`");
+    }
+
+    #[test]
+    fn space_errors_name_the_key() {
+        let err = error("kind = 'monte_carlo_pi'\nsamples = 1\n[parameter_ranges]\nseed = []\n", Format::Toml);
+        assert!(err.starts_with("spec.toml, line 3: the parameter space is empty"), "{err}");
+        let err = error(
+            "kind = 'monte_carlo_pi'\nsamples = 1\nconstraints = ['seed > 5']\nparameter_ranges = { seed = [1] }\n",
+            Format::Toml,
+        );
+        assert!(err.starts_with("spec.toml, line 3: the constraints exclude every"), "{err}");
+        let err = error("kind = 'monte_carlo_pi'\nsamples = 1\nparameter_ranges = { run = [1] }\n", Format::Toml);
+        assert!(err.contains("`run` cannot be a parameter name"), "{err}");
+        let err = error("kind = 'monte_carlo_pi'\nsamples = 1\nruns = 0\n", Format::Toml);
+        assert!(err.starts_with("spec.toml, line 3: `runs` must be at least 1"), "{err}");
+        let err = error("name = 'a b'\nkind = 'monte_carlo_pi'\nsamples = 1\n", Format::Toml);
+        assert!(err.starts_with("spec.toml, line 1: the operation name `a b`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_kinds_list_the_known_ones() {
+        let err = error("kind = 'nosuch'\n", Format::Toml);
+        assert!(err.contains("line 1: there is no process kind `nosuch`: the known kinds are command, monte_carlo_pi"));
+    }
+
+    #[test]
+    fn finds_keys_and_lines() {
+        let text = "a = 1\n[parameter_ranges]\nb: 2\n\"c\" = 3\n  - d: 4\n";
+        assert_eq!(line_of_key(text, "a"), Some(1));
+        assert_eq!(line_of_key(text, "parameter_ranges"), Some(2));
+        assert_eq!(line_of_key(text, "b"), Some(3));
+        assert_eq!(line_of_key(text, "c"), Some(4));
+        assert_eq!(line_of_key(text, "z"), None);
+        assert_eq!(key_at_line(text, 1).as_deref(), Some("a"));
+        assert_eq!(key_at_line(text, 2), None);
+        assert_eq!(key_at_line(text, 5).as_deref(), Some("d"));
+        assert_eq!(key_at_line(text, 99), None);
+        assert_eq!(line_of_offset("a\nb\nc", 2), 2);
+    }
+
+    #[test]
+    fn format_comes_from_the_extension() {
+        assert_eq!(Format::of(Path::new("a.TOML")).unwrap(), Format::Toml);
+        assert_eq!(Format::of(Path::new("a.yml")).unwrap(), Format::Yaml);
+        assert!(Format::of(Path::new("a.json")).unwrap_err().to_string().contains(".toml, .yaml or .yml"));
+        assert!(Format::of(Path::new("spec")).is_err());
+    }
+}

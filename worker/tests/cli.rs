@@ -1,0 +1,415 @@
+//! Tests of the real `taskfarm-worker` binary: the example specs run on the serial and local
+//! backends with the same rows, crashed commands are records and exit 1, and every kind of
+//! bad input is one clear sentence on stderr with exit status 2 and no panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_taskfarm-worker");
+
+fn specs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs")
+}
+
+fn worker(args: &[&str], cwd: &Path) -> Output {
+    Command::new(WORKER).args(args).current_dir(cwd).output().expect("the worker binary starts")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The single result directory `<base>/<name>/<timestamp>/`.
+fn result_dir(base: &Path, name: &str) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(base.join(name))
+        .expect("the operation's directory exists")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "one result directory in {}", base.join(name).display());
+    dirs.into_iter().next().unwrap_or_default()
+}
+
+/// The data rows of `results.csv` (no cell of these tests spans lines).
+fn csv_rows(dir: &Path) -> Vec<String> {
+    let csv = std::fs::read_to_string(dir.join("results.csv")).expect("results.csv is readable");
+    csv.lines().skip(1).map(str::to_owned).collect()
+}
+
+/// The process count `validate` reports.
+fn validated_count(spec: &Path) -> usize {
+    let out = worker(&["validate", &spec.to_string_lossy()], Path::new("."));
+    assert_eq!(out.status.code(), Some(0), "validate: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("processes: ")).expect("a processes line");
+    line["processes: ".len()..].split(' ').next().and_then(|n| n.parse().ok()).expect("a count")
+}
+
+fn run_spec(spec: &Path, backend: &str, base: &Path) -> Output {
+    let out = worker(
+        &["run", &spec.to_string_lossy(), "--backend", backend, "--results", &base.to_string_lossy(), "--quiet"],
+        Path::new("."),
+    );
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    out
+}
+
+#[test]
+fn command_sweep_gives_the_same_rows_on_local_and_serial() {
+    let spec = specs_dir().join("command_sweep.toml");
+    let expected = validated_count(&spec);
+    assert!(expected > 1);
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let serial_base = base.path().join("serial");
+    let local_base = base.path().join("local");
+    let serial = run_spec(&spec, "serial", &serial_base);
+    assert_eq!(serial.status.code(), Some(0), "{}", text(&serial.stderr));
+    let local = run_spec(&spec, "local", &local_base);
+    assert_eq!(local.status.code(), Some(0), "{}", text(&local.stderr));
+    let stdout = text(&local.stdout);
+    assert!(stdout.contains(&format!("{expected} finished, 0 crashed of {expected}")), "{stdout}");
+    assert!(stdout.contains("results.csv"), "{stdout}");
+
+    let serial_dir = result_dir(&serial_base, "command_sweep");
+    let local_dir = result_dir(&local_base, "command_sweep");
+    assert_eq!(csv_rows(&local_dir).len(), expected, "one row per process");
+    assert_eq!(csv_rows(&serial_dir).len(), expected, "one row per process");
+    backend_core::testing::assert_same_results(&serial_dir, &local_dir);
+    // The command's JSON line became output columns.
+    let header = std::fs::read_to_string(local_dir.join("results.csv")).expect("results.csv");
+    assert!(header.lines().next().unwrap_or_default().contains(",product,seed,"), "{header}");
+}
+
+#[test]
+fn in_process_specs_run_on_both_backends() {
+    let base = tempfile::tempdir().expect("a temporary directory");
+    for (file, name) in [("pi.toml", "pi"), ("pi.yaml", "pi_yaml")] {
+        let spec = specs_dir().join(file);
+        let expected = validated_count(&spec);
+        for backend in ["serial", "local"] {
+            let results = base.path().join(backend);
+            let out = run_spec(&spec, backend, &results);
+            assert_eq!(out.status.code(), Some(0), "{file} on {backend}: {}", text(&out.stderr));
+            let rows = csv_rows(&result_dir(&results, name));
+            assert_eq!(rows.len(), expected, "{file} on {backend}");
+            assert!(rows.iter().all(|r| r.contains(",finished,")), "{rows:?}");
+        }
+        backend_core::testing::assert_same_results(
+            &result_dir(&base.path().join("serial"), name),
+            &result_dir(&base.path().join("local"), name),
+        );
+    }
+}
+
+#[test]
+fn a_failing_command_is_one_crashed_row_and_exit_1() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("fail.toml"),
+        r#"kind = "command"
+command = ["sh", "-c", "if [ {x} -eq 3 ]; then echo 'x is three' >&2; exit 3; fi; echo x={x}"]
+parameter_ranges = { x = [1, 2, 3, 4] }
+"#,
+    )
+    .expect("the spec is written");
+    let out = worker(&["run", "fail.toml", "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("3 finished, 1 crashed of 4"), "{}", text(&out.stdout));
+    let result = result_dir(&dir.path().join("results"), "fail");
+    let rows = csv_rows(&result);
+    assert_eq!(rows.len(), 4);
+    assert!(rows[2].contains(",crashed,") && rows[2].contains("exited with status 3"), "{rows:?}");
+    assert!(rows[0].contains(",finished,") && rows[0].contains("x=1"), "{rows:?}");
+    let crashed = std::fs::read_to_string(result.join("crashed.jsonl")).expect("crashed.jsonl");
+    assert_eq!(crashed.lines().count(), 1);
+    assert!(crashed.contains("x is three"), "the stderr tail is kept: {crashed}");
+}
+
+#[test]
+fn the_spec_as_run_runs_again() {
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let spec = specs_dir().join("pi.yaml");
+    assert_eq!(run_spec(&spec, "serial", &base.path().join("first")).status.code(), Some(0));
+    let as_run = result_dir(&base.path().join("first"), "pi_yaml").join("operation.toml");
+    let again = base.path().join("again");
+    // No --backend: operation.toml says `backend = "serial"`.
+    let out =
+        worker(&["run", &as_run.to_string_lossy(), "--results", &again.to_string_lossy(), "--quiet"], Path::new("."));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("on the serial backend"), "{}", text(&out.stdout));
+    backend_core::testing::assert_same_results(
+        &result_dir(&base.path().join("first"), "pi_yaml"),
+        &result_dir(&again, "pi_yaml"),
+    );
+}
+
+#[test]
+fn kinds_and_validate_report_without_running() {
+    let out = worker(&["kinds"], Path::new("."));
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("command ")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("monte_carlo_pi ")), "{stdout}");
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spec = specs_dir().join("command_sweep.toml");
+    let out = worker(&["validate", &spec.to_string_lossy()], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("#0 run 0: alpha=1 beta=5"), "{stdout}");
+    assert!(stdout.contains("nothing was run"), "{stdout}");
+    assert!(!dir.path().join("results").exists(), "validate writes nothing");
+
+    let out = worker(&["--help"], Path::new("."));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("validate"));
+}
+
+/// One bad-input case: arguments, files to write first, and what stderr must say.
+struct Case {
+    what: &'static str,
+    args: &'static [&'static str],
+    files: &'static [(&'static str, &'static str)],
+    expected: &'static [&'static str],
+}
+
+const PI: &str = "kind = \"monte_carlo_pi\"\nsamples = 10\n";
+
+/// Runs `args` in a fresh directory holding `files`; returns a description of what is wrong.
+fn check(case: &Case) -> Option<String> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (name, content) in case.files {
+        std::fs::write(dir.path().join(name), content).expect("a test file is written");
+    }
+    let out = worker(case.args, dir.path());
+    let stderr = text(&out.stderr);
+    let mut wrong = Vec::new();
+    if out.status.code() != Some(2) {
+        wrong.push(format!("exit status {:?}, not 2", out.status.code()));
+    }
+    if !stderr.starts_with("error: ") {
+        wrong.push("stderr does not start with `error: `".to_owned());
+    }
+    if stderr.contains("panicked") || stderr.contains("RUST_BACKTRACE") {
+        wrong.push("it panicked".to_owned());
+    }
+    for fragment in case.expected {
+        if !stderr.contains(fragment) {
+            wrong.push(format!("stderr lacks `{fragment}`"));
+        }
+    }
+    if dir.path().join("results").is_dir() {
+        wrong.push("a results directory was created".to_owned());
+    }
+    (!wrong.is_empty()).then(|| format!("{}: {}\n  stderr: {stderr}", case.what, wrong.join("; ")))
+}
+
+#[test]
+fn bad_input_is_one_sentence_and_exit_2() {
+    let cases = [
+        Case {
+            what: "malformed TOML",
+            args: &["validate", "bad.toml"],
+            files: &[("bad.toml", "name = \"x\"\nkind = = \"command\"\nsamples = 1\n")],
+            expected: &["bad.toml, line 2:"],
+        },
+        Case {
+            what: "malformed YAML",
+            args: &["run", "bad.yaml"],
+            files: &[("bad.yaml", "kind: monte_carlo_pi\nsamples: [1, 2\nruns: 2\n")],
+            expected: &["bad.yaml, line 3:", "flow sequence"],
+        },
+        Case {
+            what: "wrong type in TOML",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = \"three\"\n")],
+            expected: &["spec.toml, line 3: `runs`: invalid type: string \"three\", expected u32"],
+        },
+        Case {
+            what: "wrong type in YAML",
+            args: &["run", "spec.yml"],
+            files: &[("spec.yml", "kind: monte_carlo_pi\nsamples: 10\nruns: three\n")],
+            expected: &["spec.yml, line 3: runs: invalid type"],
+        },
+        Case {
+            what: "wrong type of a kind's field",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = \"many\"\n")],
+            expected: &["spec.toml, line 2: field `samples`", "expected u64"],
+        },
+        Case {
+            what: "unknown kind",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "name = \"x\"\nkind = \"nosuch\"\n")],
+            expected: &["line 2: there is no process kind `nosuch`", "known kinds are command, monte_carlo_pi"],
+        },
+        Case {
+            what: "missing kind",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "name = \"x\"\n")],
+            expected: &["spec.toml: missing field `kind`"],
+        },
+        Case {
+            what: "empty range",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\n[parameter_ranges]\nseed = []\n")],
+            expected: &["line 3: the parameter space is empty", "`seed` has no values"],
+        },
+        Case {
+            what: "empty settings",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: monte_carlo_pi\nsamples: 10\nparameter_settings: []\n")],
+            expected: &["the parameter space is empty", "empty list"],
+        },
+        Case {
+            what: "ranges and settings",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"monte_carlo_pi\"\nsamples = 1\nparameter_ranges = { seed = [1] }\n\
+                 parameter_settings = [{ seed = 1 }]\n",
+            )],
+            expected: &["line 4: give either `parameter_ranges` or `parameter_settings`, not both"],
+        },
+        Case {
+            what: "constraints exclude everything",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"monte_carlo_pi\"\nsamples = 1\nconstraints = [\"seed > 5\"]\n\
+                 parameter_ranges = { seed = [1, 2] }\n",
+            )],
+            expected: &["line 3: the constraints exclude every parameter combination"],
+        },
+        Case {
+            what: "constraint syntax",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"monte_carlo_pi\"\nsamples = 1\nconstraints = [\"seed +\"]\nparameter_ranges = { seed = [1] }\n",
+            )],
+            expected: &["line 3: the constraint `seed +` does not parse"],
+        },
+        Case {
+            what: "constraint names an unknown parameter",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"monte_carlo_pi\"\nsamples = 1\nconstraints = [\"gamma < 2\"]\nparameter_ranges = { seed = [1] }\n",
+            )],
+            expected: &["names `gamma`, which is not a parameter", "parameters are: seed"],
+        },
+        Case {
+            what: "unknown placeholder",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"echo\", \"{alpha}\", \"{gamma}\"]\nparameter_ranges = { alpha = [1] }\n",
+            )],
+            expected: &["line 2: the placeholder `{gamma}`", "the parameters are alpha", "run, id"],
+        },
+        Case {
+            what: "unclosed placeholder",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = \"echo {alpha\"\n")],
+            expected: &["line 2: the `{` at character 6 of `echo {alpha` is never closed"],
+        },
+        Case {
+            what: "command of the wrong type",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = 5\n")],
+            expected: &["line 2: `command` must be a non-empty list of strings"],
+        },
+        Case {
+            what: "unknown key",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\ncolour = \"red\"\n")],
+            expected: &["line 3: `colour` is not a spec key", "takes samples, seed, run"],
+        },
+        Case {
+            what: "unknown key of command",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = [\"true\"]\ntimeout = 5\n")],
+            expected: &["line 3: `timeout` is not a spec key", "takes command, stdout_lines"],
+        },
+        Case {
+            what: "reserved parameter name",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = [\"true\"]\nparameter_ranges = { id = [1] }\n")],
+            expected: &["`id` cannot be a parameter name"],
+        },
+        Case {
+            what: "zero runs",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = 0\n")],
+            expected: &["spec.toml, line 3: `runs` must be at least 1"],
+        },
+        Case {
+            what: "operation name that cannot be a directory",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "name = \"../up\"\nkind = \"monte_carlo_pi\"\nsamples = 10\n")],
+            expected: &["line 1: the operation name `../up` cannot name a directory"],
+        },
+        Case {
+            what: "--pool-size 0",
+            args: &["run", "pi.toml", "--pool-size", "0"],
+            files: &[("pi.toml", PI)],
+            expected: &["--pool-size", "must be at least 1"],
+        },
+        Case {
+            what: "results path is a file",
+            args: &["run", "pi.toml", "--results", "taken"],
+            files: &[("pi.toml", PI), ("taken", "a file")],
+            expected: &["the results path taken is a file, not a directory"],
+        },
+        Case {
+            what: "results path not writable",
+            args: &["run", "pi.toml", "--results", "/proc/taskfarm-results"],
+            files: &[("pi.toml", PI)],
+            expected: &["the results directory /proc/taskfarm-results is not writable"],
+        },
+        Case {
+            what: "missing spec file",
+            args: &["run", "nosuch.toml"],
+            files: &[],
+            expected: &["could not read the spec file nosuch.toml"],
+        },
+        Case {
+            what: "unknown extension",
+            args: &["validate", "spec.json"],
+            files: &[("spec.json", "{}")],
+            expected: &["the spec file spec.json must end in .toml, .yaml or .yml"],
+        },
+        Case {
+            what: "unknown backend",
+            args: &["run", "pi.toml", "--backend", "nosuch"],
+            files: &[("pi.toml", PI)],
+            expected: &["there is no backend called `nosuch`: choose one of serial, local, mpi"],
+        },
+        Case {
+            what: "unknown backend in the spec",
+            args: &["run", "pi.toml"],
+            files: &[("pi.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nbackend = \"cluster\"\n")],
+            expected: &["there is no backend called `cluster`"],
+        },
+        Case {
+            what: "missing SPEC argument",
+            args: &["run"],
+            files: &[],
+            expected: &["required arguments were not provided", "<SPEC>"],
+        },
+        Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
+    ];
+    let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
+    if !cfg!(feature = "mpi") {
+        let mpi = Case {
+            what: "--backend mpi without the mpi feature",
+            args: &["run", "pi.toml", "--backend", "mpi"],
+            files: &[("pi.toml", PI)],
+            expected: &["the mpi backend is not in this build", "the `mpi` feature"],
+        };
+        failures.extend(check(&mpi));
+    }
+    assert!(cases.len() >= 16);
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
