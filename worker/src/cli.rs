@@ -73,6 +73,14 @@ struct RunArgs {
     /// No progress display (the final summary is still printed).
     #[arg(long)]
     quiet: bool,
+    /// Finish an earlier run of the same spec: run only the processes without a record in
+    /// DIR (a result directory such as results/<name>/<timestamp>), append to its journal
+    /// and rewrite its consolidated files.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// With --resume: run the processes that crashed again too.
+    #[arg(long, requires = "resume")]
+    rerun_crashed: bool,
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {
@@ -136,7 +144,10 @@ fn run(registry: &Registry, args: RunArgs) -> Result<u8, WorkerError> {
     }
     let mut backend = create_backend(&backend_name, &options)?;
     let progress = if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
-    let operation = spec.into_operation().with_results_base(&args.results).with_progress(progress);
+    let mut operation = spec.into_operation().with_results_base(&args.results).with_progress(progress);
+    if let Some(dir) = &args.resume {
+        operation = operation.resume_from(dir, args.rerun_crashed);
+    }
     let summary = backend.run(operation)?;
     if let Role::Worker { .. } = summary.role {
         return Ok(EXIT_OK);
@@ -158,17 +169,27 @@ fn report(summary: &Summary) {
         summary.backend
     );
     if summary.missing() > 0 {
-        let _ = writeln!(out, "{} processes have no record", summary.missing());
+        let _ = writeln!(out, "{} processes have no record; to run them:", summary.missing());
+        let _ = writeln!(out, "  {}", resume_command(summary, false));
     }
     if summary.crashed > 0 {
         let crashed = summary.dir.join(taskfarm::results::files::CRASHED_JSONL);
         let _ = writeln!(out, "crash records: {}", crashed.display());
+        let _ = writeln!(out, "to run the crashed processes again: {}", resume_command(summary, true));
     }
     if let Some(torn) = &summary.torn_tail {
         let _ = writeln!(out, "note: the journal ended in a torn record, which was ignored ({torn:?})");
     }
     let _ = writeln!(out, "result directory: {}", summary.dir.display());
     let _ = writeln!(out, "results: {}", summary.results_csv().display());
+}
+
+/// The command that finishes (or re-runs the crashed processes of) this run.
+fn resume_command(summary: &Summary, rerun_crashed: bool) -> String {
+    let program = std::env::args().next().unwrap_or_else(|| "taskfarm-worker".into());
+    let spec = summary.dir.join(taskfarm::results::files::OPERATION);
+    let flag = if rerun_crashed { " --rerun-crashed" } else { "" };
+    format!("{program} run {} --resume {}{flag}", spec.display(), summary.dir.display())
 }
 
 fn validate(registry: &Registry, path: PathBuf) -> Result<(), WorkerError> {
