@@ -33,9 +33,9 @@
 //! ```
 
 pub use backend_core::{
-    journal, results, run_job, Backend, Error as CoreError, Job, Location, Operation, ParameterSpace, Params, Process,
-    ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, SerialBackend, Status, StatusCounts, Summary,
-    Value,
+    journal, report, results, run_job, Backend, Error as CoreError, Job, Location, Operation, ParameterSpace, Params,
+    Process, ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, SerialBackend, Status, StatusCounts,
+    Summary, Value,
 };
 #[cfg(feature = "local")]
 pub use backend_local::LocalBackend;

@@ -18,6 +18,7 @@ mod operation;
 mod process;
 mod progress;
 mod record;
+pub mod report;
 pub mod results;
 mod serial;
 mod space;

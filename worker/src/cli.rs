@@ -52,6 +52,12 @@ enum Command {
     },
     /// Lists the process kinds this worker knows, with a line of help each.
     Kinds,
+    /// Shows what happened in a run: counts, wall time, worker utilisation, the slowest
+    /// processes, crash reasons, and the command that finishes it if anything is missing.
+    Report {
+        /// The run's result directory (results/<name>/<timestamp>).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,6 +131,7 @@ where
             kinds(&registry);
             Ok(EXIT_OK)
         }
+        Command::Report { dir } => report_run(&registry, &dir),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -182,6 +189,30 @@ fn report(summary: &Summary) {
     }
     let _ = writeln!(out, "result directory: {}", summary.dir.display());
     let _ = writeln!(out, "results: {}", summary.results_csv().display());
+}
+
+fn report_run(registry: &Registry, dir: &std::path::Path) -> Result<u8, WorkerError> {
+    let spec_path = dir.join(taskfarm::results::files::OPERATION);
+    if !spec_path.is_file() || !dir.join(taskfarm::results::files::JOURNAL).is_file() {
+        return Err(taskfarm::CoreError::NotARun { path: dir.to_owned(), missing: "operation.toml or journal" }.into());
+    }
+    let spec = Spec::load(&spec_path, registry)?;
+    let report = taskfarm::report::RunReport::from_dir(dir)?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "run: {} (operation `{}`, kind `{}`)", dir.display(), spec.name(), spec.kind());
+    let _ = write!(out, "{report}");
+    let missing = spec.len().saturating_sub(report.recorded);
+    let program = std::env::args().next().unwrap_or_else(|| "taskfarm-worker".into());
+    let resume = format!("{program} run {} --resume {}", spec_path.display(), dir.display());
+    if missing > 0 {
+        let _ =
+            writeln!(out, "missing: {missing} of {} processes have no record; to run them:\n  {resume}", spec.len());
+    } else if report.crashed > 0 {
+        let _ = writeln!(out, "to run the crashed processes again:\n  {resume} --rerun-crashed");
+    } else {
+        let _ = writeln!(out, "complete: every process has a record");
+    }
+    Ok(EXIT_OK)
 }
 
 /// The command that finishes (or re-runs the crashed processes of) this run.

@@ -43,10 +43,18 @@ fn resume_finishes_an_interrupted_run() {
 
     let as_run = dir.join("operation.toml");
     let dir_arg = dir.to_string_lossy();
+    // `report` sees what is missing and says how to finish it.
+    let out = worker(&["report", &dir_arg]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("missing: ") && report.contains("--resume"), "{report}");
+    assert!(report.contains("utilisation: ") && report.contains("slowest processes:"), "{report}");
     let out = worker(&["run", &as_run.to_string_lossy(), "--resume", &dir_arg, "--quiet"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     backend_core::testing::assert_same_results(&reference, &dir);
+    let out = worker(&["report", &dir_arg]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("complete: every process has a record"));
 
     // The original spec file resumes it too (nothing left to run).
     let out = worker(&["run", &sweep, "--resume", &dir_arg, "--quiet"]);

@@ -1,0 +1,177 @@
+//! `RunReport`: what happened in a run, computed from its journal — counts by status, wall
+//! time, how busy each worker was, the slowest processes and the crash reasons grouped.
+//! `taskfarm-worker report DIR` prints it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use crate::journal::read_journal_with;
+use crate::results::files;
+use crate::{ProcessRecord, Result, Status};
+
+/// How many of the slowest processes a report lists.
+pub const SLOWEST: usize = 5;
+
+/// A summary of one run, read from its result directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    /// Processes with a record (the latest record of an id counts).
+    pub recorded: u64,
+    /// Of those, finished.
+    pub finished: u64,
+    /// Of those, crashed.
+    pub crashed: u64,
+    /// From the first start to the last end, in seconds.
+    pub wall_s: f64,
+    /// Per worker (`host/worker`): processes run and seconds busy, sorted by name.
+    pub workers: Vec<WorkerLoad>,
+    /// The slowest processes, slowest first: (id, seconds, parameters as `k=v`).
+    pub slowest: Vec<(u64, f64, String)>,
+    /// Crash reasons with how many processes each, most frequent first.
+    pub crash_reasons: Vec<(String, u64)>,
+}
+
+/// How busy one worker was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerLoad {
+    /// `host/worker`.
+    pub name: String,
+    /// Processes it ran.
+    pub processes: u64,
+    /// Seconds it spent running them.
+    pub busy_s: f64,
+}
+
+impl RunReport {
+    /// Reads the journal of the result directory `dir`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let mut latest: BTreeMap<u64, ProcessRecord> = BTreeMap::new();
+        read_journal_with(&dir.join(files::JOURNAL), |r| {
+            latest.insert(r.id, r);
+        })?;
+        Ok(Self::from_records(latest.values()))
+    }
+
+    /// Computes the report of these records.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a ProcessRecord>) -> Self {
+        let mut report = RunReport {
+            recorded: 0,
+            finished: 0,
+            crashed: 0,
+            wall_s: 0.0,
+            workers: Vec::new(),
+            slowest: Vec::new(),
+            crash_reasons: Vec::new(),
+        };
+        let (mut first, mut last) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut workers: BTreeMap<String, WorkerLoad> = BTreeMap::new();
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        let mut slowest: Vec<(u64, f64, String)> = Vec::new();
+        for r in records {
+            report.recorded += 1;
+            match r.status {
+                Status::Finished => report.finished += 1,
+                Status::Crashed => {
+                    report.crashed += 1;
+                    *reasons.entry(r.reason.clone().unwrap_or_else(|| "no reason given".into())).or_default() += 1;
+                }
+            }
+            first = first.min(r.started_at);
+            last = last.max(r.started_at + r.duration_s);
+            let name = format!("{}/{}", r.location.host, r.location.worker);
+            let load = workers.entry(name.clone()).or_insert(WorkerLoad { name, processes: 0, busy_s: 0.0 });
+            load.processes += 1;
+            load.busy_s += r.duration_s;
+            if slowest.len() < SLOWEST || slowest.last().is_some_and(|s| s.1 < r.duration_s) {
+                let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                slowest.push((r.id, r.duration_s, params.join(" ")));
+                slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+                slowest.truncate(SLOWEST);
+            }
+        }
+        report.wall_s = if last > first { last - first } else { 0.0 };
+        report.workers = workers.into_values().collect();
+        report.slowest = slowest;
+        let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        report.crash_reasons = reasons;
+        report
+    }
+
+    /// Busy time of all workers over (wall time × workers): 1.0 when no worker ever idled.
+    pub fn utilisation(&self) -> f64 {
+        let busy: f64 = self.workers.iter().map(|w| w.busy_s).sum();
+        let capacity = self.wall_s * self.workers.len() as f64;
+        if capacity > 0.0 {
+            busy / capacity
+        } else {
+            0.0
+        }
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "processes: {} recorded, {} finished, {} crashed", self.recorded, self.finished, self.crashed)?;
+        writeln!(f, "wall time: {:.3} s (first start to last end)", self.wall_s)?;
+        writeln!(f, "utilisation: {:.1}% over {} workers", 100.0 * self.utilisation(), self.workers.len())?;
+        for w in &self.workers {
+            let share = if self.wall_s > 0.0 { 100.0 * w.busy_s / self.wall_s } else { 0.0 };
+            writeln!(f, "  {:<30} {:>7} processes  busy {:>9.3} s  {:>5.1}%", w.name, w.processes, w.busy_s, share)?;
+        }
+        writeln!(f, "slowest processes:")?;
+        for (id, seconds, params) in &self.slowest {
+            writeln!(f, "  #{id:<8} {seconds:>9.3} s  {params}")?;
+        }
+        if !self.crash_reasons.is_empty() {
+            writeln!(f, "crash reasons:")?;
+            for (reason, count) in &self.crash_reasons {
+                writeln!(f, "  {count:>7} × {reason}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Location, Params, Value};
+
+    fn record(id: u64, worker: &str, start: f64, duration: f64, reason: Option<&str>) -> ProcessRecord {
+        ProcessRecord {
+            id,
+            run: 0,
+            params: Params::from_iter([("x".to_owned(), Value::Int(id as i64))]),
+            status: if reason.is_some() { Status::Crashed } else { Status::Finished },
+            output: Value::Null,
+            reason: reason.map(str::to_owned),
+            stderr_tail: None,
+            attempts: 1,
+            started_at: start,
+            duration_s: duration,
+            location: Location { host: "h".into(), worker: worker.into() },
+        }
+    }
+
+    #[test]
+    fn counts_utilisation_slowest_and_reasons() {
+        let records = [
+            record(0, "a", 0.0, 2.0, None),
+            record(1, "b", 0.0, 1.0, Some("boom")),
+            record(2, "b", 1.0, 1.0, Some("boom")),
+            record(3, "a", 2.0, 0.5, Some("bang")),
+        ];
+        let report = RunReport::from_records(&records);
+        assert_eq!((report.recorded, report.finished, report.crashed), (4, 1, 3));
+        assert_eq!(report.wall_s, 2.5);
+        assert_eq!(report.workers.len(), 2);
+        assert!((report.utilisation() - 4.5 / 5.0).abs() < 1e-9);
+        assert_eq!(report.slowest[0].0, 0);
+        assert_eq!(report.crash_reasons, vec![("boom".into(), 2), ("bang".into(), 1)]);
+        let text = report.to_string();
+        assert!(text.contains("utilisation: 90.0% over 2 workers"), "{text}");
+        assert!(text.contains("2 × boom"), "{text}");
+    }
+}
