@@ -99,7 +99,10 @@ fn ci_mode() -> bool {
 }
 
 fn test() -> Result<()> {
-    run_checked(cargo().args(["test", "--workspace", "--exclude", "backend-mpi"]), "cargo test (all crates but backend-mpi)")?;
+    run_checked(
+        cargo().args(["test", "--workspace", "--exclude", "backend-mpi"]),
+        "cargo test (all crates but backend-mpi)",
+    )?;
     mpi::test(ci_mode())
 }
 
@@ -113,7 +116,16 @@ fn ci() -> Result<()> {
     } else {
         eprintln!("xtask: mpicc/mpirun not found: clippy skips backend-mpi");
         run_checked(
-            cargo().args(["clippy", "--workspace", "--exclude", "backend-mpi", "--all-targets", "--", "-D", "warnings"]),
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "backend-mpi",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
             "cargo clippy -D warnings",
         )?;
     }

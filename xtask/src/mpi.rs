@@ -1,19 +1,499 @@
-//! The MPI side of the xtask: `cargo xtask mpirun` and the MPI tests (being written).
+//! The MPI side of the xtask: `cargo xtask mpirun` (the release worker under mpirun, or in
+//! a Slurm allocation) and the MPI tests that `cargo xtask test` runs under a real mpirun.
 
-/// Arguments of `cargo xtask mpirun` (being written).
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, root, run_checked, target_dir};
+
+/// How to get MPI, said whenever mpirun is missing.
+const INSTALL_HINT: &str =
+    "install Open MPI (Debian/Ubuntu: `sudo apt-get install libopenmpi-dev openmpi-bin libclang-dev`); \
+     on a cluster, load its MPI first (e.g. `module load openmpi`)";
+
+/// Arguments of `cargo xtask mpirun -n N [--hostfile FILE] [--oversubscribe] [--dry-run] -- run SPEC [worker args]`.
 #[derive(Debug, clap::Args)]
 pub struct MpirunArgs {
-    /// Arguments passed to the worker binary.
+    /// How many ranks (rank 0 is the master). Inside a Slurm allocation, default: the allocation.
+    #[arg(short = 'n', long = "np")]
+    pub ranks: Option<u32>,
+    /// A hostfile for mpirun (the hosts and slots to run on).
+    #[arg(long)]
+    pub hostfile: Option<PathBuf>,
+    /// Allows more ranks than cores (Open MPI).
+    #[arg(long)]
+    pub oversubscribe: bool,
+    /// Prints the command instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Arguments passed to the worker binary, e.g. `run SPEC --results DIR`.
     #[arg(last = true)]
     pub worker_args: Vec<String>,
 }
 
+/// Whether MPI is here to build and run with: `mpirun` and `mpicc` on PATH.
+pub fn found() -> bool {
+    on_path("mpirun").is_some() && on_path("mpicc").is_some()
+}
+
 /// Runs the release worker under mpirun; returns its exit code.
-pub fn mpirun(_args: MpirunArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("cargo xtask mpirun is not written yet")
+pub fn mpirun(args: MpirunArgs) -> Result<i32> {
+    if args.worker_args.is_empty() {
+        bail!("say what the worker runs after `--`, e.g. `cargo xtask mpirun -n 4 -- run examples/specs/sweep.toml`");
+    }
+    let mut command = launch(&args)?;
+    if args.dry_run {
+        println!("{}", describe(&command));
+        return Ok(0);
+    }
+    build_worker()?;
+    eprintln!("xtask: {}", describe(&command));
+    let status = command.status().with_context(|| format!("could not start {}", describe(&command)))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+fn build_worker() -> Result<()> {
+    run_checked(
+        cargo().args(["build", "--release", "-p", "taskfarm-worker", "--features", "mpi"]),
+        "build the release worker with MPI",
+    )
+}
+
+/// The launcher command for `args`: mpirun with the environment that suits this machine.
+fn launch(args: &MpirunArgs) -> Result<Command> {
+    let mpirun = match on_path("mpirun") {
+        Some(path) => path,
+        None if args.dry_run => PathBuf::from("mpirun"),
+        None => bail!("mpirun was not found on PATH: {INSTALL_HINT}"),
+    };
+    let in_slurm = std::env::var_os("SLURM_JOB_ID").is_some();
+    let mut command = Command::new(mpirun);
+    match (args.ranks, in_slurm) {
+        (Some(0), _) => bail!("-n must be at least 1 (rank 0 is the master; with 1 rank it runs everything itself)"),
+        (Some(n), _) => {
+            command.arg("-n").arg(n.to_string());
+        }
+        // mpirun without -n starts one rank per slot of the Slurm allocation.
+        (None, true) => {}
+        (None, false) => bail!("say how many ranks with -n N (outside a Slurm allocation there is no default)"),
+    }
+    if let Some(hostfile) = &args.hostfile {
+        if !hostfile.is_file() {
+            bail!("the hostfile {} does not exist", hostfile.display());
+        }
+        command.arg("--hostfile").arg(hostfile);
+    }
+    mpi_environment(&mut command, args.oversubscribe);
+    command.arg(target_dir().join("release").join("taskfarm-worker"));
+    command.args(worker_args(&args.worker_args));
+    command.current_dir(std::env::current_dir().unwrap_or_else(|_| root()));
+    Ok(command)
+}
+
+/// `run SPEC ...` gets `--backend mpi` unless it names a backend.
+fn worker_args(args: &[String]) -> Vec<String> {
+    let mut args = args.to_vec();
+    let names_backend = args.iter().any(|a| a == "--backend" || a.starts_with("--backend="));
+    if args.first().is_some_and(|a| a == "run") && !names_backend {
+        args.extend(["--backend".into(), "mpi".into()]);
+    }
+    args
+}
+
+/// Environment for Open MPI (ignored by other MPIs); a variable the user set is kept.
+fn mpi_environment(command: &mut Command, oversubscribe: bool) {
+    let mut set = |name: &str, value: &str| {
+        if std::env::var_os(name).is_none() {
+            command.env(name, value);
+        }
+    };
+    // Ranks waiting in a blocking call yield the core (the backend itself polls with sleeps).
+    set("OMPI_MCA_mpi_yield_when_idle", "1");
+    if running_as_root() {
+        set("OMPI_ALLOW_RUN_AS_ROOT", "1");
+        set("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    }
+    if oversubscribe {
+        set("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    }
+    if in_container() {
+        set("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    }
+}
+
+/// Whether the effective user is root (from `/proc/self/status`).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+fn in_container() -> bool {
+    Path::new("/.dockerenv").exists()
+        || Path::new("/run/.containerenv").exists()
+        || std::fs::read_to_string("/proc/1/cgroup")
+            .map(|c| ["docker", "kubepods", "lxc", "containerd"].iter().any(|k| c.contains(k)))
+            .unwrap_or(false)
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+}
+
+/// The command as a shell line, environment first.
+fn describe(command: &Command) -> String {
+    let mut words: Vec<String> = command
+        .get_envs()
+        .filter_map(|(name, value)| Some(format!("{}={}", name.to_string_lossy(), value?.to_string_lossy())))
+        .collect();
+    words.push(command.get_program().to_string_lossy().into_owned());
+    words.extend(command.get_args().map(|a| {
+        let a = a.to_string_lossy();
+        if a.contains(' ') {
+            format!("'{a}'")
+        } else {
+            a.into_owned()
+        }
+    }));
+    words.join(" ")
 }
 
 /// Builds and runs the MPI tests under mpirun when it is found (a failure under CI when not).
-pub fn test(_ci: bool) -> anyhow::Result<()> {
+pub fn test(ci: bool) -> Result<()> {
+    if !found() {
+        if ci {
+            bail!("the MPI tests must run under CI but mpirun/mpicc were not found: {INSTALL_HINT}");
+        }
+        eprintln!("xtask: skipping MPI tests: mpirun not found ({INSTALL_HINT})");
+        return Ok(());
+    }
+    let scenarios = scenario_binary()?;
+    let scratch = std::env::temp_dir().join(format!("taskfarm-xtask-mpi-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("could not create {}", scratch.display()))?;
+    let mut tally = Tally::default();
+    for ranks in [1, 2, 3, 5] {
+        let outcome = run_case(&scratch, ranks, &scenarios, &["conformance"]);
+        tally.check(&format!("conformance against serial, {ranks} rank(s)"), outcome, |o| {
+            expect_success(o)?;
+            expect_in(&o.stdout, "same as serial")
+        });
+    }
+    let outcome = run_case(&scratch, 4, &scenarios, &["exactly-once"]);
+    tally.check("1198 tiny processes, each exactly once, 4 ranks", outcome, expect_success);
+    let outcome = run_case(&scratch, 3, &scenarios, &["unwritable"]);
+    tally.check("a master that cannot write its results ends every rank, non-zero exit", outcome, |o| {
+        expect_failure(o)?;
+        expect_in(&o.stderr, "is a file, not a directory")
+    });
+    let outcome = run_case(&scratch, 3, &scenarios, &["stray-panic"]);
+    tally.check("a panic outside any process aborts the job", outcome, |o| {
+        expect_failure(o)?;
+        expect_in(&o.stderr, "aborting the MPI job")
+    });
+    spmd_example(&scratch, &mut tally);
+    worker_end_to_end(&scratch, &mut tally, ci);
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("mpi: {} passed, {} failed", tally.passed, tally.failed.len());
+    if !tally.failed.is_empty() {
+        bail!("MPI tests failed: {}", tally.failed.join("; "));
+    }
     Ok(())
+}
+
+/// Builds backend-mpi's MPI test program and returns its path.
+fn scenario_binary() -> Result<PathBuf> {
+    eprintln!("xtask: build the MPI tests (cargo test -p backend-mpi --no-run)");
+    let output = cargo()
+        .args(["test", "-p", "backend-mpi", "--test", "mpi_scenarios", "--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("could not start cargo")?;
+    if !output.status.success() {
+        bail!("building the MPI tests failed ({})", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter(|line| line.contains("\"name\":\"mpi_scenarios\""))
+        .find_map(|line| json_string_after(line, "\"executable\":\""))
+        .map(PathBuf::from)
+        .context("cargo did not name the mpi_scenarios test program")
+}
+
+/// The JSON string value that starts right after `key` in `line` (escapes `\\` and `\"` only).
+fn json_string_after(line: &str, key: &str) -> Option<String> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let mut value = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(value),
+            '\\' => value.push(chars.next()?),
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// What one run under mpirun came to.
+#[derive(Debug)]
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// The longest any MPI test may take: beyond, it hangs, which is a failure.
+const CASE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `program args` under `mpirun -n ranks` (oversubscribed), output to files, with a timeout.
+fn run_case(scratch: &Path, ranks: u32, program: &Path, args: &[&str]) -> Result<Outcome> {
+    let mpirun = on_path("mpirun").context(format!("mpirun was not found on PATH: {INSTALL_HINT}"))?;
+    let mut command = Command::new(mpirun);
+    command.arg("-n").arg(ranks.to_string());
+    mpi_environment(&mut command, true);
+    command.arg(program).args(args).current_dir(scratch);
+    run_with_timeout(scratch, command)
+}
+
+fn run_with_timeout(scratch: &Path, mut command: Command) -> Result<Outcome> {
+    let line = describe(&command);
+    eprintln!("xtask: {line}");
+    let out_path = scratch.join("case.stdout");
+    let err_path = scratch.join("case.stderr");
+    let out = std::fs::File::create(&out_path)?;
+    let err = std::fs::File::create(&err_path)?;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("could not start {line}"))?;
+    let deadline = Instant::now() + CASE_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            // mpirun cleans its ranks up on SIGTERM; SIGKILL would leave them.
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            std::thread::sleep(Duration::from_secs(5));
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    match status {
+        Some(status) => Ok(Outcome { code: status.code(), stdout, stderr }),
+        None => bail!("`{line}` hung: no end after {}s\n{}", CASE_TIMEOUT.as_secs(), tail(&stderr)),
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn expect_success(outcome: &Outcome) -> Result<()> {
+    if outcome.code != Some(0) {
+        bail!("exit code {:?}, expected 0\n{}", outcome.code, tail(&outcome.stderr));
+    }
+    Ok(())
+}
+
+fn expect_failure(outcome: &Outcome) -> Result<()> {
+    if outcome.code == Some(0) {
+        bail!("exit code 0, expected a failure\n{}", tail(&outcome.stderr));
+    }
+    Ok(())
+}
+
+fn expect_in(text: &str, needle: &str) -> Result<()> {
+    if !text.contains(needle) {
+        bail!("expected `{needle}` in the output\n{}", tail(text));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Tally {
+    fn check(&mut self, name: &str, outcome: Result<Outcome>, verdict: impl FnOnce(&Outcome) -> Result<()>) {
+        match outcome.and_then(|o| verdict(&o)) {
+            Ok(()) => {
+                eprintln!("xtask: mpi test passed: {name}");
+                self.passed += 1;
+            }
+            Err(e) => {
+                eprintln!("xtask: mpi test FAILED: {name}: {e:#}");
+                self.failed.push(name.to_owned());
+            }
+        }
+    }
+}
+
+/// The library user's example: one `main` for every rank.
+fn spmd_example(scratch: &Path, tally: &mut Tally) {
+    let name = "the spmd example under mpirun, 3 ranks";
+    let built = run_checked(
+        cargo().args(["build", "-p", "examples", "--example", "spmd", "--features", "mpi"]),
+        "build the spmd example with MPI",
+    );
+    let outcome = built.and_then(|()| {
+        let mpirun = on_path("mpirun").context("mpirun was not found on PATH")?;
+        let mut command = Command::new(mpirun);
+        command.args(["-n", "3"]);
+        mpi_environment(&mut command, true);
+        command.arg(target_dir().join("debug").join("examples").join("spmd")).arg(scratch).current_dir(scratch);
+        run_with_timeout(scratch, command)
+    });
+    tally.check(name, outcome, |o| {
+        expect_success(o)?;
+        expect_in(&o.stdout, "processes finished")
+    });
+}
+
+/// The worker binary through `cargo xtask mpirun`, against `--backend serial` on the same spec.
+fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool) {
+    let name = "taskfarm-worker through cargo xtask mpirun -n 4, same results.csv as serial";
+    let Some(spec) = sweep_spec() else {
+        if ci {
+            tally.check(name, Err(anyhow::anyhow!("no spec in examples/specs/ to run")), |_| Ok(()));
+        } else {
+            eprintln!("xtask: skipping the worker end-to-end MPI test: no spec in examples/specs/");
+        }
+        return;
+    };
+    let outcome = (|| -> Result<(Outcome, Outcome)> {
+        build_worker()?;
+        let (mpi_dir, serial_dir) = (scratch.join("mpi-results"), scratch.join("serial-results"));
+        let args = MpirunArgs {
+            ranks: Some(4),
+            hostfile: None,
+            oversubscribe: true,
+            dry_run: false,
+            worker_args: vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
+        };
+        let mpi = run_with_timeout(scratch, launch(&args)?)?;
+        let mut serial = Command::new(target_dir().join("release").join("taskfarm-worker"));
+        serial.arg("run").arg(&spec).args(["--backend", "serial", "--quiet", "--results"]).arg(&serial_dir);
+        let serial = run_with_timeout(scratch, serial)?;
+        expect_success(&mpi)?;
+        expect_success(&serial)?;
+        compare_results(&serial_dir, &mpi_dir)?;
+        Ok((mpi, serial))
+    })();
+    tally.check(name, outcome.map(|(mpi, _)| mpi), |_| Ok(()));
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// A spec of examples/specs/ to run end to end: pi.toml (a kind the stock worker knows), else a sweep, else the first.
+fn sweep_spec() -> Option<PathBuf> {
+    let mut specs: Vec<PathBuf> = std::fs::read_dir(root().join("examples").join("specs"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    specs.sort();
+    ["pi.toml", "sweep"]
+        .iter()
+        .find_map(|name| specs.iter().find(|p| p.to_string_lossy().contains(name)))
+        .or(specs.first())
+        .cloned()
+}
+
+/// The one `results.csv` under `base` (base/<name>/<timestamp>/results.csv).
+fn find_results_csv(base: &Path) -> Result<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![base.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("could not read {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "results.csv") {
+                found.push(path);
+            }
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!("expected one results.csv under {}, found {}", base.display(), found.len()),
+    }
+}
+
+/// Columns that depend on when and where a process ran.
+const RUN_DEPENDENT: [&str; 4] = ["duration_s", "started_at", "host", "worker"];
+
+fn compare_results(serial: &Path, mpi: &Path) -> Result<()> {
+    let read = |base: &Path| -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let text = std::fs::read_to_string(find_results_csv(base)?)?;
+        let mut rows = csv_rows(&text).into_iter();
+        let header = rows.next().context("results.csv has no header")?;
+        Ok((header, rows.collect()))
+    };
+    let ((want_header, want), (got_header, got)) = (read(serial)?, read(mpi)?);
+    if want_header != got_header {
+        bail!("results.csv headers differ: {want_header:?} vs {got_header:?}");
+    }
+    let keep: Vec<usize> = (0..want_header.len()).filter(|&i| !RUN_DEPENDENT.contains(&&*want_header[i])).collect();
+    let strip = |rows: &[Vec<String>]| -> Vec<Vec<String>> {
+        rows.iter().map(|r| keep.iter().map(|&i| r.get(i).cloned().unwrap_or_default()).collect()).collect()
+    };
+    if strip(&want) != strip(&got) {
+        bail!("results.csv rows differ between serial and mpi ({} vs {} rows)", want.len(), got.len());
+    }
+    let worker = got_header.iter().position(|h| h == "worker").context("results.csv has no worker column")?;
+    let ranks: BTreeSet<&str> = got.iter().filter_map(|r| r.get(worker).map(String::as_str)).collect();
+    if ranks.len() < 2 {
+        bail!("the processes ran on {ranks:?}: expected at least 2 ranks");
+    }
+    Ok(())
+}
+
+/// A small CSV reader (RFC 4180 quoting), enough to compare two results.csv files.
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let (mut row, mut field, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => row.push(std::mem::take(&mut field)),
+            ('\r', false) => {}
+            ('\n', false) => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (c, _) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows
 }

@@ -1,0 +1,230 @@
+//! The master (rank 0): pulls jobs lazily from the operation, keeps every worker `prefetch`
+//! units ahead (dynamic self-scheduling, units batched adaptively for tiny processes),
+//! journals results as they arrive, and ends every worker cleanly — or, when it cannot go
+//! on, abandons them and, if they do not stop in time, aborts the job.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use backend_core::{run_job, Collector, Dispatch, Job, JobSource, Location, Process, ProcessRecord};
+use mpi::topology::{Communicator, Rank};
+
+use crate::env::{Mpi, ProcessRunning, Wire};
+use crate::message::Message;
+use crate::Error;
+
+/// A unit should run about this long, so dispatch costs stay far below run time.
+const UNIT_TARGET: Duration = Duration::from_millis(10);
+/// The largest batch of jobs in one unit.
+const MAX_BATCH: usize = 1024;
+/// How long abandoned workers get to finish their current process before the job is aborted.
+const ABANDON_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the staged operation on the master: alone with a world of one rank, else with the
+/// workers. Every worker is released (shut down or abandoned) before this returns.
+pub(crate) fn run<P: Process>(
+    mpi: &Mpi,
+    prefetch: usize,
+    dispatch: Dispatch<P>,
+    collector: &mut Collector,
+) -> Result<(), Error> {
+    let Dispatch { jobs, dir, len } = dispatch;
+    if mpi.size <= 1 {
+        return run_alone(mpi, jobs, &dir, collector);
+    }
+    let mut wire = Wire::new(&mpi.world);
+    let mut scheduler = Scheduler::new(mpi.size, prefetch, jobs, len);
+    let outcome = Message::<P>::Start { dir }.encode().and_then(|start| {
+        for worker in 1..mpi.size {
+            wire.send(worker, &start);
+        }
+        scheduler.run(&mut wire, collector)
+    });
+    match outcome {
+        Ok(()) => shut_down::<P>(&mut wire, mpi.size),
+        Err(error) => {
+            abandon::<P>(mpi, &mut wire, &error);
+            Err(error)
+        }
+    }
+}
+
+/// A world of one rank: rank 0 runs every process itself, one after another.
+fn run_alone<P: Process>(mpi: &Mpi, jobs: JobSource<P>, dir: &Path, collector: &mut Collector) -> Result<(), Error> {
+    static SAID: Once = Once::new();
+    SAID.call_once(|| eprintln!("the MPI world has one rank: running the operation on rank 0 itself"));
+    let location = Location { host: mpi.host.clone(), worker: format!("rank-{}", mpi.rank) };
+    for job in jobs {
+        collector.board().started(1);
+        let record = {
+            let _running = ProcessRunning::new();
+            run_job(&job, dir, &location)
+        };
+        collector.record(&record)?;
+    }
+    Ok(())
+}
+
+/// What the master knows of one worker.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Units sent and not yet answered.
+    in_flight: usize,
+    /// Jobs per unit, adapted to how long the worker's processes take.
+    batch: usize,
+}
+
+struct Scheduler<P: Process> {
+    slots: Vec<Slot>,
+    prefetch: usize,
+    jobs: JobSource<P>,
+    /// Jobs not yet sent, when the operation's length is known.
+    remaining: Option<u64>,
+    exhausted: bool,
+    in_flight: usize,
+}
+
+impl<P: Process> Scheduler<P> {
+    fn new(size: Rank, prefetch: usize, jobs: JobSource<P>, len: Option<u64>) -> Self {
+        let workers = usize::try_from(size - 1).unwrap_or(0);
+        Scheduler {
+            slots: vec![Slot { in_flight: 0, batch: 1 }; workers],
+            prefetch,
+            jobs,
+            remaining: len,
+            exhausted: false,
+            in_flight: 0,
+        }
+    }
+
+    fn slot(&mut self, rank: Rank) -> Result<&mut Slot, Error> {
+        usize::try_from(rank - 1)
+            .ok()
+            .and_then(|i| self.slots.get_mut(i))
+            .ok_or(Error::Unexpected { from: rank, what: "results" })
+    }
+
+    fn run(&mut self, wire: &mut Wire<'_>, collector: &mut Collector) -> Result<(), Error> {
+        for worker in 1..=self.slots.len() as Rank {
+            for _ in 0..self.prefetch {
+                if !self.send_unit(wire, collector, worker)? {
+                    break;
+                }
+            }
+        }
+        while self.in_flight > 0 {
+            let (from, bytes) = wire.receive();
+            match Message::<P>::decode(from, &bytes)? {
+                Message::Results(records) => {
+                    let prefetch = self.prefetch;
+                    let slot = self.slot(from)?;
+                    slot.in_flight =
+                        slot.in_flight.checked_sub(1).ok_or(Error::Unexpected { from, what: "results" })?;
+                    slot.batch = adapted_batch(slot.batch, &records);
+                    debug_assert!(slot.in_flight < prefetch);
+                    self.in_flight -= 1;
+                    // Refill first, so the worker's queue never runs dry while we journal.
+                    self.send_unit(wire, collector, from)?;
+                    for record in &records {
+                        collector.record(record)?;
+                    }
+                }
+                Message::Failed { reason } => return Err(Error::WorkerFailed { rank: from, reason }),
+                other => return Err(Error::Unexpected { from, what: other.kind() }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the next unit to `worker`; `false` when there are no more jobs.
+    fn send_unit(&mut self, wire: &mut Wire<'_>, collector: &mut Collector, worker: Rank) -> Result<bool, Error> {
+        if self.exhausted {
+            return Ok(false);
+        }
+        let mut batch = self.slot(worker)?.batch;
+        if let Some(remaining) = self.remaining {
+            // Near the end, smaller units keep every worker busy to the last process.
+            let share = remaining / (self.slots.len() * self.prefetch).max(1) as u64;
+            batch = batch.min(usize::try_from(share).unwrap_or(usize::MAX).max(1));
+        }
+        let unit: Vec<Job<P>> = self.jobs.by_ref().take(batch).collect();
+        if unit.is_empty() {
+            self.exhausted = true;
+            return Ok(false);
+        }
+        let count = unit.len() as u64;
+        let bytes = Message::Work(unit).encode()?;
+        collector.board().started(count);
+        wire.send(worker, &bytes);
+        self.remaining = self.remaining.map(|r| r.saturating_sub(count));
+        self.slot(worker)?.in_flight += 1;
+        self.in_flight += 1;
+        Ok(true)
+    }
+}
+
+/// The next batch size for a worker whose last unit came back as `records`: aims at units
+/// of `UNIT_TARGET`, growing at most twofold per unit.
+fn adapted_batch(batch: usize, records: &[ProcessRecord]) -> usize {
+    if records.is_empty() {
+        return batch;
+    }
+    let mean = records.iter().map(|r| r.duration_s).sum::<f64>() / records.len() as f64;
+    let wanted = UNIT_TARGET.as_secs_f64() / mean.max(1e-7);
+    let wanted = if wanted.is_finite() { wanted as usize } else { MAX_BATCH };
+    wanted.clamp(1, (batch * 2).min(MAX_BATCH))
+}
+
+/// Tells every worker that the work is done and waits for each one's `Bye`.
+fn shut_down<P: Process>(wire: &mut Wire<'_>, size: Rank) -> Result<(), Error> {
+    let bytes = Message::<P>::Shutdown.encode()?;
+    for worker in 1..size {
+        wire.send(worker, &bytes);
+    }
+    let mut waiting: BTreeSet<Rank> = (1..size).collect();
+    let mut failure = None;
+    while !waiting.is_empty() {
+        let (from, bytes) = wire.receive();
+        match Message::<P>::decode(from, &bytes) {
+            Ok(Message::Bye { .. }) => {
+                waiting.remove(&from);
+            }
+            Ok(Message::Failed { reason }) => failure = Some(Error::WorkerFailed { rank: from, reason }),
+            Ok(other) => failure = Some(Error::Unexpected { from, what: other.kind() }),
+            Err(error) => failure = Some(error),
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Tells every worker to stop (it drops its queue) and waits for each one's `Bye`; workers
+/// still busy after a grace period are stopped by aborting the job, after saying why.
+pub(crate) fn abandon<P: Process>(mpi: &Mpi, wire: &mut Wire<'_>, error: &Error) {
+    if let Ok(bytes) = Message::<P>::Abandon.encode() {
+        for worker in 1..mpi.size {
+            wire.send(worker, &bytes);
+        }
+    }
+    let deadline = Instant::now() + ABANDON_GRACE;
+    let mut waiting: BTreeSet<Rank> = (1..mpi.size).collect();
+    while !waiting.is_empty() {
+        match wire.receive_until(deadline) {
+            Some((from, bytes)) => {
+                if let Ok(Message::Bye { .. }) = Message::<P>::decode(from, &bytes) {
+                    waiting.remove(&from);
+                }
+            }
+            None => {
+                let busy: Vec<String> = waiting.iter().map(|r| format!("rank-{r}")).collect();
+                eprintln!(
+                    "taskfarm: {error}; {} still running a process after {}s: aborting the MPI job",
+                    busy.join(", "),
+                    ABANDON_GRACE.as_secs()
+                );
+                mpi.world.abort(1);
+            }
+        }
+    }
+}
