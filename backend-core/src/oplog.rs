@@ -1,0 +1,188 @@
+//! `operation.log`: every log record of a run — the master's and every worker's — in the
+//! result directory, one line each with time, level, host, worker, process id and message.
+//!
+//! Records are made with plain `tracing` macros (`tracing::info!(...)`), by taskfarm and by
+//! processes alike. [`OperationLogLayer`] is a `tracing-subscriber` layer that formats each
+//! record and hands it to the run's sink: the open `operation.log` on the program that owns
+//! the result directory, or — on an MPI worker rank, which has no result directory of its
+//! own — a queue the backend drains into messages to the master, which appends them
+//! ([`append_forwarded`]). Records are written as they come, so a crash loses none already
+//! made.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::Layer;
+
+use crate::results::files;
+use crate::{this_host, Error, Result};
+
+/// Where formatted records go.
+enum Sink {
+    /// No run is open: records are dropped (the console layer still shows them).
+    Closed,
+    /// The run's `operation.log`.
+    File(File),
+    /// An MPI worker rank: records wait here until the backend sends them to the master.
+    Forward(Vec<String>),
+}
+
+static SINK: Mutex<Sink> = Mutex::new(Sink::Closed);
+
+thread_local! {
+    /// The worker label and process id of the process running on this thread, if any.
+    static CURRENT: RefCell<Option<(String, u64)>> = const { RefCell::new(None) };
+}
+
+fn with_sink<T>(f: impl FnOnce(&mut Sink) -> T) -> T {
+    let mut sink = SINK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut sink)
+}
+
+/// Opens (or, for a resumed run, appends to) `<dir>/operation.log`; records go there until
+/// [`close`].
+pub fn open(dir: &Path) -> Result<()> {
+    let path = dir.join(files::OPERATION_LOG);
+    let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
+    with_sink(|sink| *sink = Sink::File(file));
+    Ok(())
+}
+
+/// Makes records wait in a queue for [`take_forwarded`] (an MPI worker rank).
+pub fn forward() {
+    with_sink(|sink| {
+        if !matches!(sink, Sink::Forward(_)) {
+            *sink = Sink::Forward(Vec::new());
+        }
+    });
+}
+
+/// Takes the records queued since the last call (an MPI worker rank sends them on).
+pub fn take_forwarded() -> Vec<String> {
+    with_sink(|sink| match sink {
+        Sink::Forward(queue) => std::mem::take(queue),
+        _ => Vec::new(),
+    })
+}
+
+/// Appends records that came from elsewhere (a worker rank) to the open `operation.log`.
+pub fn append_forwarded(lines: &[String]) {
+    with_sink(|sink| {
+        if let Sink::File(file) = sink {
+            for line in lines {
+                let _ = file.write_all(line.as_bytes());
+            }
+        }
+    });
+}
+
+/// Flushes and closes `operation.log`.
+pub fn close() {
+    with_sink(|sink| {
+        if let Sink::File(file) = sink {
+            let _ = file.sync_data();
+            *sink = Sink::Closed;
+        }
+    });
+}
+
+/// Marks the calling thread as running process `id` on `worker` (or as running none), so
+/// its records say which process made them. `run_job` does this.
+pub fn set_current(current: Option<(&str, u64)>) {
+    CURRENT.with(|c| *c.borrow_mut() = current.map(|(w, id)| (w.to_owned(), id)));
+}
+
+/// Names the worker of the calling thread when no process runs on it (e.g. `master`).
+fn thread_worker() -> String {
+    std::thread::current().name().unwrap_or("main").to_owned()
+}
+
+/// The `tracing-subscriber` layer that writes records to `operation.log` (or forwards them).
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+/// let subscriber = tracing_subscriber::registry().with(backend_core::oplog::OperationLogLayer::default());
+/// let _ = tracing::subscriber::set_global_default(subscriber);
+/// ```
+#[derive(Debug, Clone)]
+pub struct OperationLogLayer {
+    level: Level,
+}
+
+impl Default for OperationLogLayer {
+    /// Records at `INFO` and above.
+    fn default() -> Self {
+        OperationLogLayer { level: Level::INFO }
+    }
+}
+
+impl OperationLogLayer {
+    /// Records at `level` and above.
+    pub fn with_level(level: Level) -> Self {
+        OperationLogLayer { level }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for OperationLogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let level = *event.metadata().level();
+        if level > self.level || with_sink(|sink| matches!(sink, Sink::Closed)) {
+            return;
+        }
+        let mut message = MessageVisitor::default();
+        event.record(&mut message);
+        let (worker, process) = CURRENT.with(|c| match &*c.borrow() {
+            Some((worker, id)) => (worker.clone(), id.to_string()),
+            None => (thread_worker(), "-".to_owned()),
+        });
+        let time = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .unwrap_or_default();
+        let line = format!(
+            "{time} {level:<5} {} {worker} process={process} {}: {}\n",
+            this_host(),
+            event.metadata().target(),
+            message.text
+        );
+        with_sink(|sink| match sink {
+            Sink::File(file) => {
+                let _ = file.write_all(line.as_bytes());
+            }
+            Sink::Forward(queue) => queue.push(line),
+            Sink::Closed => {}
+        });
+    }
+}
+
+/// Collects an event's message and fields into one line.
+#[derive(Default)]
+struct MessageVisitor {
+    text: String,
+}
+
+impl Visit for MessageVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.text, "{value:?}");
+        } else {
+            let _ = write!(self.text, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.text.push_str(value);
+        } else {
+            let _ = write!(self.text, " {}={value}", field.name());
+        }
+    }
+}
