@@ -15,6 +15,7 @@ mod backend;
 mod error;
 pub mod journal;
 mod operation;
+pub mod oplog;
 mod process;
 mod progress;
 mod record;

@@ -24,6 +24,8 @@ pub mod files {
     pub const RESULTS_JSONL: &str = "results.jsonl";
     /// One crash record per crashed process.
     pub const CRASHED_JSONL: &str = "crashed.jsonl";
+    /// Every log record of the run: the master's and the workers'.
+    pub const OPERATION_LOG: &str = "operation.log";
     /// Which worker ran which process when, and the histogram of durations.
     pub const TIMELINE_SVG: &str = "timeline.svg";
 }
