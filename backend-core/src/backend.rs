@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::journal::{read_journal_with, JournalWriter, TornTail};
 use crate::results::{consolidate_dir, create_result_dir, files, to_toml_table, write_operation_toml};
-use crate::{Error, JobSource, Operation, Params, Process, ProcessRecord, ProgressDisplay, Result, Resume, Status};
+use crate::{
+    stop_now_requested, stop_requested, Error, JobSource, Operation, Params, Process, ProcessRecord, ProgressDisplay,
+    Result, Resume, RunOptions, Status,
+};
 
 /// A backend runs the processes of an operation. The calls follow pySPACE's lifecycle:
 /// `stage_in` → `execute` → (`check_status`)* → `retrieve` → `consolidate` → `cleanup`;
@@ -108,7 +111,7 @@ impl StatusBoard {
         let _ = self.0.running.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(1)));
         match status {
             Status::Finished => self.0.finished.fetch_add(1, Ordering::Relaxed),
-            Status::Crashed => self.0.crashed.fetch_add(1, Ordering::Relaxed),
+            Status::Crashed | Status::TimedOut => self.0.crashed.fetch_add(1, Ordering::Relaxed),
         };
     }
 
@@ -134,8 +137,14 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Accepts the record of a process that ended.
+    /// Accepts the record of a process that ended. After a second stop request ("stop now",
+    /// see [`request_stop`](crate::request_stop)) records are dropped: those processes were
+    /// cut short and run again on `--resume`.
     pub fn record(&mut self, record: &ProcessRecord) -> Result<()> {
+        if stop_now_requested() {
+            self.board.unstarted(1);
+            return Ok(());
+        }
         self.journal.append(record)?;
         self.board.ended(record.status);
         self.progress.update(&self.board.snapshot());
@@ -162,6 +171,8 @@ pub struct Dispatch<P: Process> {
     pub dir: PathBuf,
     /// How many jobs there are, when known.
     pub len: Option<u64>,
+    /// Timeout, retries and isolation: give them to [`execute_job`](crate::execute_job).
+    pub options: RunOptions,
 }
 
 /// What an operation's run came to: returned by `consolidate` and `run`.
@@ -185,6 +196,9 @@ pub struct Summary {
     pub torn_tail: Option<TornTail>,
     /// Whether this summary is the operation's report or a worker's note that it served.
     pub role: Role,
+    /// Whether the run was stopped early by a stop request (Ctrl-C): processes without a
+    /// record run on `--resume`.
+    pub interrupted: bool,
 }
 
 /// Which part a program played in a run. Under MPI every rank runs the same `main`: the
@@ -295,7 +309,7 @@ impl<P: Process> Lifecycle<P> {
                 finished.insert(record.id);
                 crashed.remove(record.id);
             }
-            Status::Crashed => {
+            Status::Crashed | Status::TimedOut => {
                 crashed.insert(record.id);
             }
         })?;
@@ -317,8 +331,9 @@ impl<P: Process> Lifecycle<P> {
         self.resumed_torn_tail = torn;
         let journal = JournalWriter::append_to(&journal_path)?;
         let collector = Collector { journal, board: self.board.clone(), progress };
+        let options = operation.options();
         let jobs = Box::new(operation.into_jobs().filter(move |job| !done.contains(job.id)));
-        let dispatch = Dispatch { jobs, dir, len };
+        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len, options };
         self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
         Ok(())
     }
@@ -336,7 +351,8 @@ impl<P: Process> Lifecycle<P> {
         self.name = operation.name().to_owned();
         self.dir = dir.clone();
         let collector = Collector { journal, board: self.board.clone(), progress };
-        let dispatch = Dispatch { jobs: operation.into_jobs(), dir, len };
+        let options = operation.options();
+        let dispatch = Dispatch { jobs: until_stopped(operation.into_jobs()), dir, len, options };
         self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
         Ok(())
     }
@@ -454,6 +470,7 @@ impl<P: Process> Lifecycle<P> {
             wall: self.wall,
             torn_tail: consolidated.torn_tail.or_else(|| self.resumed_torn_tail.clone()),
             role: Role::Coordinator,
+            interrupted: stop_requested(),
         };
         self.state = State::Consolidated(summary.clone());
         Ok(summary)
@@ -468,6 +485,12 @@ impl<P: Process> Lifecycle<P> {
         self.state = State::Idle;
         Ok(())
     }
+}
+
+/// The jobs of `jobs` until a stop is requested: checked before each job is pulled, so a
+/// stopped operation starts no new process while those running finish.
+fn until_stopped<P: Process>(jobs: JobSource<P>) -> JobSource<P> {
+    Box::new(jobs.take_while(|_| !stop_requested()))
 }
 
 /// A boxed backend (as `create_backend` returns) is a backend.

@@ -30,6 +30,8 @@ pub struct JournalWriter {
     out: BufWriter<File>,
     unflushed: usize,
     last_flush: Instant,
+    /// The payload being encoded, reused so that appending allocates nothing per record.
+    scratch: Vec<u8>,
 }
 
 impl JournalWriter {
@@ -58,21 +60,28 @@ impl JournalWriter {
             out: BufWriter::with_capacity(256 * 1024, file),
             unflushed: 0,
             last_flush: Instant::now(),
+            scratch: Vec::with_capacity(1024),
         }
     }
 
     /// Appends one record; flushes when the batch is full or old enough.
     pub fn append(&mut self, record: &ProcessRecord) -> Result<()> {
-        let payload =
-            serde_json::to_vec(record).map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
+        let payload = &mut self.scratch;
+        payload.clear();
+        serde_json::to_writer(&mut *payload, record)
+            .map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
         let len = u32::try_from(payload.len()).map_err(|_| Error::Internal("a record is larger than 4 GiB".into()))?;
-        let crc = crc32fast::hash(&payload);
+        let crc = crc32fast::hash(payload);
         let write = |out: &mut BufWriter<File>| -> std::io::Result<()> {
             out.write_all(&len.to_le_bytes())?;
             out.write_all(&crc.to_le_bytes())?;
-            out.write_all(&payload)
+            out.write_all(payload)
         };
         write(&mut self.out).map_err(|e| Error::io("write the journal", &self.path, e))?;
+        if payload.capacity() > 64 * 1024 {
+            // One huge record should not pin its buffer for the rest of the run.
+            *payload = Vec::with_capacity(1024);
+        }
         self.unflushed += 1;
         if self.unflushed >= FLUSH_EVERY_RECORDS || self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush()?;

@@ -13,6 +13,7 @@
 
 mod backend;
 mod error;
+mod execute;
 pub mod journal;
 mod operation;
 pub mod oplog;
@@ -30,10 +31,15 @@ mod value;
 
 pub use backend::{Backend, Collector, Dispatch, Lifecycle, Role, StatusBoard, StatusCounts, Summary};
 pub use error::{Error, Result};
+pub use execute::{
+    describe_exit, execute_job, format_duration, in_child, kill_running_children, parse_duration, request_stop,
+    run_child_if_requested, run_with_deadline, seconds_to_duration, signal_name, stop_now_requested, stop_requested,
+    ChildOutcome, Isolation, RunOptions, CHILD_ARGS, CHILD_ENV,
+};
 pub use operation::{JobSource, Operation, Resume};
 pub use process::{Job, Process, ProcessContext, ProcessError};
 pub use progress::{ProgressDisplay, ProgressMode};
-pub use record::{inside_process, panic_message, run_job, this_host, Location, ProcessRecord, Status};
+pub use record::{inside_process, panic_message, run_job, run_job_until, this_host, Location, ProcessRecord, Status};
 pub use serial::SerialBackend;
 pub use space::ParameterSpace;
 pub use value::{Params, Value};

@@ -5,7 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Job, ParameterSpace, Params, Process, ProgressMode, Result, Value};
+use std::time::Duration;
+
+use crate::{
+    format_duration, Error, Isolation, Job, ParameterSpace, Params, Process, ProgressMode, Result, RunOptions, Value,
+};
 
 /// The lazy source of an operation's jobs.
 pub type JobSource<P> = Box<dyn Iterator<Item = Job<P>> + Send>;
@@ -19,6 +23,7 @@ pub struct Operation<P: Process> {
     spec: Params,
     progress: ProgressMode,
     resume: Option<Resume>,
+    options: RunOptions,
 }
 
 /// Where an operation resumes: an earlier run's result directory.
@@ -129,6 +134,7 @@ impl<P: Process> Operation<P> {
             spec,
             progress: ProgressMode::Quiet,
             resume: None,
+            options: RunOptions::default(),
         })
     }
 
@@ -140,9 +146,66 @@ impl<P: Process> Operation<P> {
     }
 
     /// Replaces the spec written to `operation.toml` (the worker writes the spec file as run).
+    /// The options (`timeout`, `retries`, `isolation`) are written to it as they are set.
     pub fn with_spec(mut self, spec: Params) -> Self {
         self.spec = spec;
+        self.write_options_to_spec();
         self
+    }
+
+    /// Gives each attempt of a process at most `timeout`; past it the process is recorded
+    /// as timed out. With `Isolation::Subprocess` the child is killed; with
+    /// `Isolation::Thread` the process only sees the deadline in its context (see
+    /// [`ProcessContext::deadline`](crate::ProcessContext::deadline)).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self.write_options_to_spec();
+        self
+    }
+
+    /// Runs a crashed or timed-out process again, up to `retries` more times.
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.options.retries = retries;
+        self.write_options_to_spec();
+        self
+    }
+
+    /// Chooses where each process runs. `Isolation::Subprocess` needs the program's `main`
+    /// to call [`run_child_if_requested`](crate::run_child_if_requested) first.
+    pub fn with_isolation(mut self, isolation: Isolation) -> Self {
+        self.options.isolation = isolation;
+        self.write_options_to_spec();
+        self
+    }
+
+    /// Sets every reliability option at once.
+    pub fn with_options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self.write_options_to_spec();
+        self
+    }
+
+    /// The reliability options (timeout, retries, isolation).
+    pub fn options(&self) -> RunOptions {
+        self.options
+    }
+
+    /// Writes the options that differ from the defaults into the spec (and removes the
+    /// others), so `operation.toml` says how the run was made and a resume can compare them.
+    fn write_options_to_spec(&mut self) {
+        let RunOptions { timeout, retries, isolation } = self.options;
+        match timeout {
+            Some(t) => self.spec.insert("timeout".into(), Value::Str(format_duration(t))),
+            None => self.spec.shift_remove("timeout"),
+        };
+        match retries {
+            0 => self.spec.shift_remove("retries"),
+            n => self.spec.insert("retries".into(), Value::Int(i64::from(n))),
+        };
+        match isolation {
+            Isolation::Thread => self.spec.shift_remove("isolation"),
+            other => self.spec.insert("isolation".into(), Value::Str(other.as_str().into())),
+        };
     }
 
     /// Chooses how progress is shown (default: quiet, for libraries; the CLI uses `Auto`).

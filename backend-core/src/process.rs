@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -61,12 +62,27 @@ pub struct ProcessContext<'a> {
     params: &'a Params,
     result_dir: &'a Path,
     location: &'a Location,
+    deadline: Option<Instant>,
 }
 
 impl<'a> ProcessContext<'a> {
     /// A context for the process `id`; backends make these, tests may too.
     pub fn new(id: u64, run: u32, params: &'a Params, result_dir: &'a Path, location: &'a Location) -> Self {
-        ProcessContext { id, run, params, result_dir, location }
+        ProcessContext { id, run, params, result_dir, location, deadline: None }
+    }
+
+    /// Gives the process a deadline (the operation's `timeout`).
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// When the process must have ended, if the operation has a `timeout`. In thread
+    /// isolation nothing can stop a process from outside: a process that may run long
+    /// should check it and return [`ProcessError::timed_out`] (the `command` kind kills its
+    /// child process group at the deadline). In subprocess isolation the child is killed.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// The process's id in the operation.
@@ -110,12 +126,20 @@ pub struct ProcessError {
     pub reason: String,
     /// The last lines the process wrote to stderr, if it ran a command.
     pub stderr_tail: Option<String>,
+    /// Whether the process stopped because it reached its deadline (recorded as timed out).
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
 impl ProcessError {
     /// A failure with a message.
     pub fn msg(reason: impl fmt::Display) -> Self {
-        ProcessError { reason: reason.to_string(), stderr_tail: None }
+        ProcessError { reason: reason.to_string(), stderr_tail: None, timed_out: false }
+    }
+
+    /// The process stopped at its deadline: recorded as timed out with this reason.
+    pub fn timed_out(reason: impl fmt::Display) -> Self {
+        ProcessError { timed_out: true, ..ProcessError::msg(reason) }
     }
 
     /// Adds the tail of the process's stderr.

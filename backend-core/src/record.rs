@@ -17,8 +17,10 @@ use crate::{Job, Params, Process, ProcessContext, Value};
 pub enum Status {
     /// It returned an output.
     Finished,
-    /// It returned an error or panicked.
+    /// It returned an error or panicked (or its subprocess died).
     Crashed,
+    /// It ran past its timeout and was stopped (or, in thread isolation, ended too late).
+    TimedOut,
 }
 
 impl Status {
@@ -27,6 +29,7 @@ impl Status {
         match self {
             Status::Finished => "finished",
             Status::Crashed => "crashed",
+            Status::TimedOut => "timed_out",
         }
     }
 }
@@ -71,7 +74,8 @@ pub struct ProcessRecord {
     pub reason: Option<String>,
     /// The end of its stderr, when it ran a command and crashed.
     pub stderr_tail: Option<String>,
-    /// How many times it was run.
+    /// How many times it was run (more than 1 with `retries`; then `reason` lists the
+    /// reason of every failed attempt).
     pub attempts: u32,
     /// When it started, in seconds since the Unix epoch.
     pub started_at: f64,
@@ -84,10 +88,21 @@ pub struct ProcessRecord {
 /// Runs one job: catches a panic or an error as a crash, times it, and records where it ran.
 /// Every backend runs processes through this function, so they all record the same way.
 pub fn run_job<P: Process>(job: &Job<P>, result_dir: &Path, location: &Location) -> ProcessRecord {
+    run_job_until(job, result_dir, location, None)
+}
+
+/// Like [`run_job`], with a deadline the process sees in its context. An error the process
+/// marks as a timeout ([`ProcessError::timed_out`]) is recorded as timed out.
+pub fn run_job_until<P: Process>(
+    job: &Job<P>,
+    result_dir: &Path,
+    location: &Location,
+    deadline: Option<Instant>,
+) -> ProcessRecord {
     install_quiet_panic_hook();
-    let started_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let started_at = now_s();
     let clock = Instant::now();
-    let ctx = ProcessContext::new(job.id, job.run, &job.params, result_dir, location);
+    let ctx = ProcessContext::new(job.id, job.run, &job.params, result_dir, location).with_deadline(deadline);
     let was_inside = INSIDE_PROCESS.with(|inside| inside.replace(true));
     let result = catch_unwind(AssertUnwindSafe(|| job.process.run(&ctx)));
     INSIDE_PROCESS.with(|inside| inside.set(was_inside));
@@ -97,7 +112,10 @@ pub fn run_job<P: Process>(job: &Job<P>, result_dir: &Path, location: &Location)
             Ok(value) => (Status::Finished, value, None, None),
             Err(e) => (Status::Crashed, Value::Null, Some(format!("its output could not be recorded: {e}")), None),
         },
-        Ok(Err(error)) => (Status::Crashed, Value::Null, Some(error.reason), error.stderr_tail),
+        Ok(Err(error)) => {
+            let status = if error.timed_out { Status::TimedOut } else { Status::Crashed };
+            (status, Value::Null, Some(error.reason), error.stderr_tail)
+        }
         Err(payload) => (Status::Crashed, Value::Null, Some(format!("panicked: {}", panic_message(&*payload))), None),
     };
     ProcessRecord {
@@ -113,6 +131,11 @@ pub fn run_job<P: Process>(job: &Job<P>, result_dir: &Path, location: &Location)
         duration_s,
         location: location.clone(),
     }
+}
+
+/// Now, in seconds since the Unix epoch.
+pub(crate) fn now_s() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 thread_local! {

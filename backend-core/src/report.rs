@@ -72,7 +72,7 @@ impl RunReport {
             report.recorded += 1;
             match r.status {
                 Status::Finished => report.finished += 1,
-                Status::Crashed => {
+                Status::Crashed | Status::TimedOut => {
                     report.crashed += 1;
                     *reasons.entry(r.reason.clone().unwrap_or_else(|| "no reason given".into())).or_default() += 1;
                 }

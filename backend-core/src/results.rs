@@ -149,7 +149,7 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
         Ok(())
     })?;
     write_atomically(dir, files::CRASHED_JSONL, |out| {
-        for record in records.iter().filter(|r| r.status == Status::Crashed) {
+        for record in records.iter().filter(|r| r.status != Status::Finished) {
             serde_json::to_writer(&mut *out, &crash_record(record))?;
             out.write_all(b"\n")?;
         }

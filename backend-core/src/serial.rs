@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{run_job, Backend, Lifecycle, Location, Operation, Process, Result, StatusCounts, Summary};
+use crate::{execute_job, Backend, Lifecycle, Location, Operation, Process, Result, StatusCounts, Summary};
 
 /// Runs one process at a time, in id order: simple, deterministic, the reference.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ impl<P: Process> Backend<P> for SerialBackend<P> {
             let location = Location::here("serial");
             for job in dispatch.jobs {
                 collector.board().started(1);
-                let record = run_job(&job, &dispatch.dir, &location);
+                let record = execute_job(&job, &dispatch.dir, &location, &dispatch.options);
                 collector.record(&record)?;
             }
             Ok(())

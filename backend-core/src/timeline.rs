@@ -74,7 +74,7 @@ fn draw(path: &Path, records: &[ProcessRecord]) -> std::result::Result<(), Box<d
             let end = (start + r.duration_s).max(start + span / 1200.0);
             let colour = match r.status {
                 Status::Finished => FINISHED_COLOUR,
-                Status::Crashed => CRASHED_COLOUR,
+                Status::Crashed | Status::TimedOut => CRASHED_COLOUR,
             };
             Rectangle::new([(start, lane - 0.35), (end, lane + 0.35)], colour.filled())
         }))?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backend_core::{
-    run_job, Backend, Collector, Dispatch, Error, Lifecycle, Location, Operation, Process, Result, StatusCounts,
+    execute_job, Backend, Collector, Dispatch, Error, Lifecycle, Location, Operation, Process, Result, StatusCounts,
     Summary,
 };
 use rayon::iter::{ParallelBridge, ParallelIterator};
@@ -91,7 +91,7 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
     let stop = Arc::new(AtomicBool::new(false));
     let (results, arrivals) = crossbeam_channel::bounded(pool_size * 256);
     let board = collector.board().clone();
-    let Dispatch { jobs, dir, .. } = dispatch;
+    let Dispatch { jobs, dir, options, .. } = dispatch;
     let stop_source = Arc::clone(&stop);
     let jobs = jobs.take_while(move |_| !stop_source.load(Ordering::Relaxed));
 
@@ -103,7 +103,7 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
                 jobs.par_bridge().for_each_with(results, |results, job| {
                     board.started(1);
                     let thread = rayon::current_thread_index().unwrap_or(0);
-                    let record = run_job(&job, dir, &locations[thread % locations.len()]);
+                    let record = execute_job(&job, dir, &locations[thread % locations.len()], &options);
                     // The collector has stopped only after an error it reports itself.
                     let _ = results.send(record);
                 });

@@ -354,6 +354,7 @@ impl<P: Process> Backend<P> for MpiBackend<P> {
                     crashed: served.crashed,
                     wall: part.wall,
                     torn_tail: None,
+                    interrupted: false,
                     role: Role::Worker { worker: u32::try_from(self.mpi.rank).unwrap_or(0), processes },
                 })
             }

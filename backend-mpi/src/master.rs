@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use backend_core::{run_job, Collector, Dispatch, Job, JobSource, Location, Process, ProcessRecord};
+use backend_core::{execute_job, Collector, Dispatch, Job, JobSource, Location, Process, ProcessRecord, RunOptions};
 use mpi::topology::{Communicator, Rank};
 
 use crate::env::{Mpi, ProcessRunning, Wire};
@@ -19,6 +19,13 @@ use crate::Error;
 const UNIT_TARGET: Duration = Duration::from_millis(10);
 /// The largest batch of jobs in one unit.
 const MAX_BATCH: usize = 1024;
+/// The most units a worker may have in flight when its units are far shorter than
+/// `UNIT_TARGET` and cannot grow (batches at their cap): a deeper window hides the round trip.
+const MAX_WINDOW: usize = 16;
+/// How long the master polls (yielding the core between polls) before it falls back to the
+/// wire's sleeping backoff: results of tiny units arrive within a few microseconds, and a
+/// 50 µs-and-up sleep per message would cap dispatch far below what MPI can do.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 /// How long abandoned workers get to finish their current process before the job is aborted.
 const ABANDON_GRACE: Duration = Duration::from_secs(10);
 
@@ -30,13 +37,13 @@ pub(crate) fn run<P: Process>(
     dispatch: Dispatch<P>,
     collector: &mut Collector,
 ) -> Result<(), Error> {
-    let Dispatch { jobs, dir, len } = dispatch;
+    let Dispatch { jobs, dir, len, options } = dispatch;
     if mpi.size <= 1 {
-        return run_alone(mpi, jobs, &dir, collector);
+        return run_alone(mpi, jobs, &dir, &options, collector);
     }
     let mut wire = Wire::new(&mpi.world);
     let mut scheduler = Scheduler::new(mpi.size, prefetch, jobs, len);
-    let outcome = Message::<P>::Start { dir }.encode().and_then(|start| {
+    let outcome = Message::<P>::Start { dir, options: options.into() }.encode().and_then(|start| {
         for worker in 1..mpi.size {
             wire.send(worker, &start);
         }
@@ -52,7 +59,13 @@ pub(crate) fn run<P: Process>(
 }
 
 /// A world of one rank: rank 0 runs every process itself, one after another.
-fn run_alone<P: Process>(mpi: &Mpi, jobs: JobSource<P>, dir: &Path, collector: &mut Collector) -> Result<(), Error> {
+fn run_alone<P: Process>(
+    mpi: &Mpi,
+    jobs: JobSource<P>,
+    dir: &Path,
+    options: &RunOptions,
+    collector: &mut Collector,
+) -> Result<(), Error> {
     static SAID: Once = Once::new();
     SAID.call_once(|| eprintln!("the MPI world has one rank: running the operation on rank 0 itself"));
     let location = Location { host: mpi.host.clone(), worker: format!("rank-{}", mpi.rank) };
@@ -60,7 +73,7 @@ fn run_alone<P: Process>(mpi: &Mpi, jobs: JobSource<P>, dir: &Path, collector: &
         collector.board().started(1);
         let record = {
             let _running = ProcessRunning::new();
-            run_job(&job, dir, &location)
+            execute_job(&job, dir, &location, options)
         };
         collector.record(&record)?;
     }
@@ -74,6 +87,8 @@ struct Slot {
     in_flight: usize,
     /// Jobs per unit, adapted to how long the worker's processes take.
     batch: usize,
+    /// Units to keep in flight: `prefetch`, deeper while units are tiny and batches capped.
+    window: usize,
 }
 
 struct Scheduler<P: Process> {
@@ -90,7 +105,7 @@ impl<P: Process> Scheduler<P> {
     fn new(size: Rank, prefetch: usize, jobs: JobSource<P>, len: Option<u64>) -> Self {
         let workers = usize::try_from(size - 1).unwrap_or(0);
         Scheduler {
-            slots: vec![Slot { in_flight: 0, batch: 1 }; workers],
+            slots: vec![Slot { in_flight: 0, batch: 1, window: prefetch }; workers],
             prefetch,
             jobs,
             remaining: len,
@@ -115,7 +130,7 @@ impl<P: Process> Scheduler<P> {
             }
         }
         while self.in_flight > 0 {
-            let (from, bytes) = wire.receive();
+            let (from, bytes) = receive_soon(wire);
             match Message::<P>::decode(from, &bytes)? {
                 Message::Results(records) => {
                     let prefetch = self.prefetch;
@@ -123,10 +138,15 @@ impl<P: Process> Scheduler<P> {
                     slot.in_flight =
                         slot.in_flight.checked_sub(1).ok_or(Error::Unexpected { from, what: "results" })?;
                     slot.batch = adapted_batch(slot.batch, &records);
-                    debug_assert!(slot.in_flight < prefetch);
+                    slot.window = adapted_window(slot.window, slot.batch, prefetch, &records);
+                    let window = slot.window;
                     self.in_flight -= 1;
                     // Refill first, so the worker's queue never runs dry while we journal.
-                    self.send_unit(wire, collector, from)?;
+                    while self.slot(from)?.in_flight < window {
+                        if !self.send_unit(wire, collector, from)? {
+                            break;
+                        }
+                    }
                     for record in &records {
                         collector.record(record)?;
                     }
@@ -174,7 +194,43 @@ fn adapted_batch(batch: usize, records: &[ProcessRecord]) -> usize {
     let mean = records.iter().map(|r| r.duration_s).sum::<f64>() / records.len() as f64;
     let wanted = UNIT_TARGET.as_secs_f64() / mean.max(1e-7);
     let wanted = if wanted.is_finite() { wanted as usize } else { MAX_BATCH };
-    wanted.clamp(1, (batch * 2).min(MAX_BATCH))
+    wanted.clamp(1, (batch * 2).min(max_batch()))
+}
+
+/// The next window for a worker: deeper (up to `MAX_WINDOW`) while its units take far less
+/// than `UNIT_TARGET` although batches are at their cap; back to `prefetch` otherwise, so
+/// long processes never queue behind each other.
+fn adapted_window(window: usize, batch: usize, prefetch: usize, records: &[ProcessRecord]) -> usize {
+    let unit_s: f64 = records.iter().map(|r| r.duration_s).sum();
+    if batch >= max_batch() && unit_s < UNIT_TARGET.as_secs_f64() / 4.0 {
+        (window * 2).clamp(prefetch, MAX_WINDOW.max(prefetch))
+    } else {
+        prefetch
+    }
+}
+
+/// The next message: polled for `SPIN_BEFORE_SLEEP` (yielding the core between polls), then
+/// waited for with the wire's sleeping backoff.
+fn receive_soon(wire: &mut Wire<'_>) -> (Rank, Vec<u8>) {
+    let started = Instant::now();
+    loop {
+        if let Some(arrival) = wire.try_receive() {
+            return arrival;
+        }
+        if started.elapsed() >= SPIN_BEFORE_SLEEP {
+            return wire.receive();
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// [`MAX_BATCH`], or `TASKFARM_MPI_MAX_BATCH` from the environment (1 switches batching
+/// off; `cargo xtask bench` measures dispatch both ways).
+fn max_batch() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("TASKFARM_MPI_MAX_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_BATCH).max(1)
+    })
 }
 
 /// Tells every worker that the work is done and waits for each one's `Bye`.

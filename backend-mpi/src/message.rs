@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use backend_core::{Job, ProcessRecord};
+use backend_core::{Isolation, Job, ProcessRecord, RunOptions};
 use mpi::topology::Rank;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,8 @@ pub(crate) enum Message<P> {
     Start {
         /// The master's result directory (processes see it in their context).
         dir: PathBuf,
+        /// The operation's timeout, retries and isolation.
+        options: WireOptions,
     },
     /// Master → worker: a unit of work (one or a batch of jobs).
     Work(Vec<Job<P>>),
@@ -37,6 +39,30 @@ pub(crate) enum Message<P> {
         /// Processes this worker ran.
         processes: u64,
     },
+}
+
+/// [`RunOptions`] as they travel (the core type has no serde of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct WireOptions {
+    /// The timeout in seconds, if any.
+    timeout_s: Option<f64>,
+    /// Retries of a failed process.
+    retries: u32,
+    /// Where each attempt runs.
+    isolation: Isolation,
+}
+
+impl From<RunOptions> for WireOptions {
+    fn from(o: RunOptions) -> Self {
+        WireOptions { timeout_s: o.timeout.map(|t| t.as_secs_f64()), retries: o.retries, isolation: o.isolation }
+    }
+}
+
+impl From<WireOptions> for RunOptions {
+    fn from(o: WireOptions) -> Self {
+        let timeout = o.timeout_s.and_then(backend_core::seconds_to_duration);
+        RunOptions { timeout, retries: o.retries, isolation: o.isolation }
+    }
 }
 
 impl<P: Serialize> Message<P> {
@@ -63,5 +89,54 @@ impl<P: DeserializeOwned> Message<P> {
     /// Decodes a message that `from` sent.
     pub(crate) fn decode(from: Rank, bytes: &[u8]) -> Result<Self, Error> {
         postcard::from_bytes(bytes).map_err(|e| Error::Decode { from, len: bytes.len(), reason: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backend_core::{Params, Value};
+
+    /// A process type shaped like the worker's `SpecProcess`: a name and a map of fields.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct SpecLike {
+        kind: String,
+        config: Params,
+    }
+
+    fn work() -> Vec<u8> {
+        let config: Params =
+            [("command".to_owned(), Value::from("echo {x}")), ("n".to_owned(), Value::Int(3))].into_iter().collect();
+        let job = Job { id: 7, run: 1, params: config.clone(), process: SpecLike { kind: "command".into(), config } };
+        Message::Work(vec![job]).encode().expect("encodes")
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder() {
+        // Every truncation and every single-byte change of a real message, and a stream of
+        // pseudo-random byte strings (xorshift: deterministic, no dependency).
+        let valid = work();
+        assert!(Message::<SpecLike>::decode(1, &valid).is_ok());
+        for cut in 0..valid.len() {
+            let _ = Message::<SpecLike>::decode(1, &valid[..cut]);
+        }
+        for at in 0..valid.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bytes = valid.clone();
+                bytes[at] ^= flip;
+                let _ = Message::<SpecLike>::decode(1, &bytes);
+            }
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 64) as usize;
+            let bytes: Vec<u8> = (0..len).map(|i| (state >> (i % 8 * 8)) as u8 ^ i as u8).collect();
+            if let Err(error) = Message::<SpecLike>::decode(3, &bytes) {
+                assert!(error.to_string().contains("rank 3 sent a message"), "{error}");
+            }
+        }
     }
 }

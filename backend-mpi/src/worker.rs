@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use backend_core::{run_job, Job, Location, Process, ProcessRecord, Status};
+use backend_core::{execute_job, Job, Location, Process, ProcessRecord, RunOptions, Status};
 use mpi::topology::Rank;
 
 use crate::env::{Mpi, ProcessRunning, Wire};
@@ -19,8 +19,10 @@ pub(crate) struct Served {
     pub(crate) dir: PathBuf,
     /// Processes that finished here.
     pub(crate) finished: u64,
-    /// Processes that crashed here.
+    /// Processes that crashed (or timed out) here.
     pub(crate) crashed: u64,
+    /// The operation's timeout, retries and isolation, from the master.
+    pub(crate) options: RunOptions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,8 +92,9 @@ impl<P: Process> Worker<'_, P> {
             return self.fail(Error::Unexpected { from, what: "worker-to-worker" });
         }
         match Message::<P>::decode(from, bytes) {
-            Ok(Message::Start { dir }) => {
+            Ok(Message::Start { dir, options }) => {
                 self.served.dir = dir;
+                self.served.options = options.into();
                 self.started = true;
             }
             Ok(Message::Work(unit)) if self.failure.is_none() => self.queue.push_back(unit),
@@ -128,13 +131,13 @@ impl<P: Process> Worker<'_, P> {
             .iter()
             .map(|job| {
                 let _running = ProcessRunning::new();
-                run_job(job, &self.served.dir, location)
+                execute_job(job, &self.served.dir, location, &self.served.options)
             })
             .collect();
         for record in &records {
             match record.status {
                 Status::Finished => self.served.finished += 1,
-                Status::Crashed => self.served.crashed += 1,
+                Status::Crashed | Status::TimedOut => self.served.crashed += 1,
             }
         }
         match Message::<P>::Results(records).encode() {

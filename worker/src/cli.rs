@@ -2,9 +2,16 @@
 //! `run`, `validate` and `kinds`.
 //!
 //! Exit status: 0 when every process finished (and on an MPI worker rank, which prints
-//! nothing); 1 when the operation ran but some processes crashed (their records are in
-//! `crashed.jsonl`); 2 for bad input or usage (a clear `error: ...` line on stderr, nothing
-//! run) and for an operation that could not run (e.g. an unwritable results directory).
+//! nothing); 1 when the operation ran but some processes crashed or timed out (their records
+//! are in `crashed.jsonl`); 2 for bad input or usage (a clear `error: ...` line on stderr,
+//! nothing run) and for an operation that could not run (e.g. an unwritable results
+//! directory); 130 after Ctrl-C (SIGINT) and 143 after SIGTERM.
+//!
+//! **Ctrl-C / SIGTERM** ([`main_with`] installs the handlers): the first signal stops
+//! dispatching (no new process starts), lets the running processes finish, journals and
+//! consolidates what finished and prints the command that resumes the run; a second signal
+//! stops now: running commands and subprocesses are killed, their records are dropped (they
+//! run again on `--resume`), and the run is consolidated at once.
 //!
 //! This module is for parsing arguments and reporting; loading specs is [`crate::spec`].
 
@@ -12,12 +19,14 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use taskfarm::{create_backend, BackendOptions, ProgressMode, Role, Summary};
 
 use crate::spec::Spec;
-use crate::{Registry, WorkerError};
+use crate::{Registry, SpecProcess, WorkerError};
 
 /// Every process finished.
 pub const EXIT_OK: u8 = 0;
@@ -25,6 +34,15 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_CRASHED: u8 = 1;
 /// Bad input or usage: nothing ran (or the operation could not run).
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// The run was interrupted by Ctrl-C (SIGINT): 128 + 2.
+pub const EXIT_SIGINT: u8 = 130;
+/// The run was interrupted by SIGTERM: 128 + 15.
+pub const EXIT_SIGTERM: u8 = 143;
+
+/// The exit status of the signal that stopped the run (0: none yet).
+static SIGNAL_EXIT: AtomicU8 = AtomicU8::new(0);
+/// How long "stop now" waits for processes that cannot be killed (thread isolation).
+const STOP_NOW_GRACE: Duration = Duration::from_secs(5);
 
 /// How many processes `validate` lists.
 const SHOWN: usize = 5;
@@ -105,8 +123,52 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 ///     taskfarm_worker::main_with(taskfarm_worker::Registry::with_builtins())
 /// }
 /// ```
+///
+/// It first serves as a subprocess-isolation child when started as one (`TASKFARM_CHILD=1`:
+/// runs one process and exits), then installs the Ctrl-C / SIGTERM handlers (see the
+/// [module docs](self)).
 pub fn main_with(registry: Registry) -> ExitCode {
+    if backend_core::in_child() {
+        registry.install();
+        backend_core::run_child_if_requested::<SpecProcess>();
+    }
+    install_signal_handlers();
     ExitCode::from(run_with_args(registry, std::env::args_os()))
+}
+
+/// On SIGINT or SIGTERM: the first stops dispatching, the second stops now (kills running
+/// commands and subprocesses; exits after a grace period if processes in threads go on).
+fn install_signal_handlers() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        eprintln!("taskfarm: warning: Ctrl-C handling could not be installed; Ctrl-C stops the run at once");
+        return;
+    };
+    let spawned = std::thread::Builder::new().name("taskfarm-signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            let (code, name) = if signal == SIGTERM { (EXIT_SIGTERM, "SIGTERM") } else { (EXIT_SIGINT, "Ctrl-C") };
+            let _ = SIGNAL_EXIT.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+            if backend_core::request_stop() == 1 {
+                eprintln!(
+                    "\ntaskfarm: {name}: no new process starts; waiting for the running ones to finish \
+                     (send it again to stop now)"
+                );
+                continue;
+            }
+            eprintln!(
+                "\ntaskfarm: {name} again: stopping now; running processes are cut short and run again on --resume"
+            );
+            backend_core::kill_running_children();
+            std::thread::spawn(move || {
+                std::thread::sleep(STOP_NOW_GRACE);
+                eprintln!("taskfarm: processes still running after {}s: exiting", STOP_NOW_GRACE.as_secs());
+                std::process::exit(i32::from(code));
+            });
+        }
+    });
+    if spawned.is_err() {
+        eprintln!("taskfarm: warning: Ctrl-C handling could not be installed; Ctrl-C stops the run at once");
+    }
 }
 
 /// Like [`main_with`] with explicit arguments (the first is the program name); returns the
@@ -160,6 +222,16 @@ fn run(registry: &Registry, args: RunArgs) -> Result<u8, WorkerError> {
         return Ok(EXIT_OK);
     }
     report(&summary);
+    if summary.interrupted {
+        let code = match SIGNAL_EXIT.load(Ordering::SeqCst) {
+            0 => EXIT_SIGINT,
+            code => code,
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "interrupted: what finished is in the result directory; to finish the run:");
+        let _ = writeln!(out, "  {}", resume_command(&summary, false));
+        return Ok(code);
+    }
     Ok(if summary.crashed == 0 && summary.missing() == 0 { EXIT_OK } else { EXIT_CRASHED })
 }
 

@@ -16,6 +16,11 @@
 //! The command runs in the worker's working directory with stdin closed, in a process group
 //! of its own, and with `TASKFARM_ID`, `TASKFARM_RUN` and `TASKFARM_RESULT_DIR` set.
 //!
+//! **Timeout.** With a spec `timeout`, a command still running at the deadline is killed
+//! with its whole process group (SIGKILL) and recorded as timed out; this works in thread
+//! isolation too. (In subprocess isolation the command stays in the child's process group,
+//! which the worker kills as a whole.)
+//!
 //! **Output.** Exit status 0 means finished. If the last non-empty line of stdout is a JSON
 //! object, its fields are the output (columns of `results.csv`); otherwise the output is
 //! `{ stdout = "<the last stdout_lines lines>" }`. Any other exit status (or a signal) means
@@ -24,7 +29,7 @@
 //! This module is not for shell quoting: substituted values are inserted as they are (a
 //! parameter becomes exactly one argument, or part of one, when no shell is involved).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
@@ -156,6 +161,10 @@ impl Kind for CommandKind {
          exit 0 = finished (a JSON object on stdout's last line gives the output fields)"
     }
 
+    fn enforces_timeout(&self) -> bool {
+        true
+    }
+
     fn validate(&self, spec: &KindSpec<'_>) -> Result<(), KindError> {
         check_keys("command", spec.config, &FIELDS)?;
         let templates = Self::templates(spec.config)?;
@@ -196,26 +205,29 @@ impl Kind for CommandKind {
         let mut command = Command::new(program);
         command
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .env("TASKFARM_ID", ctx.id().to_string())
             .env("TASKFARM_RUN", ctx.run().to_string())
             .env("TASKFARM_RESULT_DIR", ctx.result_dir());
         // A process group of its own (so it and its children can be killed together), set
-        // without a pre_exec hook so spawning stays on the fast posix_spawn path.
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let output = command
-            .output()
+        // without a pre_exec hook so spawning stays on the fast posix_spawn path; inside a
+        // subprocess-isolation child it stays in the child's group, which the worker kills.
+        let own_group = !backend_core::in_child();
+        let output = backend_core::run_with_deadline(command, None, ctx.deadline(), own_group)
             .map_err(|e| ProcessError::msg(format!("the command `{program}` could not be started: {e}")))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
-        if output.status.success() {
-            return Ok(output_of(&stdout, stdout_lines));
-        }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(ProcessError::msg(format!("the command `{program}` {}", describe_status(&output.status)))
-            .with_stderr_tail(tail(&stderr, STDERR_TAIL_LINES, STDERR_TAIL_BYTES)))
+        let stderr_tail = tail(&stderr, STDERR_TAIL_LINES, STDERR_TAIL_BYTES);
+        match output.status {
+            Some(status) if status.success() => Ok(output_of(&stdout, stdout_lines)),
+            Some(status) => {
+                Err(ProcessError::msg(format!("the command `{program}` {}", backend_core::describe_exit(&status)))
+                    .with_stderr_tail(stderr_tail))
+            }
+            None => Err(ProcessError::timed_out(format!(
+                "the command `{program}` ran past its timeout and was killed with its process group"
+            ))
+            .with_stderr_tail(stderr_tail)),
+        }
     }
 }
 
@@ -271,29 +283,6 @@ fn tail(text: &str, lines: usize, bytes: usize) -> String {
         kept = format!("...{}", &kept[cut..]);
     }
     kept
-}
-
-fn describe_status(status: &std::process::ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exited with status {code}");
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            let name = match signal {
-                1 => " (SIGHUP)",
-                2 => " (SIGINT)",
-                6 => " (SIGABRT)",
-                9 => " (SIGKILL)",
-                11 => " (SIGSEGV)",
-                15 => " (SIGTERM)",
-                _ => "",
-            };
-            return format!("was killed by signal {signal}{name}");
-        }
-    }
-    format!("ended with {status}")
 }
 
 #[cfg(test)]

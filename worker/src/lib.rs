@@ -44,7 +44,7 @@ mod registry;
 pub mod spec;
 mod typed;
 
-pub use cli::{main_with, run_with_args, EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_OK};
+pub use cli::{main_with, run_with_args, EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM};
 pub use error::WorkerError;
 pub use registry::{check_keys, Kind, KindError, KindSpec, Registry, SpecProcess};
 pub use spec::Spec;

@@ -33,9 +33,16 @@ pub trait Kind: Send + Sync + 'static {
     fn help(&self) -> &str;
 
     /// Checks a spec before anything runs: its fields (every top-level key that is not
-    /// `name`, `kind`, `parameter_ranges`, `parameter_settings`, `constraints`, `runs` or
-    /// `backend`) and its parameters. A key the kind does not take must be an error.
+    /// `name`, `kind`, `parameter_ranges`, `parameter_settings`, `constraints`, `runs`,
+    /// `backend`, `timeout`, `retries` or `isolation`) and its parameters. A key the kind does not take must be an error.
     fn validate(&self, spec: &KindSpec<'_>) -> Result<(), KindError>;
+
+    /// Whether the kind stops its processes at their deadline by itself, so a `timeout`
+    /// works in thread isolation (the `command` kind kills its child process group). Kinds
+    /// that say `false` (the default) need `isolation = "subprocess"` for a timeout.
+    fn enforces_timeout(&self) -> bool {
+        false
+    }
 
     /// Runs one process: `config` is the spec's fields, `ctx` has the process's parameters,
     /// id and run number. The output's fields become columns of `results.csv`.
@@ -95,7 +102,7 @@ pub(crate) fn unknown_key_message<'a>(kind: &str, key: &str, allowed: impl Itera
     let takes = if allowed.is_empty() { "no fields of its own".to_owned() } else { allowed.join(", ") };
     format!(
         "`{key}` is not a spec key: the spec keys are name, kind, parameter_ranges, parameter_settings, \
-         constraints, runs, backend, and kind `{kind}` takes {takes}"
+         constraints, runs, backend, timeout, retries, isolation, and kind `{kind}` takes {takes}"
     )
 }
 

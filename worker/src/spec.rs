@@ -14,6 +14,14 @@
 //! # ... or an explicit list: parameter_settings = [{ alpha = 1, beta = 2 }, ...]
 //! ```
 //!
+//! Reliability options (see `backend_core`'s `execute` docs): `timeout = "30s"` (or a number
+//! of seconds; also `"250ms"`, `"5m"`, `"2h"`) stops a process past it and records it as
+//! timed out; `retries = 2` runs a crashed or timed-out process up to 2 more times;
+//! `isolation = "subprocess"` runs each process in a child of the worker, so a segfault or
+//! an abort costs only that process (default `"thread"`). In thread isolation only the
+//! `command` kind can honour a timeout (it kills its command's process group); any other
+//! kind with a `timeout` needs `isolation = "subprocess"`, and validation says so.
+//!
 //! `backend` may name the backend to use when the command line does not (the
 //! `operation.toml` of a result directory says which backend ran it, and is itself a spec
 //! that can be run again). Every other top-level key is a field of the kind; a key the kind
@@ -24,6 +32,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use backend_core::{parse_duration, seconds_to_duration, Isolation, RunOptions};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use taskfarm::{CoreError, Operation, ParameterSpace, Params, Value};
@@ -32,8 +41,21 @@ use crate::registry::{KindSpec, Registry, SpecProcess};
 use crate::WorkerError;
 
 /// The top-level keys that belong to the spec itself; every other key is the kind's.
-pub const SPEC_KEYS: [&str; 7] =
-    ["name", "kind", "parameter_ranges", "parameter_settings", "constraints", "runs", "backend"];
+pub const SPEC_KEYS: [&str; 10] = [
+    "name",
+    "kind",
+    "parameter_ranges",
+    "parameter_settings",
+    "constraints",
+    "runs",
+    "backend",
+    "timeout",
+    "retries",
+    "isolation",
+];
+
+/// The most retries a spec may ask for.
+pub const MAX_RETRIES: i64 = 100;
 
 /// Parameter names that would clash with the fixed columns of `results.csv`.
 pub const RESERVED_PARAMETERS: [&str; 9] =
@@ -72,6 +94,9 @@ struct Header {
     #[serde(default = "one")]
     runs: u32,
     backend: Option<String>,
+    timeout: Option<Value>,
+    retries: Option<Value>,
+    isolation: Option<Value>,
 }
 
 fn one() -> u32 {
@@ -131,6 +156,20 @@ impl Spec {
             known: registry.names().join(", "),
         })?;
 
+        let options = run_options(&header.timeout, &header.retries, &header.isolation)
+            .map_err(|(key, message)| spec_error(at(key), message))?;
+        if options.timeout.is_some() && options.isolation == Isolation::Thread && !kind.enforces_timeout() {
+            return Err(spec_error(
+                at("timeout"),
+                format!(
+                    "a `timeout` cannot be enforced for kind `{}` in thread isolation (a process running in a thread \
+                     of the worker cannot be stopped): add isolation = \"subprocess\", or remove the timeout \
+                     (only the `command` kind can time out in thread isolation)",
+                    header.kind
+                ),
+            ));
+        }
+
         let (space, space_key) = match (header.parameter_ranges, header.parameter_settings) {
             (Some(_), Some(_)) => {
                 return Err(spec_error(
@@ -185,7 +224,8 @@ impl Spec {
                 };
                 space_error(key, e)
             })?
-            .with_spec(as_run);
+            .with_spec(as_run)
+            .with_options(options);
         kind.validate(&KindSpec { config: &config, parameter_names: &parameter_names, first: &first }).map_err(
             |e| {
                 let line = e.key.as_deref().and_then(at);
@@ -247,6 +287,44 @@ impl Spec {
     pub fn into_operation(self) -> Operation<SpecProcess> {
         self.operation
     }
+}
+
+/// The reliability options of a spec; an error names its key and says what is wrong.
+fn run_options(
+    timeout: &Option<Value>,
+    retries: &Option<Value>,
+    isolation: &Option<Value>,
+) -> Result<RunOptions, (&'static str, String)> {
+    let parsed_timeout = match timeout {
+        None => None,
+        Some(Value::Str(text)) => Some(parse_duration(text).map_err(|e| ("timeout", format!("`timeout`: {e}")))?),
+        Some(Value::Int(n)) => seconds_to_duration(*n as f64),
+        Some(Value::Float(x)) => seconds_to_duration(*x),
+        Some(other) => {
+            return Err((
+                "timeout",
+                format!("`timeout` must be a duration such as \"30s\" or a number of seconds, not {other}"),
+            ))
+        }
+    };
+    if timeout.is_some() && parsed_timeout.is_none() {
+        return Err(("timeout", "`timeout` must be more than 0 seconds (leave it out for no limit)".into()));
+    }
+    let retries = match retries {
+        None => 0,
+        Some(Value::Int(n)) if (0..=MAX_RETRIES).contains(n) => *n as u32,
+        Some(other) => {
+            return Err(("retries", format!("`retries` must be a whole number from 0 to {MAX_RETRIES}, not {other}")))
+        }
+    };
+    let isolation = match isolation {
+        None => Isolation::Thread,
+        Some(Value::Str(text)) => Isolation::parse(text).map_err(|e| ("isolation", e))?,
+        Some(other) => {
+            return Err(("isolation", format!("`isolation` must be \"thread\" or \"subprocess\", not {other}")))
+        }
+    };
+    Ok(RunOptions { timeout: parsed_timeout, retries, isolation })
 }
 
 /// The 1-based line of `text` where the top-level key `key` is set (`key = ...`,

@@ -329,8 +329,65 @@ fn bad_input_is_one_sentence_and_exit_2() {
         Case {
             what: "unknown key of command",
             args: &["run", "spec.toml"],
-            files: &[("spec.toml", "kind = \"command\"\ncommand = [\"true\"]\ntimeout = 5\n")],
-            expected: &["line 3: `timeout` is not a spec key", "takes command, stdout_lines"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = [\"true\"]\ntime_limit = 5\n")],
+            expected: &["line 3: `time_limit` is not a spec key", "timeout, retries, isolation", "takes command, stdout_lines"],
+        },
+        Case {
+            what: "timeout in thread isolation for a kind that cannot honour it",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\ntimeout = \"30s\"\n")],
+            expected: &[
+                "spec.toml, line 3: a `timeout` cannot be enforced for kind `monte_carlo_pi` in thread isolation",
+                "isolation = \"subprocess\"",
+            ],
+        },
+        Case {
+            what: "timeout that is not a duration",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = \"true\"\ntimeout = \"soon\"\n")],
+            expected: &["spec.toml, line 3: `timeout`: `soon` is not a duration", "\"30s\""],
+        },
+        Case {
+            what: "negative timeout",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = \"true\"\ntimeout = -2\n")],
+            expected: &["spec.toml, line 3: `timeout` must be more than 0 seconds"],
+        },
+        Case {
+            what: "negative retries",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = \"true\"\nretries = -1\n")],
+            expected: &["spec.toml, line 3: `retries` must be a whole number from 0 to 100, not -1"],
+        },
+        Case {
+            what: "retries of the wrong type in YAML",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: \"true\"\nretries: often\n")],
+            expected: &["spec.yaml, line 3: `retries` must be a whole number from 0 to 100"],
+        },
+        Case {
+            what: "unknown isolation",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = \"true\"\nisolation = \"container\"\n")],
+            expected: &["spec.toml, line 3: `isolation` must be \"thread\" or \"subprocess\", not \"container\""],
+        },
+        Case {
+            what: "resume of a directory that is not a run",
+            args: &["run", "pi.toml", "--resume", "."],
+            files: &[("pi.toml", PI)],
+            expected: &["is not a taskfarm run directory", "results/<name>/<timestamp>"],
+        },
+        Case {
+            what: "resume of a directory that does not exist",
+            args: &["run", "pi.toml", "--resume", "nosuch"],
+            files: &[("pi.toml", PI)],
+            expected: &["nosuch is not a taskfarm run directory"],
+        },
+        Case {
+            what: "--rerun-crashed without --resume",
+            args: &["run", "pi.toml", "--rerun-crashed"],
+            files: &[("pi.toml", PI)],
+            expected: &["--resume"],
         },
         Case {
             what: "reserved parameter name",
@@ -410,6 +467,6 @@ fn bad_input_is_one_sentence_and_exit_2() {
         };
         failures.extend(check(&mpi));
     }
-    assert!(cases.len() >= 16);
+    assert!(cases.len() >= 20);
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }

@@ -1,0 +1,98 @@
+//! The local-backend rows of `cargo xtask bench`: 100 µs CPU-bound processes on the local
+//! backend against a raw rayon `par_iter` over the same closures (efficiency), and the
+//! throughput of 1 µs processes. Prints `BENCH <key> <value>` lines that the xtask parses.
+//!
+//! Run: `cargo run --release -p backend-local --example local_bench [processes]`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use backend_core::{Backend, Operation, Process, ProcessContext, ProcessError};
+use backend_local::{default_pool_size, LocalBackend};
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
+use serde::{Deserialize, Serialize};
+
+/// A CPU-bound process: `rounds` rounds of an integer hash.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct Spin {
+    rounds: u64,
+}
+
+fn spin(seed: u64, rounds: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    black_box(x)
+}
+
+impl Process for Spin {
+    type Output = u64;
+    fn run(&self, ctx: &ProcessContext) -> Result<u64, ProcessError> {
+        Ok(spin(ctx.id(), self.rounds))
+    }
+}
+
+/// Rounds of [`spin`] that take about `target` on this machine.
+fn calibrate(target: Duration) -> u64 {
+    let probe = 1_000_000u64;
+    let started = Instant::now();
+    spin(1, probe);
+    let per_round = started.elapsed().as_secs_f64() / probe as f64;
+    (target.as_secs_f64() / per_round).max(1.0) as u64
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let count: u64 = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(20_000);
+    let pool = default_pool_size();
+    let base = std::env::temp_dir().join(format!("taskfarm-local-bench-{}", std::process::id()));
+    let rounds_100us = calibrate(Duration::from_micros(100));
+    let rounds_1us = calibrate(Duration::from_micros(1));
+
+    // Raw rayon over the same closures, on a pool of the same size. Best of two.
+    let rayon_pool = rayon::ThreadPoolBuilder::new().num_threads(pool).build()?;
+    let raw = (0..2)
+        .map(|_| {
+            let started = Instant::now();
+            let sum: u64 = rayon_pool.install(|| (0..count).into_par_iter().map(|i| spin(i, rounds_100us)).sum());
+            black_box(sum);
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let mut backend = LocalBackend::new(Some(pool))?;
+        let operation = Operation::from_processes("spin100", (0..count).map(move |_| Spin { rounds: rounds_100us }))?
+            .with_results_base(&base);
+        let started = Instant::now();
+        let summary = backend.run(operation)?;
+        runs.push((summary.wall, started.elapsed()));
+    }
+    let (executing, whole) = runs.into_iter().min().unwrap_or_default();
+    println!(
+        "{count} processes of 100 µs on {pool} threads: raw rayon {:.3}s, taskfarm {:.3}s executing ({:.3}s with staging and consolidation)",
+        raw.as_secs_f64(),
+        executing.as_secs_f64(),
+        whole.as_secs_f64()
+    );
+    println!("BENCH pool {pool}");
+    println!("BENCH raw_rayon_s {:.4}", raw.as_secs_f64());
+    println!("BENCH taskfarm_s {:.4}", executing.as_secs_f64());
+    println!("BENCH taskfarm_whole_s {:.4}", whole.as_secs_f64());
+    println!("BENCH efficiency {:.3}", raw.as_secs_f64() / executing.as_secs_f64());
+
+    let tiny = count * 10;
+    let mut backend = LocalBackend::new(Some(pool))?;
+    let operation = Operation::from_processes("spin1", (0..tiny).map(move |_| Spin { rounds: rounds_1us }))?
+        .with_results_base(&base);
+    let summary = backend.run(operation)?;
+    let rate = tiny as f64 / summary.wall.as_secs_f64();
+    println!("{tiny} processes of 1 µs: {rate:.0} processes/s");
+    println!("BENCH tiny_per_s {rate:.0}");
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Reliability of the real `taskfarm-worker` binary: processes that segfault, abort the
+//! subprocess, exit with a status or hang past their timeout are one row each with the right
+//! status while the others finish; Ctrl-C drains, exits 130 and `--resume` finishes the run;
+//! kill -9 of the worker mid-run loses nothing that `--resume` cannot finish.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use backend_core::journal::read_journal;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_taskfarm-worker");
+/// Only to avoid hanging forever: nothing is asserted about time.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    let out = Command::new(WORKER).args(args).current_dir(cwd).output().expect("the worker binary starts");
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    out
+}
+
+fn only_run_dir(base: &Path, name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(base.join(name))
+        .expect("the operation's directory")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    assert_eq!(dirs.len(), 1);
+    dirs.remove(0)
+}
+
+/// `id -> (status, reason)` from results.jsonl.
+fn rows(dir: &Path) -> BTreeMap<u64, (String, String)> {
+    let mut rows = BTreeMap::new();
+    for row in backend_core::results::read_results_jsonl(dir).expect("results.jsonl") {
+        let id = row["id"].as_u64().expect("an id");
+        let status = row["status"].as_str().unwrap_or_default().to_owned();
+        let reason = row["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(rows.insert(id, (status, reason)).is_none(), "id {id} has one row");
+    }
+    rows
+}
+
+#[test]
+fn every_failure_is_one_row_with_its_status_and_the_others_finish() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // 1 segfaults (the command), 2 hangs past its timeout, 3 kills its subprocess with SIGABRT,
+    // 4 exits with status 3, 6 kills its subprocess with SIGKILL (as the out-of-memory killer
+    // does); the others finish. (A SIGSEGV sent with kill(1) to a Rust program is swallowed by
+    // its stack-overflow handler, so the real segfault here is the command's own.)
+    std::fs::write(
+        dir.path().join("faults.toml"),
+        r#"kind = "command"
+command = "case {x} in 1) kill -SEGV $$;; 2) sleep 60;; 3) kill -ABRT $PPID;; 4) exit 3;; 6) kill -KILL $PPID;; *) echo ok;; esac"
+timeout = "2s"
+retries = 1
+isolation = "subprocess"
+parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7] }
+"#,
+    )
+    .expect("the spec is written");
+    let out = run(&["run", "faults.toml", "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    let rows = rows(&only_run_dir(&dir.path().join("results"), "faults"));
+    assert_eq!(rows.len(), 8);
+    let expect = |id: u64, status: &str, reason: &str| {
+        let (s, r) = &rows[&id];
+        assert_eq!(s, status, "process {id}: {r}");
+        assert!(r.contains(reason), "process {id}: {r}");
+    };
+    for id in [0, 5, 7] {
+        expect(id, "finished", "");
+    }
+    expect(1, "crashed", "killed by signal 11 (SIGSEGV)");
+    expect(2, "timed_out", "attempt 2: timed out after 2s");
+    expect(3, "crashed", "attempt 2: its subprocess was killed by signal 6 (SIGABRT)");
+    expect(4, "crashed", "attempt 1: the command `sh` exited with status 3; attempt 2:");
+    expect(6, "crashed", "its subprocess was killed by signal 9 (SIGKILL)");
+    let crashed = std::fs::read_to_string(only_run_dir(&dir.path().join("results"), "faults").join("crashed.jsonl"))
+        .expect("crashed.jsonl");
+    assert_eq!(crashed.lines().count(), 5, "every failed process has a crash record: {crashed}");
+}
+
+#[test]
+fn a_command_times_out_in_thread_isolation() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("hang.toml"),
+        "kind = \"command\"\ncommand = \"if [ {x} = 1 ]; then sleep 60; else echo ok; fi\"\ntimeout = 1.5\n\
+         parameter_ranges = { x = [0, 1, 2] }\n",
+    )
+    .expect("the spec is written");
+    let out = run(&["run", "hang.toml", "--quiet", "--backend", "serial"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let rows = rows(&only_run_dir(&dir.path().join("results"), "hang"));
+    assert_eq!(rows[&1].0, "timed_out", "{:?}", rows[&1]);
+    assert!(rows[&1].1.contains("ran past its timeout and was killed with its process group"), "{:?}", rows[&1]);
+    assert_eq!((rows[&0].0.as_str(), rows[&2].0.as_str()), ("finished", "finished"));
+}
+
+/// A sweep of 24 short sleeping commands on 2 threads, started in `dir`.
+fn start_sleepy_sweep(dir: &Path) -> Child {
+    std::fs::write(
+        dir.join("sleepy.toml"),
+        "kind = \"command\"\ncommand = \"sleep 0.2; echo {x}\"\nparameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \
+         10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23] }\n",
+    )
+    .expect("the spec is written");
+    Command::new(WORKER)
+        .args(["run", "sleepy.toml", "--quiet", "--backend", "local", "--pool-size", "2"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the worker starts")
+}
+
+/// Waits until the run's journal holds at least `n` records.
+fn wait_for_records(base: &Path, n: usize) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < PATIENCE, "no {n} records in the journal");
+        if let Ok(mut entries) = std::fs::read_dir(base.join("sleepy")) {
+            if let Some(Ok(entry)) = entries.next() {
+                let journal = entry.path().join("journal");
+                if read_journal(&journal).is_ok_and(|j| j.records.len() >= n) {
+                    return entry.path();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Resumes the run in `run_dir` and checks that every process is in results.csv exactly once.
+fn resume_and_check(cwd: &Path, run_dir: &Path) {
+    let as_run = run_dir.join("operation.toml");
+    let out = run(&["run", &as_run.to_string_lossy(), "--resume", &run_dir.to_string_lossy(), "--quiet"], cwd);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let rows = rows(run_dir);
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (0..24).collect::<Vec<_>>(), "every process once");
+    assert!(rows.values().all(|(status, _)| status == "finished"), "{rows:?}");
+    let csv = std::fs::read_to_string(run_dir.join("results.csv")).expect("results.csv");
+    assert_eq!(csv.lines().count(), 25, "a header and one row per process");
+}
+
+#[test]
+fn ctrl_c_drains_exits_130_and_resume_finishes_the_run() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let child = start_sleepy_sweep(dir.path());
+    let run_dir = wait_for_records(&dir.path().join("results"), 2);
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("the worker ends");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("interrupted") && stdout.contains("--resume"), "{stdout}");
+    let journaled = read_journal(&run_dir.join("journal")).expect("the journal").records.len();
+    assert!(journaled < 24, "the run stopped early ({journaled} records)");
+    let consolidated = rows(&run_dir);
+    assert_eq!(consolidated.len(), journaled, "every journaled record is in the consolidated files");
+    resume_and_check(dir.path(), &run_dir);
+}
+
+#[test]
+fn kill_9_mid_run_then_resume_runs_every_process_once() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut child = start_sleepy_sweep(dir.path());
+    let run_dir = wait_for_records(&dir.path().join("results"), 3);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    resume_and_check(dir.path(), &run_dir);
+}
