@@ -33,8 +33,9 @@
 //! ```
 
 pub use backend_core::{
-    journal, report, results, run_job, Backend, Error as CoreError, Job, Location, Operation, ParameterSpace, Params,
-    Process, ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, SerialBackend, Status, StatusCounts,
+    execute_job, journal, oplog, parse_duration, report, request_stop, results, run_child_if_requested, run_job,
+    stop_requested, Backend, Error as CoreError, Isolation, Job, Location, Operation, ParameterSpace, Params, Process,
+    ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, RunOptions, SerialBackend, Status, StatusCounts,
     Summary, Value,
 };
 #[cfg(feature = "local")]

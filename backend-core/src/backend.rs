@@ -146,6 +146,17 @@ impl Collector {
             return Ok(());
         }
         self.journal.append(record)?;
+        if record.status != Status::Finished {
+            tracing::warn!(
+                target: "taskfarm",
+                "process {} {} on {}/{}: {}",
+                record.id,
+                record.status.as_str().replace('_', " "),
+                record.location.host,
+                record.location.worker,
+                record.reason.as_deref().unwrap_or("no reason given")
+            );
+        }
         self.board.ended(record.status);
         self.progress.update(&self.board.snapshot());
         Ok(())
@@ -328,6 +339,8 @@ impl<P: Process> Lifecycle<P> {
         let progress = ProgressDisplay::new(operation.progress(), operation.name(), len);
         self.name = operation.name().to_owned();
         self.dir = dir.clone();
+        crate::oplog::open(&dir)?;
+        tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
         self.resumed_torn_tail = torn;
         let journal = JournalWriter::append_to(&journal_path)?;
         let collector = Collector { journal, board: self.board.clone(), progress };
@@ -350,6 +363,8 @@ impl<P: Process> Lifecycle<P> {
         let progress = ProgressDisplay::new(operation.progress(), operation.name(), len);
         self.name = operation.name().to_owned();
         self.dir = dir.clone();
+        crate::oplog::open(&dir)?;
+        tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
         let collector = Collector { journal, board: self.board.clone(), progress };
         let options = operation.options();
         let dispatch = Dispatch { jobs: until_stopped(operation.into_jobs()), dir, len, options };
@@ -472,6 +487,13 @@ impl<P: Process> Lifecycle<P> {
             role: Role::Coordinator,
             interrupted: stop_requested(),
         };
+        tracing::info!(
+            target: "taskfarm",
+            "consolidated: {} finished, {} crashed or timed out, {:.3} s",
+            summary.finished,
+            summary.crashed,
+            summary.wall.as_secs_f64()
+        );
         self.state = State::Consolidated(summary.clone());
         Ok(summary)
     }
@@ -482,6 +504,7 @@ impl<P: Process> Lifecycle<P> {
             return Err(Error::OutOfOrder { call: "cleanup", needs: "retrieve" });
         }
         let _ = std::fs::remove_dir(self.dir.join("scratch"));
+        crate::oplog::close();
         self.state = State::Idle;
         Ok(())
     }

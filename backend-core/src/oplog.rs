@@ -101,7 +101,10 @@ pub fn set_current(current: Option<(&str, u64)>) {
 
 /// Names the worker of the calling thread when no process runs on it (e.g. `master`).
 fn thread_worker() -> String {
-    std::thread::current().name().unwrap_or("main").to_owned()
+    match std::thread::current().name() {
+        None | Some("main") => "master".to_owned(),
+        Some(name) => name.to_owned(),
+    }
 }
 
 /// The `tracing-subscriber` layer that writes records to `operation.log` (or forwards them).
@@ -161,6 +164,25 @@ impl<S: Subscriber> Layer<S> for OperationLogLayer {
             Sink::Closed => {}
         });
     }
+}
+
+/// Installs a global `tracing` subscriber that shows records at `console` and above on
+/// stderr (none when `None`) and writes records at `file` and above to the run's
+/// `operation.log`. A program (or a test) that installed its own subscriber keeps it; add
+/// [`OperationLogLayer`] to it instead.
+///
+/// ```
+/// backend_core::oplog::install(Some(tracing::Level::WARN), tracing::Level::DEBUG);
+/// ```
+pub fn install(console: Option<Level>, file: Level) {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let console = console.map(LevelFilter::from_level).unwrap_or(LevelFilter::OFF);
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(console))
+        .with(OperationLogLayer::with_level(file));
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 /// Collects an event's message and fields into one line.

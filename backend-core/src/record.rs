@@ -104,7 +104,9 @@ pub fn run_job_until<P: Process>(
     let clock = Instant::now();
     let ctx = ProcessContext::new(job.id, job.run, &job.params, result_dir, location).with_deadline(deadline);
     let was_inside = INSIDE_PROCESS.with(|inside| inside.replace(true));
+    crate::oplog::set_current(Some((&location.worker, job.id)));
     let result = catch_unwind(AssertUnwindSafe(|| job.process.run(&ctx)));
+    crate::oplog::set_current(None);
     INSIDE_PROCESS.with(|inside| inside.set(was_inside));
     let duration_s = clock.elapsed().as_secs_f64();
     let (status, output, reason, stderr_tail) = match result {

@@ -151,6 +151,7 @@ impl<P: Process> Scheduler<P> {
                         collector.record(record)?;
                     }
                 }
+                Message::Log(lines) => backend_core::oplog::append_forwarded(&lines),
                 Message::Failed { reason } => return Err(Error::WorkerFailed { rank: from, reason }),
                 other => return Err(Error::Unexpected { from, what: other.kind() }),
             }
@@ -247,6 +248,7 @@ fn shut_down<P: Process>(wire: &mut Wire<'_>, size: Rank) -> Result<(), Error> {
             Ok(Message::Bye { .. }) => {
                 waiting.remove(&from);
             }
+            Ok(Message::Log(lines)) => backend_core::oplog::append_forwarded(&lines),
             Ok(Message::Failed { reason }) => failure = Some(Error::WorkerFailed { rank: from, reason }),
             Ok(other) => failure = Some(Error::Unexpected { from, what: other.kind() }),
             Err(error) => failure = Some(error),

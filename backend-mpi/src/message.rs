@@ -25,6 +25,9 @@ pub(crate) enum Message<P> {
     Work(Vec<Job<P>>),
     /// Worker → master: the records of one unit, in the unit's order.
     Results(Vec<ProcessRecord>),
+    /// Worker → master: log records made on the worker (lines of `operation.log`), sent before
+    /// the results of the unit that made them.
+    Log(Vec<String>),
     /// Master → worker: no more work; finish the queue, say `Bye` and return.
     Shutdown,
     /// Master → worker: the operation failed; drop the queue, say `Bye` and return an error.
@@ -77,6 +80,7 @@ impl<P: Serialize> Message<P> {
             Message::Start { .. } => "start",
             Message::Work(_) => "work",
             Message::Results(_) => "results",
+            Message::Log(_) => "log",
             Message::Shutdown => "shutdown",
             Message::Abandon => "abandon",
             Message::Failed { .. } => "failed",

@@ -44,6 +44,8 @@ struct Worker<'a, P: Process> {
 /// Serves the master until `Shutdown` (→ `Ok`) or `Abandon` (→ `Err`).
 pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
     let location = Location { host: mpi.host.clone(), worker: format!("rank-{}", mpi.rank) };
+    // This rank has no operation.log of its own: its records travel to the master.
+    backend_core::oplog::forward();
     let mut worker = Worker::<P> {
         wire: Wire::new(&mpi.world),
         rank: mpi.rank,
@@ -73,6 +75,7 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
         let (from, bytes) = worker.wire.receive();
         worker.take(from, &bytes);
     }
+    worker.send_log();
     let processes = worker.served.finished + worker.served.crashed;
     match (Message::<P>::Bye { processes }).encode() {
         Ok(bye) => worker.wire.send(0, &bye),
@@ -122,6 +125,19 @@ impl<P: Process> Worker<'_, P> {
         self.failure = Some(error);
     }
 
+    /// Sends the log records made on this rank since the last call to the master, which
+    /// appends them to `operation.log`.
+    fn send_log(&mut self) {
+        let lines = backend_core::oplog::take_forwarded();
+        if lines.is_empty() {
+            return;
+        }
+        match Message::<P>::Log(lines).encode() {
+            Ok(bytes) => self.wire.send(0, &bytes),
+            Err(error) => self.fail(error),
+        }
+    }
+
     /// Runs one unit and sends its records back.
     fn run_unit(&mut self, unit: &[Job<P>], location: &Location) {
         if !self.started {
@@ -140,6 +156,7 @@ impl<P: Process> Worker<'_, P> {
                 Status::Crashed | Status::TimedOut => self.served.crashed += 1,
             }
         }
+        self.send_log();
         match Message::<P>::Results(records).encode() {
             Ok(bytes) => self.wire.send(0, &bytes),
             Err(error) => self.fail(error),

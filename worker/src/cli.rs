@@ -57,6 +57,12 @@ const SHOWN: usize = 5;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log records on the console (-v: info, -vv: debug); operation.log gets them all.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// No progress display and only errors on the console (the final summary is still printed).
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,9 +100,6 @@ struct RunArgs {
     /// Where result directories go: <DIR>/<name>/<UTC timestamp>/.
     #[arg(long, value_name = "DIR", default_value = "results")]
     results: PathBuf,
-    /// No progress display (the final summary is still printed).
-    #[arg(long)]
-    quiet: bool,
     /// Finish an earlier run of the same spec: run only the processes without a record in
     /// DIR (a result directory such as results/<name>/<timestamp>), append to its journal
     /// and rewrite its consolidated files.
@@ -186,8 +189,10 @@ where
         }
     };
     registry.install();
+    install_logging(cli.verbose, cli.quiet);
+    let quiet = cli.quiet;
     let result = match cli.command {
-        Command::Run(args) => run(&registry, args),
+        Command::Run(args) => run(&registry, args, quiet),
         Command::Validate { spec } => validate(&registry, spec).map(|()| EXIT_OK),
         Command::Kinds => {
             kinds(&registry);
@@ -201,7 +206,7 @@ where
     })
 }
 
-fn run(registry: &Registry, args: RunArgs) -> Result<u8, WorkerError> {
+fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerError> {
     let spec = Spec::load(&args.spec, registry)?;
     let backend_name = args.backend.as_deref().or(spec.backend()).unwrap_or("local").to_owned();
     let mut options = BackendOptions::default();
@@ -212,7 +217,7 @@ fn run(registry: &Registry, args: RunArgs) -> Result<u8, WorkerError> {
         options = options.prefetch(n);
     }
     let mut backend = create_backend(&backend_name, &options)?;
-    let progress = if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
+    let progress = if quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
     let mut operation = spec.into_operation().with_results_base(&args.results).with_progress(progress);
     if let Some(dir) = &args.resume {
         operation = operation.resume_from(dir, args.rerun_crashed);
@@ -285,6 +290,20 @@ fn report_run(registry: &Registry, dir: &std::path::Path) -> Result<u8, WorkerEr
         let _ = writeln!(out, "complete: every process has a record");
     }
     Ok(EXIT_OK)
+}
+
+/// Log records go to the console (warnings and errors by default; `-v` info, `-vv` debug,
+/// `-q` errors only) and to the run's `operation.log` (debug and above: every process's
+/// records).
+fn install_logging(verbose: u8, quiet: bool) {
+    use tracing::Level;
+    let console = match (quiet, verbose) {
+        (true, _) => Level::ERROR,
+        (false, 0) => Level::WARN,
+        (false, 1) => Level::INFO,
+        (false, _) => Level::DEBUG,
+    };
+    taskfarm::oplog::install(Some(console), Level::DEBUG);
 }
 
 /// The command that finishes (or re-runs the crashed processes of) this run.

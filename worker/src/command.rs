@@ -218,7 +218,10 @@ impl Kind for CommandKind {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stderr_tail = tail(&stderr, STDERR_TAIL_LINES, STDERR_TAIL_BYTES);
         match output.status {
-            Some(status) if status.success() => Ok(output_of(&stdout, stdout_lines)),
+            Some(status) if status.success() => {
+                tracing::debug!("`{program}` exited with status 0, {} bytes on stdout", output.stdout.len());
+                Ok(output_of(&stdout, stdout_lines))
+            }
             Some(status) => {
                 Err(ProcessError::msg(format!("the command `{program}` {}", backend_core::describe_exit(&status)))
                     .with_stderr_tail(stderr_tail))

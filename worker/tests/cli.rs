@@ -78,6 +78,13 @@ fn command_sweep_gives_the_same_rows_on_local_and_serial() {
     // The command's JSON line became output columns.
     let header = std::fs::read_to_string(local_dir.join("results.csv")).expect("results.csv");
     assert!(header.lines().next().unwrap_or_default().contains(",product,seed,"), "{header}");
+    // operation.log holds the master's records and one record per process, naming it.
+    let log = std::fs::read_to_string(local_dir.join("operation.log")).expect("operation.log");
+    assert!(log.contains("master process=- taskfarm: operation `command_sweep` staged"), "{log}");
+    assert!(log.contains("consolidated: "), "{log}");
+    for id in 0..expected {
+        assert!(log.contains(&format!(" process={id} taskfarm_worker::command: `sh` exited with status 0")), "{log}");
+    }
 }
 
 #[test]
