@@ -53,11 +53,20 @@ impl Process for Oscillator {
                 energy += dt * (v * v + x * x) / 2.0;
             }
         }
+        // Records of processes land in operation.log, naming the process and its thread.
+        tracing::debug!(
+            "damping {}, frequency {}, seed {}: amplitude {amplitude:.3}",
+            self.damping,
+            self.frequency,
+            self.seed
+        );
         Ok(Response { amplitude, energy })
     }
 }
 
 fn main() -> Result<()> {
+    // Warnings on the console; every record, the processes' too, in operation.log.
+    taskfarm::oplog::install(Some(tracing::Level::WARN), tracing::Level::DEBUG);
     let space = ParameterSpace::ranges([
         ("damping", [0.05, 0.1, 0.2, 0.4].map(Value::from).to_vec()),
         ("frequency", [0.5, 0.9, 1.0, 1.1, 2.0].map(Value::from).to_vec()),
@@ -93,5 +102,7 @@ fn main() -> Result<()> {
         summary.backend
     );
     println!("results: {}", summary.results_csv().display());
+    println!("log:     {}", summary.dir.join(taskfarm::results::files::OPERATION_LOG).display());
+    println!("picture: {}", summary.dir.join(taskfarm::results::files::TIMELINE_SVG).display());
     Ok(())
 }

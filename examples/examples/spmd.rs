@@ -35,11 +35,15 @@ mod spmd {
                 return Err(ProcessError::msg("a negative damping makes no physical sense"));
             }
             let displacement = (-self.damping * self.t).exp() * (6.0 * self.t).cos();
+            // Worker ranks' records travel to the master and land in operation.log.
+            tracing::info!("damping {} at t = {}: displacement {displacement:.4}", self.damping, self.t);
             Ok(Sample { displacement, rank_label: ctx.location().worker.clone() })
         }
     }
 
     pub fn main() -> Result<(), Box<dyn std::error::Error>> {
+        // Warnings on the console, every record of every rank in operation.log.
+        taskfarm::oplog::install(Some(tracing::Level::WARN), tracing::Level::INFO);
         let base = std::env::args().nth(1).unwrap_or_else(|| "results".into());
         let space = ParameterSpace::ranges([
             ("damping", vec![Value::from(0.1), Value::from(0.5), Value::from(1.0)]),

@@ -56,7 +56,7 @@ pub fn mpirun(args: MpirunArgs) -> Result<i32> {
     Ok(status.code().unwrap_or(1))
 }
 
-fn build_worker() -> Result<()> {
+pub(crate) fn build_worker() -> Result<()> {
     run_checked(
         cargo().args(["build", "--release", "-p", "taskfarm-worker", "--features", "mpi"]),
         "build the release worker with MPI",
@@ -105,7 +105,7 @@ fn worker_args(args: &[String]) -> Vec<String> {
 }
 
 /// Environment for Open MPI (ignored by other MPIs); a variable the user set is kept.
-fn mpi_environment(command: &mut Command, oversubscribe: bool) {
+pub(crate) fn mpi_environment(command: &mut Command, oversubscribe: bool) {
     let mut set = |name: &str, value: &str| {
         if std::env::var_os(name).is_none() {
             command.env(name, value);
@@ -126,7 +126,7 @@ fn mpi_environment(command: &mut Command, oversubscribe: bool) {
 }
 
 /// Whether the effective user is root (from `/proc/self/status`).
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -144,7 +144,7 @@ fn in_container() -> bool {
             .unwrap_or(false)
 }
 
-fn on_path(program: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
 }
@@ -365,7 +365,20 @@ fn spmd_example(scratch: &Path, tally: &mut Tally) {
     });
     tally.check(name, outcome, |o| {
         expect_success(o)?;
-        expect_in(&o.stdout, "processes finished")
+        expect_in(&o.stdout, "processes finished")?;
+        // The workers' log records travelled to the master's operation.log.
+        let log = std::fs::read_dir(scratch.join("oscillator"))?
+            .flatten()
+            .map(|run| run.path().join("operation.log"))
+            .find(|log| log.is_file())
+            .context("the spmd run has an operation.log")?;
+        let text = std::fs::read_to_string(&log)?;
+        for rank in ["rank-1", "rank-2"] {
+            if !text.contains(&format!(" {rank} process=")) {
+                bail!("{} has no record of {rank}:\n{text}", log.display());
+            }
+        }
+        Ok(())
     });
 }
 
@@ -422,7 +435,7 @@ fn sweep_spec() -> Option<PathBuf> {
 }
 
 /// The one `results.csv` under `base` (base/<name>/<timestamp>/results.csv).
-fn find_results_csv(base: &Path) -> Result<PathBuf> {
+pub(crate) fn find_results_csv(base: &Path) -> Result<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![base.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -444,7 +457,7 @@ fn find_results_csv(base: &Path) -> Result<PathBuf> {
 /// Columns that depend on when and where a process ran.
 const RUN_DEPENDENT: [&str; 4] = ["duration_s", "started_at", "host", "worker"];
 
-fn compare_results(serial: &Path, mpi: &Path) -> Result<()> {
+pub(crate) fn compare_results(serial: &Path, mpi: &Path) -> Result<()> {
     let read = |base: &Path| -> Result<(Vec<String>, Vec<Vec<String>>)> {
         let text = std::fs::read_to_string(find_results_csv(base)?)?;
         let mut rows = csv_rows(&text).into_iter();
@@ -471,7 +484,7 @@ fn compare_results(serial: &Path, mpi: &Path) -> Result<()> {
 }
 
 /// A small CSV reader (RFC 4180 quoting), enough to compare two results.csv files.
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
+pub(crate) fn csv_rows(text: &str) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     let (mut row, mut field, mut quoted) = (Vec::new(), String::new(), false);
     let mut chars = text.chars().peekable();
