@@ -20,8 +20,10 @@ pub struct RunReport {
     pub recorded: u64,
     /// Of those, finished.
     pub finished: u64,
-    /// Of those, crashed.
+    /// Of those, crashed (timed-out ones included).
     pub crashed: u64,
+    /// Of the crashed, those that ran past their timeout.
+    pub timed_out: u64,
     /// From the first start to the last end, in seconds.
     pub wall_s: f64,
     /// Per worker (`host/worker`): processes run and seconds busy, sorted by name.
@@ -59,6 +61,7 @@ impl RunReport {
             recorded: 0,
             finished: 0,
             crashed: 0,
+            timed_out: 0,
             wall_s: 0.0,
             workers: Vec::new(),
             slowest: Vec::new(),
@@ -74,6 +77,7 @@ impl RunReport {
                 Status::Finished => report.finished += 1,
                 Status::Crashed | Status::TimedOut => {
                     report.crashed += 1;
+                    report.timed_out += u64::from(r.status == Status::TimedOut);
                     *reasons.entry(r.reason.clone().unwrap_or_else(|| "no reason given".into())).or_default() += 1;
                 }
             }
@@ -113,7 +117,11 @@ impl RunReport {
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "processes: {} recorded, {} finished, {} crashed", self.recorded, self.finished, self.crashed)?;
+        writeln!(
+            f,
+            "processes: {} recorded, {} finished, {} crashed ({} of them timed out)",
+            self.recorded, self.finished, self.crashed, self.timed_out
+        )?;
         writeln!(f, "wall time: {:.3} s (first start to last end)", self.wall_s)?;
         writeln!(f, "utilisation: {:.1}% over {} workers", 100.0 * self.utilisation(), self.workers.len())?;
         for w in &self.workers {

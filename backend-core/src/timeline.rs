@@ -17,6 +17,8 @@ pub const MAX_BARS: usize = 50_000;
 pub const FINISHED_COLOUR: RGBColor = RGBColor(46, 139, 87);
 /// The fill of a crashed process's bar.
 pub const CRASHED_COLOUR: RGBColor = RGBColor(205, 38, 38);
+/// The fill of a timed-out process's bar.
+pub const TIMED_OUT_COLOUR: RGBColor = RGBColor(230, 145, 20);
 
 /// Draws `timeline.svg` for `records` into `path`.
 pub fn write_timeline(path: &Path, records: &[ProcessRecord]) -> Result<()> {
@@ -47,7 +49,10 @@ fn draw(path: &Path, records: &[ProcessRecord]) -> std::result::Result<(), Box<d
 
     let lanes_f = labels.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&top)
-        .caption("Processes over time, one lane per worker (green: finished, red: crashed)", ("sans-serif", 18))
+        .caption(
+            "Processes over time, one lane per worker (green: finished, red: crashed, orange: timed out)",
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(140)
@@ -74,7 +79,8 @@ fn draw(path: &Path, records: &[ProcessRecord]) -> std::result::Result<(), Box<d
             let end = (start + r.duration_s).max(start + span / 1200.0);
             let colour = match r.status {
                 Status::Finished => FINISHED_COLOUR,
-                Status::Crashed | Status::TimedOut => CRASHED_COLOUR,
+                Status::Crashed => CRASHED_COLOUR,
+                Status::TimedOut => TIMED_OUT_COLOUR,
             };
             Rectangle::new([(start, lane - 0.35), (end, lane + 0.35)], colour.filled())
         }))?;
