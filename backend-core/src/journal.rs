@@ -125,6 +125,12 @@ pub struct JournalContents {
 /// Reads every intact record of a journal, calling `each` in order; stops quietly at a torn
 /// or corrupt tail and reports it. A file that is not a journal at all is an error.
 pub fn read_journal_with(path: &Path, mut each: impl FnMut(ProcessRecord)) -> Result<Option<TornTail>> {
+    read_journal_indexed(path, |_, record| each(record))
+}
+
+/// Like [`read_journal_with`], and gives each record's byte offset in the file, for
+/// [`read_record_at`] (consolidation keeps offsets, not records, so its memory stays flat).
+pub fn read_journal_indexed(path: &Path, mut each: impl FnMut(u64, ProcessRecord)) -> Result<Option<TornTail>> {
     let file = File::open(path).map_err(|e| Error::io("open the journal", path, e))?;
     let mut input = BufReader::with_capacity(256 * 1024, file);
     let mut header = vec![0u8; JOURNAL_HEADER.len()];
@@ -164,11 +170,30 @@ pub fn read_journal_with(path: &Path, mut each: impl FnMut(ProcessRecord)) -> Re
             return Ok(Some(TornTail { offset, why: "a record's checksum does not match".into() }));
         }
         match serde_json::from_slice::<ProcessRecord>(&payload) {
-            Ok(record) => each(record),
+            Ok(record) => each(offset, record),
             Err(e) => return Ok(Some(TornTail { offset, why: format!("a record does not decode: {e}") })),
         }
         offset += 8 + u64::from(len);
     }
+}
+
+/// Reads the record at `offset` of a journal (an offset [`read_journal_indexed`] gave).
+pub fn read_record_at(file: &File, path: &Path, offset: u64, payload: &mut Vec<u8>) -> Result<ProcessRecord> {
+    use std::os::unix::fs::FileExt;
+    let mut frame = [0u8; 8];
+    file.read_exact_at(&mut frame, offset).map_err(|e| Error::io("read the journal", path, e))?;
+    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let changed = || Error::Internal(format!("the journal {} changed while it was read", path.display()));
+    if len > MAX_RECORD_LEN {
+        return Err(changed());
+    }
+    payload.resize(len as usize, 0);
+    file.read_exact_at(payload, offset + 8).map_err(|e| Error::io("read the journal", path, e))?;
+    if crc32fast::hash(payload) != crc {
+        return Err(changed());
+    }
+    serde_json::from_slice(payload).map_err(|_| changed())
 }
 
 /// Reads a whole journal into memory.

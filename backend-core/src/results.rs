@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexSet;
 
-use crate::journal::{read_journal_with, TornTail};
+use crate::journal::{read_journal_indexed, read_record_at, TornTail};
 use crate::{Error, Params, ProcessRecord, Result, Status, Value};
 
 /// The file names inside a result directory.
@@ -108,60 +108,113 @@ pub struct Consolidated {
 /// Each file is written beside and renamed into place, so an interruption never leaves a
 /// half-written file where a complete one was.
 pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
-    let mut latest: HashMap<u64, ProcessRecord> = HashMap::new();
-    let torn_tail = read_journal_with(&dir.join(files::JOURNAL), |record| {
-        latest.insert(record.id, record);
-    })?;
-    let mut records: Vec<ProcessRecord> = latest.into_values().collect();
-    records.sort_by_key(|r| r.id);
+    // Memory stays flat in the number of processes: the journal is indexed (id, offset),
+    // and records are read back one at a time, in id order, for each pass.
+    let journal = dir.join(files::JOURNAL);
+    let mut index: Vec<(u64, u64)> = Vec::new();
+    let torn_tail = read_journal_indexed(&journal, |offset, record| index.push((record.id, offset)))?;
+    // A stable sort keeps the journal's order among records of one id: the last one counts.
+    index.sort_by_key(|&(id, _)| id);
+    let latest: Vec<u64> = index
+        .iter()
+        .enumerate()
+        .filter(|&(i, &(id, _))| !matches!(index.get(i + 1), Some(&(next, _)) if next == id))
+        .map(|(_, &(_, offset))| offset)
+        .collect();
+    drop(index);
+    let file = fs::File::open(&journal).map_err(|e| Error::io("open the journal", &journal, e))?;
+    let mut payload = Vec::new();
 
-    let rows: Vec<Vec<(String, Value)>> = records.iter().map(row).collect();
-    let mut params: IndexSet<&str> = IndexSet::new();
+    // First pass: the columns, and what the timeline draws.
+    let mut params: IndexSet<String> = IndexSet::new();
     let mut outputs: IndexSet<String> = IndexSet::new();
-    for (record, row) in records.iter().zip(&rows) {
-        params.extend(record.params.keys().map(String::as_str));
-        outputs.extend(row.iter().skip(LEADING.len() + record.params.len() + TRAILING.len()).map(|(k, _)| k.clone()));
+    let mut timeline = crate::timeline::Timeline::default();
+    let mut finished = 0u64;
+    for &offset in &latest {
+        let record = read_record_at(&file, &journal, offset, &mut payload)?;
+        let row = row(&record);
+        params.extend(record.params.keys().cloned());
+        outputs.extend(row.into_iter().skip(LEADING.len() + record.params.len() + TRAILING.len()).map(|(k, _)| k));
+        timeline.add(&record);
+        finished += u64::from(record.status == Status::Finished);
     }
     outputs.shift_remove("reason");
     let mut columns: Vec<String> = LEADING.iter().map(|s| s.to_string()).collect();
-    columns.extend(params.iter().map(|s| s.to_string()));
+    columns.extend(params);
     columns.extend(TRAILING.iter().map(|s| s.to_string()));
     columns.extend(outputs);
     columns.push("reason".into());
+    let position: HashMap<&str, usize> = columns.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
 
-    write_atomically(dir, files::RESULTS_CSV, |out| {
-        let mut csv = csv::Writer::from_writer(out);
-        csv.write_record(&columns)?;
-        for row in &rows {
-            let cells: HashMap<&str, &Value> = row.iter().map(|(k, v)| (k.as_str(), v)).collect();
-            csv.write_record(columns.iter().map(|c| cells.get(c.as_str()).map(|v| v.to_string()).unwrap_or_default()))?;
-        }
-        csv.flush()?;
-        Ok(())
-    })?;
-    write_atomically(dir, files::RESULTS_JSONL, |out| {
-        for row in &rows {
+    // Second pass: the three files, side by side, then each renamed into place.
+    let mut csv_out = Staged::create(dir, files::RESULTS_CSV)?;
+    let mut jsonl_out = Staged::create(dir, files::RESULTS_JSONL)?;
+    let mut crashed_out = Staged::create(dir, files::CRASHED_JSONL)?;
+    {
+        let mut csv = csv::Writer::from_writer(&mut csv_out.out);
+        let csv_path = csv_out.tmp.clone();
+        let csv_error = |e: csv::Error| Error::io("write", &csv_path, std::io::Error::other(e.to_string()));
+        csv.write_record(&columns).map_err(csv_error)?;
+        // For each column, the index of its cell in the row (the last one of a name counts).
+        let mut cells: Vec<Option<usize>> = Vec::with_capacity(columns.len());
+        for &offset in &latest {
+            let record = read_record_at(&file, &journal, offset, &mut payload)?;
+            let row = row(&record);
+            cells.clear();
+            cells.resize(columns.len(), None);
+            for (j, (k, _)) in row.iter().enumerate() {
+                if let Some(&i) = position.get(k.as_str()) {
+                    cells[i] = Some(j);
+                }
+            }
+            csv.write_record(cells.iter().map(|c| c.map(|j| row[j].1.to_string()).unwrap_or_default()))
+                .map_err(csv_error)?;
             let object: serde_json::Map<String, serde_json::Value> =
-                row.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect();
-            serde_json::to_writer(&mut *out, &object)?;
-            out.write_all(b"\n")?;
+                row.into_iter().map(|(k, v)| (k, serde_json::Value::from(v))).collect();
+            jsonl_out.json_line(&object)?;
+            if record.status != Status::Finished {
+                crashed_out.json_line(&crash_record(&record))?;
+            }
         }
-        Ok(())
-    })?;
-    write_atomically(dir, files::CRASHED_JSONL, |out| {
-        for record in records.iter().filter(|r| r.status != Status::Finished) {
-            serde_json::to_writer(&mut *out, &crash_record(record))?;
-            out.write_all(b"\n")?;
-        }
-        Ok(())
-    })?;
+        csv.flush().map_err(|e| Error::io("write", &csv_out.tmp, e))?;
+    }
+    csv_out.commit()?;
+    jsonl_out.commit()?;
+    crashed_out.commit()?;
 
     let tmp = dir.join(format!(".{}.tmp", files::TIMELINE_SVG));
-    crate::timeline::write_timeline(&tmp, &records)?;
+    timeline.write(&tmp)?;
     fs::rename(&tmp, dir.join(files::TIMELINE_SVG)).map_err(|e| Error::io("move into place", &tmp, e))?;
 
-    let finished = records.iter().filter(|r| r.status == Status::Finished).count() as u64;
-    Ok(Consolidated { recorded: records.len() as u64, finished, crashed: records.len() as u64 - finished, torn_tail })
+    let recorded = latest.len() as u64;
+    Ok(Consolidated { recorded, finished, crashed: recorded - finished, torn_tail })
+}
+
+/// A consolidated file being written beside its place (`.<name>.tmp`), renamed into place
+/// by `commit`.
+struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    out: BufWriter<fs::File>,
+}
+
+impl Staged {
+    fn create(dir: &Path, name: &str) -> Result<Self> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        Ok(Staged { out: BufWriter::with_capacity(256 * 1024, file), tmp, path: dir.join(name) })
+    }
+
+    fn json_line(&mut self, value: &impl serde::Serialize) -> Result<()> {
+        serde_json::to_writer(&mut self.out, value)
+            .map_err(|e| Error::io("write", &self.tmp, std::io::Error::other(e.to_string())))?;
+        self.out.write_all(b"\n").map_err(|e| Error::io("write", &self.tmp, e))
+    }
+
+    fn commit(mut self) -> Result<()> {
+        self.out.flush().map_err(|e| Error::io("write", &self.tmp, e))?;
+        fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("move into place", &self.path, e))
+    }
 }
 
 /// One flat row: id, run, parameters, status columns, the output's fields, reason.
@@ -205,20 +258,6 @@ fn crash_record(record: &ProcessRecord) -> serde_json::Value {
         "started_at": record.started_at,
         "duration_s": record.duration_s,
     })
-}
-
-fn write_atomically(
-    dir: &Path,
-    name: &str,
-    write: impl FnOnce(&mut BufWriter<fs::File>) -> std::result::Result<(), Box<dyn std::error::Error>>,
-) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(name);
-    let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let mut out = BufWriter::new(file);
-    write(&mut out).map_err(|e| Error::io("write", &tmp, std::io::Error::other(e.to_string())))?;
-    out.flush().map_err(|e| Error::io("write", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io("move into place", &path, e))
 }
 
 /// Reads `results.jsonl` of a consolidated result directory: one JSON object per process.

@@ -22,23 +22,74 @@ pub const TIMED_OUT_COLOUR: RGBColor = RGBColor(230, 145, 20);
 
 /// Draws `timeline.svg` for `records` into `path`.
 pub fn write_timeline(path: &Path, records: &[ProcessRecord]) -> Result<()> {
-    draw(path, records).map_err(|e| Error::io("draw", path, std::io::Error::other(e.to_string())))
+    let mut timeline = Timeline::default();
+    records.iter().for_each(|r| timeline.add(r));
+    timeline.write(path)
 }
 
-fn draw(path: &Path, records: &[ProcessRecord]) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    // Lanes: one per (host, worker), in a stable order.
-    let mut lanes: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for r in records {
-        lanes.entry((r.location.host.clone(), r.location.worker.clone())).or_insert(0);
+/// One process's bar: which lane, when, how long, how it ended.
+#[derive(Debug, Clone, Copy)]
+struct Bar {
+    lane: u32,
+    start: f64,
+    duration: f32,
+    status: Status,
+}
+
+/// What the picture needs of a run, gathered one record at a time: the lanes, a bar per
+/// process (while there are at most [`MAX_BARS`]) and every duration for the histogram —
+/// about 30 bytes a process, so a million processes are drawn without holding their
+/// records.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    lanes: BTreeMap<(String, String), u32>,
+    bars: Vec<Bar>,
+    too_many_bars: bool,
+    durations: Vec<f32>,
+    first_start: Option<f64>,
+    last_end: Option<f64>,
+}
+
+impl Timeline {
+    /// Adds one process's record.
+    pub fn add(&mut self, r: &ProcessRecord) {
+        let next = self.lanes.len() as u32;
+        let lane = match self.lanes.get(&(r.location.host.clone(), r.location.worker.clone())) {
+            Some(&lane) => lane,
+            None => *self.lanes.entry((r.location.host.clone(), r.location.worker.clone())).or_insert(next),
+        };
+        self.durations.push(r.duration_s as f32);
+        self.first_start = Some(self.first_start.map_or(r.started_at, |t| t.min(r.started_at)));
+        let end = r.started_at + r.duration_s;
+        self.last_end = Some(self.last_end.map_or(end, |t| t.max(end)));
+        if self.too_many_bars {
+            return;
+        }
+        if self.bars.len() == MAX_BARS {
+            self.too_many_bars = true;
+            self.bars = Vec::new();
+            return;
+        }
+        self.bars.push(Bar { lane, start: r.started_at, duration: r.duration_s as f32, status: r.status });
     }
-    for (i, lane) in lanes.values_mut().enumerate() {
-        *lane = i;
+
+    /// Draws `timeline.svg` into `path`.
+    pub fn write(self, path: &Path) -> Result<()> {
+        draw(path, self).map_err(|e| Error::io("draw", path, std::io::Error::other(e.to_string())))
     }
-    let hosts: std::collections::BTreeSet<&str> = lanes.keys().map(|(h, _)| h.as_str()).collect();
+}
+
+fn draw(path: &Path, timeline: Timeline) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    // Lanes in a stable order (by host, then worker), whatever order they appeared in.
+    let hosts: std::collections::BTreeSet<&str> = timeline.lanes.keys().map(|(h, _)| h.as_str()).collect();
     let label = |host: &str, worker: &str| if hosts.len() > 1 { format!("{host}/{worker}") } else { worker.to_owned() };
-    let labels: Vec<String> = lanes.keys().map(|(h, w)| label(h, w)).collect();
-    let t0 = records.iter().map(|r| r.started_at).fold(f64::INFINITY, f64::min);
-    let t1 = records.iter().map(|r| r.started_at + r.duration_s).fold(f64::NEG_INFINITY, f64::max);
+    let labels: Vec<String> = timeline.lanes.keys().map(|(h, w)| label(h, w)).collect();
+    let mut row_of = vec![0usize; timeline.lanes.len()];
+    for (row, &lane) in timeline.lanes.values().enumerate() {
+        row_of[lane as usize] = row;
+    }
+    let t0 = timeline.first_start.unwrap_or(0.0);
+    let t1 = timeline.last_end.unwrap_or(0.0);
     let span = if t1 > t0 { t1 - t0 } else { 1.0 };
 
     let lane_px = 22u32;
@@ -48,11 +99,13 @@ fn draw(path: &Path, records: &[ProcessRecord]) -> std::result::Result<(), Box<d
     let (top, bottom) = root.split_vertically(timeline_px);
 
     let lanes_f = labels.len().max(1) as f64;
+    let caption = if timeline.too_many_bars {
+        format!("More than {MAX_BARS} processes: only the histogram of durations is drawn")
+    } else {
+        "Processes over time, one lane per worker (green: finished, red: crashed, orange: timed out)".to_owned()
+    };
     let mut chart = ChartBuilder::on(&top)
-        .caption(
-            "Processes over time, one lane per worker (green: finished, red: crashed, orange: timed out)",
-            ("sans-serif", 18),
-        )
+        .caption(caption, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(140)
@@ -71,27 +124,25 @@ fn draw(path: &Path, records: &[ProcessRecord]) -> std::result::Result<(), Box<d
             labels.get(i as usize).cloned().unwrap_or_default()
         })
         .draw()?;
-    if records.len() <= MAX_BARS {
-        chart.draw_series(records.iter().map(|r| {
-            let lane = lanes[&(r.location.host.clone(), r.location.worker.clone())] as f64;
-            let start = r.started_at - t0;
-            // A bar at least a pixel wide, so instant processes still show.
-            let end = (start + r.duration_s).max(start + span / 1200.0);
-            let colour = match r.status {
-                Status::Finished => FINISHED_COLOUR,
-                Status::Crashed => CRASHED_COLOUR,
-                Status::TimedOut => TIMED_OUT_COLOUR,
-            };
-            Rectangle::new([(start, lane - 0.35), (end, lane + 0.35)], colour.filled())
-        }))?;
-    }
+    chart.draw_series(timeline.bars.iter().map(|bar| {
+        let lane = row_of[bar.lane as usize] as f64;
+        let start = bar.start - t0;
+        // A bar at least a pixel wide, so instant processes still show.
+        let end = (start + f64::from(bar.duration)).max(start + span / 1200.0);
+        let colour = match bar.status {
+            Status::Finished => FINISHED_COLOUR,
+            Status::Crashed => CRASHED_COLOUR,
+            Status::TimedOut => TIMED_OUT_COLOUR,
+        };
+        Rectangle::new([(start, lane - 0.35), (end, lane + 0.35)], colour.filled())
+    }))?;
 
     // Histogram of durations, 30 bins from 0 to the longest.
     let bins = 30usize;
-    let longest = records.iter().map(|r| r.duration_s).fold(0.0f64, f64::max).max(1e-9);
+    let longest = timeline.durations.iter().map(|&d| f64::from(d)).fold(0.0f64, f64::max).max(1e-9);
     let mut counts = vec![0u32; bins];
-    for r in records {
-        let bin = ((r.duration_s / longest) * bins as f64) as usize;
+    for &d in &timeline.durations {
+        let bin = ((f64::from(d) / longest) * bins as f64) as usize;
         counts[bin.min(bins - 1)] += 1;
     }
     let highest = counts.iter().copied().max().unwrap_or(1).max(1);
