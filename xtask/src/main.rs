@@ -4,6 +4,8 @@
 //!
 //! Not for anything a user's program needs: the xtask only drives cargo and mpirun.
 
+mod bench;
+mod cluster;
 mod mpi;
 
 use std::path::PathBuf;
@@ -33,6 +35,10 @@ enum Task {
     Mpirun(mpi::MpirunArgs),
     /// Runs the tests: the workspace's, and the MPI tests under a real mpirun when it is found.
     Test,
+    /// Measures taskfarm against baselines run side by side; prints a table, writes target/bench/*.json.
+    Bench(bench::BenchArgs),
+    /// Runs taskfarm across 3 hosts made of network namespaces (needs root): see xtask/src/cluster.rs.
+    ClusterTest(cluster::ClusterArgs),
     /// What CI runs: format check, clippy with warnings as errors, the tests.
     Ci,
 }
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
         Task::Mpirun(args) => mpi::mpirun(args),
         Task::Test => test().map(|()| 0),
         Task::Ci => ci().map(|()| 0),
+        Task::ClusterTest(args) => cluster::cluster_test(args).map(|()| 0),
+        Task::Bench(args) => bench::bench(args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -1,0 +1,398 @@
+//! `cargo xtask bench`: measures taskfarm against baselines run side by side in the same
+//! run (these machines are noisy, so every figure is a ratio), prints one table and writes
+//! it as JSON to `target/bench/<unix seconds>.json` so that two runs can be compared.
+//!
+//! Rows: MPI dispatch (no-op processes/s against a raw rsmpi master/worker loop, with and
+//! without batching, 1/2/4 workers), load balance (heavy-tailed sleeps on 4 workers, against
+//! the lower bound and a static round-robin split), local backend (efficiency against raw
+//! rayon, throughput of 1 µs processes), command kind (2,000 runs of `true` against
+//! `xargs -P`, and GNU parallel when installed), and the master's peak RSS at 10^5 and 10^6
+//! processes. The programs measured are `backend-mpi/examples/mpi_bench.rs`,
+//! `backend-local/examples/local_bench.rs` and the release `taskfarm-worker`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use crate::mpi::{mpi_environment, on_path};
+use crate::{cargo, run_checked, target_dir};
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// No-op processes per MPI dispatch run.
+    #[arg(long, default_value_t = 100_000)]
+    pub noops: u64,
+    /// Skips the MPI rows (dispatch, load balance, memory).
+    #[arg(long)]
+    pub no_mpi: bool,
+    /// Skips the memory row at 10^6 processes (the longest row).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    /// What is measured.
+    name: String,
+    /// taskfarm's figure, with its unit.
+    taskfarm: String,
+    /// The baseline's figure (or the bound), with its unit.
+    baseline: String,
+    /// The ratio the target is about.
+    ratio: f64,
+    /// The target, e.g. `>= 0.5`.
+    target: String,
+    /// Whether the target is met.
+    met: bool,
+}
+
+impl Row {
+    fn new(name: impl Into<String>, taskfarm: String, baseline: String, ratio: f64, target: Target) -> Self {
+        Row { name: name.into(), taskfarm, baseline, ratio, target: target.describe(), met: target.met(ratio) }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+    None,
+}
+
+impl Target {
+    fn describe(self) -> String {
+        match self {
+            Target::AtLeast(x) => format!(">= {x}"),
+            Target::AtMost(x) => format!("<= {x}"),
+            Target::None => "-".into(),
+        }
+    }
+
+    fn met(self, ratio: f64) -> bool {
+        match self {
+            Target::AtLeast(x) => ratio >= x,
+            Target::AtMost(x) => ratio <= x,
+            Target::None => true,
+        }
+    }
+}
+
+/// Runs the benchmark, prints the table and writes the JSON.
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let started = Instant::now();
+    let mpi = !args.no_mpi && crate::mpi::found();
+    if !mpi && !args.no_mpi {
+        eprintln!("xtask: mpirun/mpicc not found: the MPI rows are skipped");
+    }
+    run_checked(
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "backend-local",
+            "--example",
+            "local_bench",
+            "-p",
+            "taskfarm-worker",
+        ]),
+        "build the local benchmark and the release worker",
+    )?;
+    if mpi {
+        run_checked(
+            cargo().args(["build", "--release", "-p", "backend-mpi", "--example", "mpi_bench"]),
+            "build the MPI benchmark",
+        )?;
+    }
+    let examples = target_dir().join("release").join("examples");
+    let scratch = target_dir().join("bench").join(format!("scratch-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("could not create {}", scratch.display()))?;
+
+    let mut rows = Vec::new();
+    if mpi {
+        rows.extend(dispatch_rows(&examples.join("mpi_bench"), args.noops)?);
+        rows.push(balance_row(&examples.join("mpi_bench"))?);
+    }
+    rows.extend(local_rows(&examples.join("local_bench"))?);
+    rows.extend(command_rows(&target_dir().join("release").join("taskfarm-worker"), &scratch)?);
+    if mpi {
+        rows.extend(memory_rows(&examples.join("mpi_bench"), args.quick)?);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    print_table(&rows);
+    let out_dir = target_dir().join("bench");
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let path = out_dir.join(format!("{stamp}.json"));
+    let json = serde_json::json!({
+        "unix_time": stamp,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "seconds": started.elapsed().as_secs_f64(),
+        "rows": rows,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("could not write {}", path.display()))?;
+    println!(
+        "\n{} of {} targets met in {:.0}s; written to {}",
+        rows.iter().filter(|r| r.met).count(),
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// The `BENCH key value` lines of a benchmark program's stdout.
+type Figures = BTreeMap<String, f64>;
+
+fn figures(stdout: &str) -> Figures {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("BENCH ")?.split_whitespace();
+            Some((words.next()?.to_owned(), words.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn figure(figures: &Figures, key: &str) -> Result<f64> {
+    figures.get(key).copied().with_context(|| format!("the benchmark printed no `{key}`"))
+}
+
+/// Runs a command to its end; its stdout, and stderr on failure.
+fn output_of(command: &mut Command, what: &str) -> Result<String> {
+    eprintln!("xtask: bench: {what}");
+    let output = command.stdin(Stdio::null()).output().with_context(|| format!("could not start: {what}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!("{what} failed ({}):\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    for line in stdout.lines().filter(|l| !l.starts_with("BENCH ")) {
+        eprintln!("    {line}");
+    }
+    Ok(stdout)
+}
+
+/// `mpirun -n ranks program args` with the environment of `cargo xtask mpirun --oversubscribe`.
+fn mpirun(ranks: u32, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Figures> {
+    let launcher = on_path("mpirun").context("mpirun was not found on PATH")?;
+    let mut command = Command::new(launcher);
+    command.arg("-n").arg(ranks.to_string());
+    mpi_environment(&mut command, true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.arg(program).args(args);
+    let what = format!(
+        "mpirun -n {ranks} mpi_bench {} {}",
+        args.join(" "),
+        env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    );
+    Ok(figures(&output_of(&mut command, what.trim())?))
+}
+
+fn dispatch_rows(program: &Path, noops: u64) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let n = noops.to_string();
+    for workers in [1u32, 2, 4] {
+        for (batching, env, target) in [
+            ("no batching", &[("TASKFARM_MPI_MAX_BATCH", "1")][..], Target::AtLeast(0.5)),
+            ("adaptive batching", &[][..], Target::AtLeast(1.0)),
+        ] {
+            let f = mpirun(workers + 1, program, &["dispatch", &n], env)?;
+            let (rate, raw) = (figure(&f, "noop_per_s")?, figure(&f, "raw_round_trips_per_s")?);
+            rows.push(Row::new(
+                format!("MPI dispatch, {workers} worker(s), {batching}"),
+                format!("{rate:.0} proc/s"),
+                format!("{raw:.0} raw round trips/s"),
+                rate / raw,
+                target,
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+fn balance_row(program: &Path) -> Result<Row> {
+    let f = mpirun(5, program, &["balance"], &[])?;
+    let (makespan, longest, total) = (figure(&f, "makespan_s")?, figure(&f, "longest_s")?, figure(&f, "total_s")?);
+    let workers = figure(&f, "workers")?;
+    let bound = longest.max(total / workers);
+    let statically = figure(&f, "static_makespan_s")?;
+    Ok(Row::new(
+        "Load balance, 400 heavy-tailed sleeps, 4 workers: makespan / bound",
+        format!("{makespan:.2}s"),
+        format!("bound {bound:.2}s; static round-robin {statically:.2}s = {:.2}x", statically / bound),
+        makespan / bound,
+        Target::AtMost(1.05),
+    ))
+}
+
+/// The efficiency row and the throughput row.
+fn local_rows(program: &Path) -> Result<Vec<Row>> {
+    let f = figures(&output_of(&mut Command::new(program), "local_bench")?);
+    let (raw, taskfarm, whole) =
+        (figure(&f, "raw_rayon_s")?, figure(&f, "taskfarm_s")?, figure(&f, "taskfarm_whole_s")?);
+    let tiny = figure(&f, "tiny_per_s")?;
+    let row = Row::new(
+        "Local, 100 us CPU-bound processes: efficiency vs raw rayon",
+        format!("{taskfarm:.3}s ({whole:.3}s with stage-in + consolidation)"),
+        format!("{raw:.3}s raw rayon par_iter"),
+        raw / taskfarm,
+        Target::AtLeast(0.95),
+    );
+    let throughput =
+        Row::new("Local, 1 us processes: throughput", format!("{tiny:.0} proc/s"), "-".into(), tiny, Target::None);
+    Ok(vec![row, throughput])
+}
+
+fn command_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>> {
+    let runs = 2000;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+    let spec = scratch.join("true.toml");
+    let ids: Vec<String> = (0..runs).map(|i| i.to_string()).collect();
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"bench_true\"\nkind = \"command\"\ncommand = [\"true\"]\n\n[parameter_ranges]\ni = [{}]\n",
+            ids.join(", ")
+        ),
+    )?;
+    let list = scratch.join("list");
+    std::fs::write(&list, ids.join("\n") + "\n")?;
+
+    let time = |command: &mut Command, what: &str| -> Result<f64> {
+        eprintln!("xtask: bench: {what}");
+        let started = Instant::now();
+        let status = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("could not start {what}"))?;
+        let wall = started.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("{what} failed ({status})");
+        }
+        Ok(wall)
+    };
+    let with_list = |program: &str, args: &[&str]| -> Result<Command> {
+        let mut command = Command::new(program);
+        command.args(args).stdin(std::fs::File::open(&list)?);
+        Ok(command)
+    };
+    let best = |f: &mut dyn FnMut() -> Result<f64>| -> Result<f64> { Ok(f()?.min(f()?)) };
+    let taskfarm = best(&mut || {
+        time(
+            Command::new(worker)
+                .args(["run"])
+                .arg(&spec)
+                .args(["--backend", "local", "--quiet", "--results"])
+                .arg(scratch.join("results")),
+            "taskfarm-worker run (2000 x true, local backend)",
+        )
+    })?;
+    let xargs = best(&mut || {
+        let mut command = with_list("xargs", &["-P", &cores, "-n", "1", "true"])?;
+        eprintln!("xtask: bench: xargs -P {cores} -n 1 true < list");
+        let started = Instant::now();
+        let status = command.stdout(Stdio::null()).status()?;
+        if !status.success() {
+            bail!("xargs failed ({status})");
+        }
+        Ok(started.elapsed().as_secs_f64())
+    })?;
+    let mut rows = vec![Row::new(
+        "Command kind, 2000 x `true`: wall time vs xargs -P",
+        format!("{taskfarm:.2}s"),
+        format!("{xargs:.2}s xargs -P {cores}"),
+        taskfarm / xargs,
+        Target::AtMost(1.1),
+    )];
+    if on_path("parallel").is_some() {
+        let mut command = with_list("parallel", &["-j", &cores, "true"])?;
+        eprintln!("xtask: bench: parallel -j {cores} true < list");
+        let started = Instant::now();
+        command.stdout(Stdio::null()).status()?;
+        let parallel = started.elapsed().as_secs_f64();
+        rows.push(Row::new(
+            "Command kind, 2000 x `true`: wall time vs GNU parallel",
+            format!("{taskfarm:.2}s"),
+            format!("{parallel:.2}s parallel -j {cores}"),
+            taskfarm / parallel,
+            Target::None,
+        ));
+    } else {
+        eprintln!("xtask: bench: GNU parallel is not installed: its row is skipped");
+    }
+    let _ = std::io::stderr().flush();
+    Ok(rows)
+}
+
+fn memory_rows(program: &Path, quick: bool) -> Result<Vec<Row>> {
+    let small = figure(&mpirun(3, program, &["memory", "100000"], &[])?, "peak_rss_kib")? / 1024.0;
+    let mut rows = vec![Row::new(
+        "Memory, master peak RSS, 10^5 no-op processes",
+        format!("{small:.1} MiB"),
+        "-".into(),
+        small,
+        Target::AtMost(100.0),
+    )];
+    if !quick {
+        let large = figure(&mpirun(3, program, &["memory", "1000000"], &[])?, "peak_rss_kib")? / 1024.0;
+        rows.push(Row::new(
+            "Memory, master peak RSS, 10^6 no-op processes (MiB; <= 100)",
+            format!("{large:.1} MiB"),
+            "-".into(),
+            large,
+            Target::AtMost(100.0),
+        ));
+        rows.push(Row::new(
+            "Memory, peak RSS at 10^6 / at 10^5",
+            format!("{large:.1} MiB"),
+            format!("{small:.1} MiB"),
+            large / small,
+            Target::AtMost(1.2),
+        ));
+    }
+    Ok(rows)
+}
+
+fn print_table(rows: &[Row]) {
+    let widths = [
+        rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(3),
+        rows.iter().map(|r| r.taskfarm.len()).max().unwrap_or(0).max(8),
+        rows.iter().map(|r| r.baseline.len()).max().unwrap_or(0).max(8),
+    ];
+    println!();
+    println!(
+        "{:<w0$} | {:<w1$} | {:<w2$} | {:>9} | {:<7} | met",
+        "row",
+        "taskfarm",
+        "baseline",
+        "ratio",
+        "target",
+        w0 = widths[0],
+        w1 = widths[1],
+        w2 = widths[2]
+    );
+    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 40));
+    for r in rows {
+        println!(
+            "{:<w0$} | {:<w1$} | {:<w2$} | {:>9.3} | {:<7} | {}",
+            r.name,
+            r.taskfarm,
+            r.baseline,
+            r.ratio,
+            r.target,
+            if r.met { "yes" } else { "NO" },
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+}
