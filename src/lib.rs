@@ -39,7 +39,7 @@ pub use backend_core::{
     Summary, Value,
 };
 #[cfg(feature = "local")]
-pub use backend_local::LocalBackend;
+pub use backend_local::{process_pool, LocalBackend};
 #[cfg(feature = "mpi")]
 pub use backend_mpi::{MpiBackend, MpiOptions};
 
@@ -54,6 +54,9 @@ pub struct BackendOptions {
     pub pool_size: Option<usize>,
     /// `mpi`: how many units each worker keeps in flight (default 2).
     pub prefetch: Option<usize>,
+    /// `mpi`: how many processes each worker rank runs at once on its own thread pool
+    /// (default 1). 0 is an error.
+    pub threads_per_rank: Option<usize>,
 }
 
 impl BackendOptions {
@@ -66,6 +69,12 @@ impl BackendOptions {
     /// Sets the MPI backend's prefetch window.
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = Some(n);
+        self
+    }
+
+    /// Sets the MPI backend's threads per worker rank.
+    pub fn threads_per_rank(mut self, n: usize) -> Self {
+        self.threads_per_rank = Some(n);
         self
     }
 }
@@ -109,7 +118,10 @@ pub fn create_backend<P: Process>(name: &str, options: &BackendOptions) -> Resul
         #[cfg(not(feature = "local"))]
         "local" => Err(Error::NotInThisBuild { name: name.into(), feature: "local" }),
         #[cfg(feature = "mpi")]
-        "mpi" => Ok(Box::new(MpiBackend::new(MpiOptions { prefetch: options.prefetch.unwrap_or(2) })?)),
+        "mpi" => Ok(Box::new(MpiBackend::new(MpiOptions {
+            prefetch: options.prefetch.unwrap_or(2),
+            threads_per_rank: options.threads_per_rank.unwrap_or(1),
+        })?)),
         #[cfg(not(feature = "mpi"))]
         "mpi" => Err(Error::NotInThisBuild { name: name.into(), feature: "mpi" }),
         other => Err(Error::UnknownBackend { name: other.into() }),

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{run_job_until, Job, Location, Process, ProcessRecord, Status, Value};
+use crate::{run_job_with, Job, Location, Process, ProcessRecord, Status, Value};
 
 /// Where a process runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -63,8 +63,9 @@ impl Isolation {
     }
 }
 
-/// The reliability options of an operation (see the [module docs](self)).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The reliability options of an operation (see the [module docs](self)), and how many
+/// threads each process takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunOptions {
     /// How long one attempt of a process may run; `None`: no limit.
     pub timeout: Option<Duration>,
@@ -72,6 +73,23 @@ pub struct RunOptions {
     pub retries: u32,
     /// Where each attempt runs.
     pub isolation: Isolation,
+    /// How many threads of its worker each process occupies (default 1; 0 counts as 1): a
+    /// backend with a pool of threads reserves that many slots for it, and the process sees
+    /// the number in [`ProcessContext::threads`](crate::ProcessContext::threads).
+    pub threads: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { timeout: None, retries: 0, isolation: Isolation::Thread, threads: 1 }
+    }
+}
+
+impl RunOptions {
+    /// The threads each process occupies, at least 1.
+    pub fn process_threads(&self) -> usize {
+        self.threads.max(1)
+    }
 }
 
 /// Reads a duration: a number of seconds (`30`, `1.5`) or a number with a unit
@@ -134,7 +152,7 @@ pub fn execute_job<P: Process>(job: &Job<P>, dir: &Path, location: &Location, op
         let mut record = match options.isolation {
             Isolation::Thread => {
                 let deadline = options.timeout.map(|t| Instant::now() + t);
-                let mut record = run_job_until(job, dir, location, deadline);
+                let mut record = run_job_with(job, dir, location, deadline, options.process_threads());
                 if let (Some(timeout), Status::Finished) = (options.timeout, record.status) {
                     if record.duration_s > timeout.as_secs_f64() {
                         record.status = Status::TimedOut;
@@ -144,7 +162,7 @@ pub fn execute_job<P: Process>(job: &Job<P>, dir: &Path, location: &Location, op
                 }
                 record
             }
-            Isolation::Subprocess => run_in_child(job, dir, location, options.timeout),
+            Isolation::Subprocess => run_in_child(job, dir, location, options.timeout, options.process_threads()),
         };
         if record.status == Status::Finished || attempt > options.retries {
             if !reasons.is_empty() {
@@ -184,6 +202,13 @@ struct ChildRequest<J> {
     location: Location,
     /// Seconds left until the deadline, if any.
     timeout_s: Option<f64>,
+    /// Threads the process may use.
+    #[serde(default = "one_thread")]
+    threads: usize,
+}
+
+fn one_thread() -> usize {
+    1
 }
 
 /// Whether this program is a child of subprocess isolation (it runs one process and exits).
@@ -223,7 +248,7 @@ pub fn run_child_if_requested<P: Process>() {
             }
             Ok(request) => {
                 let deadline = request.timeout_s.and_then(seconds_to_duration).map(|t| Instant::now() + t);
-                let record = run_job_until(&request.job, &request.dir, &request.location, deadline);
+                let record = run_job_with(&request.job, &request.dir, &request.location, deadline, request.threads);
                 match serde_json::to_string(&record) {
                     Ok(json) => {
                         let mut out = std::io::stdout().lock();
@@ -246,7 +271,13 @@ pub fn run_child_if_requested<P: Process>() {
 }
 
 /// Runs one attempt of `job` in a child of this program (see the [module docs](self)).
-fn run_in_child<P: Process>(job: &Job<P>, dir: &Path, location: &Location, timeout: Option<Duration>) -> ProcessRecord {
+fn run_in_child<P: Process>(
+    job: &Job<P>,
+    dir: &Path,
+    location: &Location,
+    timeout: Option<Duration>,
+    threads: usize,
+) -> ProcessRecord {
     let started_at = crate::record::now_s();
     let clock = Instant::now();
     let crashed = |status: Status, reason: String, stderr_tail: Option<String>| ProcessRecord {
@@ -267,6 +298,7 @@ fn run_in_child<P: Process>(job: &Job<P>, dir: &Path, location: &Location, timeo
         dir: dir.to_owned(),
         location: location.clone(),
         timeout_s: timeout.map(|t| t.as_secs_f64()),
+        threads,
     };
     let input = match serde_json::to_vec(&request) {
         Ok(input) => input,

@@ -39,7 +39,9 @@ pub use execute::{
 pub use operation::{JobSource, Operation, Resume};
 pub use process::{Job, Process, ProcessContext, ProcessError};
 pub use progress::{ProgressDisplay, ProgressMode};
-pub use record::{inside_process, panic_message, run_job, run_job_until, this_host, Location, ProcessRecord, Status};
+pub use record::{
+    inside_process, panic_message, run_job, run_job_until, run_job_with, this_host, Location, ProcessRecord, Status,
+};
 pub use serial::SerialBackend;
 pub use space::ParameterSpace;
 pub use value::{Params, Value};

@@ -178,6 +178,16 @@ impl<P: Process> Operation<P> {
         self
     }
 
+    /// Gives each process `threads` threads of its worker (default 1): a backend with a
+    /// pool of threads reserves that many slots for each process, and the process reads the
+    /// number from [`ProcessContext::threads`](crate::ProcessContext::threads). A backend
+    /// refuses an operation whose processes want more threads than one of its workers has.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.options.threads = threads.max(1);
+        self.write_options_to_spec();
+        self
+    }
+
     /// Sets every reliability option at once.
     pub fn with_options(mut self, options: RunOptions) -> Self {
         self.options = options;
@@ -185,7 +195,7 @@ impl<P: Process> Operation<P> {
         self
     }
 
-    /// The reliability options (timeout, retries, isolation).
+    /// The reliability options (timeout, retries, isolation) and the threads per process.
     pub fn options(&self) -> RunOptions {
         self.options
     }
@@ -193,7 +203,7 @@ impl<P: Process> Operation<P> {
     /// Writes the options that differ from the defaults into the spec (and removes the
     /// others), so `operation.toml` says how the run was made and a resume can compare them.
     fn write_options_to_spec(&mut self) {
-        let RunOptions { timeout, retries, isolation } = self.options;
+        let RunOptions { timeout, retries, isolation, threads } = self.options;
         match timeout {
             Some(t) => self.spec.insert("timeout".into(), Value::Str(format_duration(t))),
             None => self.spec.shift_remove("timeout"),
@@ -205,6 +215,10 @@ impl<P: Process> Operation<P> {
         match isolation {
             Isolation::Thread => self.spec.shift_remove("isolation"),
             other => self.spec.insert("isolation".into(), Value::Str(other.as_str().into())),
+        };
+        match threads {
+            0 | 1 => self.spec.shift_remove("threads"),
+            n => self.spec.insert("threads".into(), Value::Int(i64::try_from(n).unwrap_or(i64::MAX))),
         };
     }
 

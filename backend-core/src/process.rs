@@ -63,12 +63,28 @@ pub struct ProcessContext<'a> {
     result_dir: &'a Path,
     location: &'a Location,
     deadline: Option<Instant>,
+    threads: usize,
 }
 
 impl<'a> ProcessContext<'a> {
     /// A context for the process `id`; backends make these, tests may too.
     pub fn new(id: u64, run: u32, params: &'a Params, result_dir: &'a Path, location: &'a Location) -> Self {
-        ProcessContext { id, run, params, result_dir, location, deadline: None }
+        ProcessContext { id, run, params, result_dir, location, deadline: None, threads: 1 }
+    }
+
+    /// Gives the process `threads` threads of its worker (the operation's `threads` option;
+    /// at least 1).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// How many threads the process may use (the operation's `threads` option, default 1):
+    /// the backend reserved that many slots of its worker's pool for it. A multi-threaded
+    /// process sizes its own pool with it (e.g. a rayon pool of `ctx.threads()` threads;
+    /// `backend_local::process_pool` builds one).
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Gives the process a deadline (the operation's `timeout`).

@@ -99,10 +99,24 @@ pub fn run_job_until<P: Process>(
     location: &Location,
     deadline: Option<Instant>,
 ) -> ProcessRecord {
+    run_job_with(job, result_dir, location, deadline, 1)
+}
+
+/// Like [`run_job_until`], with the number of threads the process may use
+/// ([`ProcessContext::threads`]).
+pub fn run_job_with<P: Process>(
+    job: &Job<P>,
+    result_dir: &Path,
+    location: &Location,
+    deadline: Option<Instant>,
+    threads: usize,
+) -> ProcessRecord {
     install_quiet_panic_hook();
     let started_at = now_s();
     let clock = Instant::now();
-    let ctx = ProcessContext::new(job.id, job.run, &job.params, result_dir, location).with_deadline(deadline);
+    let ctx = ProcessContext::new(job.id, job.run, &job.params, result_dir, location)
+        .with_deadline(deadline)
+        .with_threads(threads);
     let was_inside = INSIDE_PROCESS.with(|inside| inside.replace(true));
     crate::oplog::set_current(Some((&location.worker, job.id)));
     let result = catch_unwind(AssertUnwindSafe(|| job.process.run(&ctx)));

@@ -2,20 +2,22 @@
 //! (default: every core of this machine).
 //!
 //! This crate is for one machine. The processes are pulled lazily from the operation's
-//! source by the pool's threads; each result flows over a `crossbeam-channel` to the one
+//! source and handed to a [`ThreadExecutor`] (a rayon pool whose threads take jobs from a
+//! channel, also used by MPI worker ranks with several threads); each result flows over a `crossbeam-channel` to the one
 //! collector thread, which journals it and drives the progress display. It is not for
 //! several machines (that is `backend-mpi`) and it adds nothing to the model: staging,
 //! journaling and consolidation are `backend-core`'s [`Lifecycle`], shared by all backends.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use backend_core::{
-    execute_job, Backend, Collector, Dispatch, Error, Lifecycle, Location, Operation, Process, Result, StatusCounts,
-    Summary,
+    execute_job, Backend, Collector, Dispatch, Error, Job, Lifecycle, Location, Operation, Process, ProcessContext,
+    ProcessError, ProcessRecord, Result, RunOptions, StatusCounts, Summary,
 };
-use rayon::iter::{ParallelBridge, ParallelIterator};
+use crossbeam_channel::{Receiver, Sender};
 
 /// Runs processes on a pool of threads of this machine.
 #[derive(Debug)]
@@ -53,6 +55,7 @@ impl<P: Process> Backend<P> for LocalBackend<P> {
     }
 
     fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
+        check_process_threads(operation.options().process_threads(), self.pool_size, "the pool has")?;
         self.lifecycle.stage_in(operation)
     }
 
@@ -79,43 +82,39 @@ impl<P: Process> Backend<P> for LocalBackend<P> {
 }
 
 /// Runs every job of `dispatch` on a pool of `pool_size` threads; the calling thread is
-/// the collector. Reusable by other backends that run processes on threads of one host
-/// (e.g. a worker rank with several threads), with their own `label` for the worker column.
+/// the collector. A [`ThreadExecutor`] does the running, fed from a thread that pulls the
+/// lazy source (so memory stays flat).
 pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collector: &mut Collector) -> Result<()> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(pool_size)
-        .thread_name(|i| format!("taskfarm-local-{i}"))
-        .build()
-        .map_err(|e| Error::Internal(format!("the thread pool could not start: {e}")))?;
-    let locations: Vec<Location> = (0..pool_size).map(|i| Location::here(format!("thread-{i}"))).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (results, arrivals) = crossbeam_channel::bounded(pool_size * 256);
     let board = collector.board().clone();
     let Dispatch { jobs, dir, options, .. } = dispatch;
-    let stop_source = Arc::clone(&stop);
-    let jobs = jobs.take_while(move |_| !stop_source.load(Ordering::Relaxed));
-
+    let mut executor = ThreadExecutor::start(
+        ExecutorConfig { threads: pool_size, queue: Some(pool_size * 4), name: "taskfarm-local" },
+        dir,
+        options,
+        |i| Location::here(format!("thread-{i}")),
+        move || board.started(1),
+    )?;
+    let stop = AtomicBool::new(false);
+    let submitter = executor.submitter();
+    executor.close();
     std::thread::scope(|scope| {
-        let dir = &dir;
-        let locations = &locations;
+        let stop = &stop;
         scope.spawn(move || {
-            pool.install(|| {
-                jobs.par_bridge().for_each_with(results, |results, job| {
-                    board.started(1);
-                    let thread = rayon::current_thread_index().unwrap_or(0);
-                    let record = execute_job(&job, dir, &locations[thread % locations.len()], &options);
-                    // The collector has stopped only after an error it reports itself.
-                    let _ = results.send(record);
-                });
-            });
+            for job in jobs {
+                if stop.load(Ordering::Relaxed) || submitter.submit(job).is_err() {
+                    break;
+                }
+            }
+            // Dropping the submitter closes the queue: the threads end when it is empty.
         });
         let mut outcome = Ok(());
-        for record in arrivals.iter() {
+        for record in executor.records().iter() {
             if outcome.is_ok() {
                 outcome = collector.record(&record);
                 if outcome.is_err() {
                     // Stop handing out jobs; keep draining so no thread blocks on a full channel.
                     stop.store(true, Ordering::Relaxed);
+                    executor.cancel_pending();
                 }
             }
         }
@@ -123,9 +122,263 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
     })
 }
 
+/// How a [`ThreadExecutor`] is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// How many threads run processes (its slots; at least 1).
+    pub threads: usize,
+    /// How many submitted jobs may wait before [`Submitter::submit`] blocks; `None`: no
+    /// limit (for a caller that must never block, such as an MPI worker's main thread, and
+    /// bounds the jobs it hands over itself).
+    pub queue: Option<usize>,
+    /// The threads' name prefix.
+    pub name: &'static str,
+}
+
+/// A pool of threads of this host that runs jobs through [`execute_job`]: jobs go in over
+/// a channel ([`ThreadExecutor::submitter`]), records come out over another
+/// ([`ThreadExecutor::records`]) in the order they finish. The local backend runs on one;
+/// an MPI worker rank with several threads runs its units on one while its main thread
+/// alone talks MPI.
+///
+/// A process that asks for `k` threads ([`RunOptions::threads`]) occupies `k` of the
+/// executor's slots while it runs (first come, first served), so at most `threads / k` such
+/// processes run at once, and sees `k` in
+/// [`ProcessContext::threads`](backend_core::ProcessContext::threads). The records channel
+/// ends when every submitter is dropped, [`close`](ThreadExecutor::close) was called and
+/// every job is done.
+pub struct ThreadExecutor<P: Process> {
+    jobs: Option<Sender<Job<P>>>,
+    pending: Receiver<Job<P>>,
+    records: Receiver<ProcessRecord>,
+    threads: usize,
+    _pool: rayon::ThreadPool,
+}
+
+impl<P: Process> std::fmt::Debug for ThreadExecutor<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadExecutor").field("threads", &self.threads).finish_non_exhaustive()
+    }
+}
+
+/// Hands jobs to a [`ThreadExecutor`]; clone it for several feeders.
+#[derive(Debug, Clone)]
+pub struct Submitter<P>(Sender<Job<P>>);
+
+impl<P> Submitter<P> {
+    /// Queues `job` (blocks while a bounded queue is full); gives the job back when the
+    /// executor has stopped taking jobs.
+    pub fn submit(&self, job: Job<P>) -> std::result::Result<(), Job<P>> {
+        self.0.send(job).map_err(|e| e.into_inner())
+    }
+}
+
+impl<P: Process> ThreadExecutor<P> {
+    /// Starts `config.threads` threads that run jobs with `options` in result directory
+    /// `dir`; thread `i` records `location(i)` as where its processes ran, and calls
+    /// `on_start()` before each job, keeping what it returns (a guard) until the job is done.
+    /// A process asking for more threads than the executor has is refused with a sentence.
+    pub fn start<G: 'static>(
+        config: ExecutorConfig,
+        dir: PathBuf,
+        options: RunOptions,
+        location: impl Fn(usize) -> Location,
+        on_start: impl Fn() -> G + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let threads = config.threads;
+        if threads == 0 {
+            return Err(Error::InvalidOption("the pool size must be at least 1".into()));
+        }
+        check_process_threads(options.process_threads(), threads, "the pool has")?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("{}-{i}", config.name))
+            .build()
+            .map_err(|e| Error::Internal(format!("the thread pool could not start: {e}")))?;
+        let (jobs, pending) = match config.queue {
+            Some(n) => crossbeam_channel::bounded(n.max(1)),
+            None => crossbeam_channel::unbounded(),
+        };
+        let (results, records) = crossbeam_channel::bounded(threads * 256);
+        let locations: Vec<Location> = (0..threads).map(location).collect();
+        let per_process = options.process_threads();
+        let slots = (per_process > 1).then(|| Slots::new(threads));
+        let queue = pending.clone();
+        pool.spawn_broadcast(move |ctx| {
+            let here = &locations[ctx.index() % locations.len()];
+            while let Ok(job) = queue.recv() {
+                let _slots = slots.as_ref().map(|s| s.acquire(per_process));
+                let record = {
+                    let _guard = on_start();
+                    execute_job(&job, &dir, here, &options)
+                };
+                if results.send(record).is_err() {
+                    // Nobody reads records any more: the owner went away.
+                    break;
+                }
+            }
+        });
+        Ok(ThreadExecutor { jobs: Some(jobs), pending, records, threads, _pool: pool })
+    }
+
+    /// How many threads (slots) the executor has.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// A handle that queues jobs (after [`close`](Self::close), a closed one whose `submit`
+    /// gives the job back).
+    pub fn submitter(&self) -> Submitter<P> {
+        match &self.jobs {
+            Some(jobs) => Submitter(jobs.clone()),
+            None => Submitter(crossbeam_channel::bounded(0).0),
+        }
+    }
+
+    /// Queues `job` through the executor's own submitter (see [`Submitter::submit`]).
+    pub fn submit(&self, job: Job<P>) -> std::result::Result<(), Job<P>> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|e| e.into_inner()),
+            None => Err(job),
+        }
+    }
+
+    /// Drops the executor's own submitter: once the other submitters are dropped too and
+    /// the queue is empty, the threads end and [`records`](Self::records) disconnects.
+    pub fn close(&mut self) {
+        self.jobs = None;
+    }
+
+    /// Drops every job still waiting in the queue (the running ones finish); returns how
+    /// many were dropped.
+    pub fn cancel_pending(&self) -> usize {
+        self.pending.try_iter().count()
+    }
+
+    /// The records of finished jobs, in the order they finish.
+    pub fn records(&self) -> &Receiver<ProcessRecord> {
+        &self.records
+    }
+}
+
+/// Refuses processes that ask for more threads than a worker has, with a sentence naming
+/// the limit: `what` says what has `limit` threads (e.g. "the pool has", "each MPI worker
+/// rank has").
+pub fn check_process_threads(asked: usize, limit: usize, what: &str) -> Result<()> {
+    if asked > limit {
+        return Err(Error::InvalidOption(format!(
+            "each process asks for {asked} threads (`threads`) but {what} {limit} thread(s): \
+             ask for at most {limit}, or give each worker more threads"
+        )));
+    }
+    Ok(())
+}
+
+/// A counting semaphore served first come, first served (a ticket lock), so a process that
+/// needs many slots is not starved by ones that need few.
+struct Slots {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+struct SlotState {
+    free: usize,
+    next_ticket: u64,
+    serving: u64,
+}
+
+impl Slots {
+    fn new(free: usize) -> Arc<Self> {
+        Arc::new(Slots { state: Mutex::new(SlotState { free, next_ticket: 0, serving: 0 }), changed: Condvar::new() })
+    }
+
+    /// Waits for its turn and for `k` free slots, takes them; they return when the guard drops.
+    fn acquire(self: &Arc<Self>, k: usize) -> SlotGuard {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        while state.serving != ticket || state.free < k {
+            state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        state.free -= k;
+        state.serving += 1;
+        drop(state);
+        self.changed.notify_all();
+        SlotGuard { slots: Arc::clone(self), k }
+    }
+}
+
+struct SlotGuard {
+    slots: Arc<Slots>,
+    k: usize,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.state.lock().unwrap_or_else(PoisonError::into_inner).free += self.k;
+        self.slots.changed.notify_all();
+    }
+}
+
+/// A rayon pool of [`ProcessContext::threads`](backend_core::ProcessContext::threads)
+/// threads for a multi-threaded process: `process_pool(ctx)?.install(|| ...)` runs its
+/// parallel work on exactly the threads the backend reserved for it.
+pub fn process_pool(ctx: &ProcessContext<'_>) -> std::result::Result<rayon::ThreadPool, ProcessError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(ctx.threads())
+        .thread_name(|i| format!("taskfarm-process-{i}"))
+        .build()
+        .map_err(|e| ProcessError::msg(format!("the process's thread pool of {} could not start: {e}", ctx.threads())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use backend_core::{Params, Status};
+    use serde::{Deserialize, Serialize};
+    use std::sync::atomic::AtomicUsize;
+
+    static NOW: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts how many of its kind run at once.
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Wide;
+
+    impl Process for Wide {
+        type Output = usize;
+        fn run(&self, ctx: &ProcessContext<'_>) -> std::result::Result<usize, ProcessError> {
+            let now = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+            PEAK.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(15));
+            NOW.fetch_sub(1, Ordering::SeqCst);
+            Ok(process_pool(ctx)?.current_num_threads())
+        }
+    }
+
+    #[test]
+    fn a_process_of_k_threads_takes_k_slots_and_gets_a_pool_of_k() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = RunOptions { threads: 2, ..RunOptions::default() };
+        let config = ExecutorConfig { threads: 4, queue: None, name: "test" };
+        let mut executor =
+            ThreadExecutor::start(config, dir.path().to_owned(), options, |i| Location::here(format!("t{i}")), || ())
+                .unwrap();
+        for id in 0..12 {
+            executor.submit(Job { id, run: 0, params: Params::new(), process: Wide }).unwrap();
+        }
+        executor.close();
+        let records: Vec<ProcessRecord> = executor.records().iter().collect();
+        assert_eq!(records.len(), 12);
+        assert!(records.iter().all(|r| r.status == Status::Finished && r.output == backend_core::Value::Int(2)));
+        assert_eq!(PEAK.load(Ordering::SeqCst), 2, "4 slots hold two processes of 2 threads at once");
+        let too_wide = RunOptions { threads: 5, ..RunOptions::default() };
+        let err =
+            ThreadExecutor::<Wide>::start(config, dir.path().to_owned(), too_wide, |_| Location::here("t"), || ())
+                .unwrap_err();
+        assert!(err.to_string().contains("asks for 5 threads") && err.to_string().contains("has 4"), "{err}");
+    }
 
     #[test]
     fn a_pool_of_zero_threads_is_refused() {

@@ -143,26 +143,35 @@ impl Drop for ProcessRunning {
     }
 }
 
-/// Waiting without burning a core: sleeps 50 µs, then twice as long each time, up to 1 ms;
-/// `reset` when a message arrived.
+/// Waiting without burning a core: for the first 100 µs it only yields the core (a reply
+/// that comes quickly is taken at once, and a rank sharing the core runs meanwhile), then
+/// sleeps 50 µs, twice as long each time, up to 1 ms; `reset` when a message arrived.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     pause: Duration,
+    waiting_since: Option<std::time::Instant>,
 }
 
+const YIELD_FOR: Duration = Duration::from_micros(100);
 const FIRST_PAUSE: Duration = Duration::from_micros(50);
 const LONGEST_PAUSE: Duration = Duration::from_millis(1);
 
 impl Backoff {
     pub(crate) fn new() -> Self {
-        Backoff { pause: FIRST_PAUSE }
+        Backoff { pause: FIRST_PAUSE, waiting_since: None }
     }
 
     pub(crate) fn reset(&mut self) {
         self.pause = FIRST_PAUSE;
+        self.waiting_since = None;
     }
 
     pub(crate) fn wait(&mut self) {
+        let since = *self.waiting_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < YIELD_FOR {
+            std::thread::yield_now();
+            return;
+        }
         std::thread::sleep(self.pause);
         self.pause = (self.pause * 2).min(LONGEST_PAUSE);
     }

@@ -52,7 +52,12 @@
 //! # Scheduling
 //!
 //! Each worker keeps `prefetch` units in flight (default 2), so it never waits for the
-//! master; a unit is one job, or a batch of jobs when processes are tiny (batches grow until
+//! master. With `threads_per_rank` T > 1 (one rank per node, a thread per core) a worker
+//! rank runs T processes at once on a thread pool (`backend_local::ThreadExecutor`) while
+//! its main thread alone talks MPI, and keeps T + prefetch − 1 units in flight; records
+//! name the thread (`rank-2/thread-5`). A process that asks for k threads
+//! (`Operation::with_threads`) occupies k of them, and an operation whose processes ask for
+//! more than T is refused before anything runs; a unit is one job, or a batch of jobs when processes are tiny (batches grow until
 //! a unit takes about 10 ms). Master and workers exchange one postcard-encoded message enum
 //! on one tag; a message that does not decode is an error, never a panic. While waiting,
 //! every rank polls with a sleeping backoff (50 µs growing to 1 ms), so a master sharing a
@@ -86,6 +91,20 @@ pub enum Error {
     /// `prefetch` is 0.
     #[error("the MPI prefetch window must be at least 1 unit per worker (got 0)")]
     ZeroPrefetch,
+    /// `threads_per_rank` is 0.
+    #[error("the MPI threads per rank must be at least 1 (got 0)")]
+    ZeroThreadsPerRank,
+    /// The operation's processes ask for more threads than a worker rank has.
+    #[error(
+        "each process asks for {asked} threads (`threads`) but each MPI worker rank has {limit} \
+         (`threads_per_rank`): ask for at most {limit}, or give each rank more threads (--threads-per-rank)"
+    )]
+    TooManyThreads {
+        /// The threads each process asks for.
+        asked: usize,
+        /// The threads each worker rank has.
+        limit: usize,
+    },
     /// The MPI library cannot let processes start threads.
     #[error(
         "the MPI library gives only `{provided}` thread support and taskfarm needs `Funneled` or higher: \
@@ -167,6 +186,8 @@ impl From<Error> for backend_core::Error {
             // Sentences a user can act on; the core has no MPI variant, so they travel as text.
             stopped @ (Error::MasterStopped { .. }
             | Error::ZeroPrefetch
+            | Error::ZeroThreadsPerRank
+            | Error::TooManyThreads { .. }
             | Error::Threading { .. }
             | Error::WrongThread
             | Error::Finalized) => backend_core::Error::InvalidOption(stopped.to_string()),
@@ -178,13 +199,33 @@ impl From<Error> for backend_core::Error {
 /// Settings of the MPI backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MpiOptions {
-    /// How many units each worker keeps in flight (at least 1; default 2).
+    /// How many units each worker keeps in flight (at least 1; default 2). A worker rank
+    /// with T threads keeps T + prefetch − 1 (T running, prefetch − 1 waiting).
     pub prefetch: usize,
+    /// How many processes each worker rank runs at once, on a pool of that many threads
+    /// while its main thread alone talks MPI (at least 1; default 1: the main thread runs
+    /// them one after another). One rank per node with one thread per core is the layout
+    /// for clusters (`cargo xtask mpirun --per-node`). The master's value holds for every rank.
+    pub threads_per_rank: usize,
 }
 
 impl Default for MpiOptions {
     fn default() -> Self {
-        MpiOptions { prefetch: 2 }
+        MpiOptions { prefetch: 2, threads_per_rank: 1 }
+    }
+}
+
+impl MpiOptions {
+    /// Sets the prefetch window.
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n;
+        self
+    }
+
+    /// Sets the threads per worker rank.
+    pub fn threads_per_rank(mut self, n: usize) -> Self {
+        self.threads_per_rank = n;
+        self
     }
 }
 
@@ -193,6 +234,7 @@ impl Default for MpiOptions {
 pub struct MpiBackend<P: Process> {
     mpi: env::Mpi,
     prefetch: usize,
+    threads_per_rank: usize,
     part: Part<P>,
 }
 
@@ -219,6 +261,7 @@ impl<P: Process> std::fmt::Debug for MpiBackend<P> {
             .field("rank", &self.mpi.rank)
             .field("size", &self.mpi.size)
             .field("prefetch", &self.prefetch)
+            .field("threads_per_rank", &self.threads_per_rank)
             .finish_non_exhaustive()
     }
 }
@@ -230,13 +273,16 @@ impl<P: Process> MpiBackend<P> {
         if options.prefetch == 0 {
             return Err(Error::ZeroPrefetch);
         }
+        if options.threads_per_rank == 0 {
+            return Err(Error::ZeroThreadsPerRank);
+        }
         let mpi = env::start()?;
         let part = if mpi.rank == 0 {
             Part::Master { lifecycle: Box::new(Lifecycle::new("mpi")), released: true }
         } else {
             Part::Worker(WorkerPart::default())
         };
-        Ok(MpiBackend { mpi, prefetch: options.prefetch, part })
+        Ok(MpiBackend { mpi, prefetch: options.prefetch, threads_per_rank: options.threads_per_rank, part })
     }
 
     /// This rank (0 is the master).
@@ -279,6 +325,13 @@ impl<P: Process> Backend<P> for MpiBackend<P> {
         match &mut self.part {
             Part::Master { lifecycle, released } => {
                 *released = false;
+                let asked = operation.options().process_threads();
+                if asked > self.threads_per_rank {
+                    let error = Error::TooManyThreads { asked, limit: self.threads_per_rank };
+                    let message = error.to_string();
+                    self.abandon_workers(&error);
+                    return Err(backend_core::Error::InvalidOption(message));
+                }
                 if let Err(error) = lifecycle.stage_in(operation) {
                     let message = error.to_string();
                     self.abandon_workers(&Error::Core(backend_core::Error::InvalidOption(message)));
@@ -296,11 +349,11 @@ impl<P: Process> Backend<P> for MpiBackend<P> {
 
     fn execute(&mut self) -> backend_core::Result<()> {
         let mpi = &self.mpi;
-        let prefetch = self.prefetch;
+        let (prefetch, threads) = (self.prefetch, self.threads_per_rank);
         match &mut self.part {
             Part::Master { lifecycle, released } => {
-                let outcome =
-                    lifecycle.execute_here(|dispatch, collector| Ok(master::run(mpi, prefetch, dispatch, collector)?));
+                let outcome = lifecycle
+                    .execute_here(|dispatch, collector| Ok(master::run(mpi, prefetch, threads, dispatch, collector)?));
                 // `master::run` released every worker, whatever its outcome.
                 *released = outcome.is_ok() || *released;
                 outcome

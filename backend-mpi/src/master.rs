@@ -34,6 +34,7 @@ const ABANDON_GRACE: Duration = Duration::from_secs(10);
 pub(crate) fn run<P: Process>(
     mpi: &Mpi,
     prefetch: usize,
+    threads_per_rank: usize,
     dispatch: Dispatch<P>,
     collector: &mut Collector,
 ) -> Result<(), Error> {
@@ -42,8 +43,12 @@ pub(crate) fn run<P: Process>(
         return run_alone(mpi, jobs, &dir, &options, collector);
     }
     let mut wire = Wire::new(&mpi.world);
-    let mut scheduler = Scheduler::new(mpi.size, prefetch, jobs, len);
-    let outcome = Message::<P>::Start { dir, options: options.into() }.encode().and_then(|start| {
+    // A worker with T threads keeps T units running and `prefetch - 1` waiting, as a worker
+    // with one thread keeps one running and `prefetch - 1` waiting.
+    let window = prefetch + threads_per_rank.max(1) - 1;
+    let mut scheduler = Scheduler::new(mpi.size, window, jobs, len);
+    let start = Message::<P>::Start { dir, options: options.into(), threads_per_rank };
+    let outcome = start.encode().and_then(|start| {
         for worker in 1..mpi.size {
             wire.send(worker, &start);
         }

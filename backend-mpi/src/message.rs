@@ -18,8 +18,11 @@ pub(crate) enum Message<P> {
     Start {
         /// The master's result directory (processes see it in their context).
         dir: PathBuf,
-        /// The operation's timeout, retries and isolation.
+        /// The operation's timeout, retries, isolation and threads per process.
         options: WireOptions,
+        /// How many processes each worker rank runs at once (its thread pool; 1: in its
+        /// main thread, one after another).
+        threads_per_rank: usize,
     },
     /// Master → worker: a unit of work (one or a batch of jobs).
     Work(Vec<Job<P>>),
@@ -53,18 +56,25 @@ pub(crate) struct WireOptions {
     retries: u32,
     /// Where each attempt runs.
     isolation: Isolation,
+    /// Threads each process occupies.
+    threads: usize,
 }
 
 impl From<RunOptions> for WireOptions {
     fn from(o: RunOptions) -> Self {
-        WireOptions { timeout_s: o.timeout.map(|t| t.as_secs_f64()), retries: o.retries, isolation: o.isolation }
+        WireOptions {
+            timeout_s: o.timeout.map(|t| t.as_secs_f64()),
+            retries: o.retries,
+            isolation: o.isolation,
+            threads: o.threads,
+        }
     }
 }
 
 impl From<WireOptions> for RunOptions {
     fn from(o: WireOptions) -> Self {
         let timeout = o.timeout_s.and_then(backend_core::seconds_to_duration);
-        RunOptions { timeout, retries: o.retries, isolation: o.isolation }
+        RunOptions { timeout, retries: o.retries, isolation: o.isolation, threads: o.threads }
     }
 }
 

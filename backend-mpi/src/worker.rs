@@ -1,11 +1,19 @@
 //! A worker rank: serves units of work from the master until it is told to shut down, runs
-//! each process through `run_job` (a panicking process becomes a crash record) and sends
+//! each process through `execute_job` (a panicking process becomes a crash record) and sends
 //! each unit's records back as soon as the unit is done.
+//!
+//! With one thread per rank (the default) the main thread runs the units one after another.
+//! With `threads_per_rank` T > 1 the main thread only talks MPI: it hands every job of every
+//! unit it receives to a [`ThreadExecutor`] of T threads, gathers the records per unit and
+//! sends a unit's records as soon as its last job is done. The master keeps T + prefetch − 1
+//! units in flight on such a rank, so no thread waits for it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use backend_core::{execute_job, Job, Location, Process, ProcessRecord, RunOptions, Status};
+use backend_local::{ExecutorConfig, ThreadExecutor};
 use mpi::topology::Rank;
 
 use crate::env::{Mpi, ProcessRunning, Wire};
@@ -34,12 +42,39 @@ enum End {
 struct Worker<'a, P: Process> {
     wire: Wire<'a>,
     rank: Rank,
+    host: String,
     queue: VecDeque<Vec<Job<P>>>,
     served: Served,
     started: bool,
     end: Option<End>,
     failure: Option<Error>,
+    /// Threads per rank, from the master's `Start` (1 until then).
+    threads: usize,
+    /// The thread pool, when `threads > 1` (made at `Start`).
+    pool: Option<Pool<P>>,
 }
+
+/// A worker's thread pool and the units it is running.
+struct Pool<P: Process> {
+    executor: ThreadExecutor<P>,
+    /// Units handed to the executor and not yet answered, by sequence number.
+    units: HashMap<u64, UnitRecords>,
+    /// Where each running job's record goes: its unit and its place in it.
+    places: HashMap<u64, (u64, usize)>,
+    next_unit: u64,
+    /// Jobs handed over whose record has not come back (nor been cancelled).
+    running: usize,
+}
+
+struct UnitRecords {
+    records: Vec<Option<ProcessRecord>>,
+    missing: usize,
+}
+
+/// The longest the main thread of a worker with threads waits for a record before it looks
+/// for messages from the master again.
+const LONGEST_WAIT: Duration = Duration::from_millis(1);
+const FIRST_WAIT: Duration = Duration::from_micros(50);
 
 /// Serves the master until `Shutdown` (→ `Ok`) or `Abandon` (→ `Err`).
 pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
@@ -49,13 +84,52 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
     let mut worker = Worker::<P> {
         wire: Wire::new(&mpi.world),
         rank: mpi.rank,
+        host: mpi.host.clone(),
         queue: VecDeque::new(),
         served: Served::default(),
         started: false,
         end: None,
         failure: None,
+        threads: 1,
+        pool: None,
     };
+    let mut wait = FIRST_WAIT;
     loop {
+        if worker.pool.is_some() {
+            while worker.end.is_none() {
+                match worker.wire.try_receive() {
+                    Some((from, bytes)) => worker.take(from, &bytes),
+                    None => break,
+                }
+            }
+            if worker.end == Some(End::Abandon) {
+                worker.cancel_and_wait();
+                break;
+            }
+            let handed = worker.hand_over();
+            let answered = worker.answer_finished(Duration::ZERO);
+            if handed || answered {
+                wait = FIRST_WAIT;
+                continue;
+            }
+            let running = worker.pool.as_ref().map_or(0, |p| p.running);
+            match (running, worker.end) {
+                (0, Some(_)) => break,
+                (0, None) => {
+                    let (from, bytes) = worker.wire.receive();
+                    worker.take(from, &bytes);
+                }
+                _ => {
+                    // Wake at once for a record; look for the master's messages between waits.
+                    if worker.answer_finished(wait) {
+                        wait = FIRST_WAIT;
+                    } else {
+                        wait = (wait * 2).min(LONGEST_WAIT);
+                    }
+                }
+            }
+            continue;
+        }
         while worker.end.is_none() {
             match worker.wire.try_receive() {
                 Some((from, bytes)) => worker.take(from, &bytes),
@@ -95,10 +169,14 @@ impl<P: Process> Worker<'_, P> {
             return self.fail(Error::Unexpected { from, what: "worker-to-worker" });
         }
         match Message::<P>::decode(from, bytes) {
-            Ok(Message::Start { dir, options }) => {
+            Ok(Message::Start { dir, options, threads_per_rank }) => {
                 self.served.dir = dir;
                 self.served.options = options.into();
+                self.threads = threads_per_rank.max(1);
                 self.started = true;
+                if self.threads > 1 {
+                    self.start_pool();
+                }
             }
             Ok(Message::Work(unit)) if self.failure.is_none() => self.queue.push_back(unit),
             Ok(Message::Work(_)) => {}
@@ -112,6 +190,128 @@ impl<P: Process> Worker<'_, P> {
         }
     }
 
+    /// Starts the thread pool for `self.threads` threads (at `Start`).
+    fn start_pool(&mut self) {
+        let (rank, host) = (self.rank, self.host.clone());
+        let config = ExecutorConfig { threads: self.threads, queue: None, name: "taskfarm-rank" };
+        let started = ThreadExecutor::start(
+            config,
+            self.served.dir.clone(),
+            self.served.options,
+            |i| Location { host: host.clone(), worker: format!("rank-{rank}/thread-{i}") },
+            ProcessRunning::new,
+        );
+        match started {
+            Ok(executor) => {
+                self.pool =
+                    Some(Pool { executor, units: HashMap::new(), places: HashMap::new(), next_unit: 0, running: 0 })
+            }
+            Err(error) => self.fail(Error::Core(error)),
+        }
+    }
+
+    /// Hands every queued unit to the thread pool; whether there was any.
+    fn hand_over(&mut self) -> bool {
+        let Some(pool) = self.pool.as_mut() else { return false };
+        let mut any = false;
+        while let Some(unit) = self.queue.pop_front() {
+            any = true;
+            let seq = pool.next_unit;
+            pool.next_unit += 1;
+            if unit.is_empty() {
+                // Nothing to run, but the master counts the unit: answer it at once.
+                pool.units.insert(seq, UnitRecords { records: Vec::new(), missing: 0 });
+                continue;
+            }
+            pool.units.insert(seq, UnitRecords { records: vec![None; unit.len()], missing: unit.len() });
+            for (place, job) in unit.into_iter().enumerate() {
+                pool.places.insert(job.id, (seq, place));
+                if pool.executor.submit(job).is_ok() {
+                    pool.running += 1;
+                }
+            }
+        }
+        if any {
+            self.send_complete_units();
+        }
+        any
+    }
+
+    /// Takes in the records that have come (waiting up to `wait` for the first) and sends
+    /// every unit that is complete; whether any record came.
+    fn answer_finished(&mut self, wait: Duration) -> bool {
+        let Some(pool) = self.pool.as_mut() else { return false };
+        let mut came = Vec::new();
+        if !wait.is_zero() {
+            match pool.executor.records().recv_timeout(wait) {
+                Ok(record) => came.push(record),
+                Err(_) => return false,
+            }
+        }
+        came.extend(pool.executor.records().try_iter());
+        if came.is_empty() {
+            return false;
+        }
+        for record in came {
+            pool.running = pool.running.saturating_sub(1);
+            match record.status {
+                Status::Finished => self.served.finished += 1,
+                Status::Crashed | Status::TimedOut => self.served.crashed += 1,
+            }
+            let Some((seq, place)) = pool.places.remove(&record.id) else { continue };
+            if let Some(unit) = pool.units.get_mut(&seq) {
+                if let Some(slot) = unit.records.get_mut(place) {
+                    *slot = Some(record);
+                    unit.missing = unit.missing.saturating_sub(1);
+                }
+            }
+        }
+        self.send_complete_units();
+        true
+    }
+
+    /// Sends the records of every unit whose jobs are all done, oldest unit first.
+    fn send_complete_units(&mut self) {
+        let Some(pool) = self.pool.as_mut() else { return };
+        let mut done: Vec<u64> = pool.units.iter().filter(|(_, u)| u.missing == 0).map(|(seq, _)| *seq).collect();
+        if done.is_empty() {
+            return;
+        }
+        done.sort_unstable();
+        let units: Vec<Vec<ProcessRecord>> = done
+            .iter()
+            .filter_map(|seq| pool.units.remove(seq))
+            .map(|u| u.records.into_iter().flatten().collect())
+            .collect();
+        if self.failure.is_some() {
+            return;
+        }
+        self.send_log();
+        for records in units {
+            match Message::<P>::Results(records).encode() {
+                Ok(bytes) => self.wire.send(0, &bytes),
+                Err(error) => return self.fail(error),
+            }
+        }
+    }
+
+    /// The operation is abandoned or this worker failed: drops the jobs not started and
+    /// waits for the running ones (a process in a thread cannot be stopped), sending nothing.
+    fn cancel_and_wait(&mut self) {
+        self.queue.clear();
+        let Some(pool) = self.pool.as_mut() else { return };
+        let dropped = pool.executor.cancel_pending();
+        pool.running = pool.running.saturating_sub(dropped);
+        while pool.running > 0 {
+            match pool.executor.records().recv() {
+                Ok(_) => pool.running -= 1,
+                Err(_) => break,
+            }
+        }
+        pool.units.clear();
+        pool.places.clear();
+    }
+
     /// This worker cannot go on: tells the master (which abandons the operation) and keeps
     /// only the first reason.
     fn fail(&mut self, error: Error) {
@@ -119,6 +319,10 @@ impl<P: Process> Worker<'_, P> {
             return;
         }
         self.queue.clear();
+        if let Some(pool) = self.pool.as_mut() {
+            let dropped = pool.executor.cancel_pending();
+            pool.running = pool.running.saturating_sub(dropped);
+        }
         if let Ok(bytes) = (Message::<P>::Failed { reason: error.to_string() }).encode() {
             self.wire.send(0, &bytes);
         }

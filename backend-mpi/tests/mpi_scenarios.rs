@@ -6,22 +6,39 @@
 //! Scenarios: `conformance` (the default: the conformance suite against `SerialBackend`),
 //! `exactly-once` (1198 tiny processes, batched), `unwritable` (the master cannot create its
 //! result directory: every rank ends with an error, exit code 1) and `stray-panic` (a rank
-//! panics outside any process: the job is aborted).
+//! panics outside any process: the job is aborted); for hybrid scheduling, `hybrid`
+//! (processes of 2 threads each, a crash, a timeout and a retry: same as serial, and never
+//! more processes at once on a rank than its threads allow) and `too-many-threads`
+//! (processes asking for more threads than a rank has: every rank ends with an error).
+//!
+//! A second argument sets `threads_per_rank` (default 1): `mpi_scenarios conformance 4`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use backend_core::testing::{assert_same_results, assert_same_summary, conformance_operation, sized_operation, Probe};
-use backend_core::{results, Backend, Operation, Role, SerialBackend, Summary};
+use backend_core::{
+    results, Backend, Operation, ParameterSpace, Process, ProcessContext, ProcessError, Role, SerialBackend, Summary,
+    Value,
+};
 use backend_mpi::{MpiBackend, MpiOptions};
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::topology::{Communicator, SimpleCommunicator};
+use serde::{Deserialize, Serialize};
 
 fn main() -> ExitCode {
     quiet_on_purpose_panics();
     let scenario = std::env::args().nth(1).unwrap_or_else(|| "conformance".into());
-    let mut backend = match MpiBackend::<Probe>::new(MpiOptions::default()) {
+    let threads: usize = std::env::args().nth(2).and_then(|t| t.parse().ok()).unwrap_or(1);
+    let options = MpiOptions::default().threads_per_rank(threads);
+    match scenario.as_str() {
+        "hybrid" => return hybrid(options),
+        "too-many-threads" => return too_many_threads(options),
+        _ => {}
+    }
+    let mut backend = match MpiBackend::<Probe>::new(options) {
         Ok(backend) => backend,
         Err(error) => {
             eprintln!("error: {error}");
@@ -46,7 +63,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         other => {
-            eprintln!("error: unknown scenario `{other}` (conformance, exactly-once, unwritable, stray-panic)");
+            eprintln!(
+                "error: unknown scenario `{other}` \
+                 (conformance, exactly-once, unwritable, stray-panic, hybrid, too-many-threads)"
+            );
             return ExitCode::FAILURE;
         }
     }
@@ -55,7 +75,16 @@ fn main() -> ExitCode {
 
 /// Runs `make(base)` on every rank under MPI and, on rank 0, on `SerialBackend`; the result
 /// directories must agree, every process exactly once, and the workers' counts add up.
-fn same_as_serial(backend: &mut MpiBackend<Probe>, make: impl Fn(&Path) -> Operation<Probe>) {
+fn same_as_serial<P: Process>(backend: &mut MpiBackend<P>, make: impl Fn(&Path) -> Operation<P>) {
+    same_as_serial_and(backend, make, |_| {});
+}
+
+/// [`same_as_serial`], then `check(report)` on rank 0.
+fn same_as_serial_and<P: Process>(
+    backend: &mut MpiBackend<P>,
+    make: impl Fn(&Path) -> Operation<P>,
+    check: impl Fn(&Summary),
+) {
     let world = SimpleCommunicator::world();
     let (rank, size) = (world.rank(), world.size());
     let base = tempfile::tempdir().expect("a temporary directory");
@@ -82,11 +111,62 @@ fn same_as_serial(backend: &mut MpiBackend<Probe>, make: impl Fn(&Path) -> Opera
         root.reduce_into(&served, SystemOperation::sum());
         assert!(summary.dir.is_dir(), "rank {rank}: the summary names the master's result directory");
     }
+    if rank == 0 {
+        let per_process = make(base.path()).options().process_threads();
+        check_threads(&summary, size, backend_threads(), per_process);
+        check(&summary);
+    }
     // Nobody deletes a directory another rank still reads.
     world.barrier();
 }
 
-fn check_report(summary: &Summary, size: i32, served_by_workers: u64, make: &impl Fn(&Path) -> Operation<Probe>) {
+/// The threads per rank this run was started with (the scenario's second argument).
+fn backend_threads() -> usize {
+    std::env::args().nth(2).and_then(|t| t.parse().ok()).unwrap_or(1)
+}
+
+/// With threads, the worker column names rank and thread, and no rank ran more processes at
+/// once than it has threads.
+fn check_threads(summary: &Summary, size: i32, threads: usize, per_process: usize) {
+    if size == 1 {
+        return;
+    }
+    let rows = results::read_results_jsonl(&summary.dir).expect("results.jsonl is readable");
+    let workers: BTreeSet<String> =
+        rows.iter().map(|row| row["worker"].as_str().expect("a worker column").to_owned()).collect();
+    if threads == 1 {
+        assert!(workers.iter().all(|w| !w.contains("/thread-")), "one thread per rank: workers are ranks {workers:?}");
+        return;
+    }
+    assert!(workers.iter().all(|w| w.contains("/thread-")), "workers name their thread: {workers:?}");
+    // Intervals of finished processes (a retried process's record spans its attempts), per rank.
+    let mut by_rank: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for row in rows.iter().filter(|r| r["status"] == "finished") {
+        let worker = row["worker"].as_str().unwrap_or_default();
+        let rank = worker.split('/').next().unwrap_or_default().to_owned();
+        let start = row["started_at"].as_f64().expect("started_at");
+        let end = start + row["duration_s"].as_f64().expect("duration_s");
+        by_rank.entry(rank).or_default().push((start + 0.002, end - 0.002));
+    }
+    let limit = threads / per_process;
+    for (rank, intervals) in by_rank {
+        let mut events: Vec<(f64, i32)> = intervals.iter().flat_map(|&(s, e)| [(s, 1), (e.max(s), -1)]).collect();
+        events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let (mut now, mut peak) = (0i32, 0i32);
+        for (_, step) in events {
+            now += step;
+            peak = peak.max(now);
+        }
+        assert!(peak as usize <= limit, "{rank} ran {peak} processes at once, more than {threads} threads allow");
+    }
+}
+
+fn check_report<P: Process>(
+    summary: &Summary,
+    size: i32,
+    served_by_workers: u64,
+    make: &impl Fn(&Path) -> Operation<P>,
+) {
     let reference_base = tempfile::tempdir().expect("a temporary directory");
     let reference = SerialBackend::new().run(make(reference_base.path())).expect("the serial backend runs");
     assert_eq!(summary.backend, "mpi");
@@ -104,12 +184,105 @@ fn check_report(summary: &Summary, size: i32, served_by_workers: u64, make: &imp
         let expected = (size as usize - 1).min(2);
         assert!(workers.len() >= expected, "processes ran on {workers:?}, expected at least {expected} ranks");
     }
-    let panicked = rows.iter().filter(|row| row["reason"].as_str().is_some_and(|r| r.starts_with("panicked:"))).count();
+    let panicked = rows.iter().filter(|row| row["reason"].as_str().is_some_and(|r| r.contains("panicked:"))).count();
     assert!(panicked > 0, "a panicking process is a crash record");
     assert!(
         rows.iter().all(|row| row["host"].as_str().is_some_and(|h| !h.is_empty())),
         "every row names the host it ran on"
     );
+}
+
+/// A process of the hybrid scenario: takes 2 threads, reports what its context says, and
+/// by its `x` sleeps past its timeout (every try: timed out after a retry), panics, fails
+/// once then succeeds on the retry, or works for 20 ms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Busy {
+    x: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BusyOutput {
+    square: i64,
+    threads: usize,
+    pool: usize,
+}
+
+impl Process for Busy {
+    type Output = BusyOutput;
+
+    fn run(&self, ctx: &ProcessContext<'_>) -> Result<BusyOutput, ProcessError> {
+        match self.x % 6 {
+            0 => std::thread::sleep(Duration::from_millis(150)),
+            1 => panic!("busy {} panics on purpose", self.x),
+            2 => {
+                let marker = ctx.result_dir().join(format!("tried-{}", self.x));
+                if !marker.exists() {
+                    std::fs::write(&marker, "once")?;
+                    return Err(ProcessError::msg(format!("busy {} fails once", self.x)));
+                }
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+        let pool = backend_local::process_pool(ctx)?;
+        Ok(BusyOutput { square: self.x * self.x, threads: ctx.threads(), pool: pool.current_num_threads() })
+    }
+}
+
+fn busy_operation(base: &Path) -> Operation<Busy> {
+    let space = ParameterSpace::ranges([("x", (0..24).map(Value::Int).collect())]).expect("a valid space");
+    Operation::sweep("hybrid", space, 1, |p, _| Busy { x: p["x"].as_i64().unwrap_or_default() })
+        .expect("a valid operation")
+        .with_results_base(base)
+        .with_timeout(Duration::from_millis(80))
+        .with_retries(1)
+        .with_threads(2)
+}
+
+/// Processes of 2 threads with crashes, timeouts and retries: the same rows as serial.
+fn hybrid(options: MpiOptions) -> ExitCode {
+    let mut backend = match MpiBackend::<Busy>::new(options) {
+        Ok(backend) => backend,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    same_as_serial_and(&mut backend, busy_operation, |summary| {
+        let rows = results::read_results_jsonl(&summary.dir).expect("results.jsonl is readable");
+        let status = |s: &str| rows.iter().filter(|r| r["status"] == s).count();
+        assert_eq!((status("timed_out"), status("crashed")), (4, 4), "4 time out, 4 panic: {rows:?}");
+        let finished: Vec<_> = rows.iter().filter(|r| r["status"] == "finished").collect();
+        assert!(finished.iter().all(|r| r["threads"] == 2 && r["pool"] == 2), "2 threads each: {finished:?}");
+    });
+    ExitCode::SUCCESS
+}
+
+/// Processes asking for more threads than a rank has: every rank ends with an error, the
+/// master's naming the limit, and nothing runs.
+fn too_many_threads(options: MpiOptions) -> ExitCode {
+    let limit = options.threads_per_rank;
+    let mut backend = match MpiBackend::<Busy>::new(options) {
+        Ok(backend) => backend,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let base = tempfile::tempdir().expect("a temporary directory");
+    match backend.run(busy_operation(base.path()).with_threads(limit + 1)) {
+        Ok(_) => {
+            eprintln!("error: rank {} ran processes that ask for more threads than it has", backend.rank());
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            let expected = format!("each MPI worker rank has {limit}");
+            if backend.is_master() && !error.to_string().contains(&expected) {
+                return ExitCode::from(3);
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The master cannot create its result directory (the base is a file): every rank must end

@@ -97,6 +97,10 @@ struct RunArgs {
     /// Units each MPI worker keeps in flight (default 2).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     prefetch: Option<usize>,
+    /// Processes each MPI worker rank runs at once, on its own thread pool (default: the
+    /// spec's `threads_per_rank`, else 1). With one rank per node, its number of cores.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    threads_per_rank: Option<usize>,
     /// Where result directories go: <DIR>/<name>/<UTC timestamp>/.
     #[arg(long, value_name = "DIR", default_value = "results")]
     results: PathBuf,
@@ -216,6 +220,16 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
     if let Some(n) = args.prefetch {
         options = options.prefetch(n);
     }
+    let threads_per_rank = args.threads_per_rank.or(spec.threads_per_rank()).unwrap_or(1);
+    options = options.threads_per_rank(threads_per_rank);
+    match backend_name.as_str() {
+        "mpi" => spec.check_threads(threads_per_rank, "each MPI worker rank has")?,
+        "local" => {
+            let pool = args.pool_size.unwrap_or_else(backend_local_pool_size);
+            spec.check_threads(pool, "the local pool has")?;
+        }
+        _ => {}
+    }
     let mut backend = create_backend(&backend_name, &options)?;
     let progress = if quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
     let mut operation = spec.into_operation().with_results_base(&args.results).with_progress(progress);
@@ -238,6 +252,11 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         return Ok(code);
     }
     Ok(if summary.crashed == 0 && summary.missing() == 0 { EXIT_OK } else { EXIT_CRASHED })
+}
+
+/// The local backend's default pool: one thread per core.
+fn backend_local_pool_size() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn report(summary: &Summary) {

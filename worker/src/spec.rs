@@ -41,7 +41,7 @@ use crate::registry::{KindSpec, Registry, SpecProcess};
 use crate::WorkerError;
 
 /// The top-level keys that belong to the spec itself; every other key is the kind's.
-pub const SPEC_KEYS: [&str; 10] = [
+pub const SPEC_KEYS: [&str; 12] = [
     "name",
     "kind",
     "parameter_ranges",
@@ -52,7 +52,12 @@ pub const SPEC_KEYS: [&str; 10] = [
     "timeout",
     "retries",
     "isolation",
+    "threads",
+    "threads_per_rank",
 ];
+
+/// The most threads a spec may ask for, per process or per MPI rank.
+pub const MAX_THREADS: i64 = 4096;
 
 /// The most retries a spec may ask for.
 pub const MAX_RETRIES: i64 = 100;
@@ -97,6 +102,8 @@ struct Header {
     timeout: Option<Value>,
     retries: Option<Value>,
     isolation: Option<Value>,
+    threads: Option<Value>,
+    threads_per_rank: Option<Value>,
 }
 
 fn one() -> u32 {
@@ -110,6 +117,8 @@ pub struct Spec {
     kind: String,
     runs: u32,
     backend: Option<String>,
+    threads_per_rank: Option<usize>,
+    threads_line: Option<usize>,
     parameter_names: Vec<String>,
     operation: Operation<SpecProcess>,
 }
@@ -156,8 +165,17 @@ impl Spec {
             known: registry.names().join(", "),
         })?;
 
-        let options = run_options(&header.timeout, &header.retries, &header.isolation)
+        let mut options = run_options(&header.timeout, &header.retries, &header.isolation)
             .map_err(|(key, message)| spec_error(at(key), message))?;
+        let threads = thread_count("threads", &header.threads).map_err(|m| spec_error(at("threads"), m))?;
+        options.threads = threads.unwrap_or(1);
+        let threads_per_rank = thread_count("threads_per_rank", &header.threads_per_rank)
+            .map_err(|m| spec_error(at("threads_per_rank"), m))?;
+        if let (Some(asked), Some(limit)) = (threads, threads_per_rank) {
+            if asked > limit {
+                return Err(spec_error(at("threads"), too_many_threads(asked, limit, "each MPI worker rank has")));
+            }
+        }
         if options.timeout.is_some() && options.isolation == Isolation::Thread && !kind.enforces_timeout() {
             return Err(spec_error(
                 at("timeout"),
@@ -211,6 +229,9 @@ impl Spec {
         as_run.insert("kind".into(), Value::Str(header.kind.clone()));
         as_run.extend(space.describe());
         as_run.insert("runs".into(), Value::Int(i64::from(header.runs)));
+        if let Some(n) = threads_per_rank {
+            as_run.insert("threads_per_rank".into(), Value::Int(n as i64));
+        }
         as_run.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
 
         let config = Arc::new(config);
@@ -237,6 +258,8 @@ impl Spec {
             kind: header.kind,
             runs: header.runs,
             backend: header.backend,
+            threads_per_rank,
+            threads_line: at("threads"),
             parameter_names,
             operation,
         })
@@ -265,6 +288,32 @@ impl Spec {
     /// The backend the spec asks for, if any (the command line's `--backend` wins).
     pub fn backend(&self) -> Option<&str> {
         self.backend.as_deref()
+    }
+
+    /// The threads each MPI worker rank runs processes on, if the spec says (the command
+    /// line's `--threads-per-rank` wins).
+    pub fn threads_per_rank(&self) -> Option<usize> {
+        self.threads_per_rank
+    }
+
+    /// How many threads each process occupies (`threads`, default 1).
+    pub fn threads(&self) -> usize {
+        self.operation.options().process_threads()
+    }
+
+    /// Refuses a spec whose processes ask for more threads than a worker of the backend has
+    /// (`limit`; `what` names the worker, e.g. "each MPI worker rank has"): an error naming
+    /// the file, the line of `threads` and the limit.
+    pub fn check_threads(&self, limit: usize, what: &str) -> Result<(), WorkerError> {
+        let asked = self.threads();
+        if asked <= limit {
+            return Ok(());
+        }
+        Err(WorkerError::Spec {
+            path: self.path.clone(),
+            line: self.threads_line,
+            message: too_many_threads(asked, limit, what),
+        })
     }
 
     /// The parameter names, in spec order.
@@ -324,7 +373,25 @@ fn run_options(
             return Err(("isolation", format!("`isolation` must be \"thread\" or \"subprocess\", not {other}")))
         }
     };
-    Ok(RunOptions { timeout: parsed_timeout, retries, isolation })
+    Ok(RunOptions { timeout: parsed_timeout, retries, isolation, threads: 1 })
+}
+
+/// A count of threads (`threads`, `threads_per_rank`): a whole number from 1 to
+/// [`MAX_THREADS`]; the error is a sentence naming the key.
+fn thread_count(key: &str, value: &Option<Value>) -> Result<Option<usize>, String> {
+    match value {
+        None => Ok(None),
+        Some(Value::Int(n)) if (1..=MAX_THREADS).contains(n) => Ok(Some(*n as usize)),
+        Some(other) => Err(format!("`{key}` must be a whole number from 1 to {MAX_THREADS}, not {other}")),
+    }
+}
+
+/// The sentence for processes that ask for more threads than a worker has.
+fn too_many_threads(asked: usize, limit: usize, what: &str) -> String {
+    format!(
+        "each process asks for {asked} threads (`threads`) but {what} {limit}: ask for at most {limit}, \
+         or give each worker more threads (`threads_per_rank` / --threads-per-rank for mpi, --pool-size for local)"
+    )
 }
 
 /// The 1-based line of `text` where the top-level key `key` is set (`key = ...`,

@@ -1,5 +1,6 @@
 //! The MPI side of the xtask: `cargo xtask mpirun` (the release worker under mpirun, or in
-//! a Slurm allocation) and the MPI tests that `cargo xtask test` runs under a real mpirun.
+//! a Slurm allocation; `--per-node`: one worker rank per host with a thread per core) and
+//! the MPI tests that `cargo xtask test` runs under a real mpirun.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,10 @@ pub struct MpirunArgs {
     /// Allows more ranks than cores (Open MPI).
     #[arg(long)]
     pub oversubscribe: bool,
+    /// One worker rank per host, each with a thread per core (`--threads-per-rank`), plus
+    /// the master (rank 0), which shares the first host: see [`per_node_layout`].
+    #[arg(long, conflicts_with = "ranks")]
+    pub per_node: bool,
     /// Prints the command instead of running it.
     #[arg(long)]
     pub dry_run: bool,
@@ -72,6 +77,27 @@ fn launch(args: &MpirunArgs) -> Result<Command> {
     };
     let in_slurm = std::env::var_os("SLURM_JOB_ID").is_some();
     let mut command = Command::new(mpirun);
+    if args.per_node {
+        let layout = per_node_layout(args.hostfile.as_deref(), in_slurm)?;
+        if let Some(hostfile) = &args.hostfile {
+            command.arg("--hostfile").arg(hostfile);
+        }
+        command.arg("-n").arg(layout.ranks.to_string());
+        // Round-robin over the hosts: rank 0 (the master) and rank 1 on the first, one rank
+        // on each other; no binding, so a rank's threads may use every core of its host.
+        command.args(["--map-by", "node", "--bind-to", "none"]);
+        mpi_environment(&mut command, true);
+        command.arg(target_dir().join("release").join("taskfarm-worker"));
+        let mut worker = worker_args(&args.worker_args);
+        let names_threads = worker.iter().any(|a| a == "--threads-per-rank" || a.starts_with("--threads-per-rank="));
+        if worker.first().is_some_and(|a| a == "run") && !names_threads {
+            worker.extend(["--threads-per-rank".into(), layout.threads.to_string()]);
+        }
+        command.args(worker);
+        command.current_dir(std::env::current_dir().unwrap_or_else(|_| root()));
+        eprintln!("xtask: --per-node: {}", layout.why);
+        return Ok(command);
+    }
     match (args.ranks, in_slurm) {
         (Some(0), _) => bail!("-n must be at least 1 (rank 0 is the master; with 1 rank it runs everything itself)"),
         (Some(n), _) => {
@@ -92,6 +118,80 @@ fn launch(args: &MpirunArgs) -> Result<Command> {
     command.args(worker_args(&args.worker_args));
     command.current_dir(std::env::current_dir().unwrap_or_else(|_| root()));
     Ok(command)
+}
+
+/// What `--per-node` chose: how many ranks, threads per worker rank, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PerNode {
+    /// Ranks to start: one worker per host, plus the master.
+    pub(crate) ranks: usize,
+    /// Threads of each worker rank: the cores of a host.
+    pub(crate) threads: usize,
+    /// A sentence saying where the numbers come from.
+    pub(crate) why: String,
+}
+
+/// The per-node layout: one worker rank per host and the master (rank 0), which mostly
+/// sleeps between messages and so shares the first host with that host's worker rank.
+///
+/// - Hostfile: its hosts (one per non-comment line); threads = the smallest `slots=N`
+///   among them (a hostfile's slots are its cores), or this machine's cores when no line
+///   says.
+/// - Slurm allocation: `SLURM_JOB_NUM_NODES` hosts; threads = `SLURM_CPUS_ON_NODE`, or
+///   this machine's cores.
+/// - Neither: this machine: `-n 2` (the master and one worker rank with every core).
+pub(crate) fn per_node_layout(hostfile: Option<&Path>, in_slurm: bool) -> Result<PerNode> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if let Some(hostfile) = hostfile {
+        let text = std::fs::read_to_string(hostfile)
+            .with_context(|| format!("could not read the hostfile {}", hostfile.display()))?;
+        let (hosts, slots) = hostfile_hosts(&text);
+        if hosts == 0 {
+            bail!("the hostfile {} names no host", hostfile.display());
+        }
+        let (threads, source) = match slots {
+            Some(n) => (n, "the smallest `slots=` of the hostfile".to_owned()),
+            None => (cores, format!("this machine's {cores} cores (no `slots=` in the hostfile)")),
+        };
+        let why =
+            format!("{hosts} host(s) of the hostfile: {} ranks, {threads} threads per rank from {source}", hosts + 1);
+        return Ok(PerNode { ranks: hosts + 1, threads, why });
+    }
+    if in_slurm {
+        let number = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<usize>().ok());
+        let hosts = number("SLURM_JOB_NUM_NODES").or(number("SLURM_NNODES")).unwrap_or(1).max(1);
+        let (threads, source) = match number("SLURM_CPUS_ON_NODE") {
+            Some(n) => (n.max(1), "SLURM_CPUS_ON_NODE"),
+            None => (cores, "this machine's cores"),
+        };
+        let why = format!(
+            "{hosts} node(s) of the Slurm allocation: {} ranks, {threads} threads per rank from {source}",
+            hosts + 1
+        );
+        return Ok(PerNode { ranks: hosts + 1, threads, why });
+    }
+    let why =
+        format!("no hostfile or Slurm allocation: this machine, the master and one worker rank with its {cores} cores");
+    Ok(PerNode { ranks: 2, threads: cores, why })
+}
+
+/// The hosts of an Open MPI hostfile (one per line, `#` comments) and the smallest
+/// `slots=N` among them, if any line has one.
+fn hostfile_hosts(text: &str) -> (usize, Option<usize>) {
+    let mut hosts = BTreeSet::new();
+    let mut slots: Option<usize> = None;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        let mut words = line.split_whitespace();
+        let Some(host) = words.next() else { continue };
+        hosts.insert(host.to_owned());
+        for word in words {
+            if let Some(n) = word.strip_prefix("slots=").and_then(|n| n.parse::<usize>().ok()) {
+                slots = Some(slots.map_or(n, |s| s.min(n)).max(1));
+            }
+        }
+    }
+    (hosts.len(), slots)
 }
 
 /// `run SPEC ...` gets `--backend mpi` unless it names a backend.
@@ -187,6 +287,27 @@ pub fn test(ci: bool) -> Result<()> {
             expect_in(&o.stdout, "same as serial")
         });
     }
+    for (ranks, threads) in [(2, "2"), (3, "2"), (2, "4"), (3, "4")] {
+        let outcome = run_case(&scratch, ranks, &scenarios, &["conformance", threads]);
+        tally.check(&format!("conformance against serial, {ranks} ranks × {threads} threads"), outcome, |o| {
+            expect_success(o)?;
+            expect_in(&o.stdout, "same as serial")
+        });
+    }
+    for (ranks, threads) in [(2, "4"), (3, "2")] {
+        let outcome = run_case(&scratch, ranks, &scenarios, &["hybrid", threads]);
+        let name =
+            format!("2-thread processes, crash, timeout, retry: same as serial, {ranks} ranks × {threads} threads");
+        tally.check(&name, outcome, |o| {
+            expect_success(o)?;
+            expect_in(&o.stdout, "same as serial")
+        });
+    }
+    let outcome = run_case(&scratch, 2, &scenarios, &["too-many-threads", "2"]);
+    tally.check("processes asking for more threads than a rank has: every rank ends with an error", outcome, |o| {
+        expect_failure(o)?;
+        expect_in(&o.stderr, "each MPI worker rank has 2")
+    });
     let outcome = run_case(&scratch, 4, &scenarios, &["exactly-once"]);
     tally.check("1198 tiny processes, each exactly once, 4 ranks", outcome, expect_success);
     let outcome = run_case(&scratch, 3, &scenarios, &["unwritable"]);
@@ -201,6 +322,7 @@ pub fn test(ci: bool) -> Result<()> {
     });
     spmd_example(&scratch, &mut tally);
     worker_end_to_end(&scratch, &mut tally, ci);
+    ranks_against_threads(&scratch, &mut tally);
     let _ = std::fs::remove_dir_all(&scratch);
     println!("mpi: {} passed, {} failed", tally.passed, tally.failed.len());
     if !tally.failed.is_empty() {
@@ -400,6 +522,7 @@ fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool) {
             ranks: Some(4),
             hostfile: None,
             oversubscribe: true,
+            per_node: false,
             dry_run: false,
             worker_args: vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
         };
@@ -413,6 +536,50 @@ fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool) {
         Ok((mpi, serial))
     })();
     tally.check(name, outcome.map(|(mpi, _)| mpi), |_| Ok(()));
+}
+
+/// The same sweep through the worker binary with `-n 5` × 1 thread and `-n 2` × 4 threads
+/// gives the same rows.
+fn ranks_against_threads(scratch: &Path, tally: &mut Tally) {
+    let name = "taskfarm-worker: -n 5 × 1 thread and -n 2 × 4 threads give the same results.csv";
+    let Some(spec) = sweep_spec() else {
+        eprintln!("xtask: skipping {name}: no spec in examples/specs/");
+        return;
+    };
+    let outcome = (|| -> Result<Outcome> {
+        build_worker()?;
+        let run = |ranks: u32, threads: &str, dir: &Path| -> Result<Outcome> {
+            let args = MpirunArgs {
+                ranks: Some(ranks),
+                hostfile: None,
+                oversubscribe: true,
+                per_node: false,
+                dry_run: false,
+                worker_args: vec![
+                    "run".into(),
+                    path_arg(&spec),
+                    "--results".into(),
+                    path_arg(dir),
+                    "--threads-per-rank".into(),
+                    threads.into(),
+                    "--quiet".into(),
+                ],
+            };
+            let outcome = run_with_timeout(scratch, launch(&args)?)?;
+            expect_success(&outcome)?;
+            Ok(outcome)
+        };
+        let (ranks_dir, threads_dir) = (scratch.join("ranks-results"), scratch.join("threads-results"));
+        run(5, "1", &ranks_dir)?;
+        let outcome = run(2, "4", &threads_dir)?;
+        compare_results(&ranks_dir, &threads_dir)?;
+        let text = std::fs::read_to_string(find_results_csv(&threads_dir)?)?;
+        if !text.contains("rank-1/thread-") {
+            bail!("with 4 threads per rank the worker column should name the threads");
+        }
+        Ok(outcome)
+    })();
+    tally.check(name, outcome, |_| Ok(()));
 }
 
 fn path_arg(path: &Path) -> String {

@@ -1,0 +1,170 @@
+//! The MPI rows of `cargo xtask bench`, one scenario per run under mpirun; rank 0 prints
+//! `BENCH <key> <value>` lines that the xtask parses (other lines are for people).
+//!
+//! - `dispatch N`: a raw rsmpi master/worker loop (a `u64` out, a `u64` back, the same
+//!   pattern as the backend's) and then `N` no-op processes through the backend.
+//!   Batching is switched off with `TASKFARM_MPI_MAX_BATCH=1` in the environment.
+//! - `balance`: 400 sleeping processes with heavy-tailed durations (fixed seed, 10 s of work
+//!   in all); prints the makespan, the longest process and the total work.
+//! - `memory N`: `N` no-op processes; prints rank 0's peak RSS (VmHWM) at the end,
+//!   consolidation included.
+//!
+//! Run e.g. `mpirun -n 5 target/release/examples/mpi_bench dispatch 100000`.
+
+use std::time::{Duration, Instant};
+
+use backend_core::{Backend, Operation, Process, ProcessContext, ProcessError};
+use backend_mpi::{MpiBackend, MpiOptions};
+use mpi::collective::CommunicatorCollectives;
+use mpi::point_to_point::{Destination, Source};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use serde::{Deserialize, Serialize};
+
+/// A process that does nothing, or sleeps for some microseconds.
+#[derive(Serialize, Deserialize)]
+enum Bench {
+    Noop,
+    SleepUs(u64),
+}
+
+impl Process for Bench {
+    type Output = u64;
+    fn run(&self, ctx: &ProcessContext) -> Result<u64, ProcessError> {
+        if let Bench::SleepUs(us) = self {
+            std::thread::sleep(Duration::from_micros(*us));
+        }
+        Ok(ctx.id())
+    }
+}
+
+/// Heavy-tailed durations (Pareto, shape 1.2, from a fixed seed), scaled to `total` in all.
+pub fn heavy_tailed(count: usize, total: Duration, seed: u64) -> Vec<Duration> {
+    let mut state = seed.max(1);
+    let mut next = move || {
+        // xorshift64*: enough randomness for a benchmark's durations.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let raw: Vec<f64> = (0..count).map(|_| (1.0 - next()).powf(-1.0 / 1.2)).collect();
+    let sum: f64 = raw.iter().sum();
+    raw.iter().map(|r| total.mul_f64(r / sum)).collect()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_else(|| "dispatch".into());
+    let count: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(100_000);
+    let mut backend = MpiBackend::<Bench>::new(MpiOptions::default())?;
+    let world = SimpleCommunicator::world();
+    let base = std::env::temp_dir().join(format!("taskfarm-mpi-bench-{}", std::process::id()));
+    let report = world.rank() == 0;
+    match scenario.as_str() {
+        "dispatch" => {
+            raw_loop(&world, 20_000 * u64::try_from(world.size() - 1).unwrap_or(1).max(1));
+            let operation =
+                Operation::from_processes("noop", (0..count).map(|_| Bench::Noop))?.with_results_base(&base);
+            let started = Instant::now();
+            let summary = backend.run(operation)?;
+            if summary.is_report() {
+                let wall = started.elapsed().as_secs_f64();
+                let done = (summary.finished + summary.crashed) as f64;
+                println!("no-op processes: {done} in {wall:.2}s ({:.2}s executing)", summary.wall.as_secs_f64());
+                println!("BENCH noop_per_s {:.0}", done / summary.wall.as_secs_f64());
+                println!("BENCH noop_per_s_with_consolidation {:.0}", done / wall);
+            }
+        }
+        "balance" => {
+            let durations = heavy_tailed(400, Duration::from_secs(10), 42);
+            let total: Duration = durations.iter().sum();
+            let longest = durations.iter().max().copied().unwrap_or_default();
+            // The static split of the same processes: worker w gets processes w, w + W, ...
+            let workers = usize::try_from(world.size() - 1).unwrap_or(1).max(1);
+            let static_makespan = (0..workers)
+                .map(|w| durations.iter().skip(w).step_by(workers).sum::<Duration>())
+                .max()
+                .unwrap_or_default();
+            let operation = Operation::from_processes(
+                "balance",
+                durations.iter().map(|d| Bench::SleepUs(d.as_micros() as u64)).collect::<Vec<_>>(),
+            )?
+            .with_results_base(&base);
+            let summary = backend.run(operation)?;
+            if summary.is_report() {
+                println!("BENCH makespan_s {:.4}", summary.wall.as_secs_f64());
+                println!("BENCH longest_s {:.4}", longest.as_secs_f64());
+                println!("BENCH total_s {:.4}", total.as_secs_f64());
+                println!("BENCH static_makespan_s {:.4}", static_makespan.as_secs_f64());
+                println!("BENCH workers {workers}");
+            }
+        }
+        "memory" => {
+            let operation =
+                Operation::from_processes("noop", (0..count).map(|_| Bench::Noop))?.with_results_base(&base);
+            let summary = backend.run(operation)?;
+            if summary.is_report() {
+                println!("BENCH processes {}", summary.finished + summary.crashed);
+                println!("BENCH peak_rss_kib {}", peak_rss_kib());
+            }
+        }
+        other => return Err(format!("unknown scenario `{other}` (dispatch, balance, memory)").into()),
+    }
+    if report {
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    Ok(())
+}
+
+/// The floor of any master-worker exchange: the master keeps each worker one `u64` ahead
+/// and answers whoever sends one back, `rounds` round trips in all.
+fn raw_loop(world: &SimpleCommunicator, rounds: u64) {
+    let size = world.size();
+    world.barrier();
+    if size < 2 {
+        return;
+    }
+    if world.rank() == 0 {
+        let started = Instant::now();
+        let mut sent = 0u64;
+        for worker in 1..size {
+            world.process_at_rank(worker).send(&sent);
+            sent += 1;
+        }
+        let mut received = 0u64;
+        while received < rounds {
+            let (value, status) = world.any_process().receive::<u64>();
+            debug_assert!(value < u64::MAX);
+            received += 1;
+            // u64::MAX tells a worker to stop.
+            let next = if sent < rounds { sent } else { u64::MAX };
+            sent += 1;
+            world.process_at_rank(status.source_rank()).send(&next);
+        }
+        // Workers that got no stop yet are still waiting for an answer they will not need.
+        let rate = rounds as f64 / started.elapsed().as_secs_f64();
+        println!("raw master/worker loop, {} workers: {rate:.0} round trips/s", size - 1);
+        println!("BENCH raw_round_trips_per_s {rate:.0}");
+    } else {
+        loop {
+            let (value, _) = world.process_at_rank(0).receive::<u64>();
+            if value == u64::MAX {
+                break;
+            }
+            world.process_at_rank(0).send(&(value + 1));
+        }
+    }
+    world.barrier();
+}
+
+/// Peak resident set size of this process in KiB (VmHWM of `/proc/self/status`).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
