@@ -247,6 +247,7 @@ pub fn run_child_if_requested<P: Process>() {
                 3
             }
             Ok(request) => {
+                crate::oplog::to_parent();
                 let deadline = request.timeout_s.and_then(seconds_to_duration).map(|t| Instant::now() + t);
                 let record = run_job_with(&request.job, &request.dir, &request.location, deadline, request.threads);
                 match serde_json::to_string(&record) {
@@ -323,6 +324,8 @@ fn run_in_child<P: Process>(
         Err(e) => crashed(Status::Crashed, format!("the subprocess could not be started: {e}"), None),
         Ok(outcome) => {
             let stdout = String::from_utf8_lossy(&outcome.stdout);
+            // The child's log records, also those of a child that crashed.
+            crate::oplog::append_forwarded(&crate::oplog::child_records(&stdout));
             let tail = Some(tail_of(&String::from_utf8_lossy(&outcome.stderr))).filter(|t| !t.is_empty());
             match outcome.status {
                 None => crashed(Status::TimedOut, timed_out_reason(timeout.unwrap_or_default()), tail),

@@ -32,7 +32,13 @@ enum Sink {
     File(File),
     /// An MPI worker rank: records wait here until the backend sends them to the master.
     Forward(Vec<String>),
+    /// A child of subprocess isolation: each record goes to stdout at once, marked, so the
+    /// parent keeps it even if the child then dies.
+    Parent,
 }
+
+/// The mark before a record on a child's stdout.
+pub const CHILD_LOG_MARK: &str = "@taskfarm-log@ ";
 
 static SINK: Mutex<Sink> = Mutex::new(Sink::Closed);
 
@@ -72,15 +78,37 @@ pub fn take_forwarded() -> Vec<String> {
     })
 }
 
-/// Appends records that came from elsewhere (a worker rank) to the open `operation.log`.
+/// Takes in records that came from elsewhere (a worker rank, a child process): appended to
+/// the open `operation.log`, or queued on with this program's own records.
 pub fn append_forwarded(lines: &[String]) {
-    with_sink(|sink| {
-        if let Sink::File(file) = sink {
+    with_sink(|sink| match sink {
+        Sink::File(file) => {
             for line in lines {
                 let _ = file.write_all(line.as_bytes());
             }
         }
+        Sink::Forward(queue) => queue.extend(lines.iter().cloned()),
+        Sink::Parent => {
+            let mut out = std::io::stdout().lock();
+            for line in lines {
+                let _ = write!(out, "{CHILD_LOG_MARK}{line}");
+            }
+            let _ = out.flush();
+        }
+        Sink::Closed => {}
     });
+}
+
+/// In a child of subprocess isolation: sends every record to the parent on stdout, as it is
+/// made, and installs a subscriber for the process's records (`debug` and above).
+pub fn to_parent() {
+    with_sink(|sink| *sink = Sink::Parent);
+    install(None, Level::DEBUG);
+}
+
+/// The records a child wrote on its stdout (see [`to_parent`]).
+pub fn child_records(stdout: &str) -> Vec<String> {
+    stdout.lines().filter_map(|line| line.strip_prefix(CHILD_LOG_MARK)).map(|line| format!("{line}\n")).collect()
 }
 
 /// Flushes and closes `operation.log`.
@@ -161,6 +189,11 @@ impl<S: Subscriber> Layer<S> for OperationLogLayer {
                 let _ = file.write_all(line.as_bytes());
             }
             Sink::Forward(queue) => queue.push(line),
+            Sink::Parent => {
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "{CHILD_LOG_MARK}{line}");
+                let _ = out.flush();
+            }
             Sink::Closed => {}
         });
     }

@@ -83,6 +83,12 @@ parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7] }
     let crashed = std::fs::read_to_string(only_run_dir(&dir.path().join("results"), "faults").join("crashed.jsonl"))
         .expect("crashed.jsonl");
     assert_eq!(crashed.lines().count(), 5, "every failed process has a crash record: {crashed}");
+    // The children's log records reached the parent's operation.log, naming their process.
+    let log = std::fs::read_to_string(only_run_dir(&dir.path().join("results"), "faults").join("operation.log"))
+        .expect("operation.log");
+    for id in [0, 5, 7] {
+        assert!(log.contains(&format!(" process={id} taskfarm_worker::command: `sh` exited with status 0")), "{log}");
+    }
 }
 
 #[test]
