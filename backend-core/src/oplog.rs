@@ -213,7 +213,13 @@ pub fn install(console: Option<Level>, file: Level) {
 
     let console = console.map(LevelFilter::from_level).unwrap_or(LevelFilter::OFF);
     let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(console))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false)
+                .with_filter(console),
+        )
         .with(OperationLogLayer::with_level(file));
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

@@ -26,6 +26,11 @@ const MAX_WINDOW: usize = 16;
 /// wire's sleeping backoff: results of tiny units arrive within a few microseconds, and a
 /// 50 µs-and-up sleep per message would cap dispatch far below what MPI can do.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+/// After a signal (under `mpirun`: the job is being torn down, e.g. because a host was lost),
+/// how long the master still takes in results before it reports what is unfinished.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How often the master looks at the stop flag while it waits for results.
+const STOP_CHECK: Duration = Duration::from_millis(50);
 /// How long abandoned workers get to finish their current process before the job is aborted.
 const ABANDON_GRACE: Duration = Duration::from_secs(10);
 
@@ -55,7 +60,10 @@ pub(crate) fn run<P: Process>(
         scheduler.run(&mut wire, collector)
     });
     match outcome {
-        Ok(()) => shut_down::<P>(&mut wire, mpi.size),
+        Ok(Ended::Complete) => shut_down::<P>(&mut wire, mpi.size),
+        // The job is being torn down: no goodbyes (a lost rank would never answer); what
+        // finished is journaled and the caller consolidates it.
+        Ok(Ended::Interrupted) => Ok(()),
         Err(error) => {
             abandon::<P>(mpi, &mut wire, &error);
             Err(error)
@@ -85,8 +93,16 @@ fn run_alone<P: Process>(
     Ok(())
 }
 
+/// How the dispatch loop ended.
+enum Ended {
+    /// Every process has its record.
+    Complete,
+    /// A signal stopped it; what was unfinished has been reported.
+    Interrupted,
+}
+
 /// What the master knows of one worker.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Slot {
     /// Units sent and not yet answered.
     in_flight: usize,
@@ -94,6 +110,12 @@ struct Slot {
     batch: usize,
     /// Units to keep in flight: `prefetch`, deeper while units are tiny and batches capped.
     window: usize,
+    /// The ids of each unit in flight.
+    units: Vec<Vec<u64>>,
+    /// The worker's host, once a record named it.
+    host: Option<String>,
+    /// When the worker was last heard from (or first sent work).
+    last_heard: Instant,
 }
 
 struct Scheduler<P: Process> {
@@ -110,7 +132,17 @@ impl<P: Process> Scheduler<P> {
     fn new(size: Rank, prefetch: usize, jobs: JobSource<P>, len: Option<u64>) -> Self {
         let workers = usize::try_from(size - 1).unwrap_or(0);
         Scheduler {
-            slots: vec![Slot { in_flight: 0, batch: 1, window: prefetch }; workers],
+            slots: vec![
+                Slot {
+                    in_flight: 0,
+                    batch: 1,
+                    window: prefetch,
+                    units: Vec::new(),
+                    host: None,
+                    last_heard: Instant::now()
+                };
+                workers
+            ],
             prefetch,
             jobs,
             remaining: len,
@@ -126,7 +158,7 @@ impl<P: Process> Scheduler<P> {
             .ok_or(Error::Unexpected { from: rank, what: "results" })
     }
 
-    fn run(&mut self, wire: &mut Wire<'_>, collector: &mut Collector) -> Result<(), Error> {
+    fn run(&mut self, wire: &mut Wire<'_>, collector: &mut Collector) -> Result<Ended, Error> {
         for worker in 1..=self.slots.len() as Rank {
             for _ in 0..self.prefetch {
                 if !self.send_unit(wire, collector, worker)? {
@@ -134,8 +166,15 @@ impl<P: Process> Scheduler<P> {
                 }
             }
         }
+        let mut stop_deadline = None;
         while self.in_flight > 0 {
-            let (from, bytes) = receive_soon(wire);
+            let Some((from, bytes)) = receive_or_stop(wire, &mut stop_deadline) else {
+                self.report_unfinished();
+                return Ok(Ended::Interrupted);
+            };
+            if let Ok(slot) = self.slot(from) {
+                slot.last_heard = Instant::now();
+            }
             match Message::<P>::decode(from, &bytes)? {
                 Message::Results(records) => {
                     let prefetch = self.prefetch;
@@ -143,6 +182,10 @@ impl<P: Process> Scheduler<P> {
                     slot.in_flight =
                         slot.in_flight.checked_sub(1).ok_or(Error::Unexpected { from, what: "results" })?;
                     slot.batch = adapted_batch(slot.batch, &records);
+                    if let Some(first) = records.first() {
+                        slot.units.retain(|ids| !ids.contains(&first.id));
+                        slot.host.get_or_insert_with(|| first.location.host.clone());
+                    }
                     slot.window = adapted_window(slot.window, slot.batch, prefetch, &records);
                     let window = slot.window;
                     self.in_flight -= 1;
@@ -161,7 +204,39 @@ impl<P: Process> Scheduler<P> {
                 other => return Err(Error::Unexpected { from, what: other.kind() }),
             }
         }
-        Ok(())
+        Ok(Ended::Complete)
+    }
+
+    /// Says which workers still hold unfinished processes, the ones silent longest first (a
+    /// lost host's ranks fall silent before the job is torn down), and how many processes
+    /// were never handed out: on stderr and in operation.log.
+    fn report_unfinished(&self) {
+        let mut holding: Vec<(usize, &Slot)> =
+            self.slots.iter().enumerate().filter(|(_, s)| !s.units.is_empty()).collect();
+        holding.sort_by_key(|(_, s)| s.last_heard);
+        let unfinished: usize = holding.iter().map(|(_, s)| s.units.iter().map(Vec::len).sum::<usize>()).sum();
+        let mut report = format!("stopped by a signal with {unfinished} processes unfinished");
+        for (i, slot) in &holding {
+            let mut ids: Vec<u64> = slot.units.iter().flatten().copied().collect();
+            ids.sort_unstable();
+            let shown: Vec<String> = ids.iter().take(20).map(u64::to_string).collect();
+            let more = if ids.len() > 20 { format!(" and {} more", ids.len() - 20) } else { String::new() };
+            report.push_str(&format!(
+                "; rank-{} on {} (silent for {:.1} s) held processes {}{more}",
+                i + 1,
+                slot.host.as_deref().unwrap_or("an unknown host"),
+                slot.last_heard.elapsed().as_secs_f64(),
+                shown.join(", ")
+            ));
+        }
+        match self.remaining {
+            Some(n) => report.push_str(&format!("; {n} processes were not handed out")),
+            None if !self.exhausted => report.push_str("; more processes were not handed out"),
+            None => {}
+        }
+        eprintln!("taskfarm: {report}");
+        // Also in operation.log (the console has it already).
+        tracing::info!(target: "taskfarm", "{report}");
     }
 
     /// Sends the next unit to `worker`; `false` when there are no more jobs.
@@ -181,11 +256,14 @@ impl<P: Process> Scheduler<P> {
             return Ok(false);
         }
         let count = unit.len() as u64;
+        let ids: Vec<u64> = unit.iter().map(|job| job.id).collect();
         let bytes = Message::Work(unit).encode()?;
         collector.board().started(count);
         wire.send(worker, &bytes);
         self.remaining = self.remaining.map(|r| r.saturating_sub(count));
-        self.slot(worker)?.in_flight += 1;
+        let slot = self.slot(worker)?;
+        slot.in_flight += 1;
+        slot.units.push(ids);
         self.in_flight += 1;
         Ok(true)
     }
@@ -217,16 +295,30 @@ fn adapted_window(window: usize, batch: usize, prefetch: usize, records: &[Proce
 
 /// The next message: polled for `SPIN_BEFORE_SLEEP` (yielding the core between polls), then
 /// waited for with the wire's sleeping backoff.
-fn receive_soon(wire: &mut Wire<'_>) -> (Rank, Vec<u8>) {
+fn receive_soon(wire: &mut Wire<'_>, deadline: Instant) -> Option<(Rank, Vec<u8>)> {
     let started = Instant::now();
     loop {
         if let Some(arrival) = wire.try_receive() {
-            return arrival;
+            return Some(arrival);
         }
         if started.elapsed() >= SPIN_BEFORE_SLEEP {
-            return wire.receive();
+            return wire.receive_until(deadline);
         }
         std::thread::yield_now();
+    }
+}
+
+/// The next message, looking at the stop flag every `STOP_CHECK`; after a signal, messages
+/// are still taken for `STOP_GRACE`, then `None`.
+fn receive_or_stop(wire: &mut Wire<'_>, stop_deadline: &mut Option<Instant>) -> Option<(Rank, Vec<u8>)> {
+    loop {
+        if backend_core::stop_requested() {
+            let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+            return receive_soon(wire, deadline);
+        }
+        if let Some(arrival) = receive_soon(wire, Instant::now() + STOP_CHECK) {
+            return Some(arrival);
+        }
     }
 }
 

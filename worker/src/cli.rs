@@ -140,7 +140,13 @@ pub fn main_with(registry: Registry) -> ExitCode {
         backend_core::run_child_if_requested::<SpecProcess>();
     }
     install_signal_handlers();
-    ExitCode::from(run_with_args(registry, std::env::args_os()))
+    let code = run_with_args(registry, std::env::args_os());
+    if code == EXIT_SIGINT || code == EXIT_SIGTERM {
+        // Interrupted: what finished is journaled and consolidated. Under mpirun the job is
+        // being torn down and a lost rank would never join MPI's finalization, so leave now.
+        std::process::exit(i32::from(code));
+    }
+    ExitCode::from(code)
 }
 
 /// On SIGINT or SIGTERM: the first stops dispatching, the second stops now (kills running

@@ -30,7 +30,7 @@ const SUBNET: &str = "10.251.0.0/24";
 /// Where the harness keeps its hostfiles, specs, a copy of the worker and the results.
 const STATE_DIR: &str = "/tmp/taskfarm-cluster-test";
 /// The longest one mpirun may take before it counts as hung and is killed.
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Arguments of `cargo xtask cluster-test [--keep | --down] [--processes N]`.
 #[derive(Debug, clap::Args)]
@@ -204,6 +204,9 @@ impl Cluster {
             ("oob_tcp_keepalive_time", "1"),
             ("oob_tcp_keepalive_intvl", "1"),
             ("oob_tcp_keepalive_probes", "3"),
+            // Between SIGTERM and SIGKILL when a job is torn down: time for the master to
+            // report what is unfinished and consolidate what finished.
+            ("odls_base_sigkill_timeout", "5"),
         ] {
             command.args(["--mca", name, value]);
         }
@@ -528,6 +531,20 @@ fn link_loss(cluster: &Cluster) -> Result<()> {
     if !outcome.stderr.contains(LOST) {
         bail!("Open MPI's message does not name the lost host {LOST}");
     }
+    // The master's own report: the lost host's ranks, silent longest, come first.
+    let report = outcome
+        .stderr
+        .split("taskfarm: stopped by a signal")
+        .nth(1)
+        .with_context(|| format!("the master did not report what was unfinished\n{}", tail(&outcome.stderr)))?;
+    let first_host = report.split(" on ").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or("");
+    if first_host != LOST {
+        bail!(
+            "the master's report names {first_host:?} first, not the lost host {LOST}: {}",
+            report.lines().next().unwrap_or("")
+        );
+    }
+    eprintln!("xtask:   the master said: stopped by a signal{}", report.lines().next().unwrap_or(""));
     let dir = run_dir(&base)?;
     let journal = std::fs::read(dir.join("journal")).context("the journal of the interrupted run is missing")?;
     // The journal is readable: `report` reads it and counts its records.

@@ -423,9 +423,18 @@ fn run_with_timeout(scratch: &Path, mut command: Command) -> Result<Outcome> {
     }
 }
 
+/// The end of a program's output, after the message of any panic (which a backtrace would
+/// otherwise push out of view).
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    let mut shown: Vec<&str> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("panicked at") {
+            shown.extend(lines[i..(i + 3).min(lines.len())].iter());
+        }
+    }
+    shown.extend(lines[lines.len().saturating_sub(15)..].iter());
+    shown.join("\n")
 }
 
 fn expect_success(outcome: &Outcome) -> Result<()> {
