@@ -56,7 +56,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_else(|| "dispatch".into());
     let count: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(100_000);
-    let mut backend = MpiBackend::<Bench>::new(MpiOptions::default())?;
+    // `hybrid COUNT THREADS`: each worker rank runs THREADS processes at once.
+    let threads_per_rank: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1);
+    let mut backend = MpiBackend::<Bench>::new(MpiOptions { threads_per_rank, ..MpiOptions::default() })?;
     let world = SimpleCommunicator::world();
     let base = std::env::temp_dir().join(format!("taskfarm-mpi-bench-{}", std::process::id()));
     let report = world.rank() == 0;
@@ -99,6 +101,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("BENCH workers {workers}");
             }
         }
+        "hybrid" => {
+            // The same 2 ms processes on R ranks × T threads: throughput and the master's CPU.
+            let operation = Operation::from_processes("hybrid", (0..count).map(|_| Bench::SleepUs(2_000)))?
+                .with_results_base(&base);
+            let cpu_before = cpu_seconds();
+            let summary = backend.run(operation)?;
+            if summary.is_report() {
+                let done = (summary.finished + summary.crashed) as f64;
+                println!("BENCH hybrid_per_s {:.0}", done / summary.wall.as_secs_f64());
+                println!("BENCH master_cpu_s {:.4}", cpu_seconds() - cpu_before);
+                println!("BENCH wall_s {:.4}", summary.wall.as_secs_f64());
+            }
+        }
         "memory" => {
             let operation =
                 Operation::from_processes("noop", (0..count).map(|_| Bench::Noop))?.with_results_base(&base);
@@ -108,7 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("BENCH peak_rss_kib {}", peak_rss_kib());
             }
         }
-        other => return Err(format!("unknown scenario `{other}` (dispatch, balance, memory)").into()),
+        other => return Err(format!("unknown scenario `{other}` (dispatch, balance, hybrid, memory)").into()),
     }
     if report {
         let _ = std::fs::remove_dir_all(&base);
@@ -158,6 +173,17 @@ fn raw_loop(world: &SimpleCommunicator, rounds: u64) {
 }
 
 /// Peak resident set size of this process in KiB (VmHWM of `/proc/self/status`).
+/// CPU time (user + system) this process has used, from /proc/self/stat, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -117,6 +117,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if mpi {
         rows.extend(dispatch_rows(&examples.join("mpi_bench"), args.noops)?);
         rows.push(balance_row(&examples.join("mpi_bench"))?);
+        rows.push(hybrid_row(&examples.join("mpi_bench"))?);
     }
     rows.extend(local_rows(&examples.join("local_bench"))?);
     rows.extend(command_rows(&target_dir().join("release").join("taskfarm-worker"), &scratch)?);
@@ -216,6 +217,23 @@ fn dispatch_rows(program: &Path, noops: u64) -> Result<Vec<Row>> {
         }
     }
     Ok(rows)
+}
+
+/// The same 2 ms processes on 4 worker ranks × 1 thread and on 1 worker rank × 4 threads:
+/// throughput (ratio: per-node layout ÷ per-core layout) and the master's CPU time beside.
+fn hybrid_row(program: &Path) -> Result<Row> {
+    let count = "2000";
+    let per_core = mpirun(5, program, &["hybrid", count, "1"], &[])?;
+    let per_node = mpirun(2, program, &["hybrid", count, "4"], &[])?;
+    let (core_rate, node_rate) = (figure(&per_core, "hybrid_per_s")?, figure(&per_node, "hybrid_per_s")?);
+    let (core_cpu, node_cpu) = (figure(&per_core, "master_cpu_s")?, figure(&per_node, "master_cpu_s")?);
+    Ok(Row::new(
+        "Hybrid, 2000 × 2 ms: 1 rank × 4 threads vs 4 ranks × 1 thread",
+        format!("{node_rate:.0} proc/s, master CPU {node_cpu:.2}s"),
+        format!("{core_rate:.0} proc/s, master CPU {core_cpu:.2}s"),
+        node_rate / core_rate,
+        Target::AtLeast(0.9),
+    ))
 }
 
 fn balance_row(program: &Path) -> Result<Row> {

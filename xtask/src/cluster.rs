@@ -63,8 +63,13 @@ pub fn cluster_test(args: ClusterArgs) -> Result<()> {
     if !args.no_build {
         mpi::build_worker()?;
     }
+    let scenarios = mpi::scenario_binary()?;
     let cluster = Cluster::up(&scripts, args.keep)?;
     let mut tally = Tally::default();
+    tally.check(
+        "the conformance suite across 3 hosts x 2 slots, against SerialBackend",
+        conformance(&cluster, &scenarios),
+    );
     for spec in ["pi.toml", "command_sweep.toml"] {
         let name =
             format!("examples/specs/{spec} across 3 hosts x 2 slots: same results.csv as serial, ranks on every host");
@@ -188,6 +193,11 @@ impl Cluster {
 
     /// `mpirun -n ranks --hostfile hostfile WORKER args`, started on tf-node1 under its name.
     fn mpirun(&self, hostfile: &Path, ranks: u32, args: &[&str]) -> Command {
+        self.mpirun_program(hostfile, ranks, &self.worker, args)
+    }
+
+    /// `mpirun -n ranks --hostfile hostfile PROGRAM args`, started on tf-node1 under its name.
+    fn mpirun_program(&self, hostfile: &Path, ranks: u32, program: &Path, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", NODES[0], "unshare", "--uts", "sh", "-c", r#"hostname "$0" && exec "$@""#]);
         command.arg(NODES[0]).arg("mpirun").arg("-n").arg(ranks.to_string()).arg("--hostfile").arg(hostfile);
@@ -211,7 +221,7 @@ impl Cluster {
             command.args(["--mca", name, value]);
         }
         mpi::mpi_environment(&mut command, true);
-        command.arg(&self.worker).args(args).current_dir(&self.state);
+        command.arg(program).args(args).current_dir(&self.state);
         command
     }
 
@@ -492,6 +502,23 @@ const LOST: &str = "tf-node3";
 
 /// Unplugs tf-node3 mid-run; the job must end by itself with a non-zero exit, the journal
 /// must be readable, and `--resume` on tf-node1 and tf-node2 must finish every process once.
+/// backend-mpi's conformance scenario (the same operations on MPI and on `SerialBackend`,
+/// every process exactly once, the workers' counts adding up), with its 6 ranks spread over
+/// the 3 hosts.
+fn conformance(cluster: &Cluster, scenarios: &Path) -> Result<()> {
+    // A copy, so a build running meanwhile cannot swap the program under the ranks.
+    let program = cluster.state.join("mpi_scenarios");
+    std::fs::copy(scenarios, &program)
+        .with_context(|| format!("could not copy {} into the cluster", scenarios.display()))?;
+    let hostfile = cluster.hostfile("hosts-3x2", &[(NODES[0], 2), (NODES[1], 2), (NODES[2], 2)])?;
+    let outcome = run_mpi(cluster, || cluster.mpirun_program(&hostfile, 6, &program, &["conformance"]), None)?;
+    outcome.expect_code("the conformance scenario across hosts", 0)?;
+    if !outcome.stdout.contains("same as serial") {
+        bail!("the conformance scenario did not report its comparison\n{}", tail(&outcome.stdout));
+    }
+    Ok(())
+}
+
 fn link_loss(cluster: &Cluster) -> Result<()> {
     let spec = cluster.scripts.join("link_loss.toml");
     let total = 400;

@@ -332,7 +332,7 @@ pub fn test(ci: bool) -> Result<()> {
 }
 
 /// Builds backend-mpi's MPI test program and returns its path.
-fn scenario_binary() -> Result<PathBuf> {
+pub(crate) fn scenario_binary() -> Result<PathBuf> {
     eprintln!("xtask: build the MPI tests (cargo test -p backend-mpi --no-run)");
     let output = cargo()
         .args(["test", "-p", "backend-mpi", "--test", "mpi_scenarios", "--no-run", "--message-format=json"])
