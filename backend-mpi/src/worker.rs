@@ -139,6 +139,10 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
         if worker.end == Some(End::Abandon) {
             break;
         }
+        if worker.pool.is_some() {
+            // `Start` (just taken) asked for threads: its units go to the pool, not here.
+            continue;
+        }
         if let Some(unit) = worker.queue.pop_front() {
             worker.run_unit(&unit, &location);
             continue;

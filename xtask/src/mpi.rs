@@ -323,6 +323,7 @@ pub fn test(ci: bool) -> Result<()> {
     spmd_example(&scratch, &mut tally);
     worker_end_to_end(&scratch, &mut tally, ci);
     ranks_against_threads(&scratch, &mut tally);
+    worker_rank_killed(&scratch, &mut tally);
     let _ = std::fs::remove_dir_all(&scratch);
     println!("mpi: {} passed, {} failed", tally.passed, tally.failed.len());
     if !tally.failed.is_empty() {
@@ -589,6 +590,113 @@ fn ranks_against_threads(scratch: &Path, tally: &mut Tally) {
         Ok(outcome)
     })();
     tally.check(name, outcome, |_| Ok(()));
+}
+
+/// kill -9 of one worker rank mid-run: the job ends non-zero (as MPI jobs do), the journal
+/// keeps what finished, and `--resume` on fewer ranks runs every process exactly once.
+fn worker_rank_killed(scratch: &Path, tally: &mut Tally) {
+    let name = "kill -9 of a worker rank mid-run, then --resume: every process exactly once";
+    let total = 120;
+    let outcome = (|| -> Result<Outcome> {
+        build_worker()?;
+        let spec = scratch.join("killed_rank.toml");
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"killed_rank\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.05; echo {{x}}\"]\n\
+                 [parameter_ranges]\nx = [{}]\n",
+                (0..total).map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        )?;
+        let results = scratch.join("killed-results");
+        let args = |ranks: u32, worker_args: Vec<String>| MpirunArgs {
+            ranks: Some(ranks),
+            hostfile: None,
+            oversubscribe: true,
+            per_node: false,
+            dry_run: false,
+            worker_args,
+        };
+        let run_args = vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()];
+        let mut command = launch(&args(4, run_args))?;
+        eprintln!("xtask: {}", describe(&command));
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(scratch.join("killed.stdout"))?)
+            .stderr(std::fs::File::create(scratch.join("killed.stderr"))?)
+            .spawn()
+            .context("could not start mpirun")?;
+        // Once some records are journaled, kill -9 the worker rank 2.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let journal = loop {
+            let journal = std::fs::read_dir(results.join("killed_rank"))
+                .ok()
+                .and_then(|mut runs| runs.next())
+                .and_then(|run| run.ok())
+                .map(|run| run.path().join("journal"));
+            if let Some(journal) = journal.filter(|j| std::fs::metadata(j).map(|m| m.len() > 4_000).unwrap_or(false)) {
+                break journal;
+            }
+            if Instant::now() >= deadline || child.try_wait()?.is_some() {
+                let _ = child.kill();
+                bail!("the run ended or stalled before 4 kB of records were journaled");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let victim = rank_pid(2, &path_arg(&spec)).context("no process of MPI rank 2 was found")?;
+        eprintln!("xtask:   kill -9 of rank 2 (pid {victim})");
+        Command::new("kill").args(["-KILL", &victim.to_string()]).status()?;
+        let ended = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= ended {
+                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+                std::thread::sleep(Duration::from_secs(5));
+                let _ = child.kill();
+                bail!("the job did not end after one of its ranks was killed");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if status.success() {
+            bail!("the job exited 0 after one of its ranks was killed");
+        }
+        let dir = journal.parent().map(Path::to_path_buf).context("the run directory")?;
+        let resume = vec![
+            "run".into(),
+            path_arg(&dir.join("operation.toml")),
+            "--resume".into(),
+            path_arg(&dir),
+            "--quiet".into(),
+        ];
+        let outcome = run_with_timeout(scratch, launch(&args(3, resume))?)?;
+        expect_success(&outcome)?;
+        let rows = csv_rows(&std::fs::read_to_string(dir.join("results.csv"))?);
+        let ids: std::collections::BTreeSet<&str> =
+            rows.iter().skip(1).filter_map(|r| r.first().map(String::as_str)).collect();
+        if rows.len() != total + 1 || ids.len() != total {
+            bail!("after --resume: {} rows and {} distinct ids, expected {total}", rows.len() - 1, ids.len());
+        }
+        Ok(outcome)
+    })();
+    tally.check(name, outcome, |_| Ok(()));
+}
+
+/// The pid of the process of MPI rank `rank` (from `OMPI_COMM_WORLD_RANK` in its
+/// environment) whose command line names `marker` (so no other job's rank is taken).
+fn rank_pid(rank: u32, marker: &str) -> Option<u32> {
+    let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains("taskfarm-worker") || !cmdline.contains(marker) {
+            return None;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        environ.split(|&b| b == 0).any(|var| var == wanted.as_bytes()).then_some(pid)
+    })
 }
 
 fn path_arg(path: &Path) -> String {
