@@ -130,9 +130,18 @@ pub fn read_journal_with(path: &Path, mut each: impl FnMut(ProcessRecord)) -> Re
 
 /// Like [`read_journal_with`], and gives each record's byte offset in the file, for
 /// [`read_record_at`] (consolidation keeps offsets, not records, so its memory stays flat).
-pub fn read_journal_indexed(path: &Path, mut each: impl FnMut(u64, ProcessRecord)) -> Result<Option<TornTail>> {
+pub fn read_journal_indexed(path: &Path, each: impl FnMut(u64, ProcessRecord)) -> Result<Option<TornTail>> {
     let file = File::open(path).map_err(|e| Error::io("open the journal", path, e))?;
-    let mut input = BufReader::with_capacity(256 * 1024, file);
+    read_journal_from(BufReader::with_capacity(256 * 1024, file), path, each)
+}
+
+/// Reads journal records from any reader (`path` only names it in errors): what
+/// [`read_journal_indexed`] does on a file, and what the fuzz target feeds arbitrary bytes.
+pub fn read_journal_from(
+    mut input: impl Read,
+    path: &Path,
+    mut each: impl FnMut(u64, ProcessRecord),
+) -> Result<Option<TornTail>> {
     let mut header = vec![0u8; JOURNAL_HEADER.len()];
     let got = read_full(&mut input, &mut header).map_err(|e| Error::io("read the journal", path, e))?;
     if header[..got] != JOURNAL_HEADER[..got] {
@@ -158,8 +167,9 @@ pub fn read_journal_indexed(path: &Path, mut each: impl FnMut(u64, ProcessRecord
         if len > MAX_RECORD_LEN {
             return Ok(Some(TornTail { offset, why: format!("a record claims an implausible length of {len} bytes") }));
         }
-        payload.resize(len as usize, 0);
-        match read_full(&mut input, &mut payload) {
+        // Grows with the bytes that are there, so a corrupt length allocates nothing big.
+        payload.clear();
+        match (&mut input).take(u64::from(len)).read_to_end(&mut payload) {
             Ok(n) if n == len as usize => {}
             Ok(n) => {
                 return Ok(Some(TornTail { offset, why: format!("the file ends {n} of {len} bytes into a record") }))

@@ -83,6 +83,8 @@ use std::time::{Duration, Instant};
 use backend_core::{Backend, Lifecycle, Operation, Process, Role, StatusCounts, Summary};
 
 pub use env::finalize;
+#[doc(hidden)]
+pub use message::decode_for_fuzzing;
 
 /// Why the MPI backend could not start or go on.
 #[derive(Debug, thiserror::Error)]

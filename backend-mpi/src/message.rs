@@ -106,6 +106,19 @@ impl<P: DeserializeOwned> Message<P> {
     }
 }
 
+/// Decodes `bytes` as a message carrying processes shaped like the worker's (a kind name
+/// and a table of fields); whether it decoded. For the fuzz target in `fuzz/`: decoding
+/// arbitrary bytes must return, never panic.
+#[doc(hidden)]
+pub fn decode_for_fuzzing(bytes: &[u8]) -> bool {
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Fields {
+        kind: String,
+        config: backend_core::Params,
+    }
+    Message::<Fields>::decode(0, bytes).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
