@@ -147,7 +147,8 @@ impl Collector {
         }
         self.journal.append(record)?;
         if record.status != Status::Finished {
-            tracing::warn!(
+            // In operation.log; the console shows it with -v (the summary counts crashes).
+            tracing::info!(
                 target: "taskfarm",
                 "process {} {} on {}/{}: {}",
                 record.id,

@@ -517,13 +517,18 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
 
 /// The last lines of a child's stderr kept in a crash record.
 fn tail_of(text: &str) -> String {
-    const LINES: usize = 20;
-    const BYTES: usize = 4096;
-    let text = text.trim_end();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut kept = lines[lines.len().saturating_sub(LINES)..].join("\n");
-    if kept.len() > BYTES {
-        let mut cut = kept.len() - BYTES;
+    text_tail(text, 20, 4096)
+}
+
+/// The last `lines` lines of `text` (without trailing newlines), at most `bytes` long (cut
+/// at a character boundary, marked with `...`): what crash records keep of a stderr, and
+/// what the `command` kind keeps of a stdout.
+pub fn text_tail(text: &str, lines: usize, bytes: usize) -> String {
+    let text = text.trim_end_matches(['\n', '\r']);
+    let all: Vec<&str> = text.lines().collect();
+    let mut kept = all[all.len().saturating_sub(lines)..].join("\n");
+    if kept.len() > bytes {
+        let mut cut = kept.len() - bytes;
         while !kept.is_char_boundary(cut) {
             cut += 1;
         }

@@ -34,7 +34,7 @@ pub use error::{Error, Result};
 pub use execute::{
     describe_exit, execute_job, format_duration, in_child, kill_running_children, parse_duration, request_stop,
     run_child_if_requested, run_with_deadline, seconds_to_duration, signal_name, stop_now_requested, stop_requested,
-    ChildOutcome, Isolation, RunOptions, CHILD_ARGS, CHILD_ENV,
+    text_tail, ChildOutcome, Isolation, RunOptions, CHILD_ARGS, CHILD_ENV,
 };
 pub use operation::{JobSource, Operation, Resume};
 pub use process::{Job, Process, ProcessContext, ProcessError};

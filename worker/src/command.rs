@@ -273,19 +273,10 @@ fn output_of(stdout: &str, lines: usize) -> Value {
     Value::Map(output)
 }
 
-/// The last `lines` lines of `text` (without a trailing newline), at most `bytes` long.
+/// The last `lines` lines of `text`, at most `bytes` long (the core's, shared with crash
+/// records of subprocesses).
 fn tail(text: &str, lines: usize, bytes: usize) -> String {
-    let text = text.trim_end_matches(['\n', '\r']);
-    let all: Vec<&str> = text.lines().collect();
-    let mut kept = all[all.len().saturating_sub(lines)..].join("\n");
-    if kept.len() > bytes {
-        let mut cut = kept.len() - bytes;
-        while !kept.is_char_boundary(cut) {
-            cut += 1;
-        }
-        kept = format!("...{}", &kept[cut..]);
-    }
-    kept
+    backend_core::text_tail(text, lines, bytes)
 }
 
 #[cfg(test)]
