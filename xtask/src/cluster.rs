@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{mpi, root, target_dir};
+use crate::{mpi, root, target_dir, Tally};
 
 /// The hosts, in hostfile order; tf-node1 runs mpirun and rank 0 (the master).
 const NODES: [&str; 3] = ["tf-node1", "tf-node2", "tf-node3"];
@@ -65,21 +65,21 @@ pub fn cluster_test(args: ClusterArgs) -> Result<()> {
     }
     let scenarios = mpi::scenario_binary()?;
     let cluster = Cluster::up(&scripts, args.keep)?;
-    let mut tally = Tally::default();
-    tally.check(
+    let mut tally = Tally::new("cluster");
+    tally.record(
         "the conformance suite across 3 hosts x 2 slots, against SerialBackend",
         conformance(&cluster, &scenarios),
     );
     for spec in ["pi.toml", "command_sweep.toml"] {
         let name =
             format!("examples/specs/{spec} across 3 hosts x 2 slots: same results.csv as serial, ranks on every host");
-        tally.check(&name, sweep(&cluster, &root().join("examples").join("specs").join(spec)));
+        tally.record(&name, sweep(&cluster, &root().join("examples").join("specs").join(spec)));
     }
-    tally.check("a process crashing on a remote host is a crash record naming that host", remote_crash(&cluster));
+    tally.record("a process crashing on a remote host is a crash record naming that host", remote_crash(&cluster));
     let throughput = throughput(&cluster, args.processes);
     let figures = throughput.as_ref().ok().cloned();
-    tally.check("dispatch throughput across hosts and on one host", throughput.map(|_| ()));
-    tally.check(
+    tally.record("dispatch throughput across hosts and on one host", throughput.map(|_| ()));
+    tally.record(
         "a host unplugged mid-run: non-zero exit, journal intact, --resume on the others finishes",
         link_loss(&cluster),
     );
@@ -93,11 +93,7 @@ pub fn cluster_test(args: ClusterArgs) -> Result<()> {
         );
     }
     drop(cluster);
-    println!("cluster: {} passed, {} failed", tally.passed, tally.failed.len());
-    if !tally.failed.is_empty() {
-        bail!("cluster tests failed: {}", tally.failed.join("; "));
-    }
-    Ok(())
+    tally.finish()
 }
 
 /// Root, `ip`, `unshare`, `setsid` and mpirun are needed; say which is missing.
@@ -660,25 +656,4 @@ fn unix_now() -> f64 {
 
 fn indent(text: &str) -> String {
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("xtask:     | {l}")).collect::<Vec<_>>().join("\n")
-}
-
-#[derive(Debug, Default)]
-struct Tally {
-    passed: usize,
-    failed: Vec<String>,
-}
-
-impl Tally {
-    fn check(&mut self, name: &str, outcome: Result<()>) {
-        match outcome {
-            Ok(()) => {
-                eprintln!("xtask: cluster test passed: {name}");
-                self.passed += 1;
-            }
-            Err(e) => {
-                eprintln!("xtask: cluster test FAILED: {name}: {e:#}");
-                self.failed.push(name.to_owned());
-            }
-        }
-    }
 }

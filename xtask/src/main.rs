@@ -80,6 +80,45 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// Counts the cases of a test suite run by the xtask (MPI cases, cluster cases) and ends it
+/// with the plain closing line `<suite>: N passed, N failed`.
+#[derive(Debug)]
+pub struct Tally {
+    suite: &'static str,
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Tally {
+    /// A tally for the suite called `suite` (`mpi`, `cluster`).
+    pub fn new(suite: &'static str) -> Self {
+        Tally { suite, passed: 0, failed: Vec::new() }
+    }
+
+    /// Records one case and says how it went.
+    pub fn record(&mut self, name: &str, outcome: Result<()>) {
+        match outcome {
+            Ok(()) => {
+                eprintln!("xtask: {} test passed: {name}", self.suite);
+                self.passed += 1;
+            }
+            Err(e) => {
+                eprintln!("xtask: {} test FAILED: {name}: {e:#}", self.suite);
+                self.failed.push(name.to_owned());
+            }
+        }
+    }
+
+    /// Prints the closing line; an error naming the failed cases if there are any.
+    pub fn finish(self) -> Result<()> {
+        println!("{}: {} passed, {} failed", self.suite, self.passed, self.failed.len());
+        if !self.failed.is_empty() {
+            bail!("{} tests failed: {}", self.suite, self.failed.join("; "));
+        }
+        Ok(())
+    }
+}
+
 /// Runs a command, failing with its description when it does not succeed.
 pub fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
     eprintln!("xtask: {what}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, root, run_checked, target_dir};
+use crate::{cargo, root, run_checked, target_dir, Tally};
 
 /// How to get MPI, said whenever mpirun is missing.
 const INSTALL_HINT: &str =
@@ -279,7 +279,7 @@ pub fn test(ci: bool) -> Result<()> {
     let scenarios = scenario_binary()?;
     let scratch = std::env::temp_dir().join(format!("taskfarm-xtask-mpi-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("could not create {}", scratch.display()))?;
-    let mut tally = Tally::default();
+    let mut tally = Tally::new("mpi");
     for ranks in [1, 2, 3, 5] {
         let outcome = run_case(&scratch, ranks, &scenarios, &["conformance"]);
         tally.check(&format!("conformance against serial, {ranks} rank(s)"), outcome, |o| {
@@ -325,11 +325,7 @@ pub fn test(ci: bool) -> Result<()> {
     ranks_against_threads(&scratch, &mut tally);
     worker_rank_killed(&scratch, &mut tally);
     let _ = std::fs::remove_dir_all(&scratch);
-    println!("mpi: {} passed, {} failed", tally.passed, tally.failed.len());
-    if !tally.failed.is_empty() {
-        bail!("MPI tests failed: {}", tally.failed.join("; "));
-    }
-    Ok(())
+    tally.finish()
 }
 
 /// Builds backend-mpi's MPI test program and returns its path.
@@ -459,24 +455,10 @@ fn expect_in(text: &str, needle: &str) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Default)]
-struct Tally {
-    passed: usize,
-    failed: Vec<String>,
-}
-
 impl Tally {
+    /// Records an MPI case: its run, then `verdict` on what it printed.
     fn check(&mut self, name: &str, outcome: Result<Outcome>, verdict: impl FnOnce(&Outcome) -> Result<()>) {
-        match outcome.and_then(|o| verdict(&o)) {
-            Ok(()) => {
-                eprintln!("xtask: mpi test passed: {name}");
-                self.passed += 1;
-            }
-            Err(e) => {
-                eprintln!("xtask: mpi test FAILED: {name}: {e:#}");
-                self.failed.push(name.to_owned());
-            }
-        }
+        self.record(name, outcome.and_then(|o| verdict(&o)));
     }
 }
 
