@@ -225,7 +225,9 @@ pub enum Role {
     Worker {
         /// The worker's number (its MPI rank).
         worker: u32,
-        /// How many processes it ran.
+        /// How many processes it ran. Under MPI with `retries` and two workers or more, the
+        /// master runs each retry on another rank: then this counts attempts, and a process
+        /// that failed here may have finished elsewhere.
         processes: u64,
     },
 }

@@ -165,19 +165,34 @@ pub fn execute_job<P: Process>(job: &Job<P>, dir: &Path, location: &Location, op
             Isolation::Subprocess => run_in_child(job, dir, location, options.timeout, options.process_threads()),
         };
         if record.status == Status::Finished || attempt > options.retries {
-            if !reasons.is_empty() {
-                if let Some(last) = record.reason.take() {
-                    reasons.push(last);
-                }
-                let listed: Vec<String> =
-                    reasons.iter().enumerate().map(|(i, r)| format!("attempt {}: {r}", i + 1)).collect();
-                record.reason = Some(listed.join("; "));
-            }
-            record.attempts = attempt;
+            close_attempts(&mut record, reasons);
             return record;
         }
-        reasons.push(record.reason.unwrap_or_else(|| "no reason given".into()));
+        reasons.push(attempt_reason(record));
     }
+}
+
+/// The reason a failed attempt is remembered by, until the process's last attempt closes
+/// its record ([`close_attempts`]).
+pub fn attempt_reason(failed: ProcessRecord) -> String {
+    failed.reason.unwrap_or_else(|| "no reason given".into())
+}
+
+/// Closes the record of a process's last attempt, given the reasons of the attempts that
+/// failed before it: `attempts` counts them all and, when any failed before, `reason` lists
+/// every attempt's reason (`attempt 1: ...; attempt 2: ...`). [`execute_job`] closes its
+/// records with it, and so does the MPI master, which runs each retry on another rank: a
+/// retried process's row reads the same whichever backend ran it.
+pub fn close_attempts(record: &mut ProcessRecord, mut earlier: Vec<String>) {
+    record.attempts = u32::try_from(earlier.len() + 1).unwrap_or(u32::MAX);
+    if earlier.is_empty() {
+        return;
+    }
+    if let Some(last) = record.reason.take() {
+        earlier.push(last);
+    }
+    let listed: Vec<String> = earlier.iter().enumerate().map(|(i, r)| format!("attempt {}: {r}", i + 1)).collect();
+    record.reason = Some(listed.join("; "));
 }
 
 fn timed_out_reason(timeout: Duration) -> String {

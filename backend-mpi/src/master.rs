@@ -1,14 +1,18 @@
 //! The master (rank 0): pulls jobs lazily from the operation, keeps every worker `prefetch`
 //! units ahead (dynamic self-scheduling, units batched adaptively for tiny processes),
-//! journals results as they arrive, and ends every worker cleanly — or, when it cannot go
+//! journals results as they arrive, runs each retry of a failed process on another rank (with
+//! two workers or more), and ends every worker cleanly — or, when it cannot go
 //! on, abandons them and, if they do not stop in time, aborts the job.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use backend_core::{execute_job, Collector, Dispatch, Job, JobSource, Location, Process, ProcessRecord, RunOptions};
+use backend_core::{
+    attempt_reason, close_attempts, execute_job, Collector, Dispatch, Job, JobSource, Location, Process, ProcessRecord,
+    RunOptions, Status,
+};
 use mpi::topology::{Communicator, Rank};
 
 use crate::env::{Mpi, ProcessRunning, Wire};
@@ -52,7 +56,14 @@ pub(crate) fn run<P: Process>(
     // with one thread keeps one running and `prefetch - 1` waiting.
     let window = prefetch + threads_per_rank.max(1) - 1;
     let mut scheduler = Scheduler::new(mpi.size, window, jobs, len);
-    let start = Message::<P>::Start { dir, options: options.into(), threads_per_rank };
+    // With two workers or more, the master runs each retry on another rank (a crash may be
+    // the node's fault): workers run every job once. With one, the worker retries itself.
+    let mut worker_options = options;
+    if options.retries > 0 && mpi.size > 2 {
+        scheduler.retries = Some(Retries::new(options.retries));
+        worker_options.retries = 0;
+    }
+    let start = Message::<P>::Start { dir, options: worker_options.into(), threads_per_rank };
     let outcome = start.encode().and_then(|start| {
         for worker in 1..mpi.size {
             wire.send(worker, &start);
@@ -126,6 +137,96 @@ struct Scheduler<P: Process> {
     remaining: Option<u64>,
     exhausted: bool,
     in_flight: usize,
+    /// Set when the master hands retries to other ranks.
+    retries: Option<Retries>,
+}
+
+/// The retries the master hands to other ranks: every job in flight, kept encoded until its
+/// last attempt, and the failed ones waiting for a rank that has not run them yet.
+struct Retries {
+    /// Retries each process may have.
+    allowed: u32,
+    /// Each job in flight, by id.
+    in_flight: HashMap<u64, Attempts>,
+    /// Ids of failed jobs waiting to run again, oldest first.
+    waiting: VecDeque<u64>,
+}
+
+/// One job in flight under master-side retries.
+struct Attempts {
+    /// The job, encoded as it was first sent.
+    job: Vec<u8>,
+    /// The reasons of its failed attempts, oldest first.
+    reasons: Vec<String>,
+    /// The ranks it ran on (or runs on), oldest first.
+    tried: Vec<Rank>,
+}
+
+impl Retries {
+    fn new(allowed: u32) -> Self {
+        Retries { allowed, in_flight: HashMap::new(), waiting: VecDeque::new() }
+    }
+
+    /// Keeps `job`, just sent to `worker`, until its last attempt.
+    fn sent<P: Process>(&mut self, job: &Job<P>, worker: Rank) -> Result<(), Error> {
+        let bytes = postcard::to_stdvec(job).map_err(|e| Error::Encode { what: "work", reason: e.to_string() })?;
+        self.in_flight.insert(job.id, Attempts { job: bytes, reasons: Vec::new(), tried: vec![worker] });
+        Ok(())
+    }
+
+    /// Settles the record of an attempt that `from` ran: the process's last attempt, closed
+    /// and ready for the journal, or `None` when the process waits to run again elsewhere.
+    fn settle(&mut self, mut record: ProcessRecord, from: Rank) -> Option<ProcessRecord> {
+        let Some(attempts) = self.in_flight.get_mut(&record.id) else {
+            // Not a job the master kept (cannot happen with a well-behaved worker): take it as it is.
+            return Some(record);
+        };
+        let failed = record.status != Status::Finished;
+        if failed && attempts.reasons.len() < self.allowed as usize && !backend_core::stop_requested() {
+            let reason = attempt_reason(record.clone());
+            tracing::info!(
+                target: "taskfarm",
+                "process {} {} on rank-{from} (attempt {} of {}): {reason}; it runs again on another rank",
+                record.id,
+                record.status.as_str().replace('_', " "),
+                attempts.reasons.len() + 1,
+                self.allowed + 1,
+            );
+            attempts.reasons.push(reason);
+            self.waiting.push_back(record.id);
+            return None;
+        }
+        let Some(attempts) = self.in_flight.remove(&record.id) else { return Some(record) };
+        close_attempts(&mut record, attempts.reasons);
+        Some(record)
+    }
+
+    /// Takes the oldest waiting job that `worker` may run, decoded: one it has not run yet,
+    /// or, when every one of `workers` has run it, any but the last that did.
+    fn take_for<P: Process>(&mut self, worker: Rank, workers: usize) -> Result<Option<Job<P>>, Error> {
+        let position = self
+            .waiting
+            .iter()
+            .position(|id| self.in_flight.get(id).is_some_and(|a| may_retry_on(&a.tried, worker, workers)));
+        let Some(id) = position.and_then(|i| self.waiting.remove(i)) else { return Ok(None) };
+        let Some(attempts) = self.in_flight.get_mut(&id) else { return Ok(None) };
+        attempts.tried.push(worker);
+        postcard::from_bytes(&attempts.job).map(Some).map_err(|e| Error::Decode {
+            from: 0,
+            len: attempts.job.len(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Whether a job that ran on the ranks `tried` may run again on `worker`: if it has not run
+/// there yet, or if it ran on every one of the `workers` and `worker` was not the last.
+fn may_retry_on(tried: &[Rank], worker: Rank, workers: usize) -> bool {
+    if !tried.contains(&worker) {
+        return true;
+    }
+    let distinct: BTreeSet<Rank> = tried.iter().copied().collect();
+    distinct.len() >= workers && tried.last() != Some(&worker)
 }
 
 impl<P: Process> Scheduler<P> {
@@ -148,6 +249,7 @@ impl<P: Process> Scheduler<P> {
             remaining: len,
             exhausted: false,
             in_flight: 0,
+            retries: None,
         }
     }
 
@@ -195,14 +297,32 @@ impl<P: Process> Scheduler<P> {
                             break;
                         }
                     }
-                    for record in &records {
-                        collector.record(record)?;
+                    let mut again = false;
+                    for record in records {
+                        let record = match &mut self.retries {
+                            None => record,
+                            Some(retries) => {
+                                let Some(record) = retries.settle(record, from) else {
+                                    again = true;
+                                    continue;
+                                };
+                                record
+                            }
+                        };
+                        collector.record(&record)?;
+                    }
+                    if again {
+                        self.send_retries(wire)?;
                     }
                 }
                 Message::Log(lines) => backend_core::oplog::append_forwarded(&lines),
                 Message::Failed { reason } => return Err(Error::WorkerFailed { rank: from, reason }),
                 other => return Err(Error::Unexpected { from, what: other.kind() }),
             }
+        }
+        if self.retries.as_ref().is_some_and(|r| !r.waiting.is_empty()) {
+            // A signal came while they waited: `--resume` runs them.
+            self.report_unfinished();
         }
         Ok(Ended::Complete)
     }
@@ -229,6 +349,9 @@ impl<P: Process> Scheduler<P> {
                 shown.join(", ")
             ));
         }
+        if let Some(retries) = self.retries.as_ref().filter(|r| !r.waiting.is_empty()) {
+            report.push_str(&format!("; {} failed processes were waiting to run again", retries.waiting.len()));
+        }
         match self.remaining {
             Some(n) => report.push_str(&format!("; {n} processes were not handed out")),
             None if !self.exhausted => report.push_str("; more processes were not handed out"),
@@ -239,8 +362,44 @@ impl<P: Process> Scheduler<P> {
         tracing::info!(target: "taskfarm", "{report}");
     }
 
-    /// Sends the next unit to `worker`; `false` when there are no more jobs.
+    /// Sends waiting retries to workers with room in their window, least loaded first.
+    fn send_retries(&mut self, wire: &mut Wire<'_>) -> Result<(), Error> {
+        let workers = self.slots.len();
+        let mut order: Vec<Rank> = (1..=workers as Rank).collect();
+        order.sort_by_key(|&w| self.slots[w as usize - 1].in_flight);
+        for worker in order {
+            while self.slot(worker)?.in_flight < self.slot(worker)?.window {
+                if !self.send_retry(wire, worker)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `worker` a waiting retry it may run, alone in its unit; whether there was one.
+    fn send_retry(&mut self, wire: &mut Wire<'_>, worker: Rank) -> Result<bool, Error> {
+        let workers = self.slots.len();
+        let Some(retries) = &mut self.retries else { return Ok(false) };
+        if backend_core::stop_requested() {
+            return Ok(false);
+        }
+        let Some(job) = retries.take_for::<P>(worker, workers)? else { return Ok(false) };
+        let id = job.id;
+        wire.send(worker, &Message::Work(vec![job]).encode()?);
+        let slot = self.slot(worker)?;
+        slot.in_flight += 1;
+        slot.units.push(vec![id]);
+        self.in_flight += 1;
+        Ok(true)
+    }
+
+    /// Sends the next unit to `worker`, a waiting retry first; `false` when there are no
+    /// more jobs.
     fn send_unit(&mut self, wire: &mut Wire<'_>, collector: &mut Collector, worker: Rank) -> Result<bool, Error> {
+        if self.send_retry(wire, worker)? {
+            return Ok(true);
+        }
         if self.exhausted {
             return Ok(false);
         }
@@ -257,6 +416,11 @@ impl<P: Process> Scheduler<P> {
         }
         let count = unit.len() as u64;
         let ids: Vec<u64> = unit.iter().map(|job| job.id).collect();
+        if let Some(retries) = &mut self.retries {
+            for job in &unit {
+                retries.sent(job, worker)?;
+            }
+        }
         let bytes = Message::Work(unit).encode()?;
         collector.board().started(count);
         wire.send(worker, &bytes);
@@ -381,5 +545,82 @@ pub(crate) fn abandon<P: Process>(mpi: &Mpi, wire: &mut Wire<'_>, error: &Error)
                 mpi.world.abort(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backend_core::{Location, Params, ProcessContext, ProcessError, Value};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Noop(u32);
+
+    impl Process for Noop {
+        type Output = ();
+        fn run(&self, _: &ProcessContext<'_>) -> Result<(), ProcessError> {
+            Ok(())
+        }
+    }
+
+    fn record(id: u64, status: Status, reason: Option<&str>) -> ProcessRecord {
+        ProcessRecord {
+            id,
+            run: 0,
+            params: Params::new(),
+            status,
+            output: if status == Status::Finished { Value::Int(1) } else { Value::Null },
+            reason: reason.map(str::to_owned),
+            stderr_tail: None,
+            attempts: 1,
+            started_at: 0.0,
+            duration_s: 0.001,
+            location: Location { host: "h".into(), worker: "rank-1".into() },
+        }
+    }
+
+    #[test]
+    fn a_retry_goes_to_a_rank_that_has_not_run_it_while_there_is_one() {
+        assert!(may_retry_on(&[1], 2, 3));
+        assert!(!may_retry_on(&[1], 1, 3));
+        assert!(!may_retry_on(&[1, 2], 2, 3));
+        assert!(may_retry_on(&[1, 2], 3, 3));
+        // Every worker ran it: any but the last.
+        assert!(may_retry_on(&[1, 2], 1, 2));
+        assert!(!may_retry_on(&[1, 2], 2, 2));
+    }
+
+    #[test]
+    fn failed_attempts_wait_for_another_rank_and_the_last_lists_every_reason() {
+        let mut retries = Retries::new(2);
+        let job = Job { id: 7, run: 0, params: Params::new(), process: Noop(7) };
+        retries.sent(&job, 1).expect("encodes");
+        assert!(retries.settle(record(7, Status::Crashed, Some("boom")), 1).is_none());
+        assert!(retries.take_for::<Noop>(1, 3).expect("decodes").is_none(), "not on the rank that failed");
+        let again = retries.take_for::<Noop>(2, 3).expect("decodes").expect("rank 2 may run it");
+        assert_eq!(again, job);
+        assert!(retries.settle(record(7, Status::TimedOut, Some("timed out after 1s")), 2).is_none());
+        assert!(retries.take_for::<Noop>(2, 3).expect("decodes").is_none());
+        assert!(retries.take_for::<Noop>(1, 3).expect("decodes").is_none());
+        assert!(retries.take_for::<Noop>(3, 3).expect("decodes").is_some());
+        let Some(last) = retries.settle(record(7, Status::Crashed, Some("bang")), 3) else {
+            panic!("the third attempt is the last with retries = 2");
+        };
+        assert_eq!(last.attempts, 3);
+        assert_eq!(last.reason.as_deref(), Some("attempt 1: boom; attempt 2: timed out after 1s; attempt 3: bang"));
+        assert!(retries.in_flight.is_empty(), "nothing kept after the last attempt");
+    }
+
+    #[test]
+    fn a_success_after_a_failure_counts_both_attempts() {
+        let mut retries = Retries::new(1);
+        retries.sent(&Job { id: 3, run: 0, params: Params::new(), process: Noop(3) }, 2).expect("encodes");
+        assert!(retries.settle(record(3, Status::Crashed, Some("once")), 2).is_none());
+        let _ = retries.take_for::<Noop>(1, 2).expect("decodes").expect("rank 1 may run it");
+        let Some(last) = retries.settle(record(3, Status::Finished, None), 1) else {
+            panic!("a finished attempt is the last");
+        };
+        assert_eq!((last.attempts, last.reason.as_deref()), (2, Some("attempt 1: once")));
     }
 }

@@ -179,7 +179,14 @@ fn check_report<P: Process>(
     if size == 1 {
         assert_eq!(workers, BTreeSet::from(["rank-0".to_owned()]), "one rank runs everything itself");
     } else {
-        assert_eq!(served_by_workers, total, "the workers ran every process exactly once between them");
+        let retried_elsewhere = size > 2 && make(reference_base.path()).options().retries > 0;
+        if retried_elsewhere {
+            // Each retry ran on another rank: the workers ran every attempt between them.
+            let attempts: u64 = rows.iter().map(|row| row["attempts"].as_u64().expect("attempts")).sum();
+            assert_eq!(served_by_workers, attempts, "the workers ran every attempt exactly once between them");
+        } else {
+            assert_eq!(served_by_workers, total, "the workers ran every process exactly once between them");
+        }
         assert!(!workers.contains("rank-0"), "the master runs no process when it has workers");
         let expected = (size as usize - 1).min(2);
         assert!(workers.len() >= expected, "processes ran on {workers:?}, expected at least {expected} ranks");
@@ -215,9 +222,10 @@ impl Process for Busy {
             0 => std::thread::sleep(Duration::from_millis(150)),
             1 => panic!("busy {} panics on purpose", self.x),
             2 => {
+                // The marker names the worker of the first attempt.
                 let marker = ctx.result_dir().join(format!("tried-{}", self.x));
                 if !marker.exists() {
-                    std::fs::write(&marker, "once")?;
+                    std::fs::write(&marker, &ctx.location().worker)?;
                     return Err(ProcessError::msg(format!("busy {} fails once", self.x)));
                 }
             }
@@ -238,7 +246,8 @@ fn busy_operation(base: &Path) -> Operation<Busy> {
         .with_threads(2)
 }
 
-/// Processes of 2 threads with crashes, timeouts and retries: the same rows as serial.
+/// Processes of 2 threads with crashes, timeouts and retries: the same rows as serial; with
+/// two workers or more, each retry ran on another rank than the failed attempt.
 fn hybrid(options: MpiOptions) -> ExitCode {
     let mut backend = match MpiBackend::<Busy>::new(options) {
         Ok(backend) => backend,
@@ -253,6 +262,21 @@ fn hybrid(options: MpiOptions) -> ExitCode {
         assert_eq!((status("timed_out"), status("crashed")), (4, 4), "4 time out, 4 panic: {rows:?}");
         let finished: Vec<_> = rows.iter().filter(|r| r["status"] == "finished").collect();
         assert!(finished.iter().all(|r| r["threads"] == 2 && r["pool"] == 2), "2 threads each: {finished:?}");
+        let rank_of = |worker: &str| worker.split('/').next().unwrap_or_default().to_owned();
+        let mut moved = 0;
+        for row in rows.iter().filter(|r| r["x"].as_i64().is_some_and(|x| x % 6 == 2)) {
+            let marker = summary.dir.join(format!("tried-{}", row["x"]));
+            let first = std::fs::read_to_string(&marker).expect("the first attempt left its marker");
+            let last = row["worker"].as_str().expect("a worker column");
+            assert_eq!(row["attempts"], 2, "failed once, then finished: {row:?}");
+            if SimpleCommunicator::world().size() > 2 {
+                assert_ne!(rank_of(&first), rank_of(last), "the retry of {row:?} ran on the rank that failed");
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            println!("{moved} retries ran on another rank than their failed attempt");
+        }
     });
     ExitCode::SUCCESS
 }

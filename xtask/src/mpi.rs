@@ -296,11 +296,17 @@ pub fn test(ci: bool) -> Result<()> {
     }
     for (ranks, threads) in [(2, "4"), (3, "2")] {
         let outcome = run_case(&scratch, ranks, &scenarios, &["hybrid", threads]);
-        let name =
-            format!("2-thread processes, crash, timeout, retry: same as serial, {ranks} ranks × {threads} threads");
+        let name = format!(
+            "2-thread processes, crash, timeout, retry: same as serial, {ranks} ranks × {threads} threads{}",
+            if ranks > 2 { ", each retry on another rank" } else { "" }
+        );
         tally.check(&name, outcome, |o| {
             expect_success(o)?;
-            expect_in(&o.stdout, "same as serial")
+            expect_in(&o.stdout, "same as serial")?;
+            if ranks > 2 {
+                expect_in(&o.stdout, "retries ran on another rank")?;
+            }
+            Ok(())
         });
     }
     let outcome = run_case(&scratch, 2, &scenarios, &["too-many-threads", "2"]);
