@@ -2,7 +2,7 @@
 //! `operation.toml`, and consolidating the journal into `results.csv`, `results.jsonl`
 //! and `crashed.jsonl`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -108,36 +108,25 @@ pub struct Consolidated {
 /// Each file is written beside and renamed into place, so an interruption never leaves a
 /// half-written file where a complete one was.
 pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
-    // Memory stays flat in the number of processes: the journal is indexed (id, offset),
-    // and records are read back one at a time, in id order, for each pass.
-    let journal = dir.join(files::JOURNAL);
-    let mut index: Vec<(u64, u64)> = Vec::new();
-    let torn_tail = read_journal_indexed(&journal, |offset, record| index.push((record.id, offset)))?;
-    // A stable sort keeps the journal's order among records of one id: the last one counts.
-    index.sort_by_key(|&(id, _)| id);
-    let latest: Vec<u64> = index
-        .iter()
-        .enumerate()
-        .filter(|&(i, &(id, _))| !matches!(index.get(i + 1), Some(&(next, _)) if next == id))
-        .map(|(_, &(_, offset))| offset)
-        .collect();
-    drop(index);
-    let file = fs::File::open(&journal).map_err(|e| Error::io("open the journal", &journal, e))?;
-    let mut payload = Vec::new();
-
-    // First pass: the columns, and what the timeline draws.
-    let mut params: IndexSet<String> = IndexSet::new();
-    let mut outputs: IndexSet<String> = IndexSet::new();
-    let mut timeline = crate::timeline::Timeline::default();
-    let mut finished = 0u64;
-    for &offset in &latest {
-        let record = read_record_at(&file, &journal, offset, &mut payload)?;
-        let row = row(&record);
-        params.extend(record.params.keys().cloned());
-        outputs.extend(row.into_iter().skip(LEADING.len() + record.params.len() + TRAILING.len()).map(|(k, _)| k));
-        timeline.add(&record);
-        finished += u64::from(record.status == Status::Finished);
-    }
+    // Two passes over the latest record of each id, in id order: the columns and the
+    // timeline's span, then the files. Records are read back one at a time, in id order,
+    // streamed when the journal is nearly in id order (see `Order`).
+    let journal = Journal::open(dir)?;
+    let mut order = Order::Streamed { window: REORDER_WINDOW };
+    let (first, torn_tail) = loop {
+        let mut first = FirstPass::default();
+        match journal.visit_latest(&order, |record| {
+            first.add(&record);
+            Ok(())
+        })? {
+            Visit::Done { torn_tail } => break (first, torn_tail),
+            Visit::OutOfOrder => {
+                let (latest, torn_tail) = journal.latest_offsets()?;
+                order = Order::Indexed { latest, torn_tail };
+            }
+        }
+    };
+    let FirstPass { params, mut outputs, mut timeline, recorded, finished } = first;
     outputs.shift_remove("reason");
     let mut columns: Vec<String> = LEADING.iter().map(|s| s.to_string()).collect();
     columns.extend(params);
@@ -157,8 +146,8 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
         csv.write_record(&columns).map_err(csv_error)?;
         // For each column, the index of its cell in the row (the last one of a name counts).
         let mut cells: Vec<Option<usize>> = Vec::with_capacity(columns.len());
-        for &offset in &latest {
-            let record = read_record_at(&file, &journal, offset, &mut payload)?;
+        let second = journal.visit_latest(&order, |record| {
+            timeline.count(&record);
             let row = row(&record);
             cells.clear();
             cells.resize(columns.len(), None);
@@ -175,6 +164,10 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
             if record.status != Status::Finished {
                 crashed_out.json_line(&crash_record(&record))?;
             }
+            Ok(())
+        })?;
+        if !matches!(second, Visit::Done { .. }) {
+            return Err(Error::Internal(format!("the journal in {} changed while it was read", dir.display())));
         }
         csv.flush().map_err(|e| Error::io("write", &csv_out.tmp, e))?;
     }
@@ -186,8 +179,143 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     timeline.write(&tmp)?;
     fs::rename(&tmp, dir.join(files::TIMELINE_SVG)).map_err(|e| Error::io("move into place", &tmp, e))?;
 
-    let recorded = latest.len() as u64;
     Ok(Consolidated { recorded, finished, crashed: recorded - finished, torn_tail })
+}
+
+/// What the first pass of consolidation gathers: the columns, the timeline's first pass and
+/// the counts.
+#[derive(Default)]
+struct FirstPass {
+    params: IndexSet<String>,
+    outputs: IndexSet<String>,
+    timeline: crate::timeline::Timeline,
+    recorded: u64,
+    finished: u64,
+}
+
+impl FirstPass {
+    fn add(&mut self, record: &ProcessRecord) {
+        let row = row(record);
+        self.params.extend(record.params.keys().cloned());
+        let outputs = row.into_iter().skip(LEADING.len() + record.params.len() + TRAILING.len());
+        self.outputs.extend(outputs.map(|(k, _)| k));
+        self.timeline.add(record);
+        self.recorded += 1;
+        self.finished += u64::from(record.status == Status::Finished);
+    }
+}
+
+/// How many records consolidation holds back while it streams a journal in id order: a
+/// journal whose records are never further than this from their place in id order (what
+/// every backend writes, since jobs are handed out in id order) is consolidated with memory
+/// that does not grow with the number of processes.
+const REORDER_WINDOW: usize = 1 << 16;
+
+/// How consolidation visits the latest record of each id in id order.
+enum Order {
+    /// Reading the journal front to back, holding back up to `window` offsets in a sorted
+    /// buffer: a record further out of order (e.g. from a resumed run) is noticed.
+    Streamed {
+        /// [`REORDER_WINDOW`] (smaller in tests).
+        window: usize,
+    },
+    /// By an index of every id's latest offset, sorted by id (8 bytes a process): for
+    /// journals that are not nearly in id order.
+    Indexed {
+        /// The offsets.
+        latest: Vec<u64>,
+        /// What reading the whole journal for the index found at its tail.
+        torn_tail: Option<TornTail>,
+    },
+}
+
+/// How a visit ended.
+enum Visit {
+    /// Every id's latest record was visited, in id order.
+    Done { torn_tail: Option<TornTail> },
+    /// The journal is not nearly in id order: visit it [`Order::Indexed`] instead.
+    OutOfOrder,
+}
+
+/// A result directory's journal, open for consolidation.
+struct Journal {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl Journal {
+    fn open(dir: &Path) -> Result<Journal> {
+        let path = dir.join(files::JOURNAL);
+        let file = fs::File::open(&path).map_err(|e| Error::io("open the journal", &path, e))?;
+        Ok(Journal { path, file })
+    }
+
+    /// Calls `each` with the latest record of every id, in id order.
+    fn visit_latest(&self, order: &Order, mut each: impl FnMut(ProcessRecord) -> Result<()>) -> Result<Visit> {
+        let mut payload = Vec::new();
+        match order {
+            Order::Indexed { latest, torn_tail } => {
+                for &offset in latest {
+                    each(read_record_at(&self.file, &self.path, offset, &mut payload)?)?;
+                }
+                Ok(Visit::Done { torn_tail: torn_tail.clone() })
+            }
+            &Order::Streamed { window } => {
+                // Later records of an id replace earlier ones while both are held back.
+                let mut held: BTreeMap<u64, u64> = BTreeMap::new();
+                let mut last_visited: Option<u64> = None;
+                let mut out_of_order = false;
+                let mut failure = None;
+                let mut visit = |offset: u64, payload: &mut Vec<u8>| {
+                    read_record_at(&self.file, &self.path, offset, payload).and_then(&mut each)
+                };
+                let torn_tail = read_journal_indexed(&self.path, |offset, record| {
+                    if out_of_order || failure.is_some() {
+                        return;
+                    }
+                    if last_visited.is_some_and(|last| record.id <= last) {
+                        out_of_order = true;
+                        return;
+                    }
+                    held.insert(record.id, offset);
+                    if held.len() > window {
+                        if let Some((id, offset)) = held.pop_first() {
+                            last_visited = Some(id);
+                            if let Err(error) = visit(offset, &mut payload) {
+                                failure = Some(error);
+                            }
+                        }
+                    }
+                })?;
+                if let Some(error) = failure {
+                    return Err(error);
+                }
+                if out_of_order {
+                    return Ok(Visit::OutOfOrder);
+                }
+                for (_, offset) in held {
+                    visit(offset, &mut payload)?;
+                }
+                Ok(Visit::Done { torn_tail })
+            }
+        }
+    }
+
+    /// The offset of every id's latest record, in id order (the journal read once), and
+    /// what the read found at its tail.
+    fn latest_offsets(&self) -> Result<(Vec<u64>, Option<TornTail>)> {
+        let mut index: Vec<(u64, u64)> = Vec::new();
+        let torn_tail = read_journal_indexed(&self.path, |offset, record| index.push((record.id, offset)))?;
+        // A stable sort keeps the journal's order among records of one id: the last one counts.
+        index.sort_by_key(|&(id, _)| id);
+        let latest = index
+            .iter()
+            .enumerate()
+            .filter(|&(i, &(id, _))| !matches!(index.get(i + 1), Some(&(next, _)) if next == id))
+            .map(|(_, &(_, offset))| offset)
+            .collect();
+        Ok((latest, torn_tail))
+    }
 }
 
 /// A consolidated file being written beside its place (`.<name>.tmp`), renamed into place
@@ -267,4 +395,102 @@ pub fn read_results_jsonl(dir: &Path) -> Result<Vec<serde_json::Map<String, serd
     text.lines()
         .map(|line| serde_json::from_str(line).map_err(|e| Error::io("parse", &path, std::io::Error::other(e))))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::JournalWriter;
+    use crate::Location;
+    use proptest::prelude::*;
+
+    fn record(id: u64, attempt: u32) -> ProcessRecord {
+        ProcessRecord {
+            id,
+            run: 0,
+            params: Params::new(),
+            status: Status::Finished,
+            output: Value::Int(i64::from(attempt)),
+            reason: None,
+            stderr_tail: None,
+            attempts: 1,
+            started_at: 0.0,
+            duration_s: 0.0,
+            location: Location::here("test"),
+        }
+    }
+
+    /// The (id, output) of each record `order` visits, or `None` when it found the journal
+    /// out of order.
+    fn visited(journal: &Journal, order: &Order) -> Option<Vec<(u64, Value)>> {
+        let mut seen = Vec::new();
+        let visit = journal
+            .visit_latest(order, |r| {
+                seen.push((r.id, r.output));
+                Ok(())
+            })
+            .expect("the journal reads");
+        matches!(visit, Visit::Done { .. }).then_some(seen)
+    }
+
+    proptest! {
+        /// Whatever the journal's order and duplicates, streaming with any window visits what
+        /// the index visits (each id's last record, in id order), or says it cannot.
+        #[test]
+        fn streaming_visits_what_the_index_visits(
+            ids in proptest::collection::vec(0u64..40, 0..80),
+            window in 0usize..12,
+        ) {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let mut writer = JournalWriter::create(&dir.path().join(files::JOURNAL)).expect("a journal");
+            for (n, &id) in ids.iter().enumerate() {
+                writer.append(&record(id, n as u32)).expect("appends");
+            }
+            writer.sync().expect("syncs");
+            let journal = Journal::open(dir.path()).expect("opens");
+            let (latest, torn_tail) = journal.latest_offsets().expect("indexes");
+            prop_assert!(torn_tail.is_none());
+            let indexed = visited(&journal, &Order::Indexed { latest, torn_tail }).expect("the index visits all");
+            let mut expected: BTreeMap<u64, Value> = BTreeMap::new();
+            for (n, &id) in ids.iter().enumerate() {
+                expected.insert(id, Value::Int(n as i64));
+            }
+            prop_assert_eq!(&indexed, &expected.into_iter().collect::<Vec<_>>());
+            match visited(&journal, &Order::Streamed { window }) {
+                Some(streamed) => prop_assert_eq!(streamed, indexed),
+                // Only a journal with a record further out of place than the window may say so.
+                None => prop_assert!(
+                    ids.iter().enumerate().any(|(i, &id)| ids[..i].iter().filter(|&&e| e >= id).count() > window),
+                    "{:?} is within a window of {}", ids, window
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn nearly_sorted_journals_stream_and_shuffled_ones_fall_back_to_the_index() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut writer = JournalWriter::create(&dir.path().join(files::JOURNAL)).expect("a journal");
+        // In flight four at a time, finishing in reverse: at most 3 places out of order.
+        for chunk in (0..100u64).collect::<Vec<_>>().chunks(4) {
+            for &id in chunk.iter().rev() {
+                writer.append(&record(id, 0)).expect("appends");
+            }
+        }
+        // A resumed run re-ran process 7.
+        writer.append(&record(7, 1)).expect("appends");
+        writer.sync().expect("syncs");
+        let journal = Journal::open(dir.path()).expect("opens");
+        let all = |seen: Vec<(u64, Value)>| seen.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(visited(&journal, &Order::Streamed { window: 3 }), None, "7 came back after 99");
+        let streamed = visited(&journal, &Order::Streamed { window: 100 }).expect("within the window");
+        assert_eq!(all(streamed.clone()), (0..100).collect::<Vec<_>>());
+        assert_eq!(streamed[7].1, Value::Int(1), "the later record of 7 counts");
+        let consolidated = consolidate_dir(dir.path()).expect("consolidates");
+        assert_eq!((consolidated.recorded, consolidated.finished), (100, 100));
+        let rows = read_results_jsonl(dir.path()).expect("results.jsonl");
+        let ids: Vec<u64> = rows.iter().map(|r| r["id"].as_u64().expect("an id")).collect();
+        assert_eq!(ids, (0..100).collect::<Vec<_>>());
+        assert_eq!(rows[7]["output"], 1, "the later record of 7 counts: {:?}", rows[7]);
+    }
 }

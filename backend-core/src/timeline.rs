@@ -1,6 +1,7 @@
 //! `timeline.svg`: which worker ran which process when (one lane per worker, one bar per
 //! process, coloured by status) and a histogram of process durations. Written at
-//! consolidation from the journal's records.
+//! consolidation from the journal's records, in two passes (see [`Timeline`]), so its memory
+//! does not grow with the number of processes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,10 +21,14 @@ pub const CRASHED_COLOUR: RGBColor = RGBColor(205, 38, 38);
 /// The fill of a timed-out process's bar.
 pub const TIMED_OUT_COLOUR: RGBColor = RGBColor(230, 145, 20);
 
+/// Bars of the histogram of durations, from 0 to the longest.
+const BINS: usize = 30;
+
 /// Draws `timeline.svg` for `records` into `path`.
 pub fn write_timeline(path: &Path, records: &[ProcessRecord]) -> Result<()> {
     let mut timeline = Timeline::default();
     records.iter().for_each(|r| timeline.add(r));
+    records.iter().for_each(|r| timeline.count(r));
     timeline.write(path)
 }
 
@@ -36,29 +41,31 @@ struct Bar {
     status: Status,
 }
 
-/// What the picture needs of a run, gathered one record at a time: the lanes, a bar per
-/// process (while there are at most [`MAX_BARS`]) and every duration for the histogram —
-/// about 30 bytes a process, so a million processes are drawn without holding their
-/// records.
+/// What the picture needs of a run, gathered one record at a time in two passes over the
+/// records: [`add`](Self::add) each (the lanes, the time span, the longest duration and a bar
+/// per process while there are at most [`MAX_BARS`]), then [`count`](Self::count) each (the
+/// histogram's bins, which need the longest duration). Its size is bounded whatever the
+/// number of processes, so a million are drawn without holding their records.
 #[derive(Debug, Default)]
 pub struct Timeline {
     lanes: BTreeMap<(String, String), u32>,
     bars: Vec<Bar>,
     too_many_bars: bool,
-    durations: Vec<f32>,
+    longest: f64,
+    counts: Vec<u32>,
     first_start: Option<f64>,
     last_end: Option<f64>,
 }
 
 impl Timeline {
-    /// Adds one process's record.
+    /// First pass: adds one process's record.
     pub fn add(&mut self, r: &ProcessRecord) {
         let next = self.lanes.len() as u32;
         let lane = match self.lanes.get(&(r.location.host.clone(), r.location.worker.clone())) {
             Some(&lane) => lane,
             None => *self.lanes.entry((r.location.host.clone(), r.location.worker.clone())).or_insert(next),
         };
-        self.durations.push(r.duration_s as f32);
+        self.longest = self.longest.max(r.duration_s);
         self.first_start = Some(self.first_start.map_or(r.started_at, |t| t.min(r.started_at)));
         let end = r.started_at + r.duration_s;
         self.last_end = Some(self.last_end.map_or(end, |t| t.max(end)));
@@ -71,6 +78,16 @@ impl Timeline {
             return;
         }
         self.bars.push(Bar { lane, start: r.started_at, duration: r.duration_s as f32, status: r.status });
+    }
+
+    /// Second pass, after every record was added: counts one process's duration in the
+    /// histogram.
+    pub fn count(&mut self, r: &ProcessRecord) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BINS];
+        }
+        let bin = (r.duration_s / self.longest.max(1e-9) * BINS as f64) as usize;
+        self.counts[bin.min(BINS - 1)] += 1;
     }
 
     /// Draws `timeline.svg` into `path`.
@@ -137,14 +154,10 @@ fn draw(path: &Path, timeline: Timeline) -> std::result::Result<(), Box<dyn std:
         Rectangle::new([(start, lane - 0.35), (end, lane + 0.35)], colour.filled())
     }))?;
 
-    // Histogram of durations, 30 bins from 0 to the longest.
-    let bins = 30usize;
-    let longest = timeline.durations.iter().map(|&d| f64::from(d)).fold(0.0f64, f64::max).max(1e-9);
-    let mut counts = vec![0u32; bins];
-    for &d in &timeline.durations {
-        let bin = ((f64::from(d) / longest) * bins as f64) as usize;
-        counts[bin.min(bins - 1)] += 1;
-    }
+    // Histogram of durations, BINS bins from 0 to the longest.
+    let bins = BINS;
+    let longest = timeline.longest.max(1e-9);
+    let counts = timeline.counts;
     let highest = counts.iter().copied().max().unwrap_or(1).max(1);
     let mut hist = ChartBuilder::on(&bottom)
         .caption("Process durations", ("sans-serif", 18))
