@@ -1,10 +1,11 @@
 //! The local backend: runs an operation's processes on a rayon pool of `pool_size` threads
 //! (default: every core of this machine).
 //!
-//! This crate is for one machine. The processes are pulled lazily from the operation's
-//! source and handed to a [`ThreadExecutor`] (a rayon pool whose threads take jobs from a
-//! channel, also used by MPI worker ranks with several threads); each result flows over a `crossbeam-channel` to the one
-//! collector thread, which journals it and drives the progress display. It is not for
+//! This crate is for one machine. The threads of a [`ThreadExecutor`] (a rayon pool, also
+//! used by MPI worker ranks with several threads, which feed it over a channel) pull the
+//! processes lazily from the operation's source; each result flows over a
+//! `crossbeam-channel` to the one collector thread, which journals it and drives the
+//! progress display, waking once per few records rather than once per record. It is not for
 //! several machines (that is `backend-mpi`) and it adds nothing to the model: staging,
 //! journaling and consolidation are `backend-core`'s [`Lifecycle`], shared by all backends.
 
@@ -14,8 +15,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use backend_core::{
-    execute_job, Backend, Collector, Dispatch, Error, Job, Lifecycle, Location, Operation, Process, ProcessContext,
-    ProcessError, ProcessRecord, Result, RunOptions, StatusCounts, Summary,
+    execute_job, Backend, Collector, Dispatch, Error, Job, JobSource, Lifecycle, Location, Operation, Process,
+    ProcessContext, ProcessError, ProcessRecord, Result, RunOptions, StatusCounts, Summary,
 };
 use crossbeam_channel::{Receiver, Sender};
 
@@ -82,45 +83,48 @@ impl<P: Process> Backend<P> for LocalBackend<P> {
 }
 
 /// Runs every job of `dispatch` on a pool of `pool_size` threads; the calling thread is
-/// the collector. A [`ThreadExecutor`] does the running, fed from a thread that pulls the
-/// lazy source (so memory stays flat).
+/// the collector. A [`ThreadExecutor`] does the running, its threads pulling jobs from the
+/// lazy source one at a time (so memory stays flat, and after a signal the source simply
+/// ends: no queued job starts).
 pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collector: &mut Collector) -> Result<()> {
     let board = collector.board().clone();
     let Dispatch { jobs, dir, options, .. } = dispatch;
-    let mut executor = ThreadExecutor::start(
-        ExecutorConfig { threads: pool_size, queue: Some(pool_size * 4), name: "taskfarm-local" },
+    let config = ExecutorConfig { threads: pool_size, queue: None, name: "taskfarm-local" };
+    let executor = ThreadExecutor::pulling(
+        config,
+        jobs,
         dir,
         options,
         |i| Location::here(format!("thread-{i}")),
         move || board.started(1),
     )?;
-    let stop = AtomicBool::new(false);
-    let submitter = executor.submitter();
-    executor.close();
-    std::thread::scope(|scope| {
-        let stop = &stop;
-        scope.spawn(move || {
-            for job in jobs {
-                if stop.load(Ordering::Relaxed) || submitter.submit(job).is_err() {
-                    break;
-                }
-            }
-            // Dropping the submitter closes the queue: the threads end when it is empty.
-        });
-        let mut outcome = Ok(());
-        for record in executor.records().iter() {
+    let records = executor.records();
+    let mut outcome = Ok(());
+    while let Ok(first) = records.recv() {
+        let mut taken = 0usize;
+        for record in std::iter::once(first).chain(records.try_iter()) {
+            taken += 1;
             if outcome.is_ok() {
                 outcome = collector.record(&record);
                 if outcome.is_err() {
                     // Stop handing out jobs; keep draining so no thread blocks on a full channel.
-                    stop.store(true, Ordering::Relaxed);
                     executor.cancel_pending();
                 }
             }
         }
-        outcome
-    })
+        if taken > 1 {
+            // Records are flowing: let them gather rather than wake up for each one (on a
+            // machine whose every core runs a process, each wake-up takes one's time).
+            std::thread::sleep(COLLECT_PAUSE);
+        }
+    }
+    outcome?;
+    executor.failure().map_or(Ok(()), Err)
 }
+
+/// How long the local collector pauses while records flow in, so that it wakes up once per
+/// few records instead of once per record (at most this much later into the journal).
+const COLLECT_PAUSE: Duration = Duration::from_micros(500);
 
 /// How a [`ThreadExecutor`] is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +153,7 @@ pub struct ExecutorConfig {
 /// every job is done.
 pub struct ThreadExecutor<P: Process> {
     jobs: Option<Sender<Job<P>>>,
-    pending: Receiver<Job<P>>,
+    feed: Arc<Feed<P>>,
     records: Receiver<ProcessRecord>,
     threads: usize,
     _pool: rayon::ThreadPool,
@@ -173,13 +177,87 @@ impl<P> Submitter<P> {
     }
 }
 
+/// Where an executor's threads take their jobs from.
+enum Feed<P> {
+    /// Jobs submitted over a channel (an MPI worker hands over the units it receives).
+    Submitted(Receiver<Job<P>>),
+    /// The operation's lazy source itself, behind a mutex (as rayon's `par_bridge` does):
+    /// no feeder thread, and no wake-up per job.
+    Pulled {
+        /// The source.
+        jobs: Mutex<JobSource<P>>,
+        /// Set by `cancel_pending`: take no more jobs.
+        cancelled: AtomicBool,
+        /// Why the source could not make a job (it panicked), if it could not.
+        failure: Mutex<Option<String>>,
+    },
+}
+
+impl<P> Feed<P> {
+    /// The next job to run; `None` when there are no more.
+    fn next(&self) -> Option<Job<P>> {
+        match self {
+            Feed::Submitted(queue) => queue.recv().ok(),
+            Feed::Pulled { jobs, cancelled, failure } => {
+                if cancelled.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let mut jobs = jobs.lock().unwrap_or_else(PoisonError::into_inner);
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| jobs.next())) {
+                    Ok(job) => job,
+                    Err(payload) => {
+                        cancelled.store(true, Ordering::Relaxed);
+                        let reason = backend_core::panic_message(payload.as_ref());
+                        *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl<P: Process> ThreadExecutor<P> {
-    /// Starts `config.threads` threads that run jobs with `options` in result directory
-    /// `dir`; thread `i` records `location(i)` as where its processes ran, and calls
-    /// `on_start()` before each job, keeping what it returns (a guard) until the job is done.
-    /// A process asking for more threads than the executor has is refused with a sentence.
+    /// Starts `config.threads` threads that run the jobs submitted to it with `options` in
+    /// result directory `dir`; thread `i` records `location(i)` as where its processes ran,
+    /// and calls `on_start()` before each job, keeping what it returns (a guard) until the
+    /// job is done. A process asking for more threads than the executor has is refused with
+    /// a sentence.
     pub fn start<G: 'static>(
         config: ExecutorConfig,
+        dir: PathBuf,
+        options: RunOptions,
+        location: impl Fn(usize) -> Location,
+        on_start: impl Fn() -> G + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let (jobs, pending) = match config.queue {
+            Some(n) => crossbeam_channel::bounded(n.max(1)),
+            None => crossbeam_channel::unbounded(),
+        };
+        Self::with_feed(config, Some(jobs), Feed::Submitted(pending), dir, options, location, on_start)
+    }
+
+    /// Like [`start`](Self::start), with threads that take their jobs from `jobs` itself, one
+    /// at a time, until it ends (no submitter; `config.queue` is not used). The records
+    /// channel ends when the source is exhausted and every job is done. A source that panics
+    /// ends the run: [`failure`](Self::failure) says why.
+    pub fn pulling<G: 'static>(
+        config: ExecutorConfig,
+        jobs: JobSource<P>,
+        dir: PathBuf,
+        options: RunOptions,
+        location: impl Fn(usize) -> Location,
+        on_start: impl Fn() -> G + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let feed =
+            Feed::Pulled { jobs: Mutex::new(jobs), cancelled: AtomicBool::new(false), failure: Mutex::new(None) };
+        Self::with_feed(config, None, feed, dir, options, location, on_start)
+    }
+
+    fn with_feed<G: 'static>(
+        config: ExecutorConfig,
+        jobs: Option<Sender<Job<P>>>,
+        feed: Feed<P>,
         dir: PathBuf,
         options: RunOptions,
         location: impl Fn(usize) -> Location,
@@ -195,18 +273,16 @@ impl<P: Process> ThreadExecutor<P> {
             .thread_name(move |i| format!("{}-{i}", config.name))
             .build()
             .map_err(|e| Error::Internal(format!("the thread pool could not start: {e}")))?;
-        let (jobs, pending) = match config.queue {
-            Some(n) => crossbeam_channel::bounded(n.max(1)),
-            None => crossbeam_channel::unbounded(),
-        };
-        let (results, records) = crossbeam_channel::bounded(threads * 256);
+        // Room for the records of a few milliseconds of tiny processes (see `COLLECT_PAUSE`).
+        let (results, records) = crossbeam_channel::bounded(threads * 4096);
         let locations: Vec<Location> = (0..threads).map(location).collect();
         let per_process = options.process_threads();
         let slots = (per_process > 1).then(|| Slots::new(threads));
-        let queue = pending.clone();
+        let feed = Arc::new(feed);
+        let queue = Arc::clone(&feed);
         pool.spawn_broadcast(move |ctx| {
             let here = &locations[ctx.index() % locations.len()];
-            while let Ok(job) = queue.recv() {
+            while let Some(job) = queue.next() {
                 let _slots = slots.as_ref().map(|s| s.acquire(per_process));
                 let record = {
                     let _guard = on_start();
@@ -218,7 +294,7 @@ impl<P: Process> ThreadExecutor<P> {
                 }
             }
         });
-        Ok(ThreadExecutor { jobs: Some(jobs), pending, records, threads, _pool: pool })
+        Ok(ThreadExecutor { jobs, feed, records, threads, _pool: pool })
     }
 
     /// How many threads (slots) the executor has.
@@ -250,9 +326,24 @@ impl<P: Process> ThreadExecutor<P> {
     }
 
     /// Drops every job still waiting in the queue (the running ones finish); returns how
-    /// many were dropped.
+    /// many were dropped. An executor [`pulling`](Self::pulling) from a source takes no more
+    /// jobs from it (and returns 0).
     pub fn cancel_pending(&self) -> usize {
-        self.pending.try_iter().count()
+        match &*self.feed {
+            Feed::Submitted(pending) => pending.try_iter().count(),
+            Feed::Pulled { cancelled, .. } => {
+                cancelled.store(true, Ordering::Relaxed);
+                0
+            }
+        }
+    }
+
+    /// Why the source of an executor [`pulling`](Self::pulling) jobs could not make one, as
+    /// an error (the source panicked while making a process).
+    pub fn failure(&self) -> Option<Error> {
+        let Feed::Pulled { failure, .. } = &*self.feed else { return None };
+        let reason = failure.lock().unwrap_or_else(PoisonError::into_inner).clone()?;
+        Some(Error::Internal(format!("making the operation's next process panicked: {reason}")))
     }
 
     /// The records of finished jobs, in the order they finish.
@@ -378,6 +469,19 @@ mod tests {
             ThreadExecutor::<Wide>::start(config, dir.path().to_owned(), too_wide, |_| Location::here("t"), || ())
                 .unwrap_err();
         assert!(err.to_string().contains("asks for 5 threads") && err.to_string().contains("has 4"), "{err}");
+    }
+
+    #[test]
+    fn a_source_that_panics_ends_the_run_with_an_error() {
+        let base = tempfile::tempdir().unwrap();
+        let processes = (0..10u32).map(|i| {
+            assert!(i < 5, "process {i} cannot be made, on purpose");
+            backend_core::testing::Probe { x: 2, scale: 1.0, run: 0 }
+        });
+        let operation = Operation::from_processes("broken_source", processes).unwrap().with_results_base(base.path());
+        let mut backend = LocalBackend::new(Some(2)).unwrap();
+        let err = backend.run(operation).unwrap_err().to_string();
+        assert!(err.contains("making the operation's next process panicked") && err.contains("on purpose"), "{err}");
     }
 
     #[test]
