@@ -112,7 +112,7 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     // timeline's span, then the files. Records are read back one at a time, in id order,
     // streamed when the journal is nearly in id order (see `Order`).
     let journal = Journal::open(dir)?;
-    let mut order = Order::Streamed { window: REORDER_WINDOW };
+    let mut order = Order::Streamed { window: REORDER_WINDOW, decoded_limit: HELD_RECORDS };
     let (first, torn_tail) = loop {
         let mut first = FirstPass::default();
         match journal.visit_latest(&order, |record| {
@@ -211,6 +211,18 @@ impl FirstPass {
 /// that does not grow with the number of processes.
 const REORDER_WINDOW: usize = 1 << 16;
 
+/// How many records consolidation holds decoded while it streams a journal; records held
+/// beyond these wait as offsets and are read again when their turn comes.
+const HELD_RECORDS: usize = 4096;
+
+/// A record waiting for its turn while consolidation streams a journal.
+enum Held {
+    /// Decoded.
+    Record(Box<ProcessRecord>),
+    /// Where it is in the journal.
+    Offset(u64),
+}
+
 /// How consolidation visits the latest record of each id in id order.
 enum Order {
     /// Reading the journal front to back, holding back up to `window` offsets in a sorted
@@ -218,6 +230,8 @@ enum Order {
     Streamed {
         /// [`REORDER_WINDOW`] (smaller in tests).
         window: usize,
+        /// [`HELD_RECORDS`] (smaller in tests).
+        decoded_limit: usize,
     },
     /// By an index of every id's latest offset, sorted by id (8 bytes a process): for
     /// journals that are not nearly in id order.
@@ -260,30 +274,54 @@ impl Journal {
                 }
                 Ok(Visit::Done { torn_tail: torn_tail.clone() })
             }
-            &Order::Streamed { window } => {
-                // Later records of an id replace earlier ones while both are held back.
-                let mut held: BTreeMap<u64, u64> = BTreeMap::new();
-                let mut last_visited: Option<u64> = None;
+            &Order::Streamed { window, decoded_limit } => {
+                // Records wait here until every smaller id was visited; a later record of an
+                // id replaces an earlier one while both wait. The first `HELD_RECORDS` wait
+                // decoded, the others as offsets to read again.
+                let mut held: BTreeMap<u64, Held> = BTreeMap::new();
+                let mut decoded = 0usize;
+                let mut next = 0u64;
                 let mut out_of_order = false;
                 let mut failure = None;
-                let mut visit = |offset: u64, payload: &mut Vec<u8>| {
-                    read_record_at(&self.file, &self.path, offset, payload).and_then(&mut each)
+                let mut visit = |held: Held, decoded: &mut usize| match held {
+                    Held::Record(record) => {
+                        *decoded -= 1;
+                        each(*record)
+                    }
+                    Held::Offset(offset) => {
+                        read_record_at(&self.file, &self.path, offset, &mut payload).and_then(&mut each)
+                    }
                 };
                 let torn_tail = read_journal_indexed(&self.path, |offset, record| {
                     if out_of_order || failure.is_some() {
                         return;
                     }
-                    if last_visited.is_some_and(|last| record.id <= last) {
+                    if record.id < next {
                         out_of_order = true;
                         return;
                     }
-                    held.insert(record.id, offset);
-                    if held.len() > window {
-                        if let Some((id, offset)) = held.pop_first() {
-                            last_visited = Some(id);
-                            if let Err(error) = visit(offset, &mut payload) {
-                                failure = Some(error);
-                            }
+                    let id = record.id;
+                    let entry = if decoded < decoded_limit {
+                        decoded += 1;
+                        Held::Record(Box::new(record))
+                    } else {
+                        Held::Offset(offset)
+                    };
+                    if let Some(Held::Record(_)) = held.insert(id, entry) {
+                        decoded -= 1;
+                    }
+                    // Visit what may go: the next ids in order, or the smallest when too many wait.
+                    loop {
+                        let crowded = held.len() > window;
+                        let Some(entry) = held.first_entry() else { break };
+                        if *entry.key() != next && !crowded {
+                            break;
+                        }
+                        let (id, entry) = entry.remove_entry();
+                        next = id + 1;
+                        if let Err(error) = visit(entry, &mut decoded) {
+                            failure = Some(error);
+                            return;
                         }
                     }
                 })?;
@@ -293,8 +331,8 @@ impl Journal {
                 if out_of_order {
                     return Ok(Visit::OutOfOrder);
                 }
-                for (_, offset) in held {
-                    visit(offset, &mut payload)?;
+                for (_, entry) in held {
+                    visit(entry, &mut decoded)?;
                 }
                 Ok(Visit::Done { torn_tail })
             }
@@ -440,6 +478,7 @@ mod tests {
         fn streaming_visits_what_the_index_visits(
             ids in proptest::collection::vec(0u64..40, 0..80),
             window in 0usize..12,
+            decoded_limit in 0usize..4,
         ) {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let mut writer = JournalWriter::create(&dir.path().join(files::JOURNAL)).expect("a journal");
@@ -456,36 +495,49 @@ mod tests {
                 expected.insert(id, Value::Int(n as i64));
             }
             prop_assert_eq!(&indexed, &expected.into_iter().collect::<Vec<_>>());
-            match visited(&journal, &Order::Streamed { window }) {
+            match visited(&journal, &Order::Streamed { window, decoded_limit }) {
                 Some(streamed) => prop_assert_eq!(streamed, indexed),
-                // Only a journal with a record further out of place than the window may say so.
+                // A journal in id order, each id once, always streams.
                 None => prop_assert!(
-                    ids.iter().enumerate().any(|(i, &id)| ids[..i].iter().filter(|&&e| e >= id).count() > window),
-                    "{:?} is within a window of {}", ids, window
+                    ids.windows(2).any(|pair| pair[0] >= pair[1]),
+                    "{:?} is in order", ids
                 ),
             }
         }
     }
 
     #[test]
-    fn nearly_sorted_journals_stream_and_shuffled_ones_fall_back_to_the_index() {
+    fn nearly_sorted_journals_stream_and_others_fall_back_to_the_index() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut writer = JournalWriter::create(&dir.path().join(files::JOURNAL)).expect("a journal");
+        let path = dir.path().join(files::JOURNAL);
+        let mut writer = JournalWriter::create(&path).expect("a journal");
         // In flight four at a time, finishing in reverse: at most 3 places out of order.
         for chunk in (0..100u64).collect::<Vec<_>>().chunks(4) {
             for &id in chunk.iter().rev() {
                 writer.append(&record(id, 0)).expect("appends");
             }
         }
-        // A resumed run re-ran process 7.
+        writer.sync().expect("syncs");
+        let journal = Journal::open(dir.path()).expect("opens");
+        let ids = |seen: Vec<(u64, Value)>| seen.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        let streamed = visited(&journal, &Order::Streamed { window: 3, decoded_limit: 2 }).expect("within the window");
+        assert_eq!(ids(streamed), (0..100).collect::<Vec<_>>());
+        assert_eq!(
+            visited(&journal, &Order::Streamed { window: 2, decoded_limit: 2 }),
+            None,
+            "4 in flight need a window of 3"
+        );
+
+        // A resumed run re-ran process 7 after its turn: the index finds the later record.
+        let mut writer = JournalWriter::append_to(&path).expect("reopens");
         writer.append(&record(7, 1)).expect("appends");
         writer.sync().expect("syncs");
         let journal = Journal::open(dir.path()).expect("opens");
-        let all = |seen: Vec<(u64, Value)>| seen.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
-        assert_eq!(visited(&journal, &Order::Streamed { window: 3 }), None, "7 came back after 99");
-        let streamed = visited(&journal, &Order::Streamed { window: 100 }).expect("within the window");
-        assert_eq!(all(streamed.clone()), (0..100).collect::<Vec<_>>());
-        assert_eq!(streamed[7].1, Value::Int(1), "the later record of 7 counts");
+        assert_eq!(
+            visited(&journal, &Order::Streamed { window: 1000, decoded_limit: 2 }),
+            None,
+            "7 came back after its turn"
+        );
         let consolidated = consolidate_dir(dir.path()).expect("consolidates");
         assert_eq!((consolidated.recorded, consolidated.finished), (100, 100));
         let rows = read_results_jsonl(dir.path()).expect("results.jsonl");

@@ -87,6 +87,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|w| durations.iter().skip(w).step_by(workers).sum::<Duration>())
                 .max()
                 .unwrap_or_default();
+            // The ideal dynamic schedule: each process, in order, to the first free worker,
+            // with no overhead (list scheduling; no scheduler that does not know durations
+            // in advance does better on this order).
+            let mut free_at = vec![Duration::ZERO; workers];
+            for &d in &durations {
+                if let Some(earliest) = free_at.iter_mut().min() {
+                    *earliest += d;
+                }
+            }
+            let ideal_makespan = free_at.into_iter().max().unwrap_or_default();
             let operation = Operation::from_processes(
                 "balance",
                 durations.iter().map(|d| Bench::SleepUs(d.as_micros() as u64)).collect::<Vec<_>>(),
@@ -98,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("BENCH longest_s {:.4}", longest.as_secs_f64());
                 println!("BENCH total_s {:.4}", total.as_secs_f64());
                 println!("BENCH static_makespan_s {:.4}", static_makespan.as_secs_f64());
+                println!("BENCH ideal_makespan_s {:.4}", ideal_makespan.as_secs_f64());
                 println!("BENCH workers {workers}");
             }
         }
