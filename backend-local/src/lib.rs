@@ -112,9 +112,10 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
                 }
             }
         }
-        if taken > 1 {
+        if taken > 1 && taken < COLLECT_BEHIND {
             // Records are flowing: let them gather rather than wake up for each one (on a
-            // machine whose every core runs a process, each wake-up takes one's time).
+            // machine whose every core runs a process, each wake-up takes one's time). When
+            // many were waiting, the collector is behind: it goes on at once.
             std::thread::sleep(COLLECT_PAUSE);
         }
     }
@@ -125,6 +126,8 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
 /// How long the local collector pauses while records flow in, so that it wakes up once per
 /// few records instead of once per record (at most this much later into the journal).
 const COLLECT_PAUSE: Duration = Duration::from_micros(500);
+/// Records waiting at once that mean the collector is the bottleneck (it then never pauses).
+const COLLECT_BEHIND: usize = 256;
 
 /// How a [`ThreadExecutor`] is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
