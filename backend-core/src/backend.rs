@@ -336,21 +336,10 @@ impl<P: Process> Lifecycle<P> {
             crashed.iter().for_each(|id| done.insert(id));
         }
         let previously_crashed = if resume.rerun_crashed { 0 } else { crashed.count() };
-        let len = operation.len();
-        self.board = StatusBoard::new(len);
-        self.board.preset(finished.count(), previously_crashed);
-        let progress = ProgressDisplay::new(operation.progress(), operation.name(), len);
-        self.name = operation.name().to_owned();
-        self.dir = dir.clone();
-        crate::oplog::open(&dir)?;
-        tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
         self.resumed_torn_tail = torn;
         let journal = JournalWriter::append_to(&journal_path)?;
-        let collector = Collector { journal, board: self.board.clone(), progress };
-        let options = operation.options();
-        let jobs = Box::new(operation.into_jobs().filter(move |job| !done.contains(job.id)));
-        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len, options };
-        self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
+        self.stage(operation, dir, journal, Some(done))?;
+        self.board.preset(finished.count(), previously_crashed);
         Ok(())
     }
 
@@ -361,6 +350,18 @@ impl<P: Process> Lifecycle<P> {
         spec.insert("backend".into(), crate::Value::Str(self.backend.into()));
         write_operation_toml(&dir, &spec)?;
         let journal = JournalWriter::create(&dir.join(files::JOURNAL))?;
+        self.stage(operation, dir, journal, None)
+    }
+
+    /// What both ways of staging share: the counts, the progress display, the log, and the
+    /// dispatch of the jobs without a record in `done`, appended to `journal`.
+    fn stage(
+        &mut self,
+        operation: Operation<P>,
+        dir: PathBuf,
+        journal: JournalWriter,
+        done: Option<IdSet>,
+    ) -> Result<()> {
         let len = operation.len();
         self.board = StatusBoard::new(len);
         let progress = ProgressDisplay::new(operation.progress(), operation.name(), len);
@@ -370,14 +371,14 @@ impl<P: Process> Lifecycle<P> {
         tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
         let collector = Collector { journal, board: self.board.clone(), progress };
         let options = operation.options();
-        let dispatch = Dispatch { jobs: until_stopped(operation.into_jobs()), dir, len, options };
+        let jobs = operation.into_jobs();
+        let jobs: JobSource<P> = match done {
+            Some(done) => Box::new(jobs.filter(move |job| !done.contains(job.id))),
+            None => jobs,
+        };
+        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len, options };
         self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
         Ok(())
-    }
-
-    /// The result directory of the staged operation.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn take_staged(&mut self) -> Result<StagedState<P>> {

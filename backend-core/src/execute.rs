@@ -64,8 +64,8 @@ impl Isolation {
 }
 
 /// The reliability options of an operation (see the [module docs](self)), and how many
-/// threads each process takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// threads each process takes. Serde is for backends that send them to their workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunOptions {
     /// How long one attempt of a process may run; `None`: no limit.
     pub timeout: Option<Duration>,
@@ -168,14 +168,14 @@ pub fn execute_job<P: Process>(job: &Job<P>, dir: &Path, location: &Location, op
             close_attempts(&mut record, reasons);
             return record;
         }
-        reasons.push(attempt_reason(record));
+        reasons.push(attempt_reason(&mut record));
     }
 }
 
-/// The reason a failed attempt is remembered by, until the process's last attempt closes
-/// its record ([`close_attempts`]).
-pub fn attempt_reason(failed: ProcessRecord) -> String {
-    failed.reason.unwrap_or_else(|| "no reason given".into())
+/// Takes the reason a failed attempt is remembered by, until the process's last attempt
+/// closes its record ([`close_attempts`]).
+pub fn attempt_reason(failed: &mut ProcessRecord) -> String {
+    failed.reason.take().unwrap_or_else(|| "no reason given".into())
 }
 
 /// Closes the record of a process's last attempt, given the reasons of the attempts that

@@ -33,6 +33,8 @@ pub struct ProgressDisplay {
     started: Instant,
     last_line: Instant,
     name: String,
+    /// The crashed count the bar's message shows.
+    crashed_shown: u64,
 }
 
 impl ProgressDisplay {
@@ -54,7 +56,14 @@ impl ProgressDisplay {
             bar
         });
         let now = Instant::now();
-        ProgressDisplay { bar, lines: mode == ProgressMode::Lines, started: now, last_line: now, name: name.to_owned() }
+        ProgressDisplay {
+            bar,
+            lines: mode == ProgressMode::Lines,
+            started: now,
+            last_line: now,
+            name: name.to_owned(),
+            crashed_shown: 0,
+        }
     }
 
     /// Shows the latest counts.
@@ -62,7 +71,8 @@ impl ProgressDisplay {
         let done = counts.finished + counts.crashed;
         if let Some(bar) = &self.bar {
             bar.set_position(done);
-            if counts.crashed > 0 {
+            if counts.crashed != self.crashed_shown {
+                self.crashed_shown = counts.crashed;
                 bar.set_message(format!("{} crashed", counts.crashed));
             }
         } else if self.lines && self.last_line.elapsed() >= LINE_EVERY {

@@ -113,21 +113,22 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     // streamed when the journal is nearly in id order (see `Order`).
     let journal = Journal::open(dir)?;
     let mut order = Order::Streamed { window: REORDER_WINDOW, decoded_limit: HELD_RECORDS };
+    let mut indexed_torn_tail = None;
     let (first, torn_tail) = loop {
         let mut first = FirstPass::default();
         match journal.visit_latest(&order, |record| {
             first.add(&record);
             Ok(())
         })? {
-            Visit::Done { torn_tail } => break (first, torn_tail),
+            Visit::Done { torn_tail } => break (first, torn_tail.or(indexed_torn_tail)),
             Visit::OutOfOrder => {
                 let (latest, torn_tail) = journal.latest_offsets()?;
-                order = Order::Indexed { latest, torn_tail };
+                order = Order::Indexed(latest);
+                indexed_torn_tail = torn_tail;
             }
         }
     };
-    let FirstPass { params, mut outputs, mut timeline, recorded, finished } = first;
-    outputs.shift_remove("reason");
+    let FirstPass { params, outputs, mut timeline, recorded, finished } = first;
     let mut columns: Vec<String> = LEADING.iter().map(|s| s.to_string()).collect();
     columns.extend(params);
     columns.extend(TRAILING.iter().map(|s| s.to_string()));
@@ -195,10 +196,12 @@ struct FirstPass {
 
 impl FirstPass {
     fn add(&mut self, record: &ProcessRecord) {
-        let row = row(record);
-        self.params.extend(record.params.keys().cloned());
-        let outputs = row.into_iter().skip(LEADING.len() + record.params.len() + TRAILING.len());
-        self.outputs.extend(outputs.map(|(k, _)| k));
+        for key in record.params.keys() {
+            if !self.params.contains(key) {
+                self.params.insert(key.clone());
+            }
+        }
+        self.outputs.extend(output_cells(record).into_iter().map(|(k, _)| k));
         self.timeline.add(record);
         self.recorded += 1;
         self.finished += u64::from(record.status == Status::Finished);
@@ -235,17 +238,13 @@ enum Order {
     },
     /// By an index of every id's latest offset, sorted by id (8 bytes a process): for
     /// journals that are not nearly in id order.
-    Indexed {
-        /// The offsets.
-        latest: Vec<u64>,
-        /// What reading the whole journal for the index found at its tail.
-        torn_tail: Option<TornTail>,
-    },
+    Indexed(Vec<u64>),
 }
 
 /// How a visit ended.
 enum Visit {
-    /// Every id's latest record was visited, in id order.
+    /// Every id's latest record was visited, in id order; what a streaming read found at
+    /// the journal's tail (an indexed visit reads no tail: the index's read reported it).
     Done { torn_tail: Option<TornTail> },
     /// The journal is not nearly in id order: visit it [`Order::Indexed`] instead.
     OutOfOrder,
@@ -268,11 +267,11 @@ impl Journal {
     fn visit_latest(&self, order: &Order, mut each: impl FnMut(ProcessRecord) -> Result<()>) -> Result<Visit> {
         let mut payload = Vec::new();
         match order {
-            Order::Indexed { latest, torn_tail } => {
+            Order::Indexed(latest) => {
                 for &offset in latest {
                     each(read_record_at(&self.file, &self.path, offset, &mut payload)?)?;
                 }
-                Ok(Visit::Done { torn_tail: torn_tail.clone() })
+                Ok(Visit::Done { torn_tail: None })
             }
             &Order::Streamed { window, decoded_limit } => {
                 // Records wait here until every smaller id was visited; a later record of an
@@ -394,21 +393,27 @@ fn row(record: &ProcessRecord) -> Vec<(String, Value)> {
     cells.push(("host".into(), Value::Str(record.location.host.clone())));
     cells.push(("worker".into(), Value::Str(record.location.worker.clone())));
     cells.push(("attempts".into(), Value::Int(i64::from(record.attempts))));
-    let fixed = cells.len();
+    cells.extend(output_cells(record));
+    cells.push(("reason".into(), record.reason.clone().map(Value::Str).unwrap_or(Value::Null)));
+    cells
+}
+
+/// The cells of a record's output (flattened), between the fixed columns and `reason`. An
+/// output field that clashes with a fixed column, a parameter or `reason` gets a prefix.
+fn output_cells(record: &ProcessRecord) -> Vec<(String, Value)> {
     let mut output = Vec::new();
     match &record.output {
         Value::Null => {}
         Value::Map(_) => record.output.flatten_into("", &mut output),
         other => output.push(("output".to_owned(), other.clone())),
     }
-    for (name, value) in output {
-        // An output field that clashes with a fixed column or a parameter gets a prefix.
-        let taken = cells[..fixed].iter().any(|(k, _)| *k == name) || name == "reason";
-        let name = if taken { format!("output.{name}") } else { name };
-        cells.push((name, value));
+    for (name, _) in &mut output {
+        let n = name.as_str();
+        if LEADING.contains(&n) || TRAILING.contains(&n) || n == "reason" || record.params.contains_key(n) {
+            *name = format!("output.{name}");
+        }
     }
-    cells.push(("reason".into(), record.reason.clone().map(Value::Str).unwrap_or(Value::Null)));
-    cells
+    output
 }
 
 fn crash_record(record: &ProcessRecord) -> serde_json::Value {
@@ -489,7 +494,7 @@ mod tests {
             let journal = Journal::open(dir.path()).expect("opens");
             let (latest, torn_tail) = journal.latest_offsets().expect("indexes");
             prop_assert!(torn_tail.is_none());
-            let indexed = visited(&journal, &Order::Indexed { latest, torn_tail }).expect("the index visits all");
+            let indexed = visited(&journal, &Order::Indexed(latest)).expect("the index visits all");
             let mut expected: BTreeMap<u64, Value> = BTreeMap::new();
             for (n, &id) in ids.iter().enumerate() {
                 expected.insert(id, Value::Int(n as i64));

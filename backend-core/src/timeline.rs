@@ -8,7 +8,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::{Error, ProcessRecord, Result, Status};
+use crate::{Error, Location, ProcessRecord, Result, Status};
 
 /// Above this many processes the timeline shows only the histogram: a bar per process would
 /// make a file no browser can show.
@@ -23,14 +23,6 @@ pub const TIMED_OUT_COLOUR: RGBColor = RGBColor(230, 145, 20);
 
 /// Bars of the histogram of durations, from 0 to the longest.
 const BINS: usize = 30;
-
-/// Draws `timeline.svg` for `records` into `path`.
-pub fn write_timeline(path: &Path, records: &[ProcessRecord]) -> Result<()> {
-    let mut timeline = Timeline::default();
-    records.iter().for_each(|r| timeline.add(r));
-    records.iter().for_each(|r| timeline.count(r));
-    timeline.write(path)
-}
 
 /// One process's bar: which lane, when, how long, how it ended.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +40,10 @@ struct Bar {
 /// number of processes, so a million are drawn without holding their records.
 #[derive(Debug, Default)]
 pub struct Timeline {
-    lanes: BTreeMap<(String, String), u32>,
+    /// Lane numbers (in order of appearance) by host, then worker.
+    lanes: BTreeMap<String, BTreeMap<String, u32>>,
+    /// How many lanes there are.
+    lane_count: u32,
     bars: Vec<Bar>,
     too_many_bars: bool,
     longest: f64,
@@ -60,10 +55,15 @@ pub struct Timeline {
 impl Timeline {
     /// First pass: adds one process's record.
     pub fn add(&mut self, r: &ProcessRecord) {
-        let next = self.lanes.len() as u32;
-        let lane = match self.lanes.get(&(r.location.host.clone(), r.location.worker.clone())) {
+        let Location { host, worker } = &r.location;
+        let lane = match self.lanes.get(host.as_str()).and_then(|workers| workers.get(worker.as_str())) {
             Some(&lane) => lane,
-            None => *self.lanes.entry((r.location.host.clone(), r.location.worker.clone())).or_insert(next),
+            None => {
+                let lane = self.lane_count;
+                self.lane_count += 1;
+                self.lanes.entry(host.clone()).or_default().insert(worker.clone(), lane);
+                lane
+            }
         };
         self.longest = self.longest.max(r.duration_s);
         self.first_start = Some(self.first_start.map_or(r.started_at, |t| t.min(r.started_at)));
@@ -98,11 +98,18 @@ impl Timeline {
 
 fn draw(path: &Path, timeline: Timeline) -> std::result::Result<(), Box<dyn std::error::Error>> {
     // Lanes in a stable order (by host, then worker), whatever order they appeared in.
-    let hosts: std::collections::BTreeSet<&str> = timeline.lanes.keys().map(|(h, _)| h.as_str()).collect();
-    let label = |host: &str, worker: &str| if hosts.len() > 1 { format!("{host}/{worker}") } else { worker.to_owned() };
-    let labels: Vec<String> = timeline.lanes.keys().map(|(h, w)| label(h, w)).collect();
-    let mut row_of = vec![0usize; timeline.lanes.len()];
-    for (row, &lane) in timeline.lanes.values().enumerate() {
+    let lanes: Vec<(&str, &str, u32)> = timeline
+        .lanes
+        .iter()
+        .flat_map(|(host, workers)| workers.iter().map(move |(worker, &lane)| (host.as_str(), worker.as_str(), lane)))
+        .collect();
+    let several_hosts = timeline.lanes.len() > 1;
+    let labels: Vec<String> = lanes
+        .iter()
+        .map(|&(host, worker, _)| if several_hosts { format!("{host}/{worker}") } else { worker.to_owned() })
+        .collect();
+    let mut row_of = vec![0usize; lanes.len()];
+    for (row, &(_, _, lane)) in lanes.iter().enumerate() {
         row_of[lane as usize] = row;
     }
     let t0 = timeline.first_start.unwrap_or(0.0);

@@ -89,7 +89,7 @@ impl<P: Process> Backend<P> for LocalBackend<P> {
 pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collector: &mut Collector) -> Result<()> {
     let board = collector.board().clone();
     let Dispatch { jobs, dir, options, .. } = dispatch;
-    let config = ExecutorConfig { threads: pool_size, queue: None, name: "taskfarm-local" };
+    let config = ExecutorConfig { threads: pool_size, name: "taskfarm-local" };
     let executor = ThreadExecutor::pulling(
         config,
         jobs,
@@ -134,49 +134,32 @@ const COLLECT_BEHIND: usize = 256;
 pub struct ExecutorConfig {
     /// How many threads run processes (its slots; at least 1).
     pub threads: usize,
-    /// How many submitted jobs may wait before [`Submitter::submit`] blocks; `None`: no
-    /// limit (for a caller that must never block, such as an MPI worker's main thread, and
-    /// bounds the jobs it hands over itself).
-    pub queue: Option<usize>,
     /// The threads' name prefix.
     pub name: &'static str,
 }
 
-/// A pool of threads of this host that runs jobs through [`execute_job`]: jobs go in over
-/// a channel ([`ThreadExecutor::submitter`]), records come out over another
-/// ([`ThreadExecutor::records`]) in the order they finish. The local backend runs on one;
-/// an MPI worker rank with several threads runs its units on one while its main thread
-/// alone talks MPI.
+/// A pool of threads of this host that runs jobs through [`execute_job`]: jobs come from
+/// the operation's lazy source ([`ThreadExecutor::pulling`], the local backend) or are
+/// submitted over an unbounded channel ([`ThreadExecutor::submit`], an MPI worker rank with
+/// several threads, whose main thread alone talks MPI and never blocks); records come out
+/// over another channel ([`ThreadExecutor::records`]) in the order they finish.
 ///
 /// A process that asks for `k` threads ([`RunOptions::threads`]) occupies `k` of the
 /// executor's slots while it runs (first come, first served), so at most `threads / k` such
 /// processes run at once, and sees `k` in
 /// [`ProcessContext::threads`](backend_core::ProcessContext::threads). The records channel
-/// ends when every submitter is dropped, [`close`](ThreadExecutor::close) was called and
-/// every job is done.
+/// ends when the executor is [closed](ThreadExecutor::close) (or its source is exhausted)
+/// and every job is done.
 pub struct ThreadExecutor<P: Process> {
     jobs: Option<Sender<Job<P>>>,
     feed: Arc<Feed<P>>,
     records: Receiver<ProcessRecord>,
-    threads: usize,
     _pool: rayon::ThreadPool,
 }
 
 impl<P: Process> std::fmt::Debug for ThreadExecutor<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadExecutor").field("threads", &self.threads).finish_non_exhaustive()
-    }
-}
-
-/// Hands jobs to a [`ThreadExecutor`]; clone it for several feeders.
-#[derive(Debug, Clone)]
-pub struct Submitter<P>(Sender<Job<P>>);
-
-impl<P> Submitter<P> {
-    /// Queues `job` (blocks while a bounded queue is full); gives the job back when the
-    /// executor has stopped taking jobs.
-    pub fn submit(&self, job: Job<P>) -> std::result::Result<(), Job<P>> {
-        self.0.send(job).map_err(|e| e.into_inner())
+        f.debug_struct("ThreadExecutor").finish_non_exhaustive()
     }
 }
 
@@ -233,15 +216,12 @@ impl<P: Process> ThreadExecutor<P> {
         location: impl Fn(usize) -> Location,
         on_start: impl Fn() -> G + Send + Sync + 'static,
     ) -> Result<Self> {
-        let (jobs, pending) = match config.queue {
-            Some(n) => crossbeam_channel::bounded(n.max(1)),
-            None => crossbeam_channel::unbounded(),
-        };
+        let (jobs, pending) = crossbeam_channel::unbounded();
         Self::with_feed(config, Some(jobs), Feed::Submitted(pending), dir, options, location, on_start)
     }
 
     /// Like [`start`](Self::start), with threads that take their jobs from `jobs` itself, one
-    /// at a time, until it ends (no submitter; `config.queue` is not used). The records
+    /// at a time, until it ends (nothing is submitted). The records
     /// channel ends when the source is exhausted and every job is done. A source that panics
     /// ends the run: [`failure`](Self::failure) says why.
     pub fn pulling<G: 'static>(
@@ -297,24 +277,11 @@ impl<P: Process> ThreadExecutor<P> {
                 }
             }
         });
-        Ok(ThreadExecutor { jobs, feed, records, threads, _pool: pool })
+        Ok(ThreadExecutor { jobs, feed, records, _pool: pool })
     }
 
-    /// How many threads (slots) the executor has.
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// A handle that queues jobs (after [`close`](Self::close), a closed one whose `submit`
-    /// gives the job back).
-    pub fn submitter(&self) -> Submitter<P> {
-        match &self.jobs {
-            Some(jobs) => Submitter(jobs.clone()),
-            None => Submitter(crossbeam_channel::bounded(0).0),
-        }
-    }
-
-    /// Queues `job` through the executor's own submitter (see [`Submitter::submit`]).
+    /// Queues `job`; gives it back when the executor was closed or takes its jobs from a
+    /// source.
     pub fn submit(&self, job: Job<P>) -> std::result::Result<(), Job<P>> {
         match &self.jobs {
             Some(jobs) => jobs.send(job).map_err(|e| e.into_inner()),
@@ -322,8 +289,8 @@ impl<P: Process> ThreadExecutor<P> {
         }
     }
 
-    /// Drops the executor's own submitter: once the other submitters are dropped too and
-    /// the queue is empty, the threads end and [`records`](Self::records) disconnects.
+    /// Takes no more jobs: once the queue is empty, the threads end and
+    /// [`records`](Self::records) disconnects.
     pub fn close(&mut self) {
         self.jobs = None;
     }
@@ -455,7 +422,7 @@ mod tests {
     fn a_process_of_k_threads_takes_k_slots_and_gets_a_pool_of_k() {
         let dir = tempfile::tempdir().unwrap();
         let options = RunOptions { threads: 2, ..RunOptions::default() };
-        let config = ExecutorConfig { threads: 4, queue: None, name: "test" };
+        let config = ExecutorConfig { threads: 4, name: "test" };
         let mut executor =
             ThreadExecutor::start(config, dir.path().to_owned(), options, |i| Location::here(format!("t{i}")), || ())
                 .unwrap();

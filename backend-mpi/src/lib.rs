@@ -330,9 +330,8 @@ impl<P: Process> Backend<P> for MpiBackend<P> {
                 let asked = operation.options().process_threads();
                 if asked > self.threads_per_rank {
                     let error = Error::TooManyThreads { asked, limit: self.threads_per_rank };
-                    let message = error.to_string();
                     self.abandon_workers(&error);
-                    return Err(backend_core::Error::InvalidOption(message));
+                    return Err(error.into());
                 }
                 if let Err(error) = lifecycle.stage_in(operation) {
                     let message = error.to_string();

@@ -16,7 +16,7 @@ use backend_core::{
 use mpi::topology::{Communicator, Rank};
 
 use crate::env::{Mpi, ProcessRunning, Wire};
-use crate::message::Message;
+use crate::message::{work_from_encoded, Message};
 use crate::Error;
 
 /// A unit should run about this long, so dispatch costs stay far below run time.
@@ -63,7 +63,7 @@ pub(crate) fn run<P: Process>(
         scheduler.retries = Some(Retries::new(options.retries));
         worker_options.retries = 0;
     }
-    let start = Message::<P>::Start { dir, options: worker_options.into(), threads_per_rank };
+    let start = Message::<P>::Start { dir, options: worker_options, threads_per_rank };
     let outcome = start.encode().and_then(|start| {
         for worker in 1..mpi.size {
             wire.send(worker, &start);
@@ -115,13 +115,11 @@ enum Ended {
 /// What the master knows of one worker.
 #[derive(Debug, Clone)]
 struct Slot {
-    /// Units sent and not yet answered.
-    in_flight: usize,
     /// Jobs per unit, adapted to how long the worker's processes take.
     batch: usize,
     /// Units to keep in flight: `prefetch`, deeper while units are tiny and batches capped.
     window: usize,
-    /// The ids of each unit in flight.
+    /// The ids of each unit sent and not yet answered, oldest first.
     units: Vec<Vec<u64>>,
     /// The worker's host, once a record named it.
     host: Option<String>,
@@ -167,23 +165,31 @@ impl Retries {
         Retries { allowed, in_flight: HashMap::new(), waiting: VecDeque::new() }
     }
 
-    /// Keeps `job`, just sent to `worker`, until its last attempt.
-    fn sent<P: Process>(&mut self, job: &Job<P>, worker: Rank) -> Result<(), Error> {
-        let bytes = postcard::to_stdvec(job).map_err(|e| Error::Encode { what: "work", reason: e.to_string() })?;
-        self.in_flight.insert(job.id, Attempts { job: bytes, reasons: Vec::new(), tried: vec![worker] });
-        Ok(())
+    /// Encodes the jobs of a unit for `worker` one by one, keeps each until its last
+    /// attempt, and returns the unit's `Work` message built from them.
+    fn send<P: Process>(&mut self, unit: &[Job<P>], worker: Rank) -> Result<Vec<u8>, Error> {
+        let mut encoded = Vec::with_capacity(unit.len());
+        for job in unit {
+            let bytes = postcard::to_stdvec(job).map_err(|e| Error::Encode { what: "work", reason: e.to_string() })?;
+            encoded.push((job.id, bytes));
+        }
+        let message = work_from_encoded::<P>(encoded.iter().map(|(_, bytes)| bytes.as_slice()))?;
+        for (id, job) in encoded {
+            self.in_flight.insert(id, Attempts { job, reasons: Vec::new(), tried: vec![worker] });
+        }
+        Ok(message)
     }
 
     /// Settles the record of an attempt that `from` ran: the process's last attempt, closed
     /// and ready for the journal, or `None` when the process waits to run again elsewhere.
     fn settle(&mut self, mut record: ProcessRecord, from: Rank) -> Option<ProcessRecord> {
-        let Some(attempts) = self.in_flight.get_mut(&record.id) else {
+        let Some(mut attempts) = self.in_flight.remove(&record.id) else {
             // Not a job the master kept (cannot happen with a well-behaved worker): take it as it is.
             return Some(record);
         };
         let failed = record.status != Status::Finished;
         if failed && attempts.reasons.len() < self.allowed as usize && !backend_core::stop_requested() {
-            let reason = attempt_reason(record.clone());
+            let reason = attempt_reason(&mut record);
             tracing::info!(
                 target: "taskfarm",
                 "process {} {} on rank-{from} (attempt {} of {}): {reason}; it runs again on another rank",
@@ -193,17 +199,18 @@ impl Retries {
                 self.allowed + 1,
             );
             attempts.reasons.push(reason);
+            self.in_flight.insert(record.id, attempts);
             self.waiting.push_back(record.id);
             return None;
         }
-        let Some(attempts) = self.in_flight.remove(&record.id) else { return Some(record) };
         close_attempts(&mut record, attempts.reasons);
         Some(record)
     }
 
-    /// Takes the oldest waiting job that `worker` may run, decoded: one it has not run yet,
-    /// or, when every one of `workers` has run it, any but the last that did.
-    fn take_for<P: Process>(&mut self, worker: Rank, workers: usize) -> Result<Option<Job<P>>, Error> {
+    /// Takes the oldest waiting job that `worker` may run (one it has not run yet, or, when
+    /// every one of `workers` has run it, any but the last that did): its id and its `Work`
+    /// message, alone in its unit.
+    fn take_for<P: Process>(&mut self, worker: Rank, workers: usize) -> Result<Option<(u64, Vec<u8>)>, Error> {
         let position = self
             .waiting
             .iter()
@@ -211,11 +218,7 @@ impl Retries {
         let Some(id) = position.and_then(|i| self.waiting.remove(i)) else { return Ok(None) };
         let Some(attempts) = self.in_flight.get_mut(&id) else { return Ok(None) };
         attempts.tried.push(worker);
-        postcard::from_bytes(&attempts.job).map(Some).map_err(|e| Error::Decode {
-            from: 0,
-            len: attempts.job.len(),
-            reason: e.to_string(),
-        })
+        Ok(Some((id, work_from_encoded::<P>([attempts.job.as_slice()])?)))
     }
 }
 
@@ -234,14 +237,7 @@ impl<P: Process> Scheduler<P> {
         let workers = usize::try_from(size - 1).unwrap_or(0);
         Scheduler {
             slots: vec![
-                Slot {
-                    in_flight: 0,
-                    batch: 1,
-                    window: prefetch,
-                    units: Vec::new(),
-                    host: None,
-                    last_heard: Instant::now()
-                };
+                Slot { batch: 1, window: prefetch, units: Vec::new(), host: None, last_heard: Instant::now() };
                 workers
             ],
             prefetch,
@@ -281,18 +277,25 @@ impl<P: Process> Scheduler<P> {
                 Message::Results(records) => {
                     let prefetch = self.prefetch;
                     let slot = self.slot(from)?;
-                    slot.in_flight =
-                        slot.in_flight.checked_sub(1).ok_or(Error::Unexpected { from, what: "results" })?;
+                    // Records come in their unit's order: the unit is the one that starts with
+                    // the first record's id (the oldest, for a unit that came back empty).
+                    let unit = records
+                        .first()
+                        .and_then(|first| slot.units.iter().position(|ids| ids.first() == Some(&first.id)))
+                        .unwrap_or(0);
+                    if unit >= slot.units.len() {
+                        return Err(Error::Unexpected { from, what: "results" });
+                    }
+                    slot.units.remove(unit);
                     slot.batch = adapted_batch(slot.batch, &records);
                     if let Some(first) = records.first() {
-                        slot.units.retain(|ids| !ids.contains(&first.id));
                         slot.host.get_or_insert_with(|| first.location.host.clone());
                     }
                     slot.window = adapted_window(slot.window, slot.batch, prefetch, &records);
                     let window = slot.window;
                     self.in_flight -= 1;
                     // Refill first, so the worker's queue never runs dry while we journal.
-                    while self.slot(from)?.in_flight < window {
+                    while self.slot(from)?.units.len() < window {
                         if !self.send_unit(wire, collector, from)? {
                             break;
                         }
@@ -366,9 +369,9 @@ impl<P: Process> Scheduler<P> {
     fn send_retries(&mut self, wire: &mut Wire<'_>) -> Result<(), Error> {
         let workers = self.slots.len();
         let mut order: Vec<Rank> = (1..=workers as Rank).collect();
-        order.sort_by_key(|&w| self.slots[w as usize - 1].in_flight);
+        order.sort_by_key(|&w| self.slots[w as usize - 1].units.len());
         for worker in order {
-            while self.slot(worker)?.in_flight < self.slot(worker)?.window {
+            while self.slot(worker)?.units.len() < self.slot(worker)?.window {
                 if !self.send_retry(wire, worker)? {
                     break;
                 }
@@ -384,11 +387,9 @@ impl<P: Process> Scheduler<P> {
         if backend_core::stop_requested() {
             return Ok(false);
         }
-        let Some(job) = retries.take_for::<P>(worker, workers)? else { return Ok(false) };
-        let id = job.id;
-        wire.send(worker, &Message::Work(vec![job]).encode()?);
+        let Some((id, bytes)) = retries.take_for::<P>(worker, workers)? else { return Ok(false) };
+        wire.send(worker, &bytes);
         let slot = self.slot(worker)?;
-        slot.in_flight += 1;
         slot.units.push(vec![id]);
         self.in_flight += 1;
         Ok(true)
@@ -416,17 +417,14 @@ impl<P: Process> Scheduler<P> {
         }
         let count = unit.len() as u64;
         let ids: Vec<u64> = unit.iter().map(|job| job.id).collect();
-        if let Some(retries) = &mut self.retries {
-            for job in &unit {
-                retries.sent(job, worker)?;
-            }
-        }
-        let bytes = Message::Work(unit).encode()?;
+        let bytes = match &mut self.retries {
+            Some(retries) => retries.send(&unit, worker)?,
+            None => Message::Work(unit).encode()?,
+        };
         collector.board().started(count);
         wire.send(worker, &bytes);
         self.remaining = self.remaining.map(|r| r.saturating_sub(count));
         let slot = self.slot(worker)?;
-        slot.in_flight += 1;
         slot.units.push(ids);
         self.in_flight += 1;
         Ok(true)
@@ -554,7 +552,7 @@ mod tests {
     use backend_core::{Location, Params, ProcessContext, ProcessError, Value};
     use serde::{Deserialize, Serialize};
 
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Noop(u32);
 
     impl Process for Noop {
@@ -595,15 +593,16 @@ mod tests {
     fn failed_attempts_wait_for_another_rank_and_the_last_lists_every_reason() {
         let mut retries = Retries::new(2);
         let job = Job { id: 7, run: 0, params: Params::new(), process: Noop(7) };
-        retries.sent(&job, 1).expect("encodes");
+        let first = retries.send(std::slice::from_ref(&job), 1).expect("encodes");
+        assert_eq!(first, Message::Work(vec![job.clone()]).encode().expect("encodes"));
         assert!(retries.settle(record(7, Status::Crashed, Some("boom")), 1).is_none());
-        assert!(retries.take_for::<Noop>(1, 3).expect("decodes").is_none(), "not on the rank that failed");
-        let again = retries.take_for::<Noop>(2, 3).expect("decodes").expect("rank 2 may run it");
-        assert_eq!(again, job);
+        assert!(retries.take_for::<Noop>(1, 3).expect("builds").is_none(), "not on the rank that failed");
+        let again = retries.take_for::<Noop>(2, 3).expect("builds").expect("rank 2 may run it");
+        assert_eq!(again, (7, first), "the same job, alone in its unit");
         assert!(retries.settle(record(7, Status::TimedOut, Some("timed out after 1s")), 2).is_none());
-        assert!(retries.take_for::<Noop>(2, 3).expect("decodes").is_none());
-        assert!(retries.take_for::<Noop>(1, 3).expect("decodes").is_none());
-        assert!(retries.take_for::<Noop>(3, 3).expect("decodes").is_some());
+        assert!(retries.take_for::<Noop>(2, 3).expect("builds").is_none());
+        assert!(retries.take_for::<Noop>(1, 3).expect("builds").is_none());
+        assert!(retries.take_for::<Noop>(3, 3).expect("builds").is_some());
         let Some(last) = retries.settle(record(7, Status::Crashed, Some("bang")), 3) else {
             panic!("the third attempt is the last with retries = 2");
         };
@@ -615,9 +614,9 @@ mod tests {
     #[test]
     fn a_success_after_a_failure_counts_both_attempts() {
         let mut retries = Retries::new(1);
-        retries.sent(&Job { id: 3, run: 0, params: Params::new(), process: Noop(3) }, 2).expect("encodes");
+        retries.send(&[Job { id: 3, run: 0, params: Params::new(), process: Noop(3) }], 2).expect("encodes");
         assert!(retries.settle(record(3, Status::Crashed, Some("once")), 2).is_none());
-        let _ = retries.take_for::<Noop>(1, 2).expect("decodes").expect("rank 1 may run it");
+        let _ = retries.take_for::<Noop>(1, 2).expect("builds").expect("rank 1 may run it");
         let Some(last) = retries.settle(record(3, Status::Finished, None), 1) else {
             panic!("a finished attempt is the last");
         };

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use backend_core::{Isolation, Job, ProcessRecord, RunOptions};
+use backend_core::{Job, ProcessRecord, RunOptions};
 use mpi::topology::Rank;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ pub(crate) enum Message<P> {
         /// The master's result directory (processes see it in their context).
         dir: PathBuf,
         /// The operation's timeout, retries, isolation and threads per process.
-        options: WireOptions,
+        options: RunOptions,
         /// How many processes each worker rank runs at once (its thread pool; 1: in its
         /// main thread, one after another).
         threads_per_rank: usize,
@@ -47,37 +47,6 @@ pub(crate) enum Message<P> {
     },
 }
 
-/// [`RunOptions`] as they travel (the core type has no serde of its own).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub(crate) struct WireOptions {
-    /// The timeout in seconds, if any.
-    timeout_s: Option<f64>,
-    /// Retries of a failed process.
-    retries: u32,
-    /// Where each attempt runs.
-    isolation: Isolation,
-    /// Threads each process occupies.
-    threads: usize,
-}
-
-impl From<RunOptions> for WireOptions {
-    fn from(o: RunOptions) -> Self {
-        WireOptions {
-            timeout_s: o.timeout.map(|t| t.as_secs_f64()),
-            retries: o.retries,
-            isolation: o.isolation,
-            threads: o.threads,
-        }
-    }
-}
-
-impl From<WireOptions> for RunOptions {
-    fn from(o: WireOptions) -> Self {
-        let timeout = o.timeout_s.and_then(backend_core::seconds_to_duration);
-        RunOptions { timeout, retries: o.retries, isolation: o.isolation, threads: o.threads }
-    }
-}
-
 impl<P: Serialize> Message<P> {
     /// The message's bytes on the wire.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, Error> {
@@ -97,6 +66,21 @@ impl<P: Serialize> Message<P> {
             Message::Bye { .. } => "bye",
         }
     }
+}
+
+/// The bytes of a `Work` message whose jobs were encoded one by one (each as
+/// `postcard::to_stdvec(&job)`), without decoding them: postcard writes the variant's
+/// index, then the number of jobs, then each job. The master keeps jobs encoded this way for
+/// retries, so each job is encoded once.
+pub(crate) fn work_from_encoded<'a, P: Serialize>(jobs: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>, Error> {
+    let jobs: Vec<&[u8]> = jobs.into_iter().collect();
+    // `Work` of no jobs: the variant's index, then the length 0 (one byte), dropped here.
+    let mut bytes = Message::<P>::Work(Vec::new()).encode()?;
+    bytes.pop();
+    let len = postcard::to_stdvec(&jobs.len()).map_err(|e| Error::Encode { what: "work", reason: e.to_string() })?;
+    bytes.extend_from_slice(&len);
+    jobs.iter().for_each(|job| bytes.extend_from_slice(job));
+    Ok(bytes)
 }
 
 impl<P: DeserializeOwned> Message<P> {
@@ -136,6 +120,21 @@ mod tests {
             [("command".to_owned(), Value::from("echo {x}")), ("n".to_owned(), Value::Int(3))].into_iter().collect();
         let job = Job { id: 7, run: 1, params: config.clone(), process: SpecLike { kind: "command".into(), config } };
         Message::Work(vec![job]).encode().expect("encodes")
+    }
+
+    #[test]
+    fn work_from_jobs_encoded_one_by_one_is_the_work_message() {
+        let job = |id: u64| {
+            let config: Params = [("n".to_owned(), Value::Int(id as i64))].into_iter().collect();
+            Job { id, run: 0, params: config.clone(), process: SpecLike { kind: "command".into(), config } }
+        };
+        // Past 127 jobs the length takes two bytes.
+        for n in [0u64, 1, 3, 127, 128, 300] {
+            let jobs: Vec<Job<SpecLike>> = (0..n).map(job).collect();
+            let encoded: Vec<Vec<u8>> = jobs.iter().map(|j| postcard::to_stdvec(j).expect("encodes")).collect();
+            let built = work_from_encoded::<SpecLike>(encoded.iter().map(Vec::as_slice)).expect("builds");
+            assert_eq!(built, Message::Work(jobs).encode().expect("encodes"), "{n} jobs");
+        }
     }
 
     #[test]

@@ -33,6 +33,16 @@ pub(crate) struct Served {
     pub(crate) options: RunOptions,
 }
 
+impl Served {
+    /// Counts a record of a process run here.
+    fn count(&mut self, record: &ProcessRecord) {
+        match record.status {
+            Status::Finished => self.finished += 1,
+            Status::Crashed | Status::TimedOut => self.crashed += 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     Shutdown,
@@ -95,17 +105,20 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
     };
     let mut wait = FIRST_WAIT;
     loop {
-        if worker.pool.is_some() {
-            while worker.end.is_none() {
-                match worker.wire.try_receive() {
-                    Some((from, bytes)) => worker.take(from, &bytes),
-                    None => break,
-                }
+        while worker.end.is_none() {
+            match worker.wire.try_receive() {
+                Some((from, bytes)) => worker.take(from, &bytes),
+                None => break,
             }
-            if worker.end == Some(End::Abandon) {
+        }
+        if worker.end == Some(End::Abandon) {
+            if worker.pool.is_some() {
                 worker.cancel_and_wait();
-                break;
             }
+            break;
+        }
+        if worker.pool.is_some() {
+            // With threads (`Start` may just have asked for them): units go to the pool.
             let handed = worker.hand_over();
             let answered = worker.answer_finished(Duration::ZERO);
             if handed || answered {
@@ -128,19 +141,6 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
                     }
                 }
             }
-            continue;
-        }
-        while worker.end.is_none() {
-            match worker.wire.try_receive() {
-                Some((from, bytes)) => worker.take(from, &bytes),
-                None => break,
-            }
-        }
-        if worker.end == Some(End::Abandon) {
-            break;
-        }
-        if worker.pool.is_some() {
-            // `Start` (just taken) asked for threads: its units go to the pool, not here.
             continue;
         }
         if let Some(unit) = worker.queue.pop_front() {
@@ -175,7 +175,7 @@ impl<P: Process> Worker<'_, P> {
         match Message::<P>::decode(from, bytes) {
             Ok(Message::Start { dir, options, threads_per_rank }) => {
                 self.served.dir = dir;
-                self.served.options = options.into();
+                self.served.options = options;
                 self.threads = threads_per_rank.max(1);
                 self.started = true;
                 if self.threads > 1 {
@@ -197,7 +197,7 @@ impl<P: Process> Worker<'_, P> {
     /// Starts the thread pool for `self.threads` threads (at `Start`).
     fn start_pool(&mut self) {
         let (rank, host) = (self.rank, self.host.clone());
-        let config = ExecutorConfig { threads: self.threads, queue: None, name: "taskfarm-rank" };
+        let config = ExecutorConfig { threads: self.threads, name: "taskfarm-rank" };
         let started = ThreadExecutor::start(
             config,
             self.served.dir.clone(),
@@ -258,10 +258,7 @@ impl<P: Process> Worker<'_, P> {
         }
         for record in came {
             pool.running = pool.running.saturating_sub(1);
-            match record.status {
-                Status::Finished => self.served.finished += 1,
-                Status::Crashed | Status::TimedOut => self.served.crashed += 1,
-            }
+            self.served.count(&record);
             let Some((seq, place)) = pool.places.remove(&record.id) else { continue };
             if let Some(unit) = pool.units.get_mut(&seq) {
                 if let Some(slot) = unit.records.get_mut(place) {
@@ -358,12 +355,7 @@ impl<P: Process> Worker<'_, P> {
                 execute_job(job, &self.served.dir, location, &self.served.options)
             })
             .collect();
-        for record in &records {
-            match record.status {
-                Status::Finished => self.served.finished += 1,
-                Status::Crashed | Status::TimedOut => self.served.crashed += 1,
-            }
-        }
+        records.iter().for_each(|record| self.served.count(record));
         self.send_log();
         match Message::<P>::Results(records).encode() {
             Ok(bytes) => self.wire.send(0, &bytes),
