@@ -540,8 +540,10 @@ fn tail_of(text: &str) -> String {
 /// what the `command` kind keeps of a stdout.
 pub fn text_tail(text: &str, lines: usize, bytes: usize) -> String {
     let text = text.trim_end_matches(['\n', '\r']);
-    let all: Vec<&str> = text.lines().collect();
-    let mut kept = all[all.len().saturating_sub(lines)..].join("\n");
+    // From the end, only as far as the lines kept (a command may print megabytes).
+    let mut last: Vec<&str> = text.lines().rev().take(lines).collect();
+    last.reverse();
+    let mut kept = last.join("\n");
     if kept.len() > bytes {
         let mut cut = kept.len() - bytes;
         while !kept.is_char_boundary(cut) {
