@@ -84,7 +84,7 @@ impl BackendOptions {
 #[non_exhaustive]
 pub enum Error {
     /// No backend has this name.
-    #[error("there is no backend called `{name}`: choose one of serial, local, mpi")]
+    #[error("there is no backend called `{name}`: choose one of {}", BACKENDS.join(", "))]
     UnknownBackend {
         /// The name asked for.
         name: String,
@@ -118,10 +118,13 @@ pub fn create_backend<P: Process>(name: &str, options: &BackendOptions) -> Resul
         #[cfg(not(feature = "local"))]
         "local" => Err(Error::NotInThisBuild { name: name.into(), feature: "local" }),
         #[cfg(feature = "mpi")]
-        "mpi" => Ok(Box::new(MpiBackend::new(MpiOptions {
-            prefetch: options.prefetch.unwrap_or(2),
-            threads_per_rank: options.threads_per_rank.unwrap_or(1),
-        })?)),
+        "mpi" => {
+            let default = MpiOptions::default();
+            Ok(Box::new(MpiBackend::new(MpiOptions {
+                prefetch: options.prefetch.unwrap_or(default.prefetch),
+                threads_per_rank: options.threads_per_rank.unwrap_or(default.threads_per_rank),
+            })?))
+        }
         #[cfg(not(feature = "mpi"))]
         "mpi" => Err(Error::NotInThisBuild { name: name.into(), feature: "mpi" }),
         other => Err(Error::UnknownBackend { name: other.into() }),

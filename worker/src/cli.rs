@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use taskfarm::{create_backend, BackendOptions, ProgressMode, Role, Summary};
+use taskfarm::{create_backend, BackendOptions, ProgressMode, Summary};
 
 use crate::spec::Spec;
 use crate::{Registry, SpecProcess, WorkerError};
@@ -243,7 +243,7 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         operation = operation.resume_from(dir, args.rerun_crashed);
     }
     let summary = backend.run(operation)?;
-    if let Role::Worker { .. } = summary.role {
+    if !summary.is_report() {
         return Ok(EXIT_OK);
     }
     report(&summary);
@@ -254,7 +254,7 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "interrupted: what finished is in the result directory; to finish the run:");
-        let _ = writeln!(out, "  {}", resume_command(&summary, false));
+        let _ = writeln!(out, "  {}", resume_command(&summary.dir, false));
         return Ok(code);
     }
     Ok(if summary.crashed == 0 && summary.missing() == 0 { EXIT_OK } else { EXIT_CRASHED })
@@ -279,12 +279,12 @@ fn report(summary: &Summary) {
     );
     if summary.missing() > 0 {
         let _ = writeln!(out, "{} processes have no record; to run them:", summary.missing());
-        let _ = writeln!(out, "  {}", resume_command(summary, false));
+        let _ = writeln!(out, "  {}", resume_command(&summary.dir, false));
     }
     if summary.crashed > 0 {
         let crashed = summary.dir.join(taskfarm::results::files::CRASHED_JSONL);
         let _ = writeln!(out, "crash records: {}", crashed.display());
-        let _ = writeln!(out, "to run the crashed processes again: {}", resume_command(summary, true));
+        let _ = writeln!(out, "to run the crashed processes again: {}", resume_command(&summary.dir, true));
     }
     if let Some(torn) = &summary.torn_tail {
         let _ = writeln!(out, "note: the journal ended in a torn record, which was ignored ({torn:?})");
@@ -304,13 +304,12 @@ fn report_run(registry: &Registry, dir: &std::path::Path) -> Result<u8, WorkerEr
     let _ = writeln!(out, "run: {} (operation `{}`, kind `{}`)", dir.display(), spec.name(), spec.kind());
     let _ = write!(out, "{report}");
     let missing = spec.len().saturating_sub(report.recorded);
-    let program = std::env::args().next().unwrap_or_else(|| "taskfarm-worker".into());
-    let resume = format!("{program} run {} --resume {}", spec_path.display(), dir.display());
+    let resume = resume_command(dir, false);
     if missing > 0 {
         let _ =
             writeln!(out, "missing: {missing} of {} processes have no record; to run them:\n  {resume}", spec.len());
     } else if report.crashed > 0 {
-        let _ = writeln!(out, "to run the crashed processes again:\n  {resume} --rerun-crashed");
+        let _ = writeln!(out, "to run the crashed processes again:\n  {}", resume_command(dir, true));
     } else {
         let _ = writeln!(out, "complete: every process has a record");
     }
@@ -331,12 +330,12 @@ fn install_logging(verbose: u8, quiet: bool) {
     taskfarm::oplog::install(Some(console), Level::DEBUG);
 }
 
-/// The command that finishes (or re-runs the crashed processes of) this run.
-fn resume_command(summary: &Summary, rerun_crashed: bool) -> String {
+/// The command that finishes (or re-runs the crashed processes of) the run in `dir`.
+fn resume_command(dir: &std::path::Path, rerun_crashed: bool) -> String {
     let program = std::env::args().next().unwrap_or_else(|| "taskfarm-worker".into());
-    let spec = summary.dir.join(taskfarm::results::files::OPERATION);
+    let spec = dir.join(taskfarm::results::files::OPERATION);
     let flag = if rerun_crashed { " --rerun-crashed" } else { "" };
-    format!("{program} run {} --resume {}{flag}", spec.display(), summary.dir.display())
+    format!("{program} run {} --resume {}{flag}", spec.display(), dir.display())
 }
 
 fn validate(registry: &Registry, path: PathBuf) -> Result<(), WorkerError> {

@@ -31,6 +31,7 @@
 
 use std::process::Command;
 
+use backend_core::text_tail;
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
 use crate::registry::{check_keys, Kind, KindError, KindSpec};
@@ -216,7 +217,7 @@ impl Kind for CommandKind {
             .map_err(|e| ProcessError::msg(format!("the command `{program}` could not be started: {e}")))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let stderr_tail = tail(&stderr, STDERR_TAIL_LINES, STDERR_TAIL_BYTES);
+        let stderr_tail = text_tail(&stderr, STDERR_TAIL_LINES, STDERR_TAIL_BYTES);
         match output.status {
             Some(status) if status.success() => {
                 tracing::debug!("`{program}` exited with status 0, {} bytes on stdout", output.stdout.len());
@@ -269,14 +270,8 @@ fn output_of(stdout: &str, lines: usize) -> Value {
         }
     }
     let mut output = Params::new();
-    output.insert("stdout".into(), Value::Str(tail(stdout, lines, usize::MAX)));
+    output.insert("stdout".into(), Value::Str(text_tail(stdout, lines, usize::MAX)));
     Value::Map(output)
-}
-
-/// The last `lines` lines of `text`, at most `bytes` long (the core's, shared with crash
-/// records of subprocesses).
-fn tail(text: &str, lines: usize, bytes: usize) -> String {
-    backend_core::text_tail(text, lines, bytes)
 }
 
 #[cfg(test)]
@@ -365,8 +360,8 @@ mod tests {
 
     #[test]
     fn tails_are_bounded() {
-        assert_eq!(tail("a\nb\nc\n", 2, 100), "b\nc");
-        assert_eq!(tail("abcdef", 1, 3), "...def");
-        assert_eq!(tail("", 3, 10), "");
+        assert_eq!(text_tail("a\nb\nc\n", 2, 100), "b\nc");
+        assert_eq!(text_tail("abcdef", 1, 3), "...def");
+        assert_eq!(text_tail("", 3, 10), "");
     }
 }

@@ -32,9 +32,8 @@ pub trait Kind: Send + Sync + 'static {
     /// One line of help, shown by `taskfarm-worker kinds`.
     fn help(&self) -> &str;
 
-    /// Checks a spec before anything runs: its fields (every top-level key that is not
-    /// `name`, `kind`, `parameter_ranges`, `parameter_settings`, `constraints`, `runs`,
-    /// `backend`, `timeout`, `retries` or `isolation`) and its parameters. A key the kind does not take must be an error.
+    /// Checks a spec before anything runs: its fields (every top-level key that is not one of
+    /// [`crate::spec::SPEC_KEYS`]) and its parameters. A key the kind does not take must be an error.
     fn validate(&self, spec: &KindSpec<'_>) -> Result<(), KindError>;
 
     /// Whether the kind stops its processes at their deadline by itself, so a `timeout`
@@ -97,13 +96,11 @@ pub fn check_keys(kind: &str, config: &Params, allowed: &[&str]) -> Result<(), K
     }
 }
 
-pub(crate) fn unknown_key_message<'a>(kind: &str, key: &str, allowed: impl Iterator<Item = &'a str>) -> String {
+fn unknown_key_message<'a>(kind: &str, key: &str, allowed: impl Iterator<Item = &'a str>) -> String {
     let allowed: Vec<&str> = allowed.collect();
     let takes = if allowed.is_empty() { "no fields of its own".to_owned() } else { allowed.join(", ") };
-    format!(
-        "`{key}` is not a spec key: the spec keys are name, kind, parameter_ranges, parameter_settings, \
-         constraints, runs, backend, timeout, retries, isolation, and kind `{kind}` takes {takes}"
-    )
+    let spec_keys = crate::spec::SPEC_KEYS.join(", ");
+    format!("`{key}` is not a spec key: the spec keys are {spec_keys}, and kind `{kind}` takes {takes}")
 }
 
 /// A set of process kinds by name: the built-ins and a user's own.

@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, Error as _, IntoDeserialize
 use serde::forward_to_deserialize_any;
 use taskfarm::{Params, Process, ProcessContext, ProcessError, Value};
 
-use crate::registry::{unknown_key_message, Kind, KindError, KindSpec};
+use crate::registry::{check_keys, Kind, KindError, KindSpec};
 
 /// A [`Process`] type registered as a kind (see [`crate::Registry::register`]).
 pub(crate) struct TypedKind<P> {
@@ -54,9 +54,7 @@ impl<P: Process> Kind for TypedKind<P> {
 
     fn validate(&self, spec: &KindSpec<'_>) -> Result<(), KindError> {
         if let Some(fields) = self.fields {
-            if let Some(key) = spec.config.keys().find(|k| !fields.contains(&k.as_str())) {
-                return Err(KindError::at(key, unknown_key_message(&self.name, key, fields.iter().copied())));
-            }
+            check_keys(&self.name, spec.config, fields)?;
         }
         let merged = self.merged(spec.config, spec.first, 0);
         match from_params::<P>(&merged) {

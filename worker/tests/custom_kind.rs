@@ -2,8 +2,11 @@
 //! ([`run_with_args`]), as a custom worker binary would: a kind that panics for one
 //! parameter value gives one crashed row with its reason, the others finish, exit 1.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::result_dir;
 use serde::{Deserialize, Serialize};
 use taskfarm::{Process, ProcessContext, ProcessError};
 use taskfarm_worker::{run_with_args, Registry, EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_OK};
@@ -36,13 +39,6 @@ fn registry() -> Registry {
     Registry::with_builtins().register::<Fragile>("fragile", "doubles x, panics at 3")
 }
 
-fn only_subdir(dir: &Path) -> PathBuf {
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(dir).expect("a directory").map(|e| e.expect("an entry").path()).collect();
-    assert_eq!(dirs.len(), 1, "one result directory");
-    dirs.pop().unwrap_or_default()
-}
-
 #[test]
 fn a_panicking_process_is_one_crashed_row() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -55,7 +51,7 @@ fn a_panicking_process_is_one_crashed_row() {
         let args = ["my-worker", "run", &*spec.to_string_lossy(), "--backend", backend, "--quiet", "--results"];
         let code = run_with_args(registry(), args.iter().map(|s| s.to_string()).chain([base.display().to_string()]));
         assert_eq!(code, EXIT_CRASHED, "{backend}: some processes crashed");
-        let result = only_subdir(&base.join("fragile"));
+        let result = result_dir(&base, "fragile");
         let rows = backend_core::results::read_results_jsonl(&result).expect("results.jsonl");
         assert_eq!(rows.len(), 5, "one row per process");
         let crashed: Vec<_> = rows.iter().filter(|r| r["status"] == "crashed").collect();

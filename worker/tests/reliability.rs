@@ -3,35 +3,18 @@
 //! status while the others finish; Ctrl-C drains, exits 130 and `--resume` finishes the run;
 //! kill -9 of the worker mid-run loses nothing that `--resume` cannot finish.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backend_core::journal::read_journal;
+use common::{result_dir, text, worker_no_panic as run, WORKER};
 
-const WORKER: &str = env!("CARGO_BIN_EXE_taskfarm-worker");
 /// Only to avoid hanging forever: nothing is asserted about time.
 const PATIENCE: Duration = Duration::from_secs(120);
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn run(args: &[&str], cwd: &Path) -> Output {
-    let out = Command::new(WORKER).args(args).current_dir(cwd).output().expect("the worker binary starts");
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
-    out
-}
-
-fn only_run_dir(base: &Path, name: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(base.join(name))
-        .expect("the operation's directory")
-        .map(|e| e.expect("an entry").path())
-        .collect();
-    assert_eq!(dirs.len(), 1);
-    dirs.remove(0)
-}
 
 /// `id -> (status, reason)` from results.jsonl.
 fn rows(dir: &Path) -> BTreeMap<u64, (String, String)> {
@@ -65,7 +48,7 @@ parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7] }
     .expect("the spec is written");
     let out = run(&["run", "faults.toml", "--quiet"], dir.path());
     assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
-    let rows = rows(&only_run_dir(&dir.path().join("results"), "faults"));
+    let rows = rows(&result_dir(&dir.path().join("results"), "faults"));
     assert_eq!(rows.len(), 8);
     let expect = |id: u64, status: &str, reason: &str| {
         let (s, r) = &rows[&id];
@@ -80,11 +63,11 @@ parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7] }
     expect(3, "crashed", "attempt 2: its subprocess was killed by signal 6 (SIGABRT)");
     expect(4, "crashed", "attempt 1: the command `sh` exited with status 3; attempt 2:");
     expect(6, "crashed", "its subprocess was killed by signal 9 (SIGKILL)");
-    let crashed = std::fs::read_to_string(only_run_dir(&dir.path().join("results"), "faults").join("crashed.jsonl"))
+    let crashed = std::fs::read_to_string(result_dir(&dir.path().join("results"), "faults").join("crashed.jsonl"))
         .expect("crashed.jsonl");
     assert_eq!(crashed.lines().count(), 5, "every failed process has a crash record: {crashed}");
     // The children's log records reached the parent's operation.log, naming their process.
-    let log = std::fs::read_to_string(only_run_dir(&dir.path().join("results"), "faults").join("operation.log"))
+    let log = std::fs::read_to_string(result_dir(&dir.path().join("results"), "faults").join("operation.log"))
         .expect("operation.log");
     for id in [0, 5, 7] {
         assert!(log.contains(&format!(" process={id} taskfarm_worker::command: `sh` exited with status 0")), "{log}");
@@ -102,7 +85,7 @@ fn a_command_times_out_in_thread_isolation() {
     .expect("the spec is written");
     let out = run(&["run", "hang.toml", "--quiet", "--backend", "serial"], dir.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let rows = rows(&only_run_dir(&dir.path().join("results"), "hang"));
+    let rows = rows(&result_dir(&dir.path().join("results"), "hang"));
     assert_eq!(rows[&1].0, "timed_out", "{:?}", rows[&1]);
     assert!(rows[&1].1.contains("ran past its timeout and was killed with its process group"), "{:?}", rows[&1]);
     assert_eq!((rows[&0].0.as_str(), rows[&2].0.as_str()), ("finished", "finished"));

@@ -1,26 +1,19 @@
 //! `taskfarm-worker run --resume DIR`: an interrupted run (its journal cut mid-record) is
 //! finished with every process exactly once; another spec is refused with exit status 2.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const WORKER: &str = env!("CARGO_BIN_EXE_taskfarm-worker");
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{result_dir, specs_dir, text, worker_no_panic};
 
 fn spec(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs").join(name)
+    specs_dir().join(name)
 }
 
 fn worker(args: &[&str]) -> Output {
-    let out = Command::new(WORKER).args(args).output().expect("the worker binary starts");
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
-    out
-}
-
-fn only_dir(parent: &Path) -> PathBuf {
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(parent).expect("a directory").map(|e| e.expect("an entry").path()).collect();
-    assert_eq!(dirs.len(), 1, "one run in {}", parent.display());
-    dirs.remove(0)
+    worker_no_panic(args, Path::new("."))
 }
 
 #[test]
@@ -33,8 +26,8 @@ fn resume_finishes_an_interrupted_run() {
         let out = worker(&["run", &sweep, "--backend", "local", "--quiet", "--results", &results.to_string_lossy()]);
         assert_eq!(out.status.code(), Some(0));
     }
-    let reference = only_dir(&full.join("command_sweep"));
-    let dir = only_dir(&cut.join("command_sweep"));
+    let reference = result_dir(&full, "command_sweep");
+    let dir = result_dir(&cut, "command_sweep");
     // Keep 40% of the journal (a torn last record) and drop the consolidated files.
     let journal = dir.join("journal");
     let bytes = std::fs::read(&journal).expect("the journal");
@@ -46,26 +39,26 @@ fn resume_finishes_an_interrupted_run() {
     // `report` sees what is missing and says how to finish it.
     let out = worker(&["report", &dir_arg]);
     assert_eq!(out.status.code(), Some(0));
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = text(&out.stdout);
     assert!(report.contains("missing: ") && report.contains("--resume"), "{report}");
     assert!(report.contains("utilisation: ") && report.contains("slowest processes:"), "{report}");
     let out = worker(&["run", &as_run.to_string_lossy(), "--resume", &dir_arg, "--quiet"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     backend_core::testing::assert_same_results(&reference, &dir);
     let out = worker(&["report", &dir_arg]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("complete: every process has a record"));
+    assert!(text(&out.stdout).contains("complete: every process has a record"));
 
     // The original spec file resumes it too (nothing left to run).
     let out = worker(&["run", &sweep, "--resume", &dir_arg, "--quiet"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     // Another spec is refused, and so is a directory that is not a run.
     let out = worker(&["run", &spec("pi.toml").to_string_lossy(), "--resume", &dir_arg]);
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert!(stderr.contains("was run with another spec"), "{stderr}");
     let out = worker(&["run", &sweep, "--resume", &base.path().to_string_lossy()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a taskfarm run directory"));
+    assert!(text(&out.stderr).contains("is not a taskfarm run directory"));
 }

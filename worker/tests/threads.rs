@@ -3,14 +3,11 @@
 //! a sentence naming the limit, and a spec with `threads` runs on the local backend with the
 //! same rows as serial.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-const WORKER: &str = env!("CARGO_BIN_EXE_taskfarm-worker");
-
-fn worker(args: &[&str], cwd: &Path) -> Output {
-    Command::new(WORKER).args(args).current_dir(cwd).output().expect("the worker binary starts")
-}
+use common::{text, worker};
 
 fn write_spec(dir: &Path, extra: &str) -> std::path::PathBuf {
     let spec = dir.join("threads.toml");
@@ -26,7 +23,7 @@ fn more_threads_than_a_local_pool_has_is_exit_2_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "threads = 3");
     let out = worker(&["run", spec.to_str().unwrap(), "--backend", "local", "--pool-size", "2"], dir.path());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("threads.toml, line 3") && stderr.contains("the local pool has 2"), "{stderr}");
     assert!(!dir.path().join("results").exists(), "nothing ran");
@@ -37,13 +34,13 @@ fn more_threads_than_the_spec_gives_a_rank_is_a_spec_error() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "threads = 4\nthreads_per_rank = 2");
     let out = worker(&["validate", spec.to_str().unwrap()], dir.path());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("each MPI worker rank has 2"), "{stderr}");
     for bad in ["threads = 0", "threads = \"many\"", "threads_per_rank = -1"] {
         let spec = write_spec(dir.path(), bad);
         let out = worker(&["validate", spec.to_str().unwrap()], dir.path());
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
         assert!(stderr.contains("must be a whole number from 1 to"), "{bad}: {stderr}");
     }
@@ -63,7 +60,7 @@ fn a_spec_with_threads_runs_locally_like_serial_and_records_them() {
                 .collect::<Vec<_>>(),
             dir.path(),
         );
-        assert_eq!(out.status.code(), Some(0), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{backend}: {}", text(&out.stderr));
         let run = std::fs::read_dir(results.join("threads")).unwrap().next().unwrap().unwrap().path();
         let toml = std::fs::read_to_string(run.join("operation.toml")).unwrap();
         assert!(toml.contains("threads = 2"), "operation.toml records the threads: {toml}");

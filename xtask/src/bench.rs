@@ -86,6 +86,7 @@ impl Target {
 /// Runs the benchmark, prints the table and writes the JSON.
 pub fn bench(args: BenchArgs) -> Result<()> {
     let started = Instant::now();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mpi = !args.no_mpi && crate::mpi::found();
     if !mpi && !args.no_mpi {
         eprintln!("xtask: mpirun/mpicc not found: the MPI rows are skipped");
@@ -120,7 +121,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         rows.push(hybrid_row(&examples.join("mpi_bench"))?);
     }
     rows.extend(local_rows(&examples.join("local_bench"))?);
-    rows.extend(command_rows(&target_dir().join("release").join("taskfarm-worker"), &scratch)?);
+    rows.extend(command_rows(&target_dir().join("release").join("taskfarm-worker"), &scratch, cores)?);
     if mpi {
         rows.extend(memory_rows(&examples.join("mpi_bench"), args.quick)?);
     }
@@ -132,7 +133,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let path = out_dir.join(format!("{stamp}.json"));
     let json = serde_json::json!({
         "unix_time": stamp,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cores": cores,
         "seconds": started.elapsed().as_secs_f64(),
         "rows": rows,
     });
@@ -283,9 +284,9 @@ fn local_rows(program: &Path) -> Result<Vec<Row>> {
     Ok(vec![row, throughput])
 }
 
-fn command_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>> {
+fn command_rows(worker: &Path, scratch: &Path, cores: usize) -> Result<Vec<Row>> {
     let runs = 2000;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+    let cores = cores.to_string();
     let spec = scratch.join("true.toml");
     let ids: Vec<String> = (0..runs).map(|i| i.to_string()).collect();
     std::fs::write(
@@ -298,14 +299,11 @@ fn command_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>> {
     let list = scratch.join("list");
     std::fs::write(&list, ids.join("\n") + "\n")?;
 
+    // Times `command` (its stdin as set: the list, or nothing) with its stdout discarded.
     let time = |command: &mut Command, what: &str| -> Result<f64> {
         eprintln!("xtask: bench: {what}");
         let started = Instant::now();
-        let status = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .with_context(|| format!("could not start {what}"))?;
+        let status = command.stdout(Stdio::null()).status().with_context(|| format!("could not start {what}"))?;
         let wall = started.elapsed().as_secs_f64();
         if !status.success() {
             bail!("{what} failed ({status})");
@@ -321,6 +319,7 @@ fn command_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>> {
     let taskfarm = best(&mut || {
         time(
             Command::new(worker)
+                .stdin(Stdio::null())
                 .args(["run"])
                 .arg(&spec)
                 .args(["--backend", "local", "--quiet", "--results"])
@@ -330,13 +329,7 @@ fn command_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>> {
     })?;
     let xargs = best(&mut || {
         let mut command = with_list("xargs", &["-P", &cores, "-n", "1", "true"])?;
-        eprintln!("xtask: bench: xargs -P {cores} -n 1 true < list");
-        let started = Instant::now();
-        let status = command.stdout(Stdio::null()).status()?;
-        if !status.success() {
-            bail!("xargs failed ({status})");
-        }
-        Ok(started.elapsed().as_secs_f64())
+        time(&mut command, &format!("xargs -P {cores} -n 1 true < list"))
     })?;
     let mut rows = vec![Row::new(
         "Command kind, 2000 x `true`: wall time vs xargs -P",

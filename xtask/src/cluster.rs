@@ -17,10 +17,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::mpi::tail;
 use crate::{mpi, root, target_dir, Tally};
 
 /// The hosts, in hostfile order; tf-node1 runs mpirun and rank 0 (the master).
@@ -187,6 +188,11 @@ impl Cluster {
         Ok(path)
     }
 
+    /// The hostfile `hosts-3x2`: 2 slots on each of the 3 hosts.
+    fn hostfile_3x2(&self) -> Result<PathBuf> {
+        self.hostfile("hosts-3x2", &[(NODES[0], 2), (NODES[1], 2), (NODES[2], 2)])
+    }
+
     /// `mpirun -n ranks --hostfile hostfile WORKER args`, started on tf-node1 under its name.
     fn mpirun(&self, hostfile: &Path, ranks: u32, args: &[&str]) -> Command {
         self.mpirun_program(hostfile, ranks, &self.worker, args)
@@ -248,13 +254,7 @@ impl Drop for Cluster {
 }
 
 /// What one command came to.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-    timed_out: bool,
-}
+type Run = mpi::Outcome;
 
 impl Run {
     fn expect_code(&self, what: &str, code: i32) -> Result<()> {
@@ -262,59 +262,16 @@ impl Run {
             bail!("{what} hung (killed after {}s)\n{}", RUN_TIMEOUT.as_secs(), tail(&self.stderr));
         }
         if self.code != Some(code) {
-            bail!("{what}: exit code {:?}, expected {code}\n{}{}", self.code, tail(&self.stdout), tail(&self.stderr));
+            bail!("{what}: exit code {:?}, expected {code}\n{}\n{}", self.code, tail(&self.stdout), tail(&self.stderr));
         }
         Ok(())
     }
 }
 
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = lines[lines.len().saturating_sub(15)..].join("\n");
-    out.push('\n');
-    out
-}
-
 /// Runs `command` with output to files and `RUN_TIMEOUT`; `during` is called every 50 ms
 /// with the time since the start (to act on the run from outside).
-fn run(state: &Path, mut command: Command, mut during: impl FnMut(Duration) -> Result<()>) -> Result<Run> {
-    let (out_path, err_path) = (state.join("run.stdout"), state.join("run.stderr"));
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path)?)
-        .stderr(std::fs::File::create(&err_path)?)
-        .spawn()
-        .with_context(|| format!("could not start {:?}", command.get_program()))?;
-    let start = Instant::now();
-    let (status, timed_out) = loop {
-        if let Some(status) = child.try_wait()? {
-            break (Some(status), false);
-        }
-        if start.elapsed() >= RUN_TIMEOUT {
-            // mpirun takes its ranks down on SIGTERM; SIGKILL after 5 s; the namespaces'
-            // leftovers go with the cluster.
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let grace = Instant::now();
-            while grace.elapsed() < Duration::from_secs(5) && child.try_wait()?.is_none() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            break (child.wait().ok(), true);
-        }
-        if let Err(e) = during(start.elapsed()) {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let _ = child.wait();
-            return Err(e);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Ok(Run {
-        code: status.and_then(|s| s.code()),
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-        elapsed: start.elapsed(),
-        timed_out,
-    })
+fn run(state: &Path, command: Command, during: impl FnMut(Duration) -> Result<()>) -> Result<Run> {
+    mpi::run_to_files(state, "run", command, RUN_TIMEOUT, during)
 }
 
 /// Runs an mpirun `command` like [`run`], again (at most 3 times in all) when mpirun itself
@@ -349,11 +306,8 @@ struct Table {
 
 impl Table {
     fn read(base: &Path) -> Result<Table> {
-        let path = mpi::find_results_csv(base)?;
-        let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
-        let mut rows = mpi::csv_rows(&text).into_iter();
-        let header = rows.next().context("results.csv has no header")?;
-        Ok(Table { header, rows: rows.collect() })
+        let (header, rows) = mpi::read_results(base)?;
+        Ok(Table { header, rows })
     }
 
     fn column(&self, name: &str) -> Result<usize> {
@@ -408,7 +362,7 @@ fn sweep(cluster: &Cluster, spec: &Path) -> Result<()> {
     let stem = spec.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let (serial_dir, cluster_dir) =
         (cluster.results(&format!("{stem}-serial")), cluster.results(&format!("{stem}-cluster")));
-    let hostfile = cluster.hostfile("hosts-3x2", &[(NODES[0], 2), (NODES[1], 2), (NODES[2], 2)])?;
+    let hostfile = cluster.hostfile_3x2()?;
     let spec_arg = spec.to_string_lossy();
     let results_arg = cluster_dir.to_string_lossy();
     let args = ["run", &spec_arg, "--backend", "mpi", "--results", &results_arg, "--quiet"];
@@ -469,7 +423,7 @@ fn throughput(cluster: &Cluster, processes: u32) -> Result<String> {
     )?;
     let spec_arg = spec.to_string_lossy();
     let layouts = [
-        ("3 hosts x 2 ranks", cluster.hostfile("hosts-3x2", &[(NODES[0], 2), (NODES[1], 2), (NODES[2], 2)])?),
+        ("3 hosts x 2 ranks", cluster.hostfile_3x2()?),
         ("1 host x 6 ranks", cluster.hostfile("hosts-1x6", &[(NODES[0], 6)])?),
     ];
     let mut figures = Vec::new();
@@ -493,11 +447,6 @@ fn throughput(cluster: &Cluster, processes: u32) -> Result<String> {
     Ok(format!("dispatch throughput, {processes} no-op processes, 5 workers over TCP: {}", figures.join("; ")))
 }
 
-/// The host unplugged mid-run: tf-node3.
-const LOST: &str = "tf-node3";
-
-/// Unplugs tf-node3 mid-run; the job must end by itself with a non-zero exit, the journal
-/// must be readable, and `--resume` on tf-node1 and tf-node2 must finish every process once.
 /// backend-mpi's conformance scenario (the same operations on MPI and on `SerialBackend`,
 /// every process exactly once, the workers' counts adding up), with its 6 ranks spread over
 /// the 3 hosts.
@@ -506,7 +455,7 @@ fn conformance(cluster: &Cluster, scenarios: &Path) -> Result<()> {
     let program = cluster.state.join("mpi_scenarios");
     std::fs::copy(scenarios, &program)
         .with_context(|| format!("could not copy {} into the cluster", scenarios.display()))?;
-    let hostfile = cluster.hostfile("hosts-3x2", &[(NODES[0], 2), (NODES[1], 2), (NODES[2], 2)])?;
+    let hostfile = cluster.hostfile_3x2()?;
     let outcome = run_mpi(cluster, || cluster.mpirun_program(&hostfile, 6, &program, &["conformance"]), None)?;
     outcome.expect_code("the conformance scenario across hosts", 0)?;
     if !outcome.stdout.contains("same as serial") {
@@ -515,11 +464,16 @@ fn conformance(cluster: &Cluster, scenarios: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The host unplugged mid-run: tf-node3.
+const LOST: &str = "tf-node3";
+
+/// Unplugs tf-node3 mid-run; the job must end by itself with a non-zero exit, the journal
+/// must be readable, and `--resume` on tf-node1 and tf-node2 must finish every process once.
 fn link_loss(cluster: &Cluster) -> Result<()> {
     let spec = cluster.scripts.join("link_loss.toml");
     let total = 400;
     let base = cluster.results("link_loss");
-    let hostfile = cluster.hostfile("hosts-3x2", &[(NODES[0], 2), (NODES[1], 2), (NODES[2], 2)])?;
+    let hostfile = cluster.hostfile_3x2()?;
     let (spec_arg, results_arg) = (spec.to_string_lossy(), base.to_string_lossy());
     let args = ["run", &spec_arg, "--backend", "mpi", "--results", &results_arg, "--quiet"];
     let mut unplugged: Option<Duration> = None;

@@ -61,11 +61,13 @@ pub fn mpirun(args: MpirunArgs) -> Result<i32> {
     Ok(status.code().unwrap_or(1))
 }
 
-pub(crate) fn build_worker() -> Result<()> {
+/// Builds the release worker with MPI; returns its path.
+pub(crate) fn build_worker() -> Result<PathBuf> {
     run_checked(
         cargo().args(["build", "--release", "-p", "taskfarm-worker", "--features", "mpi"]),
         "build the release worker with MPI",
-    )
+    )?;
+    Ok(target_dir().join("release").join("taskfarm-worker"))
 }
 
 /// The launcher command for `args`: mpirun with the environment that suits this machine.
@@ -327,9 +329,14 @@ pub fn test(ci: bool) -> Result<()> {
         expect_in(&o.stderr, "aborting the MPI job")
     });
     spmd_example(&scratch, &mut tally);
-    worker_end_to_end(&scratch, &mut tally, ci);
-    ranks_against_threads(&scratch, &mut tally);
-    worker_rank_killed(&scratch, &mut tally);
+    match build_worker() {
+        Ok(worker) => {
+            worker_end_to_end(&scratch, &mut tally, ci, &worker);
+            ranks_against_threads(&scratch, &mut tally);
+            worker_rank_killed(&scratch, &mut tally);
+        }
+        Err(e) => tally.record("build the release worker with MPI for the worker tests", Err(e)),
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     tally.finish()
 }
@@ -369,12 +376,19 @@ fn json_string_after(line: &str, key: &str) -> Option<String> {
     None
 }
 
-/// What one run under mpirun came to.
+/// What one run of a command (under mpirun, or on the test cluster) came to.
 #[derive(Debug)]
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Outcome {
+    /// The exit code; `None` when a signal ended the command.
+    pub(crate) code: Option<i32>,
+    /// What it printed on stdout.
+    pub(crate) stdout: String,
+    /// What it printed on stderr.
+    pub(crate) stderr: String,
+    /// From its start to its end.
+    pub(crate) elapsed: Duration,
+    /// Whether it ran past its timeout and was killed.
+    pub(crate) timed_out: bool,
 }
 
 /// The longest any MPI test may take: beyond, it hangs, which is a failure.
@@ -390,45 +404,69 @@ fn run_case(scratch: &Path, ranks: u32, program: &Path, args: &[&str]) -> Result
     run_with_timeout(scratch, command)
 }
 
-fn run_with_timeout(scratch: &Path, mut command: Command) -> Result<Outcome> {
+fn run_with_timeout(scratch: &Path, command: Command) -> Result<Outcome> {
     let line = describe(&command);
     eprintln!("xtask: {line}");
-    let out_path = scratch.join("case.stdout");
-    let err_path = scratch.join("case.stderr");
-    let out = std::fs::File::create(&out_path)?;
-    let err = std::fs::File::create(&err_path)?;
+    let outcome = run_to_files(scratch, "case", command, CASE_TIMEOUT, |_| Ok(()))?;
+    if outcome.timed_out {
+        bail!("`{line}` hung: no end after {}s\n{}", CASE_TIMEOUT.as_secs(), tail(&outcome.stderr));
+    }
+    Ok(outcome)
+}
+
+/// Runs `command` with stdin closed and its output to `<name>.stdout` and `<name>.stderr` in
+/// `dir`, for at most `timeout`: past it the command gets SIGTERM (mpirun takes its ranks
+/// down on it; SIGKILL would leave them), and SIGKILL 5 s later if it is still there.
+/// `during` is called every 50 ms with the time since the start (to act on the run from
+/// outside); its error ends the command (SIGTERM) and is returned.
+pub(crate) fn run_to_files(
+    dir: &Path,
+    name: &str,
+    mut command: Command,
+    timeout: Duration,
+    mut during: impl FnMut(Duration) -> Result<()>,
+) -> Result<Outcome> {
+    let line = describe(&command);
+    let (out_path, err_path) = (dir.join(format!("{name}.stdout")), dir.join(format!("{name}.stderr")));
     let mut child = command
         .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
         .spawn()
         .with_context(|| format!("could not start {line}"))?;
-    let deadline = Instant::now() + CASE_TIMEOUT;
-    let status = loop {
+    let start = Instant::now();
+    let (status, timed_out) = loop {
         if let Some(status) = child.try_wait()? {
-            break Some(status);
+            break (Some(status), false);
         }
-        if Instant::now() >= deadline {
-            // mpirun cleans its ranks up on SIGTERM; SIGKILL would leave them.
+        if start.elapsed() >= timeout {
             let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            std::thread::sleep(Duration::from_secs(5));
+            let grace = Instant::now();
+            while grace.elapsed() < Duration::from_secs(5) && child.try_wait()?.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = child.kill();
+            break (child.wait().ok(), true);
+        }
+        if let Err(e) = during(start.elapsed()) {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
             let _ = child.wait();
-            break None;
+            return Err(e);
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    match status {
-        Some(status) => Ok(Outcome { code: status.code(), stdout, stderr }),
-        None => bail!("`{line}` hung: no end after {}s\n{}", CASE_TIMEOUT.as_secs(), tail(&stderr)),
-    }
+    Ok(Outcome {
+        code: status.and_then(|s| s.code()),
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+        elapsed: start.elapsed(),
+        timed_out,
+    })
 }
 
 /// The end of a program's output, after the message of any panic (which a backtrace would
 /// otherwise push out of view).
-fn tail(text: &str) -> String {
+pub(crate) fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let mut shown: Vec<&str> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -476,12 +514,8 @@ fn spmd_example(scratch: &Path, tally: &mut Tally) {
         "build the spmd example with MPI",
     );
     let outcome = built.and_then(|()| {
-        let mpirun = on_path("mpirun").context("mpirun was not found on PATH")?;
-        let mut command = Command::new(mpirun);
-        command.args(["-n", "3"]);
-        mpi_environment(&mut command, true);
-        command.arg(target_dir().join("debug").join("examples").join("spmd")).arg(scratch).current_dir(scratch);
-        run_with_timeout(scratch, command)
+        let spmd = target_dir().join("debug").join("examples").join("spmd");
+        run_case(scratch, 3, &spmd, &[&path_arg(scratch)])
     });
     tally.check(name, outcome, |o| {
         expect_success(o)?;
@@ -503,7 +537,7 @@ fn spmd_example(scratch: &Path, tally: &mut Tally) {
 }
 
 /// The worker binary through `cargo xtask mpirun`, against `--backend serial` on the same spec.
-fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool) {
+fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool, worker: &Path) {
     let name = "taskfarm-worker through cargo xtask mpirun -n 4, same results.csv as serial";
     let Some(spec) = sweep_spec() else {
         if ci {
@@ -514,18 +548,13 @@ fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool) {
         return;
     };
     let outcome = (|| -> Result<(Outcome, Outcome)> {
-        build_worker()?;
         let (mpi_dir, serial_dir) = (scratch.join("mpi-results"), scratch.join("serial-results"));
-        let args = MpirunArgs {
-            ranks: Some(4),
-            hostfile: None,
-            oversubscribe: true,
-            per_node: false,
-            dry_run: false,
-            worker_args: vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
-        };
+        let args = oversubscribed(
+            4,
+            vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
+        );
         let mpi = run_with_timeout(scratch, launch(&args)?)?;
-        let mut serial = Command::new(target_dir().join("release").join("taskfarm-worker"));
+        let mut serial = Command::new(worker);
         serial.arg("run").arg(&spec).args(["--backend", "serial", "--quiet", "--results"]).arg(&serial_dir);
         let serial = run_with_timeout(scratch, serial)?;
         expect_success(&mpi)?;
@@ -545,15 +574,10 @@ fn ranks_against_threads(scratch: &Path, tally: &mut Tally) {
         return;
     };
     let outcome = (|| -> Result<Outcome> {
-        build_worker()?;
         let run = |ranks: u32, threads: &str, dir: &Path| -> Result<Outcome> {
-            let args = MpirunArgs {
-                ranks: Some(ranks),
-                hostfile: None,
-                oversubscribe: true,
-                per_node: false,
-                dry_run: false,
-                worker_args: vec![
+            let args = oversubscribed(
+                ranks,
+                vec![
                     "run".into(),
                     path_arg(&spec),
                     "--results".into(),
@@ -562,7 +586,7 @@ fn ranks_against_threads(scratch: &Path, tally: &mut Tally) {
                     threads.into(),
                     "--quiet".into(),
                 ],
-            };
+            );
             let outcome = run_with_timeout(scratch, launch(&args)?)?;
             expect_success(&outcome)?;
             Ok(outcome)
@@ -586,7 +610,6 @@ fn worker_rank_killed(scratch: &Path, tally: &mut Tally) {
     let name = "kill -9 of a worker rank mid-run, then --resume: every process exactly once";
     let total = 120;
     let outcome = (|| -> Result<Outcome> {
-        build_worker()?;
         let spec = scratch.join("killed_rank.toml");
         std::fs::write(
             &spec,
@@ -597,16 +620,8 @@ fn worker_rank_killed(scratch: &Path, tally: &mut Tally) {
             ),
         )?;
         let results = scratch.join("killed-results");
-        let args = |ranks: u32, worker_args: Vec<String>| MpirunArgs {
-            ranks: Some(ranks),
-            hostfile: None,
-            oversubscribe: true,
-            per_node: false,
-            dry_run: false,
-            worker_args,
-        };
         let run_args = vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()];
-        let mut command = launch(&args(4, run_args))?;
+        let mut command = launch(&oversubscribed(4, run_args))?;
         eprintln!("xtask: {}", describe(&command));
         let mut child = command
             .stdin(Stdio::null())
@@ -658,7 +673,7 @@ fn worker_rank_killed(scratch: &Path, tally: &mut Tally) {
             path_arg(&dir),
             "--quiet".into(),
         ];
-        let outcome = run_with_timeout(scratch, launch(&args(3, resume))?)?;
+        let outcome = run_with_timeout(scratch, launch(&oversubscribed(3, resume))?)?;
         expect_success(&outcome)?;
         let rows = csv_rows(&std::fs::read_to_string(dir.join("results.csv"))?);
         let ids: std::collections::BTreeSet<&str> =
@@ -685,6 +700,11 @@ fn rank_pid(rank: u32, marker: &str) -> Option<u32> {
         let environ = std::fs::read(entry.path().join("environ")).ok()?;
         environ.split(|&b| b == 0).any(|var| var == wanted.as_bytes()).then_some(pid)
     })
+}
+
+/// `cargo xtask mpirun -n ranks --oversubscribe -- worker_args`, as the worker tests launch it.
+fn oversubscribed(ranks: u32, worker_args: Vec<String>) -> MpirunArgs {
+    MpirunArgs { ranks: Some(ranks), hostfile: None, oversubscribe: true, per_node: false, dry_run: false, worker_args }
 }
 
 fn path_arg(path: &Path) -> String {
@@ -729,14 +749,19 @@ pub(crate) fn find_results_csv(base: &Path) -> Result<PathBuf> {
 /// Columns that depend on when and where a process ran.
 const RUN_DEPENDENT: [&str; 4] = ["duration_s", "started_at", "host", "worker"];
 
+/// The header and the rows of the one `results.csv` under `base`.
+pub(crate) fn read_results(base: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let path = find_results_csv(base)?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
+    let mut rows = csv_rows(&text).into_iter();
+    let header = rows.next().context("results.csv has no header")?;
+    Ok((header, rows.collect()))
+}
+
+/// Checks that the `results.csv` under `serial` and under `mpi` have the same rows (but for
+/// the columns of when and where) and that the MPI run used 2 ranks or more.
 pub(crate) fn compare_results(serial: &Path, mpi: &Path) -> Result<()> {
-    let read = |base: &Path| -> Result<(Vec<String>, Vec<Vec<String>>)> {
-        let text = std::fs::read_to_string(find_results_csv(base)?)?;
-        let mut rows = csv_rows(&text).into_iter();
-        let header = rows.next().context("results.csv has no header")?;
-        Ok((header, rows.collect()))
-    };
-    let ((want_header, want), (got_header, got)) = (read(serial)?, read(mpi)?);
+    let ((want_header, want), (got_header, got)) = (read_results(serial)?, read_results(mpi)?);
     if want_header != got_header {
         bail!("results.csv headers differ: {want_header:?} vs {got_header:?}");
     }
