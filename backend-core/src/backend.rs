@@ -158,9 +158,30 @@ impl Collector {
                 record.reason.as_deref().unwrap_or("no reason given")
             );
         }
-        self.board.ended(record.status);
-        self.progress.update(&self.board.snapshot());
+        self.ended(record.status);
         Ok(())
+    }
+
+    /// Accepts the record of a process that ended as a journal frame made by
+    /// [`encode_frame`](crate::journal::encode_frame) (on an MPI worker), with its status: a
+    /// finished one is journaled as it is, a failed one is decoded to be logged.
+    pub fn record_frame(&mut self, status: Status, frame: &[u8]) -> Result<()> {
+        if status != Status::Finished {
+            return self.record(&crate::journal::decode_frame(frame)?);
+        }
+        if stop_now_requested() {
+            self.board.unstarted(1);
+            return Ok(());
+        }
+        self.journal.append_frame(frame)?;
+        self.ended(status);
+        Ok(())
+    }
+
+    /// Counts a journaled record on the board and the progress display.
+    fn ended(&mut self, status: Status) {
+        self.board.ended(status);
+        self.progress.update(&self.board.snapshot());
     }
 
     /// The status board, to count processes as they start.

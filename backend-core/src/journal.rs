@@ -22,6 +22,42 @@ const MAX_RECORD_LEN: u32 = 64 * 1024 * 1024;
 /// Flush to the OS after this many records or this much time, whichever comes first.
 const FLUSH_EVERY_RECORDS: usize = 256;
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// The age of the batch is looked at when the records in it are a multiple of this mask + 1.
+const FLUSH_CLOCK_MASK: usize = 15;
+
+/// Appends the journal frame of `record` to `out`: its payload's length and CRC-32, then the
+/// payload. Frames are made wherever the record is (an MPI worker frames its own, so the
+/// master writes them without decoding and encoding each record again).
+pub fn encode_frame(record: &ProcessRecord, out: &mut Vec<u8>) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    serde_json::to_writer(&mut *out, record)
+        .map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
+    let payload = &out[start + 8..];
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&len| len <= MAX_RECORD_LEN)
+        .ok_or_else(|| Error::Internal(format!("the record of process {} is larger than 64 MiB", record.id)))?;
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Decodes one frame made by [`encode_frame`], checking its length and checksum.
+pub fn decode_frame(frame: &[u8]) -> Result<ProcessRecord> {
+    let corrupt = |why: &str| Error::Internal(format!("a journal frame of {} bytes {why}", frame.len()));
+    let (head, payload) = frame.split_at_checked(8).ok_or_else(|| corrupt("is shorter than its header"))?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if payload.len() != len as usize {
+        return Err(corrupt("does not have the length it claims"));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err(corrupt("does not match its checksum"));
+    }
+    serde_json::from_slice(payload).map_err(|e| corrupt(&format!("does not decode: {e}")))
+}
 
 /// Appends records to a journal, flushing in batches.
 #[derive(Debug)]
@@ -66,24 +102,24 @@ impl JournalWriter {
 
     /// Appends one record; flushes when the batch is full or old enough.
     pub fn append(&mut self, record: &ProcessRecord) -> Result<()> {
-        let payload = &mut self.scratch;
-        payload.clear();
-        serde_json::to_writer(&mut *payload, record)
-            .map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
-        let len = u32::try_from(payload.len()).map_err(|_| Error::Internal("a record is larger than 4 GiB".into()))?;
-        let crc = crc32fast::hash(payload);
-        let write = |out: &mut BufWriter<File>| -> std::io::Result<()> {
-            out.write_all(&len.to_le_bytes())?;
-            out.write_all(&crc.to_le_bytes())?;
-            out.write_all(payload)
-        };
-        write(&mut self.out).map_err(|e| Error::io("write the journal", &self.path, e))?;
-        if payload.capacity() > 64 * 1024 {
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        let appended = encode_frame(record, &mut frame).and_then(|()| self.append_frame(&frame));
+        if frame.capacity() <= 64 * 1024 {
             // One huge record should not pin its buffer for the rest of the run.
-            *payload = Vec::with_capacity(1024);
+            self.scratch = frame;
         }
+        appended
+    }
+
+    /// Appends one record framed by [`encode_frame`] (e.g. on an MPI worker), as it is.
+    pub fn append_frame(&mut self, frame: &[u8]) -> Result<()> {
+        self.out.write_all(frame).map_err(|e| Error::io("write the journal", &self.path, e))?;
         self.unflushed += 1;
-        if self.unflushed >= FLUSH_EVERY_RECORDS || self.last_flush.elapsed() >= FLUSH_EVERY {
+        // The clock is read once per batch of records, not once per record.
+        if self.unflushed >= FLUSH_EVERY_RECORDS
+            || (self.unflushed & FLUSH_CLOCK_MASK == 0 && self.last_flush.elapsed() >= FLUSH_EVERY)
+        {
             self.flush()?;
         }
         Ok(())
@@ -305,6 +341,36 @@ mod tests {
             let contents = read_journal(&path).unwrap();
             assert!(contents.records.len() < 3, "flip at {i} went unnoticed");
             assert!(contents.torn_tail.is_some());
+        }
+    }
+
+    #[test]
+    fn frames_made_elsewhere_are_appended_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let (by_record, by_frame) = (dir.path().join("a"), dir.path().join("b"));
+        write_journal(&by_record, 4);
+        let mut w = JournalWriter::create(&by_frame).unwrap();
+        for id in 0..4 {
+            let mut frame = Vec::new();
+            encode_frame(&record(id), &mut frame).unwrap();
+            assert_eq!(decode_frame(&frame).unwrap(), record(id));
+            w.append_frame(&frame).unwrap();
+        }
+        w.sync().unwrap();
+        assert_eq!(std::fs::read(&by_record).unwrap(), std::fs::read(&by_frame).unwrap());
+    }
+
+    #[test]
+    fn a_damaged_frame_does_not_decode() {
+        let mut frame = Vec::new();
+        encode_frame(&record(9), &mut frame).unwrap();
+        for cut in 0..frame.len() {
+            assert!(decode_frame(&frame[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 0..frame.len() {
+            let mut bytes = frame.clone();
+            bytes[at] ^= 0x5a;
+            assert!(decode_frame(&bytes).is_err(), "flip at {at}");
         }
     }
 

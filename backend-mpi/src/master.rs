@@ -16,7 +16,7 @@ use backend_core::{
 use mpi::topology::{Communicator, Rank};
 
 use crate::env::{Mpi, ProcessRunning, Wire};
-use crate::message::{work_from_encoded, Message};
+use crate::message::{work_from_encoded, Message, RecordHead};
 use crate::Error;
 
 /// A unit should run about this long, so dispatch costs stay far below run time.
@@ -26,6 +26,8 @@ const MAX_BATCH: usize = 1024;
 /// The most units a worker may have in flight when its units are far shorter than
 /// `UNIT_TARGET` and cannot grow (batches at their cap): a deeper window hides the round trip.
 const MAX_WINDOW: usize = 16;
+/// While journaling a large unit, the master takes in arrived messages every this many records.
+const COLLECT_EVERY: usize = 128;
 /// How long the master polls (yielding the core between polls) before it falls back to the
 /// wire's sleeping backoff: results of tiny units arrive within a few microseconds, and a
 /// 50 µs-and-up sleep per message would cap dispatch far below what MPI can do.
@@ -180,9 +182,22 @@ impl Retries {
         Ok(message)
     }
 
-    /// Settles the record of an attempt that `from` ran: the process's last attempt, closed
-    /// and ready for the journal, or `None` when the process waits to run again elsewhere.
-    fn settle(&mut self, mut record: ProcessRecord, from: Rank) -> Option<ProcessRecord> {
+    /// Settles the record of an attempt that `from` ran, given as its head and journal
+    /// frame: a success at the first attempt is journaled as it is; a failure waits to run
+    /// again elsewhere or, at the last attempt, is closed with the reasons of every attempt.
+    fn settle(&mut self, head: RecordHead, frame: &[u8], from: Rank) -> Result<Settled, Error> {
+        let failed_before = self.in_flight.get(&head.id).is_some_and(|attempts| !attempts.reasons.is_empty());
+        if head.status == Status::Finished && !failed_before {
+            self.in_flight.remove(&head.id);
+            return Ok(Settled::AsFramed);
+        }
+        let record = backend_core::journal::decode_frame(frame)?;
+        Ok(self.settle_record(record, from).map_or(Settled::Again, |record| Settled::Closed(Box::new(record))))
+    }
+
+    /// Settles the decoded record of an attempt that `from` ran: the process's last attempt,
+    /// closed and ready for the journal, or `None` when the process waits to run again elsewhere.
+    fn settle_record(&mut self, mut record: ProcessRecord, from: Rank) -> Option<ProcessRecord> {
         let Some(mut attempts) = self.in_flight.remove(&record.id) else {
             // Not a job the master kept (cannot happen with a well-behaved worker): take it as it is.
             return Some(record);
@@ -220,6 +235,16 @@ impl Retries {
         attempts.tried.push(worker);
         Ok(Some((id, work_from_encoded::<P>([attempts.job.as_slice()])?)))
     }
+}
+
+/// What became of an attempt's record under master-side retries.
+enum Settled {
+    /// Journal the worker's frame as it is.
+    AsFramed,
+    /// Journal this record, the process's last attempt closed with every attempt's reason.
+    Closed(Box<ProcessRecord>),
+    /// The process runs again on another rank.
+    Again,
 }
 
 /// Whether a job that ran on the ranks `tried` may run again on `worker`: if it has not run
@@ -274,22 +299,23 @@ impl<P: Process> Scheduler<P> {
                 slot.last_heard = Instant::now();
             }
             match Message::<P>::decode(from, &bytes)? {
-                Message::Results(records) => {
+                Message::Results(framed) => {
+                    let records = framed.records(from)?;
                     let prefetch = self.prefetch;
                     let slot = self.slot(from)?;
                     // Records come in their unit's order: the unit is the one that starts with
                     // the first record's id (the oldest, for a unit that came back empty).
                     let unit = records
                         .first()
-                        .and_then(|first| slot.units.iter().position(|ids| ids.first() == Some(&first.id)))
+                        .and_then(|(first, _)| slot.units.iter().position(|ids| ids.first() == Some(&first.id)))
                         .unwrap_or(0);
                     if unit >= slot.units.len() {
                         return Err(Error::Unexpected { from, what: "results" });
                     }
                     slot.units.remove(unit);
                     slot.batch = adapted_batch(slot.batch, &records);
-                    if let Some(first) = records.first() {
-                        slot.host.get_or_insert_with(|| first.location.host.clone());
+                    if slot.host.is_none() && !records.is_empty() {
+                        slot.host = Some(framed.host.clone());
                     }
                     slot.window = adapted_window(slot.window, slot.batch, prefetch, &records);
                     let window = slot.window;
@@ -301,18 +327,19 @@ impl<P: Process> Scheduler<P> {
                         }
                     }
                     let mut again = false;
-                    for record in records {
-                        let record = match &mut self.retries {
-                            None => record,
-                            Some(retries) => {
-                                let Some(record) = retries.settle(record, from) else {
-                                    again = true;
-                                    continue;
-                                };
-                                record
-                            }
-                        };
-                        collector.record(&record)?;
+                    for (i, (head, frame)) in records.into_iter().enumerate() {
+                        if i % COLLECT_EVERY == COLLECT_EVERY - 1 {
+                            // A worker's results wait until they are taken (see `Wire::collect`).
+                            wire.collect();
+                        }
+                        match &mut self.retries {
+                            None => collector.record_frame(head.status, frame)?,
+                            Some(retries) => match retries.settle(head, frame, from)? {
+                                Settled::AsFramed => collector.record_frame(head.status, frame)?,
+                                Settled::Closed(record) => collector.record(&record)?,
+                                Settled::Again => again = true,
+                            },
+                        }
                     }
                     if again {
                         self.send_retries(wire)?;
@@ -433,11 +460,11 @@ impl<P: Process> Scheduler<P> {
 
 /// The next batch size for a worker whose last unit came back as `records`: aims at units
 /// of `UNIT_TARGET`, growing at most twofold per unit.
-fn adapted_batch(batch: usize, records: &[ProcessRecord]) -> usize {
+fn adapted_batch(batch: usize, records: &[(RecordHead, &[u8])]) -> usize {
     if records.is_empty() {
         return batch;
     }
-    let mean = records.iter().map(|r| r.duration_s).sum::<f64>() / records.len() as f64;
+    let mean = records.iter().map(|(head, _)| head.duration_s).sum::<f64>() / records.len() as f64;
     let wanted = UNIT_TARGET.as_secs_f64() / mean.max(1e-7);
     let wanted = if wanted.is_finite() { wanted as usize } else { MAX_BATCH };
     wanted.clamp(1, (batch * 2).min(max_batch()))
@@ -446,8 +473,8 @@ fn adapted_batch(batch: usize, records: &[ProcessRecord]) -> usize {
 /// The next window for a worker: deeper (up to `MAX_WINDOW`) while its units take far less
 /// than `UNIT_TARGET` although batches are at their cap; back to `prefetch` otherwise, so
 /// long processes never queue behind each other.
-fn adapted_window(window: usize, batch: usize, prefetch: usize, records: &[ProcessRecord]) -> usize {
-    let unit_s: f64 = records.iter().map(|r| r.duration_s).sum();
+fn adapted_window(window: usize, batch: usize, prefetch: usize, records: &[(RecordHead, &[u8])]) -> usize {
+    let unit_s: f64 = records.iter().map(|(head, _)| head.duration_s).sum();
     if batch >= max_batch() && unit_s < UNIT_TARGET.as_secs_f64() / 4.0 {
         (window * 2).clamp(prefetch, MAX_WINDOW.max(prefetch))
     } else {
@@ -595,15 +622,15 @@ mod tests {
         let job = Job { id: 7, run: 0, params: Params::new(), process: Noop(7) };
         let first = retries.send(std::slice::from_ref(&job), 1).expect("encodes");
         assert_eq!(first, Message::Work(vec![job.clone()]).encode().expect("encodes"));
-        assert!(retries.settle(record(7, Status::Crashed, Some("boom")), 1).is_none());
+        assert!(retries.settle_record(record(7, Status::Crashed, Some("boom")), 1).is_none());
         assert!(retries.take_for::<Noop>(1, 3).expect("builds").is_none(), "not on the rank that failed");
         let again = retries.take_for::<Noop>(2, 3).expect("builds").expect("rank 2 may run it");
         assert_eq!(again, (7, first), "the same job, alone in its unit");
-        assert!(retries.settle(record(7, Status::TimedOut, Some("timed out after 1s")), 2).is_none());
+        assert!(retries.settle_record(record(7, Status::TimedOut, Some("timed out after 1s")), 2).is_none());
         assert!(retries.take_for::<Noop>(2, 3).expect("builds").is_none());
         assert!(retries.take_for::<Noop>(1, 3).expect("builds").is_none());
         assert!(retries.take_for::<Noop>(3, 3).expect("builds").is_some());
-        let Some(last) = retries.settle(record(7, Status::Crashed, Some("bang")), 3) else {
+        let Some(last) = retries.settle_record(record(7, Status::Crashed, Some("bang")), 3) else {
             panic!("the third attempt is the last with retries = 2");
         };
         assert_eq!(last.attempts, 3);
@@ -615,9 +642,9 @@ mod tests {
     fn a_success_after_a_failure_counts_both_attempts() {
         let mut retries = Retries::new(1);
         retries.send(&[Job { id: 3, run: 0, params: Params::new(), process: Noop(3) }], 2).expect("encodes");
-        assert!(retries.settle(record(3, Status::Crashed, Some("once")), 2).is_none());
+        assert!(retries.settle_record(record(3, Status::Crashed, Some("once")), 2).is_none());
         let _ = retries.take_for::<Noop>(1, 2).expect("builds").expect("rank 1 may run it");
-        let Some(last) = retries.settle(record(3, Status::Finished, None), 1) else {
+        let Some(last) = retries.settle_record(record(3, Status::Finished, None), 1) else {
             panic!("a finished attempt is the last");
         };
         assert_eq!((last.attempts, last.reason.as_deref()), (2, Some("attempt 1: once")));

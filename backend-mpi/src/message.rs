@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use backend_core::{Job, ProcessRecord, RunOptions};
+use backend_core::journal::encode_frame;
+use backend_core::{Job, ProcessRecord, RunOptions, Status};
 use mpi::topology::Rank;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -26,8 +27,8 @@ pub(crate) enum Message<P> {
     },
     /// Master → worker: a unit of work (one or a batch of jobs).
     Work(Vec<Job<P>>),
-    /// Worker → master: the records of one unit, in the unit's order.
-    Results(Vec<ProcessRecord>),
+    /// Worker → master: the records of one unit, in the unit's order, framed for the journal.
+    Results(FramedRecords),
     /// Worker → master: log records made on the worker (lines of `operation.log`), sent before
     /// the results of the unit that made them.
     Log(Vec<String>),
@@ -45,6 +46,74 @@ pub(crate) enum Message<P> {
         /// Processes this worker ran.
         processes: u64,
     },
+}
+
+/// The records of one unit as the worker framed them for the journal (see
+/// [`encode_frame`]), so the master writes them as they are: it decodes a record only when
+/// the process failed. Beside the frames, what the master schedules by.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct FramedRecords {
+    /// The worker's host.
+    pub(crate) host: String,
+    /// One per record, in the unit's order.
+    pub(crate) heads: Vec<RecordHead>,
+    /// The records' journal frames, one after another.
+    #[serde(with = "serde_bytes")]
+    frames: Vec<u8>,
+}
+
+/// What the master needs to know of a record without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RecordHead {
+    /// The process's id.
+    pub(crate) id: u64,
+    /// How it ended.
+    pub(crate) status: Status,
+    /// How long it ran, in seconds.
+    pub(crate) duration_s: f64,
+    /// The length of its frame.
+    len: u32,
+}
+
+impl FramedRecords {
+    pub(crate) fn new(host: &str) -> Self {
+        FramedRecords { host: host.to_owned(), ..FramedRecords::default() }
+    }
+
+    /// Frames one more record.
+    pub(crate) fn push(&mut self, record: &ProcessRecord) -> Result<(), Error> {
+        let start = self.frames.len();
+        encode_frame(record, &mut self.frames)?;
+        let len = u32::try_from(self.frames.len() - start)
+            .map_err(|_| Error::Encode { what: "results", reason: "a record is larger than 4 GiB".into() })?;
+        self.heads.push(RecordHead { id: record.id, status: record.status, duration_s: record.duration_s, len });
+        Ok(())
+    }
+
+    /// Each record's head and frame, in order; an error (the message was damaged) if the
+    /// frames' lengths do not add up.
+    pub(crate) fn records(&self, from: Rank) -> Result<Vec<(RecordHead, &[u8])>, Error> {
+        let mut start = 0usize;
+        let mut records = Vec::with_capacity(self.heads.len());
+        for head in &self.heads {
+            let end = start.saturating_add(head.len as usize);
+            let frame = self.frames.get(start..end).ok_or_else(|| Error::Decode {
+                from,
+                len: self.frames.len(),
+                reason: "the records' frames are shorter than their heads say".into(),
+            })?;
+            records.push((*head, frame));
+            start = end;
+        }
+        if start != self.frames.len() {
+            return Err(Error::Decode {
+                from,
+                len: self.frames.len(),
+                reason: "the records' frames are longer than their heads say".into(),
+            });
+        }
+        Ok(records)
+    }
 }
 
 impl<P: Serialize> Message<P> {
@@ -135,6 +204,54 @@ mod tests {
             let built = work_from_encoded::<SpecLike>(encoded.iter().map(Vec::as_slice)).expect("builds");
             assert_eq!(built, Message::Work(jobs).encode().expect("encodes"), "{n} jobs");
         }
+    }
+
+    fn record(id: u64, status: Status) -> ProcessRecord {
+        ProcessRecord {
+            id,
+            run: 0,
+            params: [("x".to_owned(), Value::Int(id as i64))].into_iter().collect(),
+            status,
+            output: Value::Null,
+            reason: (status != Status::Finished).then(|| "boom".to_owned()),
+            stderr_tail: None,
+            attempts: 1,
+            started_at: 1.5,
+            duration_s: 0.25,
+            location: backend_core::Location { host: "node-1".into(), worker: "rank-2".into() },
+        }
+    }
+
+    #[test]
+    fn framed_records_travel_with_their_heads_and_decode_as_they_were() {
+        let records = [record(3, Status::Finished), record(4, Status::Crashed), record(5, Status::TimedOut)];
+        let mut framed = FramedRecords::new("node-1");
+        records.iter().try_for_each(|r| framed.push(r)).expect("frames");
+        let bytes = Message::<SpecLike>::Results(framed).encode().expect("encodes");
+        let Ok(Message::Results(framed)) = Message::<SpecLike>::decode(2, &bytes) else { panic!("decodes") };
+        assert_eq!(framed.host, "node-1");
+        let got = framed.records(2).expect("lengths add up");
+        assert_eq!(got.len(), 3);
+        for ((head, frame), record) in got.into_iter().zip(&records) {
+            assert_eq!((head.id, head.status, head.duration_s), (record.id, record.status, record.duration_s));
+            assert_eq!(&backend_core::journal::decode_frame(frame).expect("decodes"), record);
+        }
+    }
+
+    #[test]
+    fn frames_that_do_not_match_their_heads_are_an_error() {
+        let mut framed = FramedRecords::new("h");
+        framed.push(&record(1, Status::Finished)).expect("frames");
+        framed.push(&record(2, Status::Finished)).expect("frames");
+        let mut short =
+            FramedRecords { frames: framed.frames[..framed.frames.len() - 1].to_vec(), ..FramedRecords::new("h") };
+        short.heads = framed.heads.clone();
+        assert!(short.records(4).expect_err("too short").to_string().contains("rank 4"));
+        let mut long = FramedRecords { frames: framed.frames.clone(), ..FramedRecords::new("h") };
+        long.frames.push(0);
+        long.heads = framed.heads.clone();
+        assert!(long.records(4).is_err());
+        assert_eq!(framed.records(4).expect("consistent").len(), 2);
     }
 
     #[test]

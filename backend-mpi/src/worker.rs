@@ -10,14 +10,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backend_core::{execute_job, Job, Location, Process, ProcessRecord, RunOptions, Status};
 use backend_local::{ExecutorConfig, ThreadExecutor};
 use mpi::topology::Rank;
 
 use crate::env::{Mpi, ProcessRunning, Wire};
-use crate::message::Message;
+use crate::message::{FramedRecords, Message};
 use crate::Error;
 
 /// What a worker did for one operation.
@@ -62,6 +62,9 @@ struct Worker<'a, P: Process> {
     threads: usize,
     /// The thread pool, when `threads > 1` (made at `Start`).
     pool: Option<Pool<P>>,
+    /// The encoded records of the last unit run in the main thread, sent while the next
+    /// unit runs (see `run_unit`).
+    unsent: Option<Vec<u8>>,
 }
 
 /// A worker's thread pool and the units it is running.
@@ -86,6 +89,14 @@ struct UnitRecords {
 const LONGEST_WAIT: Duration = Duration::from_millis(1);
 const FIRST_WAIT: Duration = Duration::from_micros(50);
 
+/// While a unit of many short processes runs, how often the worker takes in the master's
+/// messages.
+const LOOK_EVERY: Duration = Duration::from_micros(100);
+
+/// Messages up to this size are sent at once, without waiting for the receiver, by every
+/// MPI transport (Open MPI's shared-memory eager limit is 4 KiB; TCP's is 64 KiB).
+const EAGER_BYTES: usize = 4096;
+
 /// Serves the master until `Shutdown` (→ `Ok`) or `Abandon` (→ `Err`).
 pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
     let location = Location { host: mpi.host.clone(), worker: format!("rank-{}", mpi.rank) };
@@ -102,15 +113,11 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
         failure: None,
         threads: 1,
         pool: None,
+        unsent: None,
     };
     let mut wait = FIRST_WAIT;
     loop {
-        while worker.end.is_none() {
-            match worker.wire.try_receive() {
-                Some((from, bytes)) => worker.take(from, &bytes),
-                None => break,
-            }
-        }
+        worker.take_arrived();
         if worker.end == Some(End::Abandon) {
             if worker.pool.is_some() {
                 worker.cancel_and_wait();
@@ -147,12 +154,14 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
             worker.run_unit(&unit, &location);
             continue;
         }
+        worker.send_unsent();
         if worker.end.is_some() {
             break;
         }
         let (from, bytes) = worker.wire.receive();
         worker.take(from, &bytes);
     }
+    worker.send_unsent();
     worker.send_log();
     let processes = worker.served.finished + worker.served.crashed;
     match (Message::<P>::Bye { processes }).encode() {
@@ -167,6 +176,16 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
 }
 
 impl<P: Process> Worker<'_, P> {
+    /// Takes in every message that has arrived, until the master said the end.
+    fn take_arrived(&mut self) {
+        while self.end.is_none() {
+            match self.wire.try_receive() {
+                Some((from, bytes)) => self.take(from, &bytes),
+                None => break,
+            }
+        }
+    }
+
     /// Takes in one message from `from`.
     fn take(&mut self, from: Rank, bytes: &[u8]) {
         if from != 0 {
@@ -289,7 +308,12 @@ impl<P: Process> Worker<'_, P> {
         }
         self.send_log();
         for records in units {
-            match Message::<P>::Results(records).encode() {
+            let mut framed = FramedRecords::new(&self.host);
+            let bytes = records
+                .iter()
+                .try_for_each(|record| framed.push(record))
+                .and_then(|()| Message::<P>::Results(framed).encode());
+            match bytes {
                 Ok(bytes) => self.wire.send(0, &bytes),
                 Err(error) => return self.fail(error),
             }
@@ -324,6 +348,7 @@ impl<P: Process> Worker<'_, P> {
             let dropped = pool.executor.cancel_pending();
             pool.running = pool.running.saturating_sub(dropped);
         }
+        self.send_unsent();
         if let Ok(bytes) = (Message::<P>::Failed { reason: error.to_string() }).encode() {
             self.wire.send(0, &bytes);
         }
@@ -343,23 +368,64 @@ impl<P: Process> Worker<'_, P> {
         }
     }
 
-    /// Runs one unit and sends its records back.
+    /// Runs one unit. Its records are sent while the next unit runs, if one is queued (the
+    /// master may be busy, and MPI completes a large send only once the master takes it);
+    /// at once otherwise. The records of the unit before are sent meanwhile.
     fn run_unit(&mut self, unit: &[Job<P>], location: &Location) {
         if !self.started {
             return self.fail(Error::Unexpected { from: 0, what: "work before start" });
         }
-        let records: Vec<ProcessRecord> = unit
-            .iter()
-            .map(|job| {
-                let _running = ProcessRunning::new();
-                execute_job(job, &self.served.dir, location, &self.served.options)
-            })
-            .collect();
-        records.iter().for_each(|record| self.served.count(record));
+        let Worker { wire, served, unsent, .. } = self;
+        let framed = match unsent.take() {
+            Some(bytes) => wire.send_during(0, &bytes, |progress| run_jobs(unit, location, served, progress)),
+            None => run_jobs(unit, location, served, &mut || wire.collect()),
+        };
+        let bytes = framed.and_then(|framed| Message::<P>::Results(framed).encode());
+        // Log records made by this unit's processes go before its results.
         self.send_log();
-        match Message::<P>::Results(records).encode() {
-            Ok(bytes) => self.wire.send(0, &bytes),
+        match bytes {
             Err(error) => self.fail(error),
+            Ok(bytes) if bytes.len() <= EAGER_BYTES => self.wire.send(0, &bytes),
+            Ok(bytes) => {
+                self.take_arrived();
+                if self.queue.is_empty() {
+                    self.wire.send(0, &bytes);
+                } else {
+                    self.unsent = Some(bytes);
+                }
+            }
         }
     }
+
+    /// Sends the records kept back by `run_unit`, if any.
+    fn send_unsent(&mut self) {
+        if let Some(bytes) = self.unsent.take() {
+            self.wire.send(0, &bytes);
+        }
+    }
+}
+
+/// Runs the jobs of a unit one after another and frames their records; calls `progress`
+/// every [`LOOK_EVERY`], so the master's next units are taken in (its send waits until they are).
+fn run_jobs<P: Process>(
+    unit: &[Job<P>],
+    location: &Location,
+    served: &mut Served,
+    progress: &mut dyn FnMut(),
+) -> Result<FramedRecords, Error> {
+    let mut last_look = Instant::now();
+    let mut framed = FramedRecords::new(&location.host);
+    for job in unit {
+        let record = {
+            let _running = ProcessRunning::new();
+            execute_job(job, &served.dir, location, &served.options)
+        };
+        served.count(&record);
+        framed.push(&record)?;
+        if last_look.elapsed() >= LOOK_EVERY {
+            progress();
+            last_look = Instant::now();
+        }
+    }
+    Ok(framed)
 }
