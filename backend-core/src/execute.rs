@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::run_attempt;
 use crate::{run_job_with, Job, Location, Process, ProcessRecord, Status, Value};
 
 /// Where a process runs.
@@ -144,7 +145,8 @@ pub fn stop_now_requested() -> bool {
 /// Runs `job` with `options`: in this thread or in a child, again after a crash or a timeout
 /// up to `options.retries` times. The record's `attempts` counts the attempts; when more than
 /// one failed, `reason` lists every attempt's reason (`attempt 1: ...; attempt 2: ...`).
-pub fn execute_job<P: Process>(job: &Job<P>, dir: &Path, location: &Location, options: &RunOptions) -> ProcessRecord {
+/// The job's params move into the record.
+pub fn execute_job<P: Process>(job: Job<P>, dir: &Path, location: &Location, options: &RunOptions) -> ProcessRecord {
     let mut reasons: Vec<String> = Vec::new();
     let mut attempt = 0u32;
     loop {
@@ -152,7 +154,7 @@ pub fn execute_job<P: Process>(job: &Job<P>, dir: &Path, location: &Location, op
         let mut record = match options.isolation {
             Isolation::Thread => {
                 let deadline = options.timeout.map(|t| Instant::now() + t);
-                let mut record = run_job_with(job, dir, location, deadline, options.process_threads());
+                let mut record = run_attempt(&job, dir, location, deadline, options.process_threads());
                 if let (Some(timeout), Status::Finished) = (options.timeout, record.status) {
                     if record.duration_s > timeout.as_secs_f64() {
                         record.status = Status::TimedOut;
@@ -162,10 +164,11 @@ pub fn execute_job<P: Process>(job: &Job<P>, dir: &Path, location: &Location, op
                 }
                 record
             }
-            Isolation::Subprocess => run_in_child(job, dir, location, options.timeout, options.process_threads()),
+            Isolation::Subprocess => run_in_child(&job, dir, location, options.timeout, options.process_threads()),
         };
         if record.status == Status::Finished || attempt > options.retries {
             close_attempts(&mut record, reasons);
+            record.params = job.params;
             return record;
         }
         reasons.push(attempt_reason(&mut record));
@@ -602,11 +605,11 @@ mod tests {
         let here = Location::here("test");
         let job = |id| Job { id, run: 0, params: Params::new(), process: Flaky };
         let options = RunOptions { retries: 2, ..RunOptions::default() };
-        let record = execute_job(&job(0), &dir, &here, &options);
+        let record = execute_job(job(0), &dir, &here, &options);
         assert_eq!((record.status, record.attempts), (Status::Finished, 3));
         assert_eq!(record.reason.as_deref(), Some("attempt 1: failure 1; attempt 2: failure 2"));
         let options = RunOptions { retries: 1, ..RunOptions::default() };
-        let record = execute_job(&job(1), &dir, &here, &options);
+        let record = execute_job(job(1), &dir, &here, &options);
         assert_eq!((record.status, record.attempts), (Status::Crashed, 2));
         assert_eq!(record.reason.as_deref(), Some("attempt 1: failure 1; attempt 2: failure 2"));
     }

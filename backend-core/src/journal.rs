@@ -22,6 +22,10 @@ const MAX_RECORD_LEN: u32 = 64 * 1024 * 1024;
 /// Flush to the OS after this many records or this much time, whichever comes first.
 const FLUSH_EVERY_RECORDS: usize = 256;
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// Flushed records are also synced to disk this often while a run goes on, from a thread of
+/// the journal's own: a power loss loses at most about this much of a run, and the sync at
+/// the end has little left to write.
+const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// The age of the batch is looked at when the records in it are a multiple of this mask + 1.
 const FLUSH_CLOCK_MASK: usize = 15;
 
@@ -66,6 +70,8 @@ pub struct JournalWriter {
     out: BufWriter<File>,
     unflushed: usize,
     last_flush: Instant,
+    /// Syncs what was flushed every `SYNC_EVERY` while the writer lives.
+    _syncer: Syncer,
     /// The payload being encoded, reused so that appending allocates nothing per record.
     scratch: Vec<u8>,
 }
@@ -91,11 +97,13 @@ impl JournalWriter {
     }
 
     fn wrap(path: &Path, file: File) -> Self {
+        let syncer = Syncer::start(&file);
         JournalWriter {
             path: path.to_owned(),
             out: BufWriter::with_capacity(256 * 1024, file),
             unflushed: 0,
             last_flush: Instant::now(),
+            _syncer: syncer,
             scratch: Vec::with_capacity(1024),
         }
     }
@@ -137,6 +145,43 @@ impl JournalWriter {
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
         self.out.get_ref().sync_all().map_err(|e| Error::io("sync the journal", &self.path, e))
+    }
+}
+
+/// The thread that syncs a journal every `SYNC_EVERY`, so the writer (the local collector,
+/// the MPI master's loop) never waits for the disk but at its final sync. A failed periodic
+/// sync is not reported: the final one fails the same way and is.
+#[derive(Debug)]
+struct Syncer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    /// Starts syncing `file`; without a second handle on it or a thread, only the final
+    /// sync is made.
+    fn start(file: &File) -> Self {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = file.try_clone().ok().and_then(|file| {
+            std::thread::Builder::new()
+                .name("taskfarm-journal-sync".into())
+                .spawn(move || {
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(SYNC_EVERY) {
+                        let _ = file.sync_data();
+                    }
+                })
+                .ok()
+        });
+        Syncer { stop: Some(stop), thread }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

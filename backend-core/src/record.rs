@@ -71,8 +71,10 @@ pub struct ProcessRecord {
     /// Its output (`Null` when it crashed).
     pub output: Value,
     /// Why it crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The end of its stderr, when it ran a command and crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_tail: Option<String>,
     /// How many times it was run (more than 1 with `retries`; then `reason` lists the
     /// reason of every failed attempt).
@@ -111,6 +113,20 @@ pub fn run_job_with<P: Process>(
     deadline: Option<Instant>,
     threads: usize,
 ) -> ProcessRecord {
+    let mut record = run_attempt(job, result_dir, location, deadline, threads);
+    record.params = job.params.clone();
+    record
+}
+
+/// Runs one attempt of a job as [`run_job_with`] does, leaving the record's `params` empty
+/// for the caller that owns the job to move them in ([`execute_job`](crate::execute_job)).
+pub(crate) fn run_attempt<P: Process>(
+    job: &Job<P>,
+    result_dir: &Path,
+    location: &Location,
+    deadline: Option<Instant>,
+    threads: usize,
+) -> ProcessRecord {
     install_quiet_panic_hook();
     let started_at = now_s();
     let clock = Instant::now();
@@ -137,7 +153,7 @@ pub fn run_job_with<P: Process>(
     ProcessRecord {
         id: job.id,
         run: job.run,
-        params: job.params.clone(),
+        params: Params::new(),
         status,
         output,
         reason,

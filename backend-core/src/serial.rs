@@ -38,7 +38,7 @@ impl<P: Process> Backend<P> for SerialBackend<P> {
             let location = Location::here("serial");
             for job in dispatch.jobs {
                 collector.board().started(1);
-                let record = execute_job(&job, &dispatch.dir, &location, &dispatch.options);
+                let record = execute_job(job, &dispatch.dir, &location, &dispatch.options);
                 collector.record(&record)?;
             }
             Ok(())

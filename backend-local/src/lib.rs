@@ -269,7 +269,7 @@ impl<P: Process> ThreadExecutor<P> {
                 let _slots = slots.as_ref().map(|s| s.acquire(per_process));
                 let record = {
                     let _guard = on_start();
-                    execute_job(&job, &dir, here, &options)
+                    execute_job(job, &dir, here, &options)
                 };
                 if results.send(record).is_err() {
                     // Nobody reads records any more: the owner went away.

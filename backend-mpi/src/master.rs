@@ -99,7 +99,7 @@ fn run_alone<P: Process>(
         collector.board().started(1);
         let record = {
             let _running = ProcessRunning::new();
-            execute_job(&job, dir, &location, options)
+            execute_job(job, dir, &location, options)
         };
         collector.record(&record)?;
     }

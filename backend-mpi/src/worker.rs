@@ -151,7 +151,7 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
             continue;
         }
         if let Some(unit) = worker.queue.pop_front() {
-            worker.run_unit(&unit, &location);
+            worker.run_unit(unit, &location);
             continue;
         }
         worker.send_unsent();
@@ -371,7 +371,7 @@ impl<P: Process> Worker<'_, P> {
     /// Runs one unit. Its records are sent while the next unit runs, if one is queued (the
     /// master may be busy, and MPI completes a large send only once the master takes it);
     /// at once otherwise. The records of the unit before are sent meanwhile.
-    fn run_unit(&mut self, unit: &[Job<P>], location: &Location) {
+    fn run_unit(&mut self, unit: Vec<Job<P>>, location: &Location) {
         if !self.started {
             return self.fail(Error::Unexpected { from: 0, what: "work before start" });
         }
@@ -408,7 +408,7 @@ impl<P: Process> Worker<'_, P> {
 /// Runs the jobs of a unit one after another and frames their records; calls `progress`
 /// every [`LOOK_EVERY`], so the master's next units are taken in (its send waits until they are).
 fn run_jobs<P: Process>(
-    unit: &[Job<P>],
+    unit: Vec<Job<P>>,
     location: &Location,
     served: &mut Served,
     progress: &mut dyn FnMut(),
