@@ -62,6 +62,9 @@ pub(crate) struct FramedRecords {
     frames: Vec<u8>,
 }
 
+/// Bytes a record's frame usually takes (a few parameters, a small output).
+const TYPICAL_FRAME: usize = 384;
+
 /// What the master needs to know of a record without decoding it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RecordHead {
@@ -76,8 +79,18 @@ pub(crate) struct RecordHead {
 }
 
 impl FramedRecords {
+    #[cfg(test)]
     pub(crate) fn new(host: &str) -> Self {
-        FramedRecords { host: host.to_owned(), ..FramedRecords::default() }
+        Self::with_capacity(host, 0)
+    }
+
+    /// Room for `records` records of a typical size.
+    pub(crate) fn with_capacity(host: &str, records: usize) -> Self {
+        FramedRecords {
+            host: host.to_owned(),
+            heads: Vec::with_capacity(records),
+            frames: Vec::with_capacity(records.saturating_mul(TYPICAL_FRAME)),
+        }
     }
 
     /// Frames one more record.

@@ -116,8 +116,14 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
         unsent: None,
     };
     let mut wait = FIRST_WAIT;
+    let mut last_look = Instant::now();
     loop {
-        worker.take_arrived();
+        // Between tiny units, looking for messages costs more than running one: look when
+        // the queue runs short, or every `LOOK_EVERY`.
+        if worker.queue.len() < 2 || last_look.elapsed() >= LOOK_EVERY {
+            worker.take_arrived();
+            last_look = Instant::now();
+        }
         if worker.end == Some(End::Abandon) {
             if worker.pool.is_some() {
                 worker.cancel_and_wait();
@@ -308,7 +314,7 @@ impl<P: Process> Worker<'_, P> {
         }
         self.send_log();
         for records in units {
-            let mut framed = FramedRecords::new(&self.host);
+            let mut framed = FramedRecords::with_capacity(&self.host, records.len());
             let bytes = records
                 .iter()
                 .try_for_each(|record| framed.push(record))
@@ -414,7 +420,7 @@ fn run_jobs<P: Process>(
     progress: &mut dyn FnMut(),
 ) -> Result<FramedRecords, Error> {
     let mut last_look = Instant::now();
-    let mut framed = FramedRecords::new(&location.host);
+    let mut framed = FramedRecords::with_capacity(&location.host, unit.len());
     for job in unit {
         let record = {
             let _running = ProcessRunning::new();
