@@ -132,7 +132,13 @@ impl FramedRecords {
 impl<P: Serialize> Message<P> {
     /// The message's bytes on the wire.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, Error> {
-        postcard::to_stdvec(self).map_err(|e| Error::Encode { what: self.kind(), reason: e.to_string() })
+        // Results carry most of the bytes: room for them up front, not grown step by step.
+        let room = match self {
+            Message::Results(framed) => framed.frames.len() + framed.heads.len() * 24 + framed.host.len() + 16,
+            _ => 64,
+        };
+        postcard::to_extend(self, Vec::with_capacity(room))
+            .map_err(|e| Error::Encode { what: self.kind(), reason: e.to_string() })
     }
 
     /// The message's name, for errors.
