@@ -35,8 +35,7 @@ const FLUSH_CLOCK_MASK: usize = 15;
 pub fn encode_frame(record: &ProcessRecord, out: &mut Vec<u8>) -> Result<()> {
     let start = out.len();
     out.extend_from_slice(&[0; 8]);
-    serde_json::to_writer(&mut *out, record)
-        .map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
+    write_record_json(record, out).map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
     let payload = &out[start + 8..];
     let len = u32::try_from(payload.len())
         .ok()
@@ -45,6 +44,34 @@ pub fn encode_frame(record: &ProcessRecord, out: &mut Vec<u8>) -> Result<()> {
     let crc = crc32fast::hash(payload);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Writes `record` as JSON, the very bytes `serde_json::to_writer` writes (a test checks
+/// it), but with the record's own keys written as they are rather than escaped one by one:
+/// every process's record passes here, and the keys were a third of the time.
+fn write_record_json(record: &ProcessRecord, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    fn field<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, key: &[u8], value: &T) -> serde_json::Result<()> {
+        out.extend_from_slice(key);
+        serde_json::to_writer(&mut *out, value)
+    }
+    field(out, b"{\"id\":", &record.id)?;
+    field(out, b",\"run\":", &record.run)?;
+    field(out, b",\"params\":", &record.params)?;
+    field(out, b",\"status\":", &record.status)?;
+    field(out, b",\"output\":", &record.output)?;
+    if let Some(reason) = &record.reason {
+        field(out, b",\"reason\":", reason)?;
+    }
+    if let Some(tail) = &record.stderr_tail {
+        field(out, b",\"stderr_tail\":", tail)?;
+    }
+    field(out, b",\"attempts\":", &record.attempts)?;
+    field(out, b",\"started_at\":", &record.started_at)?;
+    field(out, b",\"duration_s\":", &record.duration_s)?;
+    field(out, b",\"location\":{\"host\":", &record.location.host)?;
+    field(out, b",\"worker\":", &record.location.worker)?;
+    out.extend_from_slice(b"}}");
     Ok(())
 }
 
@@ -427,7 +454,59 @@ mod tests {
         assert!(matches!(read_journal(&path), Err(Error::NotAJournal { .. })));
     }
 
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        // Plain text, and the characters JSON escapes.
+        proptest::string::string_regex("[a-z0-9 é\"\\\\\n\t\u{1}\u{7f}]{0,12}").expect("a valid regex")
+    }
+
+    fn any_record() -> impl proptest::strategy::Strategy<Value = ProcessRecord> {
+        use proptest::prelude::*;
+        let value = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            text().prop_map(Value::Str),
+            proptest::collection::vec(any::<i64>().prop_map(Value::Int), 0..3).prop_map(Value::List),
+        ];
+        let params = proptest::collection::vec((text(), value.clone()), 0..4).prop_map(|kv| kv.into_iter().collect());
+        let status = prop_oneof![Just(Status::Finished), Just(Status::Crashed), Just(Status::TimedOut)];
+        (
+            (any::<u64>(), any::<u32>(), params, status, value),
+            (proptest::option::of(text()), proptest::option::of(text()), any::<u32>()),
+            (any::<f64>(), any::<f64>(), text(), text()),
+        )
+            .prop_map(
+                |(
+                    (id, run, params, status, output),
+                    (reason, stderr_tail, attempts),
+                    (started_at, duration_s, host, worker),
+                )| {
+                    ProcessRecord {
+                        id,
+                        run,
+                        params,
+                        status,
+                        output,
+                        reason,
+                        stderr_tail,
+                        attempts,
+                        started_at,
+                        duration_s,
+                        location: Location { host, worker },
+                    }
+                },
+            )
+    }
+
     proptest::proptest! {
+        #[test]
+        fn records_are_written_as_serde_writes_them(record in any_record()) {
+            let mut ours = Vec::new();
+            write_record_json(&record, &mut ours).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&record).unwrap());
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let dir = tempfile::tempdir().unwrap();

@@ -44,7 +44,9 @@ static SINK: Mutex<Sink> = Mutex::new(Sink::Closed);
 
 thread_local! {
     /// The worker label and process id of the process running on this thread, if any.
-    static CURRENT: RefCell<Option<(String, u64)>> = const { RefCell::new(None) };
+    /// The worker and the process running on this thread; the worker's name is kept while
+    /// no process runs (`None`), so marking the next process allocates nothing.
+    static CURRENT: RefCell<(String, Option<u64>)> = const { RefCell::new((String::new(), None)) };
 }
 
 fn with_sink<T>(f: impl FnOnce(&mut Sink) -> T) -> T {
@@ -124,7 +126,19 @@ pub fn close() {
 /// Marks the calling thread as running process `id` on `worker` (or as running none), so
 /// its records say which process made them. `run_job` does this.
 pub fn set_current(current: Option<(&str, u64)>) {
-    CURRENT.with(|c| *c.borrow_mut() = current.map(|(w, id)| (w.to_owned(), id)));
+    CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        match current {
+            Some((worker, id)) => {
+                if c.0 != worker {
+                    c.0.clear();
+                    c.0.push_str(worker);
+                }
+                c.1 = Some(id);
+            }
+            None => c.1 = None,
+        }
+    });
 }
 
 /// Names the worker of the calling thread when no process runs on it (e.g. `master`).
@@ -170,8 +184,8 @@ impl<S: Subscriber> Layer<S> for OperationLogLayer {
         let mut message = MessageVisitor::default();
         event.record(&mut message);
         let (worker, process) = CURRENT.with(|c| match &*c.borrow() {
-            Some((worker, id)) => (worker.clone(), id.to_string()),
-            None => (thread_worker(), "-".to_owned()),
+            (worker, Some(id)) => (worker.clone(), id.to_string()),
+            (_, None) => (thread_worker(), "-".to_owned()),
         });
         let time = time::OffsetDateTime::now_utc()
             .format(time::macros::format_description!(
