@@ -90,8 +90,10 @@ const LONGEST_WAIT: Duration = Duration::from_millis(1);
 const FIRST_WAIT: Duration = Duration::from_micros(50);
 
 /// While a unit of many short processes runs, how often the worker takes in the master's
-/// messages.
-const LOOK_EVERY: Duration = Duration::from_micros(100);
+/// messages and moves its pending send on. Without a single-copy transport, the master
+/// receiving a large result waits for the worker to hand over each piece: 25 µs measured
+/// 1.1–1.2× the raw loop with 4 workers where 100 µs measured 0.8–1.0×.
+const LOOK_EVERY: Duration = Duration::from_micros(25);
 
 /// Messages up to this size are sent at once, without waiting for the receiver, by every
 /// MPI transport (Open MPI's shared-memory eager limit is 4 KiB; TCP's is 64 KiB).
