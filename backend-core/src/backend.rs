@@ -145,20 +145,24 @@ impl Collector {
             self.board.unstarted(1);
             return Ok(());
         }
-        self.journal.append(record)?;
-        if record.status != Status::Finished {
+        let journaled = self.journal.append(record)?;
+        if journaled != Status::Finished {
+            let reason = match (journaled == record.status, record.reason.as_deref()) {
+                (true, Some(reason)) => reason,
+                (true, None) => "no reason given",
+                (false, _) => "its record is larger than the journal takes",
+            };
             // In operation.log; the console shows it with -v (the summary counts crashes).
             tracing::info!(
                 target: "taskfarm",
-                "process {} {} on {}/{}: {}",
+                "process {} {} on {}/{}: {reason}",
                 record.id,
-                record.status.as_str().replace('_', " "),
+                journaled.as_str().replace('_', " "),
                 record.location.host,
                 record.location.worker,
-                record.reason.as_deref().unwrap_or("no reason given")
             );
         }
-        self.ended(record.status);
+        self.ended(journaled);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{Error, ProcessRecord, Result};
+use crate::{Error, ProcessRecord, Result, Status, Value};
 
 /// The first bytes of every journal.
 pub const JOURNAL_HEADER: &[u8] = b"taskfarm-journal v1\n";
@@ -31,20 +31,49 @@ const FLUSH_CLOCK_MASK: usize = 15;
 
 /// Appends the journal frame of `record` to `out`: its payload's length and CRC-32, then the
 /// payload. Frames are made wherever the record is (an MPI worker frames its own, so the
-/// master writes them without decoding and encoding each record again).
-pub fn encode_frame(record: &ProcessRecord, out: &mut Vec<u8>) -> Result<()> {
+/// master writes them without decoding and encoding each record again). Returns the status
+/// the frame records: a record too large for the journal (its output, most likely) is
+/// framed as a crash that says so, so that neither the run nor the journal after it is lost.
+pub fn encode_frame(record: &ProcessRecord, out: &mut Vec<u8>) -> Result<Status> {
     let start = out.len();
+    let len = write_frame(record, out, start)?;
+    if len <= MAX_RECORD_LEN as usize {
+        return Ok(record.status);
+    }
+    out.truncate(start);
+    let stand_in = ProcessRecord {
+        status: Status::Crashed,
+        output: Value::Null,
+        reason: Some(format!(
+            "its record is {} MiB, more than the journal takes ({} MiB): write large outputs to files in \
+             the result directory (`ProcessContext::result_dir`) and return their names",
+            len / (1024 * 1024),
+            MAX_RECORD_LEN / (1024 * 1024)
+        )),
+        stderr_tail: None,
+        ..record.clone_without_output()
+    };
+    if write_frame(&stand_in, out, start)? > MAX_RECORD_LEN as usize {
+        out.truncate(start);
+        return Err(Error::Internal(format!(
+            "the record of process {} is larger than {} MiB even without its output",
+            record.id,
+            MAX_RECORD_LEN / (1024 * 1024)
+        )));
+    }
+    Ok(stand_in.status)
+}
+
+/// Writes the frame of `record` at `start` (the end of `out`); returns its payload's length.
+fn write_frame(record: &ProcessRecord, out: &mut Vec<u8>, start: usize) -> Result<usize> {
     out.extend_from_slice(&[0; 8]);
     write_record_json(record, out).map_err(|e| Error::Internal(format!("a record could not be encoded: {e}")))?;
     let payload = &out[start + 8..];
-    let len = u32::try_from(payload.len())
-        .ok()
-        .filter(|&len| len <= MAX_RECORD_LEN)
-        .ok_or_else(|| Error::Internal(format!("the record of process {} is larger than 64 MiB", record.id)))?;
+    let len = payload.len();
     let crc = crc32fast::hash(payload);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start..start + 4].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
+    Ok(len)
 }
 
 /// Writes `record` as JSON, the very bytes `serde_json::to_writer` writes (a test checks
@@ -135,11 +164,12 @@ impl JournalWriter {
         }
     }
 
-    /// Appends one record; flushes when the batch is full or old enough.
-    pub fn append(&mut self, record: &ProcessRecord) -> Result<()> {
+    /// Appends one record; flushes when the batch is full or old enough. Returns the status
+    /// journaled (see [`encode_frame`] for a record too large).
+    pub fn append(&mut self, record: &ProcessRecord) -> Result<Status> {
         let mut frame = std::mem::take(&mut self.scratch);
         frame.clear();
-        let appended = encode_frame(record, &mut frame).and_then(|()| self.append_frame(&frame));
+        let appended = encode_frame(record, &mut frame).and_then(|status| self.append_frame(&frame).map(|()| status));
         if frame.capacity() <= 64 * 1024 {
             // One huge record should not pin its buffer for the rest of the run.
             self.scratch = frame;

@@ -96,10 +96,10 @@ impl FramedRecords {
     /// Frames one more record.
     pub(crate) fn push(&mut self, record: &ProcessRecord) -> Result<(), Error> {
         let start = self.frames.len();
-        encode_frame(record, &mut self.frames)?;
+        let status = encode_frame(record, &mut self.frames)?;
         let len = u32::try_from(self.frames.len() - start)
             .map_err(|_| Error::Encode { what: "results", reason: "a record is larger than 4 GiB".into() })?;
-        self.heads.push(RecordHead { id: record.id, status: record.status, duration_s: record.duration_s, len });
+        self.heads.push(RecordHead { id: record.id, status, duration_s: record.duration_s, len });
         Ok(())
     }
 
