@@ -376,9 +376,9 @@ impl<P: Process> Worker<'_, P> {
         }
     }
 
-    /// Runs one unit. Its records are sent while the next unit runs, if one is queued (the
-    /// master may be busy, and MPI completes a large send only once the master takes it);
-    /// at once otherwise. The records of the unit before are sent meanwhile.
+    /// Runs one unit. Its records are sent while the next unit runs, if that unit is a batch
+    /// (the master may be busy, and MPI completes a large send only once the master takes
+    /// it); at once otherwise. The records of the unit before are sent meanwhile.
     fn run_unit(&mut self, unit: Vec<Job<P>>, location: &Location) {
         if !self.started {
             return self.fail(Error::Unexpected { from: 0, what: "work before start" });
@@ -396,10 +396,14 @@ impl<P: Process> Worker<'_, P> {
             Ok(bytes) if bytes.len() <= EAGER_BYTES => self.wire.send(0, &bytes),
             Ok(bytes) => {
                 self.take_arrived();
-                if self.queue.is_empty() {
-                    self.wire.send(0, &bytes);
-                } else {
+                // Only a batch of several processes runs while the send is pending: the master
+                // batches only processes measured short, and MPI moves a large send on only
+                // between them. Once the master has matched the message it waits for it, so
+                // a single (possibly long) process must not run in between.
+                if self.queue.front().is_some_and(|next| next.len() > 1) {
                     self.unsent = Some(bytes);
+                } else {
+                    self.wire.send(0, &bytes);
                 }
             }
         }
