@@ -244,38 +244,24 @@ impl<'a> Wire<'a> {
     /// Sends `bytes` to `to` without blocking on the receiver: while the send is pending,
     /// messages that arrive are received into the inbox.
     pub(crate) fn send(&mut self, to: Rank, bytes: &[u8]) {
-        self.send_during(to, bytes, |_| ());
-    }
-
-    /// Sends `bytes` to `to` while `work` runs: MPI completes a large send only once the
-    /// receiver takes it, and a rank with work to do should not wait for that. `work` calls
-    /// the progress function it is given now and then, which moves the send on and takes
-    /// messages that arrived into the inbox. Once `work` returns, waits for the send to
-    /// complete as [`Wire::send`] does.
-    pub(crate) fn send_during<R>(&mut self, to: Rank, bytes: &[u8], work: impl FnOnce(&mut dyn FnMut()) -> R) -> R {
         let world = self.world;
+        let mut backoff = Backoff::new();
         mpi::request::scope(|scope| {
-            let mut request = Some(world.process_at_rank(to).immediate_send_with_tag(scope, bytes, TAG));
-            let mut progress = || {
-                if let Some(pending) = request.take() {
-                    request = pending.test().err();
-                }
-                self.collect();
-            };
-            let result = work(&mut progress);
-            let mut backoff = Backoff::new();
-            while let Some(pending) = request.take() {
-                request = pending.test().err();
-                if request.is_some() {
-                    if let Some(arrival) = self.probe() {
-                        self.inbox.push_back(arrival);
-                        backoff.reset();
-                    } else {
-                        backoff.wait();
+            let mut request = world.process_at_rank(to).immediate_send_with_tag(scope, bytes, TAG);
+            loop {
+                match request.test() {
+                    Ok(_) => break,
+                    Err(pending) => {
+                        request = pending;
+                        if let Some(arrival) = self.probe() {
+                            self.inbox.push_back(arrival);
+                            backoff.reset();
+                        } else {
+                            backoff.wait();
+                        }
                     }
                 }
             }
-            result
-        })
+        });
     }
 }

@@ -121,12 +121,34 @@ struct Slot {
     batch: usize,
     /// Units to keep in flight: `prefetch`, deeper while units are tiny and batches capped.
     window: usize,
-    /// The ids of each unit sent and not yet answered, oldest first.
-    units: Vec<Vec<u64>>,
+    /// The units sent and not yet wholly answered, oldest first.
+    units: Vec<Unit>,
     /// The worker's host, once a record named it.
     host: Option<String>,
     /// When the worker was last heard from (or first sent work).
     last_heard: Instant,
+}
+
+/// A unit sent to a worker; its records come back in order, in one message or several.
+#[derive(Debug, Clone)]
+struct Unit {
+    /// Its jobs' ids, in order.
+    ids: Vec<u64>,
+    /// How many of its records have come back.
+    returned: usize,
+    /// How long those ran, in seconds in all.
+    run_s: f64,
+}
+
+impl Unit {
+    fn new(ids: Vec<u64>) -> Self {
+        Unit { ids, returned: 0, run_s: 0.0 }
+    }
+
+    /// The ids of its jobs whose records have not come back.
+    fn unfinished(&self) -> &[u64] {
+        self.ids.get(self.returned..).unwrap_or_default()
+    }
 }
 
 struct Scheduler<P: Process> {
@@ -303,27 +325,32 @@ impl<P: Process> Scheduler<P> {
                     let records = framed.records(from)?;
                     let prefetch = self.prefetch;
                     let slot = self.slot(from)?;
-                    // Records come in their unit's order: the unit is the one that starts with
-                    // the first record's id (the oldest, for a unit that came back empty).
-                    let unit = records
-                        .first()
-                        .and_then(|(first, _)| slot.units.iter().position(|ids| ids.first() == Some(&first.id)))
-                        .unwrap_or(0);
-                    if unit >= slot.units.len() {
+                    // A unit is named by its first job's id (the oldest, for one without jobs).
+                    let position = match framed.unit {
+                        Some(first) => slot.units.iter().position(|unit| unit.ids.first() == Some(&first)),
+                        None => (!slot.units.is_empty()).then_some(0),
+                    };
+                    let fits = |unit: &Unit| unit.returned + records.len() <= unit.ids.len();
+                    let Some(position) = position.filter(|&p| slot.units.get(p).is_some_and(fits)) else {
                         return Err(Error::Unexpected { from, what: "results" });
-                    }
-                    slot.units.remove(unit);
-                    slot.batch = adapted_batch(slot.batch, &records);
+                    };
+                    let unit = &mut slot.units[position];
+                    unit.returned += records.len();
+                    unit.run_s += records.iter().map(|(head, _)| head.duration_s).sum::<f64>();
                     if slot.host.is_none() && !records.is_empty() {
                         slot.host = Some(framed.host.clone());
                     }
-                    slot.window = adapted_window(slot.window, slot.batch, prefetch, &records);
-                    let window = slot.window;
-                    self.in_flight -= 1;
-                    // Refill first, so the worker's queue never runs dry while we journal.
-                    while self.slot(from)?.units.len() < window {
-                        if !self.send_unit(wire, collector, from)? {
-                            break;
+                    if framed.ends_unit {
+                        let unit = slot.units.remove(position);
+                        slot.batch = adapted_batch(slot.batch, unit.returned, unit.run_s);
+                        slot.window = adapted_window(slot.window, slot.batch, prefetch, unit.run_s);
+                        let window = slot.window;
+                        self.in_flight -= 1;
+                        // Refill first, so the worker's queue never runs dry while we journal.
+                        while self.slot(from)?.units.len() < window {
+                            if !self.send_unit(wire, collector, from)? {
+                                break;
+                            }
                         }
                     }
                     let mut again = false;
@@ -362,12 +389,13 @@ impl<P: Process> Scheduler<P> {
     /// were never handed out: on stderr and in operation.log.
     fn report_unfinished(&self) {
         let mut holding: Vec<(usize, &Slot)> =
-            self.slots.iter().enumerate().filter(|(_, s)| !s.units.is_empty()).collect();
+            self.slots.iter().enumerate().filter(|(_, s)| s.units.iter().any(|u| !u.unfinished().is_empty())).collect();
         holding.sort_by_key(|(_, s)| s.last_heard);
-        let unfinished: usize = holding.iter().map(|(_, s)| s.units.iter().map(Vec::len).sum::<usize>()).sum();
+        let unfinished: usize =
+            holding.iter().map(|(_, s)| s.units.iter().map(|unit| unit.unfinished().len()).sum::<usize>()).sum();
         let mut report = format!("stopped by a signal with {unfinished} processes unfinished");
         for (i, slot) in &holding {
-            let mut ids: Vec<u64> = slot.units.iter().flatten().copied().collect();
+            let mut ids: Vec<u64> = slot.units.iter().flat_map(Unit::unfinished).copied().collect();
             ids.sort_unstable();
             let shown: Vec<String> = ids.iter().take(20).map(u64::to_string).collect();
             let more = if ids.len() > 20 { format!(" and {} more", ids.len() - 20) } else { String::new() };
@@ -417,7 +445,7 @@ impl<P: Process> Scheduler<P> {
         let Some((id, bytes)) = retries.take_for::<P>(worker, workers)? else { return Ok(false) };
         wire.send(worker, &bytes);
         let slot = self.slot(worker)?;
-        slot.units.push(vec![id]);
+        slot.units.push(Unit::new(vec![id]));
         self.in_flight += 1;
         Ok(true)
     }
@@ -452,19 +480,20 @@ impl<P: Process> Scheduler<P> {
         wire.send(worker, &bytes);
         self.remaining = self.remaining.map(|r| r.saturating_sub(count));
         let slot = self.slot(worker)?;
-        slot.units.push(ids);
+        slot.units.push(Unit::new(ids));
         self.in_flight += 1;
         Ok(true)
     }
 }
 
-/// The next batch size for a worker whose last unit came back as `records`: aims at units
+/// The next batch size for a worker whose last unit came back as `records` that ran
+/// `run_s` in all: aims at units
 /// of `UNIT_TARGET`, growing at most twofold per unit.
-fn adapted_batch(batch: usize, records: &[(RecordHead, &[u8])]) -> usize {
-    if records.is_empty() {
+fn adapted_batch(batch: usize, records: usize, run_s: f64) -> usize {
+    if records == 0 {
         return batch;
     }
-    let mean = records.iter().map(|(head, _)| head.duration_s).sum::<f64>() / records.len() as f64;
+    let mean = run_s / records as f64;
     let wanted = UNIT_TARGET.as_secs_f64() / mean.max(1e-7);
     let wanted = if wanted.is_finite() { wanted as usize } else { MAX_BATCH };
     wanted.clamp(1, (batch * 2).min(max_batch()))
@@ -473,8 +502,7 @@ fn adapted_batch(batch: usize, records: &[(RecordHead, &[u8])]) -> usize {
 /// The next window for a worker: deeper (up to `MAX_WINDOW`) while its units take far less
 /// than `UNIT_TARGET` although batches are at their cap; back to `prefetch` otherwise, so
 /// long processes never queue behind each other.
-fn adapted_window(window: usize, batch: usize, prefetch: usize, records: &[(RecordHead, &[u8])]) -> usize {
-    let unit_s: f64 = records.iter().map(|(head, _)| head.duration_s).sum();
+fn adapted_window(window: usize, batch: usize, prefetch: usize, unit_s: f64) -> usize {
     if batch >= max_batch() && unit_s < UNIT_TARGET.as_secs_f64() / 4.0 {
         (window * 2).clamp(prefetch, MAX_WINDOW.max(prefetch))
     } else {

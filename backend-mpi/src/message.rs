@@ -48,13 +48,19 @@ pub(crate) enum Message<P> {
     },
 }
 
-/// The records of one unit as the worker framed them for the journal (see
+/// Records of one unit, in the unit's order, as the worker framed them for the journal (see
 /// [`encode_frame`]), so the master writes them as they are: it decodes a record only when
-/// the process failed. Beside the frames, what the master schedules by.
+/// the process failed. Beside the frames, what the master schedules by. A worker running a
+/// batch on its main thread sends it in chunks small enough for MPI to send at once
+/// ([`CHUNK_BYTES`]): it never waits for the master to take its results.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct FramedRecords {
     /// The worker's host.
     pub(crate) host: String,
+    /// The id of the unit's first job, which names the unit (`None`: a unit without jobs).
+    pub(crate) unit: Option<u64>,
+    /// Whether these are the unit's last records.
+    pub(crate) ends_unit: bool,
     /// One per record, in the unit's order.
     pub(crate) heads: Vec<RecordHead>,
     /// The records' journal frames, one after another.
@@ -62,8 +68,14 @@ pub(crate) struct FramedRecords {
     frames: Vec<u8>,
 }
 
+/// A chunk of results is sent once its frames reach this many bytes: the whole message then
+/// stays under 4 KiB, which every MPI transport sends at once (eagerly), without waiting
+/// for the receiver. A larger message waits for the master to take it, and on a node with
+/// more ranks than cores that can take milliseconds each.
+pub(crate) const CHUNK_BYTES: usize = 3 * 1024;
+
 /// Bytes a record's frame usually takes (a few parameters, a small output).
-const TYPICAL_FRAME: usize = 384;
+pub(crate) const TYPICAL_FRAME: usize = 384;
 
 /// What the master needs to know of a record without decoding it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -79,18 +91,20 @@ pub(crate) struct RecordHead {
 }
 
 impl FramedRecords {
-    #[cfg(test)]
-    pub(crate) fn new(host: &str) -> Self {
-        Self::with_capacity(host, 0)
-    }
-
-    /// Room for `records` records of a typical size.
-    pub(crate) fn with_capacity(host: &str, records: usize) -> Self {
+    /// Records of the unit whose first job is `unit`, with room for `records` of a typical size.
+    pub(crate) fn new(host: &str, unit: Option<u64>, records: usize) -> Self {
         FramedRecords {
             host: host.to_owned(),
+            unit,
+            ends_unit: false,
             heads: Vec::with_capacity(records),
             frames: Vec::with_capacity(records.saturating_mul(TYPICAL_FRAME)),
         }
+    }
+
+    /// How many bytes the frames take.
+    pub(crate) fn frames_len(&self) -> usize {
+        self.frames.len()
     }
 
     /// Frames one more record.
@@ -244,7 +258,7 @@ mod tests {
     #[test]
     fn framed_records_travel_with_their_heads_and_decode_as_they_were() {
         let records = [record(3, Status::Finished), record(4, Status::Crashed), record(5, Status::TimedOut)];
-        let mut framed = FramedRecords::new("node-1");
+        let mut framed = FramedRecords::new("node-1", Some(3), 0);
         records.iter().try_for_each(|r| framed.push(r)).expect("frames");
         let bytes = Message::<SpecLike>::Results(framed).encode().expect("encodes");
         let Ok(Message::Results(framed)) = Message::<SpecLike>::decode(2, &bytes) else { panic!("decodes") };
@@ -259,14 +273,16 @@ mod tests {
 
     #[test]
     fn frames_that_do_not_match_their_heads_are_an_error() {
-        let mut framed = FramedRecords::new("h");
+        let mut framed = FramedRecords::new("h", Some(1), 0);
         framed.push(&record(1, Status::Finished)).expect("frames");
         framed.push(&record(2, Status::Finished)).expect("frames");
-        let mut short =
-            FramedRecords { frames: framed.frames[..framed.frames.len() - 1].to_vec(), ..FramedRecords::new("h") };
+        let mut short = FramedRecords {
+            frames: framed.frames[..framed.frames.len() - 1].to_vec(),
+            ..FramedRecords::new("h", Some(1), 0)
+        };
         short.heads = framed.heads.clone();
         assert!(short.records(4).expect_err("too short").to_string().contains("rank 4"));
-        let mut long = FramedRecords { frames: framed.frames.clone(), ..FramedRecords::new("h") };
+        let mut long = FramedRecords { frames: framed.frames.clone(), ..FramedRecords::new("h", Some(1), 0) };
         long.frames.push(0);
         long.heads = framed.heads.clone();
         assert!(long.records(4).is_err());

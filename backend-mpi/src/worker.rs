@@ -17,7 +17,7 @@ use backend_local::{ExecutorConfig, ThreadExecutor};
 use mpi::topology::Rank;
 
 use crate::env::{Mpi, ProcessRunning, Wire};
-use crate::message::{FramedRecords, Message};
+use crate::message::{FramedRecords, Message, CHUNK_BYTES, TYPICAL_FRAME};
 use crate::Error;
 
 /// What a worker did for one operation.
@@ -62,9 +62,6 @@ struct Worker<'a, P: Process> {
     threads: usize,
     /// The thread pool, when `threads > 1` (made at `Start`).
     pool: Option<Pool<P>>,
-    /// The encoded records of the last unit run in the main thread, sent while the next
-    /// unit runs (see `run_unit`).
-    unsent: Option<Vec<u8>>,
 }
 
 /// A worker's thread pool and the units it is running.
@@ -90,14 +87,8 @@ const LONGEST_WAIT: Duration = Duration::from_millis(1);
 const FIRST_WAIT: Duration = Duration::from_micros(50);
 
 /// While a unit of many short processes runs, how often the worker takes in the master's
-/// messages and moves its pending send on. Without a single-copy transport, the master
-/// receiving a large result waits for the worker to hand over each piece: 25 µs measured
-/// 1.1–1.2× the raw loop with 4 workers where 100 µs measured 0.8–1.0×.
+/// messages (the master's send of a large unit waits until it is taken).
 const LOOK_EVERY: Duration = Duration::from_micros(25);
-
-/// Messages up to this size are sent at once, without waiting for the receiver, by every
-/// MPI transport (Open MPI's shared-memory eager limit is 4 KiB; TCP's is 64 KiB).
-const EAGER_BYTES: usize = 4096;
 
 /// Serves the master until `Shutdown` (→ `Ok`) or `Abandon` (→ `Err`).
 pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
@@ -115,7 +106,6 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
         failure: None,
         threads: 1,
         pool: None,
-        unsent: None,
     };
     let mut wait = FIRST_WAIT;
     let mut last_look = Instant::now();
@@ -162,14 +152,12 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
             worker.run_unit(unit, &location);
             continue;
         }
-        worker.send_unsent();
         if worker.end.is_some() {
             break;
         }
         let (from, bytes) = worker.wire.receive();
         worker.take(from, &bytes);
     }
-    worker.send_unsent();
     worker.send_log();
     let processes = worker.served.finished + worker.served.crashed;
     match (Message::<P>::Bye { processes }).encode() {
@@ -316,14 +304,16 @@ impl<P: Process> Worker<'_, P> {
         }
         self.send_log();
         for records in units {
-            let mut framed = FramedRecords::with_capacity(&self.host, records.len());
-            let bytes = records
-                .iter()
-                .try_for_each(|record| framed.push(record))
-                .and_then(|()| Message::<P>::Results(framed).encode());
-            match bytes {
-                Ok(bytes) => self.wire.send(0, &bytes),
-                Err(error) => return self.fail(error),
+            // A whole unit in one message: the main thread only talks MPI, so waiting for
+            // the master to take a large one keeps no process from running.
+            let mut framed = FramedRecords::new(&self.host, records.first().map(|r| r.id), records.len());
+            framed.ends_unit = true;
+            if let Err(error) = records.iter().try_for_each(|record| framed.push(record)) {
+                return self.fail(error);
+            }
+            self.send_results(framed);
+            if self.failure.is_some() {
+                return;
             }
         }
     }
@@ -356,7 +346,6 @@ impl<P: Process> Worker<'_, P> {
             let dropped = pool.executor.cancel_pending();
             pool.running = pool.running.saturating_sub(dropped);
         }
-        self.send_unsent();
         if let Ok(bytes) = (Message::<P>::Failed { reason: error.to_string() }).encode() {
             self.wire.send(0, &bytes);
         }
@@ -376,68 +365,48 @@ impl<P: Process> Worker<'_, P> {
         }
     }
 
-    /// Runs one unit. Its records are sent while the next unit runs, if that unit is a batch
-    /// (the master may be busy, and MPI completes a large send only once the master takes
-    /// it); at once otherwise. The records of the unit before are sent meanwhile.
+    /// Runs one unit on the main thread and sends its records in chunks of about
+    /// [`CHUNK_BYTES`] as they are made (MPI sends a message that small at once), the last
+    /// one when the unit is done.
     fn run_unit(&mut self, unit: Vec<Job<P>>, location: &Location) {
         if !self.started {
             return self.fail(Error::Unexpected { from: 0, what: "work before start" });
         }
-        let Worker { wire, served, unsent, .. } = self;
-        let framed = match unsent.take() {
-            Some(bytes) => wire.send_during(0, &bytes, |progress| run_jobs(unit, location, served, progress)),
-            None => run_jobs(unit, location, served, &mut || wire.collect()),
-        };
-        let bytes = framed.and_then(|framed| Message::<P>::Results(framed).encode());
-        // Log records made by this unit's processes go before its results.
-        self.send_log();
-        match bytes {
-            Err(error) => self.fail(error),
-            Ok(bytes) if bytes.len() <= EAGER_BYTES => self.wire.send(0, &bytes),
-            Ok(bytes) => {
-                self.take_arrived();
-                // Only a batch of several processes runs while the send is pending: the master
-                // batches only processes measured short, and MPI moves a large send on only
-                // between them. Once the master has matched the message it waits for it, so
-                // a single (possibly long) process must not run in between.
-                if self.queue.front().is_some_and(|next| next.len() > 1) {
-                    self.unsent = Some(bytes);
-                } else {
-                    self.wire.send(0, &bytes);
+        let first = unit.first().map(|job| job.id);
+        let room = unit.len().min(CHUNK_BYTES / TYPICAL_FRAME + 1);
+        let mut framed = FramedRecords::new(&self.host, first, room);
+        let mut last_look = Instant::now();
+        for job in unit {
+            let record = {
+                let _running = ProcessRunning::new();
+                execute_job(job, &self.served.dir, location, &self.served.options)
+            };
+            self.served.count(&record);
+            if let Err(error) = framed.push(&record) {
+                return self.fail(error);
+            }
+            if framed.frames_len() >= CHUNK_BYTES {
+                self.send_results(std::mem::replace(&mut framed, FramedRecords::new(&self.host, first, room)));
+                if self.failure.is_some() {
+                    return;
                 }
             }
+            if last_look.elapsed() >= LOOK_EVERY {
+                // Take in the master's next units now: its send waits until they are taken.
+                self.wire.collect();
+                last_look = Instant::now();
+            }
         }
+        framed.ends_unit = true;
+        self.send_results(framed);
     }
 
-    /// Sends the records kept back by `run_unit`, if any.
-    fn send_unsent(&mut self) {
-        if let Some(bytes) = self.unsent.take() {
-            self.wire.send(0, &bytes);
+    /// Sends records to the master, after the log records made so far (which go first).
+    fn send_results(&mut self, framed: FramedRecords) {
+        self.send_log();
+        match Message::<P>::Results(framed).encode() {
+            Ok(bytes) => self.wire.send(0, &bytes),
+            Err(error) => self.fail(error),
         }
     }
-}
-
-/// Runs the jobs of a unit one after another and frames their records; calls `progress`
-/// every [`LOOK_EVERY`], so the master's next units are taken in (its send waits until they are).
-fn run_jobs<P: Process>(
-    unit: Vec<Job<P>>,
-    location: &Location,
-    served: &mut Served,
-    progress: &mut dyn FnMut(),
-) -> Result<FramedRecords, Error> {
-    let mut last_look = Instant::now();
-    let mut framed = FramedRecords::with_capacity(&location.host, unit.len());
-    for job in unit {
-        let record = {
-            let _running = ProcessRunning::new();
-            execute_job(job, &served.dir, location, &served.options)
-        };
-        served.count(&record);
-        framed.push(&record)?;
-        if last_look.elapsed() >= LOOK_EVERY {
-            progress();
-            last_look = Instant::now();
-        }
-    }
-    Ok(framed)
 }
