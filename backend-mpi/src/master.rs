@@ -1,6 +1,7 @@
 //! The master (rank 0): pulls jobs lazily from the operation, keeps every worker `prefetch`
 //! units ahead (dynamic self-scheduling, units batched adaptively for tiny processes),
-//! journals results as they arrive, runs each retry of a failed process on another rank (with
+//! journals results as they arrive (finished records as the workers framed them, without
+//! decoding them), runs each retry of a failed process on another rank (with
 //! two workers or more), and ends every worker cleanly — or, when it cannot go
 //! on, abandons them and, if they do not stop in time, aborts the job.
 

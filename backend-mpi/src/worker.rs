@@ -1,8 +1,10 @@
 //! A worker rank: serves units of work from the master until it is told to shut down, runs
-//! each process through `execute_job` (a panicking process becomes a crash record) and sends
-//! each unit's records back as soon as the unit is done.
+//! each process through `execute_job` (a panicking process becomes a crash record), frames
+//! each record for the master's journal and sends the records back.
 //!
-//! With one thread per rank (the default) the main thread runs the units one after another.
+//! With one thread per rank (the default) the main thread runs the units one after another,
+//! sending a unit's records in chunks under 4 KiB as they are made (MPI sends those at once,
+//! so the worker never waits for a busy master), the last chunk when the unit is done.
 //! With `threads_per_rank` T > 1 the main thread only talks MPI: it hands every job of every
 //! unit it receives to a [`ThreadExecutor`] of T threads, gathers the records per unit and
 //! sends a unit's records as soon as its last job is done. The master keeps T + prefetch − 1
