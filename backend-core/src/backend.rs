@@ -152,30 +152,23 @@ impl Collector {
                 (true, None) => "no reason given",
                 (false, _) => "its record is larger than the journal takes",
             };
-            // In operation.log; the console shows it with -v (the summary counts crashes).
-            tracing::info!(
-                target: "taskfarm",
-                "process {} {} on {}/{}: {reason}",
-                record.id,
-                journaled.as_str().replace('_', " "),
-                record.location.host,
-                record.location.worker,
-            );
+            log_failed(record, journaled, reason);
         }
         self.ended(journaled);
         Ok(())
     }
 
     /// Accepts the record of a process that ended as a journal frame made by
-    /// [`encode_frame`](crate::journal::encode_frame) (on an MPI worker), with its status: a
-    /// finished one is journaled as it is, a failed one is decoded to be logged.
+    /// [`encode_frame`](crate::journal::encode_frame) (on an MPI worker), with its status: it
+    /// is journaled as it is, and a failed one is decoded to be logged.
     pub fn record_frame(&mut self, status: Status, frame: &[u8]) -> Result<()> {
-        if status != Status::Finished {
-            return self.record(&crate::journal::decode_frame(frame)?);
-        }
         if stop_now_requested() {
             self.board.unstarted(1);
             return Ok(());
+        }
+        if status != Status::Finished {
+            let record = crate::journal::decode_frame(frame)?;
+            log_failed(&record, status, record.reason.as_deref().unwrap_or("no reason given"));
         }
         self.journal.append_frame(frame)?;
         self.ended(status);
@@ -198,6 +191,19 @@ impl Collector {
         self.progress.finish(&self.board.snapshot());
         self.journal.sync()
     }
+}
+
+/// Says in operation.log that a process failed (the console shows it with -v; the summary
+/// counts crashes).
+fn log_failed(record: &ProcessRecord, status: Status, reason: &str) {
+    tracing::info!(
+        target: "taskfarm",
+        "process {} {} on {}/{}: {reason}",
+        record.id,
+        status.as_str().replace('_', " "),
+        record.location.host,
+        record.location.worker,
+    );
 }
 
 /// A staged operation, as a backend's dispatch loop receives it.

@@ -535,7 +535,7 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
 
 /// The last lines of a child's stderr kept in a crash record.
 fn tail_of(text: &str) -> String {
-    text_tail(text, 20, 4096)
+    text_tail(text.trim_end(), 20, 4096)
 }
 
 /// The last `lines` lines of `text` (without trailing newlines), at most `bytes` long (cut

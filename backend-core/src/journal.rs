@@ -26,8 +26,6 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// the journal's own: a power loss loses at most about this much of a run, and the sync at
 /// the end has little left to write.
 const SYNC_EVERY: Duration = Duration::from_millis(200);
-/// The age of the batch is looked at when the records in it are a multiple of this mask + 1.
-const FLUSH_CLOCK_MASK: usize = 15;
 
 /// Appends the journal frame of `record` to `out`: its payload's length and CRC-32, then the
 /// payload. Frames are made wherever the record is (an MPI worker frames its own, so the
@@ -51,7 +49,13 @@ pub fn encode_frame(record: &ProcessRecord, out: &mut Vec<u8>) -> Result<Status>
             MAX_RECORD_LEN / (1024 * 1024)
         )),
         stderr_tail: None,
-        ..record.clone_without_output()
+        id: record.id,
+        run: record.run,
+        params: record.params.clone(),
+        attempts: record.attempts,
+        started_at: record.started_at,
+        duration_s: record.duration_s,
+        location: record.location.clone(),
     };
     if write_frame(&stand_in, out, start)? > MAX_RECORD_LEN as usize {
         out.truncate(start);
@@ -104,12 +108,16 @@ fn write_record_json(record: &ProcessRecord, out: &mut Vec<u8>) -> serde_json::R
     Ok(())
 }
 
+/// A frame's header: its payload's length and the payload's CRC-32.
+fn frame_head(head: &[u8; 8]) -> (u32, u32) {
+    (u32::from_le_bytes([head[0], head[1], head[2], head[3]]), u32::from_le_bytes([head[4], head[5], head[6], head[7]]))
+}
+
 /// Decodes one frame made by [`encode_frame`], checking its length and checksum.
 pub fn decode_frame(frame: &[u8]) -> Result<ProcessRecord> {
     let corrupt = |why: &str| Error::Internal(format!("a journal frame of {} bytes {why}", frame.len()));
-    let (head, payload) = frame.split_at_checked(8).ok_or_else(|| corrupt("is shorter than its header"))?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let (head, payload) = frame.split_first_chunk::<8>().ok_or_else(|| corrupt("is shorter than its header"))?;
+    let (len, crc) = frame_head(head);
     if payload.len() != len as usize {
         return Err(corrupt("does not have the length it claims"));
     }
@@ -181,10 +189,7 @@ impl JournalWriter {
     pub fn append_frame(&mut self, frame: &[u8]) -> Result<()> {
         self.out.write_all(frame).map_err(|e| Error::io("write the journal", &self.path, e))?;
         self.unflushed += 1;
-        // The clock is read once per batch of records, not once per record.
-        if self.unflushed >= FLUSH_EVERY_RECORDS
-            || (self.unflushed & FLUSH_CLOCK_MASK == 0 && self.last_flush.elapsed() >= FLUSH_EVERY)
-        {
+        if self.unflushed >= FLUSH_EVERY_RECORDS || self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush()?;
         }
         Ok(())
@@ -300,8 +305,7 @@ pub fn read_journal_from(
             }
             Err(e) => return Err(Error::io("read the journal", path, e)),
         }
-        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
-        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let (len, crc) = frame_head(&frame);
         if len > MAX_RECORD_LEN {
             return Ok(Some(TornTail { offset, why: format!("a record claims an implausible length of {len} bytes") }));
         }
@@ -330,8 +334,7 @@ pub fn read_record_at(file: &File, path: &Path, offset: u64, payload: &mut Vec<u
     use std::os::unix::fs::FileExt;
     let mut frame = [0u8; 8];
     file.read_exact_at(&mut frame, offset).map_err(|e| Error::io("read the journal", path, e))?;
-    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
-    let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let (len, crc) = frame_head(&frame);
     let changed = || Error::Internal(format!("the journal {} changed while it was read", path.display()));
     if len > MAX_RECORD_LEN {
         return Err(changed());

@@ -43,7 +43,6 @@ pub const CHILD_LOG_MARK: &str = "@taskfarm-log@ ";
 static SINK: Mutex<Sink> = Mutex::new(Sink::Closed);
 
 thread_local! {
-    /// The worker label and process id of the process running on this thread, if any.
     /// The worker and the process running on this thread; the worker's name is kept while
     /// no process runs (`None`), so marking the next process allocates nothing.
     static CURRENT: RefCell<(String, Option<u64>)> = const { RefCell::new((String::new(), None)) };

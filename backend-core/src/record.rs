@@ -87,25 +87,6 @@ pub struct ProcessRecord {
     pub location: Location,
 }
 
-impl ProcessRecord {
-    /// A copy of this record without its output (`Null`), which may be large.
-    pub(crate) fn clone_without_output(&self) -> ProcessRecord {
-        ProcessRecord {
-            id: self.id,
-            run: self.run,
-            params: self.params.clone(),
-            status: self.status,
-            output: Value::Null,
-            reason: self.reason.clone(),
-            stderr_tail: self.stderr_tail.clone(),
-            attempts: self.attempts,
-            started_at: self.started_at,
-            duration_s: self.duration_s,
-            location: self.location.clone(),
-        }
-    }
-}
-
 /// Runs one job: catches a panic or an error as a crash, times it, and records where it ran.
 /// Every backend runs processes through this function, so they all record the same way.
 pub fn run_job<P: Process>(job: &Job<P>, result_dir: &Path, location: &Location) -> ProcessRecord {

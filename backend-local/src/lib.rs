@@ -219,7 +219,10 @@ impl<P: Process> ThreadExecutor<P> {
         on_start: impl Fn() -> G + Send + Sync + 'static,
     ) -> Result<Self> {
         let (jobs, pending) = crossbeam_channel::unbounded();
-        Self::with_feed(config, Some(jobs), Feed::Submitted(pending), dir, options, location, on_start)
+        let mut executor = Self::with_feed(config, Feed::Submitted(pending), dir, options, location, on_start)?;
+        // Kept out of the shared feed, so that dropping it (`close`) ends the queue.
+        executor.jobs = Some(jobs);
+        Ok(executor)
     }
 
     /// Like [`start`](Self::start), with threads that take their jobs from `jobs` itself, one
@@ -236,12 +239,11 @@ impl<P: Process> ThreadExecutor<P> {
     ) -> Result<Self> {
         let feed =
             Feed::Pulled { jobs: Mutex::new(jobs), cancelled: AtomicBool::new(false), failure: Mutex::new(None) };
-        Self::with_feed(config, None, feed, dir, options, location, on_start)
+        Self::with_feed(config, feed, dir, options, location, on_start)
     }
 
     fn with_feed<G: 'static>(
         config: ExecutorConfig,
-        jobs: Option<Sender<Job<P>>>,
         feed: Feed<P>,
         dir: PathBuf,
         options: RunOptions,
@@ -258,8 +260,14 @@ impl<P: Process> ThreadExecutor<P> {
             .thread_name(move |i| format!("{}-{i}", config.name))
             .build()
             .map_err(|e| Error::Internal(format!("the thread pool could not start: {e}")))?;
-        // Room for the records of a few milliseconds of tiny processes (see `COLLECT_PAUSE`).
-        let (results, records) = crossbeam_channel::bounded(threads * 4096);
+        // Pulled for the local collector: room for the records of a few milliseconds of tiny
+        // processes (see `COLLECT_PAUSE`). Submitted units (an MPI rank) are answered as they
+        // end. A bounded channel allocates every slot up front.
+        let per_thread = match feed {
+            Feed::Pulled { .. } => 4096,
+            Feed::Submitted(_) => 256,
+        };
+        let (results, records) = crossbeam_channel::bounded(threads * per_thread);
         let locations: Vec<Location> = (0..threads).map(location).collect();
         let per_process = options.process_threads();
         let slots = (per_process > 1).then(|| Slots::new(threads));
@@ -279,7 +287,7 @@ impl<P: Process> ThreadExecutor<P> {
                 }
             }
         });
-        Ok(ThreadExecutor { jobs, feed, records, _pool: pool })
+        Ok(ThreadExecutor { jobs: None, feed, records, _pool: pool })
     }
 
     /// Queues `job`; gives it back when the executor was closed or takes its jobs from a

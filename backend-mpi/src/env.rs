@@ -241,8 +241,9 @@ impl<'a> Wire<'a> {
         }
     }
 
-    /// Sends `bytes` to `to` without blocking on the receiver: while the send is pending,
-    /// messages that arrive are received into the inbox.
+    /// Sends `bytes` to `to` and waits until the send completes (for a large message, until
+    /// `to` takes it); while it is pending, messages that arrive are received into the inbox,
+    /// so two ranks sending to each other never deadlock.
     pub(crate) fn send(&mut self, to: Rank, bytes: &[u8]) {
         let world = self.world;
         let mut backoff = Backoff::new();

@@ -57,11 +57,17 @@
 //! its main thread alone talks MPI, and keeps T + prefetch − 1 units in flight; records
 //! name the thread (`rank-2/thread-5`). A process that asks for k threads
 //! (`Operation::with_threads`) occupies k of them, and an operation whose processes ask for
-//! more than T is refused before anything runs; a unit is one job, or a batch of jobs when processes are tiny (batches grow until
-//! a unit takes about 10 ms). Master and workers exchange one postcard-encoded message enum
-//! on one tag; a message that does not decode is an error, never a panic. While waiting,
-//! every rank polls with a sleeping backoff (50 µs growing to 1 ms), so a master sharing a
-//! node with workers does not burn a core.
+//! more than T is refused before anything runs. A unit is one job, or a batch of jobs when
+//! processes are tiny (batches grow until a unit takes about 10 ms). Master and workers
+//! exchange one postcard-encoded message enum on one tag; a message that does not decode is
+//! an error, never a panic. Workers frame each record for the master's journal, so the
+//! master writes finished ones without decoding them, and a worker running a batch on its
+//! main thread sends the records in chunks under 4 KiB, which MPI sends without waiting for
+//! the master. With two worker ranks or more, the master runs each retry of a failed
+//! process on another rank (a worker's counts are then attempts). While waiting, every rank
+//! polls: it yields the core for 100 µs (the master first polls for 200 µs), then sleeps
+//! with a backoff growing from 50 µs to 1 ms, so a master sharing a node with workers does
+//! not burn a core.
 //!
 //! # Ends
 //!

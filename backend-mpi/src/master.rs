@@ -159,7 +159,6 @@ struct Scheduler<P: Process> {
     /// Jobs not yet sent, when the operation's length is known.
     remaining: Option<u64>,
     exhausted: bool,
-    in_flight: usize,
     /// Set when the master hands retries to other ranks.
     retries: Option<Retries>,
 }
@@ -292,7 +291,6 @@ impl<P: Process> Scheduler<P> {
             jobs,
             remaining: len,
             exhausted: false,
-            in_flight: 0,
             retries: None,
         }
     }
@@ -313,7 +311,7 @@ impl<P: Process> Scheduler<P> {
             }
         }
         let mut stop_deadline = None;
-        while self.in_flight > 0 {
+        while self.slots.iter().any(|slot| !slot.units.is_empty()) {
             let Some((from, bytes)) = receive_or_stop(wire, &mut stop_deadline) else {
                 self.report_unfinished();
                 return Ok(Ended::Interrupted);
@@ -346,7 +344,6 @@ impl<P: Process> Scheduler<P> {
                         slot.batch = adapted_batch(slot.batch, unit.returned, unit.run_s);
                         slot.window = adapted_window(slot.window, slot.batch, prefetch, unit.run_s);
                         let window = slot.window;
-                        self.in_flight -= 1;
                         // Refill first, so the worker's queue never runs dry while we journal.
                         while self.slot(from)?.units.len() < window {
                             if !self.send_unit(wire, collector, from)? {
@@ -447,7 +444,6 @@ impl<P: Process> Scheduler<P> {
         wire.send(worker, &bytes);
         let slot = self.slot(worker)?;
         slot.units.push(Unit::new(vec![id]));
-        self.in_flight += 1;
         Ok(true)
     }
 
@@ -482,7 +478,6 @@ impl<P: Process> Scheduler<P> {
         self.remaining = self.remaining.map(|r| r.saturating_sub(count));
         let slot = self.slot(worker)?;
         slot.units.push(Unit::new(ids));
-        self.in_flight += 1;
         Ok(true)
     }
 }

@@ -27,7 +27,8 @@ pub(crate) enum Message<P> {
     },
     /// Master → worker: a unit of work (one or a batch of jobs).
     Work(Vec<Job<P>>),
-    /// Worker → master: the records of one unit, in the unit's order, framed for the journal.
+    /// Worker → master: records of one unit, in the unit's order, framed for the journal:
+    /// the whole unit or a chunk of it (`ends_unit` marks the last).
     Results(FramedRecords),
     /// Worker → master: log records made on the worker (lines of `operation.log`), sent before
     /// the results of the unit that made them.
@@ -53,7 +54,7 @@ pub(crate) enum Message<P> {
 /// the process failed. Beside the frames, what the master schedules by. A worker running a
 /// batch on its main thread sends it in chunks small enough for MPI to send at once
 /// ([`CHUNK_BYTES`]): it never waits for the master to take its results.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct FramedRecords {
     /// The worker's host.
     pub(crate) host: String,
@@ -69,8 +70,8 @@ pub(crate) struct FramedRecords {
 }
 
 /// A chunk of results is sent once its frames reach this many bytes: the whole message then
-/// stays under 4 KiB, which every MPI transport sends at once (eagerly), without waiting
-/// for the receiver. A larger message waits for the master to take it, and on a node with
+/// usually stays under 4 KiB (unless its last record is large), which every MPI transport
+/// sends at once (eagerly), without waiting for the receiver. A larger message waits for the master to take it, and on a node with
 /// more ranks than cores that can take milliseconds each.
 pub(crate) const CHUNK_BYTES: usize = 3 * 1024;
 

@@ -304,7 +304,6 @@ impl<P: Process> Worker<'_, P> {
         if self.failure.is_some() {
             return;
         }
-        self.send_log();
         for records in units {
             // A whole unit in one message: the main thread only talks MPI, so waiting for
             // the master to take a large one keeps no process from running.
@@ -378,7 +377,8 @@ impl<P: Process> Worker<'_, P> {
         let room = unit.len().min(CHUNK_BYTES / TYPICAL_FRAME + 1);
         let mut framed = FramedRecords::new(&self.host, first, room);
         let mut last_look = Instant::now();
-        for job in unit {
+        let count = unit.len();
+        for (i, job) in unit.into_iter().enumerate() {
             let record = {
                 let _running = ProcessRunning::new();
                 execute_job(job, &self.served.dir, location, &self.served.options)
@@ -387,7 +387,8 @@ impl<P: Process> Worker<'_, P> {
             if let Err(error) = framed.push(&record) {
                 return self.fail(error);
             }
-            if framed.frames_len() >= CHUNK_BYTES {
+            // The unit's last records go in the chunk that ends it (no empty chunk after).
+            if framed.frames_len() >= CHUNK_BYTES && i + 1 < count {
                 self.send_results(std::mem::replace(&mut framed, FramedRecords::new(&self.host, first, room)));
                 if self.failure.is_some() {
                     return;
