@@ -5,7 +5,10 @@
 //!   pattern as the backend's) and then `N` no-op processes through the backend.
 //!   Batching is switched off with `TASKFARM_MPI_MAX_BATCH=1` in the environment.
 //! - `balance`: 400 sleeping processes with heavy-tailed durations (fixed seed, 10 s of work
-//!   in all); prints the makespan, the longest process and the total work.
+//!   in all); prints the makespan, the longest process, the total work, and the makespans
+//!   of a static round-robin split and of the ideal dynamic schedule of the same durations.
+//! - `hybrid N T`: `N` processes of 2 ms on ranks of `T` threads each; prints the rate and
+//!   the master's CPU time.
 //! - `memory N`: `N` no-op processes; prints rank 0's peak RSS (VmHWM) at the end,
 //!   consolidation included.
 //!
@@ -183,7 +186,6 @@ fn raw_loop(world: &SimpleCommunicator, rounds: u64) {
     world.barrier();
 }
 
-/// Peak resident set size of this process in KiB (VmHWM of `/proc/self/status`).
 /// CPU time (user + system) this process has used, from /proc/self/stat, in seconds.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -195,6 +197,7 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Peak resident set size of this process in KiB (VmHWM of `/proc/self/status`).
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

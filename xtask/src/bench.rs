@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 
 use crate::mpi::{mpi_environment, on_path};
-use crate::{cargo, run_checked, target_dir};
+use crate::{cargo, release_worker, run_checked, target_dir};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
@@ -121,7 +121,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         rows.push(hybrid_row(&examples.join("mpi_bench"))?);
     }
     rows.extend(local_rows(&examples.join("local_bench"))?);
-    rows.extend(command_rows(&target_dir().join("release").join("taskfarm-worker"), &scratch, cores)?);
+    rows.extend(command_rows(&release_worker(), &scratch, cores)?);
     if mpi {
         rows.extend(memory_rows(&examples.join("mpi_bench"), args.quick)?);
     }

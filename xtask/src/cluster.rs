@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::mpi::tail;
-use crate::{mpi, root, target_dir, Tally};
+use crate::{mpi, release_worker, root, Tally};
 
 /// The hosts, in hostfile order; tf-node1 runs mpirun and rank 0 (the master).
 const NODES: [&str; 3] = ["tf-node1", "tf-node2", "tf-node3"];
@@ -173,7 +173,7 @@ impl Cluster {
                 .context("could not start the cleanup watchdog")?;
         }
         // A copy, so a concurrent `cargo build` of the worker without MPI cannot swap it mid-test.
-        let built = target_dir().join("release").join("taskfarm-worker");
+        let built = release_worker();
         std::fs::copy(&built, &cluster.worker).with_context(|| format!("could not copy {}", built.display()))?;
         eprintln!("xtask: creating hosts {} on {SUBNET}", NODES.join(", "));
         hosts_sh(scripts, &["up", &NODES.len().to_string()])?;
@@ -479,7 +479,7 @@ fn link_loss(cluster: &Cluster) -> Result<()> {
     let mut unplugged: Option<Duration> = None;
     let outcome = run(&cluster.state, cluster.mpirun(&hostfile, 6, &args), |elapsed| {
         // Unplug once the run is well under way: 1.5 s in and a journal with records.
-        if unplugged.is_none() && elapsed >= Duration::from_millis(1500) && journal_len(&base) > 0 {
+        if unplugged.is_none() && elapsed >= Duration::from_millis(1500) && mpi::journal_len(&base) > 0 {
             eprintln!("xtask:   unplugging {LOST} at {:.1} s", elapsed.as_secs_f64());
             hosts_sh(&cluster.scripts, &["link", LOST, "down"])?;
             unplugged = Some(elapsed);
@@ -522,7 +522,7 @@ fn link_loss(cluster: &Cluster) -> Result<()> {
         );
     }
     eprintln!("xtask:   the master said: stopped by a signal{}", report.lines().next().unwrap_or(""));
-    let dir = run_dir(&base)?;
+    let dir = mpi::run_dir(&base)?;
     let journal = std::fs::read(dir.join("journal")).context("the journal of the interrupted run is missing")?;
     // The journal is readable: `report` reads it and counts its records.
     let report = run(&cluster.state, worker_command(cluster, &["report", &dir.to_string_lossy()]), idle)?;
@@ -583,25 +583,6 @@ fn worker_command(cluster: &Cluster, args: &[&str]) -> Command {
     let mut command = Command::new(&cluster.worker);
     command.args(args).current_dir(&cluster.state);
     command
-}
-
-/// The one run directory under `base` (base/<name>/<timestamp>/).
-fn run_dir(base: &Path) -> Result<PathBuf> {
-    let mut dirs = Vec::new();
-    for name in std::fs::read_dir(base).with_context(|| format!("no results under {}", base.display()))? {
-        for run in std::fs::read_dir(name?.path())? {
-            dirs.push(run?.path());
-        }
-    }
-    match dirs.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => bail!("expected one run directory under {}, found {}", base.display(), dirs.len()),
-    }
-}
-
-/// The size of the journal under `base`, 0 while there is none.
-fn journal_len(base: &Path) -> u64 {
-    run_dir(base).ok().and_then(|dir| std::fs::metadata(dir.join("journal")).ok()).map_or(0, |m| m.len())
 }
 
 fn unix_now() -> f64 {

@@ -129,9 +129,14 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The release build of the worker binary (`cargo build --release -p taskfarm-worker`).
+fn release_worker() -> PathBuf {
+    target_dir().join("release").join("taskfarm-worker")
+}
+
 fn run(spec: PathBuf, args: Vec<String>) -> Result<i32> {
     run_checked(cargo().args(["build", "--release", "-p", "taskfarm-worker"]), "build the release worker")?;
-    let worker = target_dir().join("release").join("taskfarm-worker");
+    let worker = release_worker();
     let status = Command::new(&worker)
         .arg("run")
         .arg(&spec)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, root, run_checked, target_dir, Tally};
+use crate::{cargo, release_worker, root, run_checked, target_dir, Tally};
 
 /// How to get MPI, said whenever mpirun is missing.
 const INSTALL_HINT: &str =
@@ -67,7 +67,7 @@ pub(crate) fn build_worker() -> Result<PathBuf> {
         cargo().args(["build", "--release", "-p", "taskfarm-worker", "--features", "mpi"]),
         "build the release worker with MPI",
     )?;
-    Ok(target_dir().join("release").join("taskfarm-worker"))
+    Ok(release_worker())
 }
 
 /// The launcher command for `args`: mpirun with the environment that suits this machine.
@@ -89,7 +89,7 @@ fn launch(args: &MpirunArgs) -> Result<Command> {
         // on each other; no binding, so a rank's threads may use every core of its host.
         command.args(["--map-by", "node", "--bind-to", "none"]);
         mpi_environment(&mut command, true);
-        command.arg(target_dir().join("release").join("taskfarm-worker"));
+        command.arg(release_worker());
         let mut worker = worker_args(&args.worker_args);
         let names_threads = worker.iter().any(|a| a == "--threads-per-rank" || a.starts_with("--threads-per-rank="));
         if worker.first().is_some_and(|a| a == "run") && !names_threads {
@@ -116,7 +116,7 @@ fn launch(args: &MpirunArgs) -> Result<Command> {
         command.arg("--hostfile").arg(hostfile);
     }
     mpi_environment(&mut command, args.oversubscribe);
-    command.arg(target_dir().join("release").join("taskfarm-worker"));
+    command.arg(release_worker());
     command.args(worker_args(&args.worker_args));
     command.current_dir(std::env::current_dir().unwrap_or_else(|_| root()));
     Ok(command)
@@ -541,7 +541,7 @@ fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool, worker: &Path)
     let name = "taskfarm-worker through cargo xtask mpirun -n 4, same results.csv as serial";
     let Some(spec) = sweep_spec() else {
         if ci {
-            tally.check(name, Err(anyhow::anyhow!("no spec in examples/specs/ to run")), |_| Ok(()));
+            tally.record(name, Err(anyhow::anyhow!("no spec in examples/specs/ to run")));
         } else {
             eprintln!("xtask: skipping the worker end-to-end MPI test: no spec in examples/specs/");
         }
@@ -562,7 +562,7 @@ fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool, worker: &Path)
         compare_results(&serial_dir, &mpi_dir)?;
         Ok((mpi, serial))
     })();
-    tally.check(name, outcome.map(|(mpi, _)| mpi), |_| Ok(()));
+    tally.record(name, outcome.map(drop));
 }
 
 /// The same sweep through the worker binary with `-n 5` × 1 thread and `-n 2` × 4 threads
@@ -601,7 +601,7 @@ fn ranks_against_threads(scratch: &Path, tally: &mut Tally) {
         }
         Ok(outcome)
     })();
-    tally.check(name, outcome, |_| Ok(()));
+    tally.record(name, outcome.map(drop));
 }
 
 /// kill -9 of one worker rank mid-run: the job ends non-zero (as MPI jobs do), the journal
@@ -621,51 +621,29 @@ fn worker_rank_killed(scratch: &Path, tally: &mut Tally) {
         )?;
         let results = scratch.join("killed-results");
         let run_args = vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()];
-        let mut command = launch(&oversubscribed(4, run_args))?;
+        let command = launch(&oversubscribed(4, run_args))?;
         eprintln!("xtask: {}", describe(&command));
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(scratch.join("killed.stdout"))?)
-            .stderr(std::fs::File::create(scratch.join("killed.stderr"))?)
-            .spawn()
-            .context("could not start mpirun")?;
         // Once some records are journaled, kill -9 the worker rank 2.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let journal = loop {
-            let journal = std::fs::read_dir(results.join("killed_rank"))
-                .ok()
-                .and_then(|mut runs| runs.next())
-                .and_then(|run| run.ok())
-                .map(|run| run.path().join("journal"));
-            if let Some(journal) = journal.filter(|j| std::fs::metadata(j).map(|m| m.len() > 4_000).unwrap_or(false)) {
-                break journal;
+        let mut victim = None;
+        let killed = run_to_files(scratch, "killed", command, Duration::from_secs(120), |_| {
+            if victim.is_none() && journal_len(&results) > 4_000 {
+                let pid = rank_pid(2, &path_arg(&spec)).context("no process of MPI rank 2 was found")?;
+                eprintln!("xtask:   kill -9 of rank 2 (pid {pid})");
+                Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+                victim = Some(pid);
             }
-            if Instant::now() >= deadline || child.try_wait()?.is_some() {
-                let _ = child.kill();
-                bail!("the run ended or stalled before 4 kB of records were journaled");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let victim = rank_pid(2, &path_arg(&spec)).context("no process of MPI rank 2 was found")?;
-        eprintln!("xtask:   kill -9 of rank 2 (pid {victim})");
-        Command::new("kill").args(["-KILL", &victim.to_string()]).status()?;
-        let ended = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if Instant::now() >= ended {
-                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-                std::thread::sleep(Duration::from_secs(5));
-                let _ = child.kill();
-                bail!("the job did not end after one of its ranks was killed");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        if status.success() {
+            Ok(())
+        })?;
+        if victim.is_none() {
+            bail!("the run ended or stalled before 4 kB of records were journaled");
+        }
+        if killed.timed_out {
+            bail!("the job did not end after one of its ranks was killed");
+        }
+        if killed.code == Some(0) {
             bail!("the job exited 0 after one of its ranks was killed");
         }
-        let dir = journal.parent().map(Path::to_path_buf).context("the run directory")?;
+        let dir = run_dir(&results)?;
         let resume = vec![
             "run".into(),
             path_arg(&dir.join("operation.toml")),
@@ -675,15 +653,14 @@ fn worker_rank_killed(scratch: &Path, tally: &mut Tally) {
         ];
         let outcome = run_with_timeout(scratch, launch(&oversubscribed(3, resume))?)?;
         expect_success(&outcome)?;
-        let rows = csv_rows(&std::fs::read_to_string(dir.join("results.csv"))?);
-        let ids: std::collections::BTreeSet<&str> =
-            rows.iter().skip(1).filter_map(|r| r.first().map(String::as_str)).collect();
-        if rows.len() != total + 1 || ids.len() != total {
-            bail!("after --resume: {} rows and {} distinct ids, expected {total}", rows.len() - 1, ids.len());
+        let (_, rows) = read_results(&dir)?;
+        let ids: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
+        if rows.len() != total || ids.len() != total {
+            bail!("after --resume: {} rows and {} distinct ids, expected {total}", rows.len(), ids.len());
         }
         Ok(outcome)
     })();
-    tally.check(name, outcome, |_| Ok(()));
+    tally.record(name, outcome.map(drop));
 }
 
 /// The pid of the process of MPI rank `rank` (from `OMPI_COMM_WORLD_RANK` in its
@@ -748,6 +725,25 @@ pub(crate) fn find_results_csv(base: &Path) -> Result<PathBuf> {
 
 /// Columns that depend on when and where a process ran.
 const RUN_DEPENDENT: [&str; 4] = ["duration_s", "started_at", "host", "worker"];
+
+/// The one run directory under `base` (base/<name>/<timestamp>/).
+pub(crate) fn run_dir(base: &Path) -> Result<PathBuf> {
+    let mut dirs = Vec::new();
+    for name in std::fs::read_dir(base).with_context(|| format!("no results under {}", base.display()))? {
+        for run in std::fs::read_dir(name?.path())? {
+            dirs.push(run?.path());
+        }
+    }
+    match dirs.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!("expected one run directory under {}, found {}", base.display(), dirs.len()),
+    }
+}
+
+/// The size of the journal under `base`, 0 while there is none.
+pub(crate) fn journal_len(base: &Path) -> u64 {
+    run_dir(base).ok().and_then(|dir| std::fs::metadata(dir.join("journal")).ok()).map_or(0, |m| m.len())
+}
 
 /// The header and the rows of the one `results.csv` under `base`.
 pub(crate) fn read_results(base: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
