@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::journal::{read_journal_with, JournalWriter, TornTail};
+use crate::journal::{read_journal_with, Damage, JournalWriter, TornTail};
 use crate::results::{consolidate_dir, create_result_dir, files, to_toml_table, write_operation_toml};
 use crate::{
     stop_now_requested, stop_requested, Error, JobSource, Operation, Params, Process, ProcessRecord, ProgressDisplay,
@@ -235,8 +235,9 @@ pub struct Summary {
     pub crashed: u64,
     /// Wall time from `execute` to the end.
     pub wall: Duration,
-    /// Set when the journal ended in a torn record, which was ignored.
-    pub torn_tail: Option<TornTail>,
+    /// What was skipped or ignored of the journal: corrupt records (those processes have
+    /// no record and run on `--resume`) and a torn end.
+    pub damage: Damage,
     /// Whether this summary is the operation's report or a worker's note that it served.
     pub role: Role,
     /// Whether the run was stopped early by a stop request (Ctrl-C): processes without a
@@ -349,7 +350,7 @@ impl<P: Process> Lifecycle<P> {
         let journal_path = dir.join(files::JOURNAL);
         let mut done = IdSet::default();
         let (mut finished, mut crashed) = (IdSet::default(), IdSet::default());
-        let torn = read_journal_with(&journal_path, |record| match record.status {
+        let damage = read_journal_with(&journal_path, |record| match record.status {
             Status::Finished => {
                 finished.insert(record.id);
                 crashed.remove(record.id);
@@ -358,8 +359,9 @@ impl<P: Process> Lifecycle<P> {
                 crashed.insert(record.id);
             }
         })?;
-        if let Some(torn) = &torn {
-            // Records appended after a torn one would be unreadable: cut the tail off first.
+        if let Some(torn) = &damage.torn_tail {
+            // Records appended after a torn one would be skipped as damage: cut the tail off
+            // first. Corrupt records in the middle stay; readers skip them.
             truncate_at(&journal_path, torn.offset)?;
         }
         done.clone_from(&finished);
@@ -367,7 +369,7 @@ impl<P: Process> Lifecycle<P> {
             crashed.iter().for_each(|id| done.insert(id));
         }
         let previously_crashed = if resume.rerun_crashed { 0 } else { crashed.count() };
-        self.resumed_torn_tail = torn;
+        self.resumed_torn_tail = damage.torn_tail;
         let journal = JournalWriter::append_to(&journal_path)?;
         self.stage(operation, dir, journal, Some(done))?;
         self.board.preset(finished.count(), previously_crashed);
@@ -518,7 +520,10 @@ impl<P: Process> Lifecycle<P> {
             finished: consolidated.finished,
             crashed: consolidated.crashed,
             wall: self.wall,
-            torn_tail: consolidated.torn_tail.or_else(|| self.resumed_torn_tail.clone()),
+            damage: Damage {
+                torn_tail: consolidated.damage.torn_tail.or_else(|| self.resumed_torn_tail.clone()),
+                skipped: consolidated.damage.skipped,
+            },
             role: Role::Coordinator,
             interrupted: stop_requested(),
         };

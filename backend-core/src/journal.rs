@@ -7,8 +7,9 @@
 //! by its length or checksum, reported, and ignored: never fatal.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::{Error, ProcessRecord, Result, Status, Value};
@@ -18,14 +19,6 @@ pub const JOURNAL_HEADER: &[u8] = b"taskfarm-journal v1\n";
 
 /// Records larger than this are treated as corruption, not as a reason to allocate.
 const MAX_RECORD_LEN: u32 = 64 * 1024 * 1024;
-
-/// Flush to the OS after this many records or this much time, whichever comes first.
-const FLUSH_EVERY_RECORDS: usize = 256;
-const FLUSH_EVERY: Duration = Duration::from_millis(500);
-/// Flushed records are also synced to disk this often while a run goes on, from a thread of
-/// the journal's own: a power loss loses at most about this much of a run, and the sync at
-/// the end has little left to write.
-const SYNC_EVERY: Duration = Duration::from_millis(200);
 
 /// Appends the journal frame of `record` to `out`: its payload's length and CRC-32, then the
 /// payload. Frames are made wherever the record is (an MPI worker frames its own, so the
@@ -127,29 +120,74 @@ pub fn decode_frame(frame: &[u8]) -> Result<ProcessRecord> {
     serde_json::from_slice(payload).map_err(|e| corrupt(&format!("does not decode: {e}")))
 }
 
-/// Appends records to a journal, flushing in batches.
+/// Appends records to a journal. A record reaches the file within [`WRITE_WITHIN`] of
+/// its append and the disk within [`SYNC_WITHIN`], whatever the caller does next: the
+/// appends go to a buffer that the journal's own thread writes out as soon as a short
+/// gathering pause has passed (so that flowing records are written in batches) and syncs
+/// on a timer. A caller that blocks for an hour behind a long process leaves nothing
+/// finished in memory.
 #[derive(Debug)]
 pub struct JournalWriter {
     path: PathBuf,
-    out: BufWriter<File>,
-    unflushed: usize,
-    last_flush: Instant,
-    /// Syncs what was flushed every `SYNC_EVERY` while the writer lives.
-    _syncer: Syncer,
+    shared: Arc<Shared>,
+    /// Writes and syncs the buffer while the writer lives.
+    flusher: Option<std::thread::JoinHandle<()>>,
     /// The payload being encoded, reused so that appending allocates nothing per record.
     scratch: Vec<u8>,
+}
+
+/// A record appended is written to the file within this time (the gathering pause).
+pub const WRITE_WITHIN: Duration = Duration::from_millis(5);
+/// A record written is synced to disk within this time.
+pub const SYNC_WITHIN: Duration = Duration::from_millis(200);
+/// Appends write the buffer themselves past this size (a burst of records).
+const BUFFER_LIMIT: usize = 256 * 1024;
+
+/// What the writer and its thread share.
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Signalled when the buffer goes from empty to not empty, and at the end.
+    wake: Condvar,
+}
+
+#[derive(Debug)]
+struct Pending {
+    file: File,
+    /// Frames appended and not yet written to the file.
+    buf: Vec<u8>,
+    /// Bytes written to the file and not yet synced.
+    unsynced: bool,
+    /// The first write error of the thread, reported by the next call of the writer.
+    failed: Option<std::io::Error>,
+    closing: bool,
+}
+
+impl Pending {
+    fn write_out(&mut self) -> std::io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if !self.buf.is_empty() {
+            let written = self.file.write_all(&self.buf);
+            self.buf.clear();
+            self.unsynced = true;
+            written?;
+        }
+        Ok(())
+    }
 }
 
 impl JournalWriter {
     /// Creates a new journal (fails if one exists).
     pub fn create(path: &Path) -> Result<Self> {
         let file = OpenOptions::new()
-            .write(true)
+            .append(true)
             .create_new(true)
             .open(path)
             .map_err(|e| Error::io("create the journal", path, e))?;
-        let mut writer = Self::wrap(path, file);
-        writer.out.write_all(JOURNAL_HEADER).map_err(|e| Error::io("write the journal", path, e))?;
+        let mut writer = Self::wrap(path, file)?;
+        writer.lock().buf.extend_from_slice(JOURNAL_HEADER);
         writer.flush()?;
         Ok(writer)
     }
@@ -157,23 +195,36 @@ impl JournalWriter {
     /// Opens an existing journal to append to it (for a resumed run).
     pub fn append_to(path: &Path) -> Result<Self> {
         let file = OpenOptions::new().append(true).open(path).map_err(|e| Error::io("open the journal", path, e))?;
-        Ok(Self::wrap(path, file))
+        Self::wrap(path, file)
     }
 
-    fn wrap(path: &Path, file: File) -> Self {
-        let syncer = Syncer::start(&file);
-        JournalWriter {
-            path: path.to_owned(),
-            out: BufWriter::with_capacity(256 * 1024, file),
-            unflushed: 0,
-            last_flush: Instant::now(),
-            _syncer: syncer,
-            scratch: Vec::with_capacity(1024),
-        }
+    fn wrap(path: &Path, file: File) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                file,
+                buf: Vec::with_capacity(64 * 1024),
+                unsynced: false,
+                failed: None,
+                closing: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let flusher = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("taskfarm-journal".into())
+                .spawn(move || flush_and_sync(&shared))
+                .map_err(|e| Error::io("start the journal's writer thread for", path, e))?
+        };
+        Ok(JournalWriter { path: path.to_owned(), shared, flusher: Some(flusher), scratch: Vec::with_capacity(1024) })
     }
 
-    /// Appends one record; flushes when the batch is full or old enough. Returns the status
-    /// journaled (see [`encode_frame`] for a record too large).
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one record. Returns the status journaled (see [`encode_frame`] for a record
+    /// too large).
     pub fn append(&mut self, record: &ProcessRecord) -> Result<Status> {
         let mut frame = std::mem::take(&mut self.scratch);
         frame.clear();
@@ -187,67 +238,90 @@ impl JournalWriter {
 
     /// Appends one record framed by [`encode_frame`] (e.g. on an MPI worker), as it is.
     pub fn append_frame(&mut self, frame: &[u8]) -> Result<()> {
-        self.out.write_all(frame).map_err(|e| Error::io("write the journal", &self.path, e))?;
-        self.unflushed += 1;
-        if self.unflushed >= FLUSH_EVERY_RECORDS || self.last_flush.elapsed() >= FLUSH_EVERY {
-            self.flush()?;
+        let mut pending = self.lock();
+        if let Some(e) = pending.failed.take() {
+            return Err(Error::io("write the journal", &self.path, e));
+        }
+        let was_empty = pending.buf.is_empty();
+        pending.buf.extend_from_slice(frame);
+        if pending.buf.len() >= BUFFER_LIMIT {
+            return pending.write_out().map_err(|e| Error::io("write the journal", &self.path, e));
+        }
+        drop(pending);
+        if was_empty {
+            self.shared.wake.notify_one();
         }
         Ok(())
     }
 
-    /// Hands buffered records to the OS.
+    /// Hands appended records to the OS now.
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(|e| Error::io("write the journal", &self.path, e))?;
-        self.unflushed = 0;
-        self.last_flush = Instant::now();
-        Ok(())
+        self.lock().write_out().map_err(|e| Error::io("write the journal", &self.path, e))
     }
 
     /// Flushes and waits until the records are on disk.
     pub fn sync(&mut self) -> Result<()> {
-        self.flush()?;
-        self.out.get_ref().sync_all().map_err(|e| Error::io("sync the journal", &self.path, e))
+        let mut pending = self.lock();
+        pending.write_out().map_err(|e| Error::io("write the journal", &self.path, e))?;
+        pending.file.sync_all().map_err(|e| Error::io("sync the journal", &self.path, e))?;
+        pending.unsynced = false;
+        Ok(())
     }
 }
 
-/// The thread that syncs a journal every `SYNC_EVERY`, so the writer (the local collector,
-/// the MPI master's loop) never waits for the disk but at its final sync. A failed periodic
-/// sync is not reported: the final one fails the same way and is.
-#[derive(Debug)]
-struct Syncer {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Syncer {
-    /// Starts syncing `file`; without a second handle on it or a thread, only the final
-    /// sync is made.
-    fn start(file: &File) -> Self {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = file.try_clone().ok().and_then(|file| {
-            std::thread::Builder::new()
-                .name("taskfarm-journal-sync".into())
-                .spawn(move || {
-                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(SYNC_EVERY) {
-                        let _ = file.sync_data();
-                    }
-                })
-                .ok()
-        });
-        Syncer { stop: Some(stop), thread }
-    }
-}
-
-impl Drop for Syncer {
+impl Drop for JournalWriter {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        self.lock().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+        // What is left reaches the file; a failure here was or will be reported by `sync`.
+        let _ = self.lock().write_out();
+    }
+}
+
+/// The journal's thread: writes what was appended once [`WRITE_WITHIN`] has passed since
+/// the buffer stopped being empty, and syncs what was written every [`SYNC_WITHIN`]. It
+/// sleeps while there is nothing to do. A failed write is kept for the writer to report.
+fn flush_and_sync(shared: &Shared) {
+    let mut last_sync = Instant::now();
+    let mut pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        if pending.closing {
+            return;
+        }
+        if !pending.buf.is_empty() {
+            // Let records that flow in together be written together.
+            drop(pending);
+            std::thread::sleep(WRITE_WITHIN);
+            pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = pending.write_out() {
+                pending.failed.get_or_insert(e);
+            }
+        }
+        let sync_due = SYNC_WITHIN.saturating_sub(last_sync.elapsed());
+        if pending.unsynced && sync_due.is_zero() {
+            // Synced through a second handle, so appends go on while the disk works.
+            let file = pending.file.try_clone();
+            pending.unsynced = false;
+            drop(pending);
+            if let Ok(file) = file {
+                let _ = file.sync_data();
+            }
+            last_sync = Instant::now();
+            pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            continue;
+        }
+        if pending.buf.is_empty() && !pending.closing {
+            // Nothing to write: sleep until an append, or until the sync is due.
+            let wait = if pending.unsynced { sync_due } else { Duration::from_secs(3600) };
+            pending = shared.wake.wait_timeout(pending, wait).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 }
 
-/// Why reading stopped before the end of the file.
+/// Where reading stopped before the end of the file: a torn or corrupt end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
     /// The byte offset of the first record that could not be read.
@@ -256,77 +330,237 @@ pub struct TornTail {
     pub why: String,
 }
 
+/// A corrupt stretch in the middle of a journal, skipped up to the next intact record: it
+/// costs the records that were there, and no other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The byte offset where the damage starts.
+    pub offset: u64,
+    /// How many bytes were skipped.
+    pub len: u64,
+    /// What was wrong at `offset`.
+    pub why: String,
+}
+
+/// What a read found wrong with a journal, besides its intact records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Damage {
+    /// Corrupt stretches followed by intact records, in file order.
+    pub skipped: Vec<Skipped>,
+    /// Set when the file ends with a torn or corrupt record, which was ignored.
+    pub torn_tail: Option<TornTail>,
+}
+
+impl Damage {
+    /// Whether the journal was read whole.
+    pub fn is_none(&self) -> bool {
+        self.skipped.is_empty() && self.torn_tail.is_none()
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|s| format!("{} corrupt bytes at offset {} skipped ({})", s.len, s.offset, s.why))
+            .collect();
+        if let Some(torn) = &self.torn_tail {
+            parts.push(format!("a torn end at offset {} ignored ({})", torn.offset, torn.why));
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
 /// Everything a journal holds.
 #[derive(Debug, Default)]
 pub struct JournalContents {
     /// The intact records, in the order they were written.
     pub records: Vec<ProcessRecord>,
-    /// Set when the file ends with a torn or corrupt record, which was ignored.
-    pub torn_tail: Option<TornTail>,
+    /// What was skipped or ignored.
+    pub damage: Damage,
 }
 
-/// Reads every intact record of a journal, calling `each` in order; stops quietly at a torn
-/// or corrupt tail and reports it. A file that is not a journal at all is an error.
-pub fn read_journal_with(path: &Path, mut each: impl FnMut(ProcessRecord)) -> Result<Option<TornTail>> {
+/// Reads every intact record of a journal, calling `each` in order. A corrupt record in the
+/// middle is skipped up to the next intact one, a torn or corrupt end is ignored, and both
+/// are reported; a file that is not a journal at all is an error.
+pub fn read_journal_with(path: &Path, mut each: impl FnMut(ProcessRecord)) -> Result<Damage> {
     read_journal_indexed(path, |_, record| each(record))
 }
 
 /// Like [`read_journal_with`], and gives each record's byte offset in the file, for
 /// [`read_record_at`] (consolidation keeps offsets, not records, so its memory stays flat).
-pub fn read_journal_indexed(path: &Path, each: impl FnMut(u64, ProcessRecord)) -> Result<Option<TornTail>> {
+pub fn read_journal_indexed(path: &Path, each: impl FnMut(u64, ProcessRecord)) -> Result<Damage> {
     let file = File::open(path).map_err(|e| Error::io("open the journal", path, e))?;
-    read_journal_from(BufReader::with_capacity(256 * 1024, file), path, each)
+    read_journal_from(file, path, each)
 }
+
+/// How every record's JSON begins ([`write_record_json`] writes it so): a reader that lost
+/// its place looks for it, 8 bytes into a frame, and trusts a frame only when its checksum
+/// matches. Inside a JSON string a `"` is escaped, so a string cannot fake it; a nested
+/// object can, and its checksum then fails.
+const RECORD_START: &[u8] = b"{\"id\":";
 
 /// Reads journal records from any reader (`path` only names it in errors): what
 /// [`read_journal_indexed`] does on a file, and what the fuzz target feeds arbitrary bytes.
-pub fn read_journal_from(
-    mut input: impl Read,
-    path: &Path,
-    mut each: impl FnMut(u64, ProcessRecord),
-) -> Result<Option<TornTail>> {
-    let mut header = vec![0u8; JOURNAL_HEADER.len()];
-    let got = read_full(&mut input, &mut header).map_err(|e| Error::io("read the journal", path, e))?;
-    if header[..got] != JOURNAL_HEADER[..got] {
+pub fn read_journal_from(input: impl Read, path: &Path, mut each: impl FnMut(u64, ProcessRecord)) -> Result<Damage> {
+    let io = |e| Error::io("read the journal", path, e);
+    let mut window = Window { input, buf: Vec::new(), start: 0, base: 0, eof: false };
+    let got = window.fill(JOURNAL_HEADER.len()).map_err(io)?;
+    let header = &window.available()[..got.min(JOURNAL_HEADER.len())];
+    if header != &JOURNAL_HEADER[..header.len()] {
         return Err(Error::NotAJournal { path: path.to_owned() });
     }
+    let mut damage = Damage::default();
     if got < JOURNAL_HEADER.len() {
-        return Ok(Some(TornTail { offset: 0, why: "the file ends inside the journal header".into() }));
+        damage.torn_tail = Some(TornTail { offset: 0, why: "the file ends inside the journal header".into() });
+        return Ok(damage);
     }
-    let mut offset = JOURNAL_HEADER.len() as u64;
-    let mut frame = [0u8; 8];
-    let mut payload = Vec::new();
+    window.consume(JOURNAL_HEADER.len());
     loop {
-        match read_full(&mut input, &mut frame) {
-            Ok(0) => return Ok(None),
-            Ok(8) => {}
-            Ok(n) => {
-                return Ok(Some(TornTail { offset, why: format!("the file ends {n} bytes into a record header") }))
+        let why = match window.frame_at(0).map_err(io)? {
+            Found::End => return Ok(damage),
+            Found::Record { record, len } => {
+                each(window.offset(), *record);
+                window.consume(len);
+                continue;
             }
-            Err(e) => return Err(Error::io("read the journal", path, e)),
-        }
-        let (len, crc) = frame_head(&frame);
-        if len > MAX_RECORD_LEN {
-            return Ok(Some(TornTail { offset, why: format!("a record claims an implausible length of {len} bytes") }));
-        }
-        // Grows with the bytes that are there, so a corrupt length allocates nothing big.
-        payload.clear();
-        match (&mut input).take(u64::from(len)).read_to_end(&mut payload) {
-            Ok(n) if n == len as usize => {}
-            Ok(n) => {
-                return Ok(Some(TornTail { offset, why: format!("the file ends {n} of {len} bytes into a record") }))
+            Found::Damaged(why) => why,
+        };
+        let offset = window.offset();
+        match window.resync().map_err(io)? {
+            Some(len) => damage.skipped.push(Skipped { offset, len, why }),
+            None => {
+                damage.torn_tail = Some(TornTail { offset, why });
+                return Ok(damage);
             }
-            Err(e) => return Err(Error::io("read the journal", path, e)),
         }
-        if crc32fast::hash(&payload) != crc {
-            return Ok(Some(TornTail { offset, why: "a record's checksum does not match".into() }));
-        }
-        match serde_json::from_slice::<ProcessRecord>(&payload) {
-            Ok(record) => each(offset, record),
-            Err(e) => return Ok(Some(TornTail { offset, why: format!("a record does not decode: {e}") })),
-        }
-        offset += 8 + u64::from(len);
     }
+}
+
+/// What is at a place of a journal.
+enum Found {
+    /// An intact record, `len` bytes with its frame header.
+    Record { record: Box<ProcessRecord>, len: usize },
+    /// The file ends exactly here.
+    End,
+    /// Not an intact record, for this reason.
+    Damaged(String),
+}
+
+/// A sliding window over a journal being read: records are parsed in place, and a reader
+/// that lost its place can look ahead without reading anything twice.
+struct Window<R> {
+    input: R,
+    buf: Vec<u8>,
+    /// Where the unread part of `buf` starts.
+    start: usize,
+    /// The file offset of `buf[0]`.
+    base: u64,
+    eof: bool,
+}
+
+impl<R: Read> Window<R> {
+    fn offset(&self) -> u64 {
+        self.base + self.start as u64
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+    }
+
+    /// Reads until `n` bytes are available or the input ends; returns how many are. Grows
+    /// with the bytes that are there, so a corrupt length allocates nothing big.
+    fn fill(&mut self, n: usize) -> std::io::Result<usize> {
+        while self.available().len() < n && !self.eof {
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.base += self.start as u64;
+                self.start = 0;
+            }
+            let old = self.buf.len();
+            let step = (n - old).clamp(64 * 1024, 1024 * 1024);
+            self.buf.resize(old + step, 0);
+            let got = read_full(&mut self.input, &mut self.buf[old..]);
+            let got = got.inspect_err(|_| self.buf.truncate(old))?;
+            self.buf.truncate(old + got);
+            self.eof = got < step;
+        }
+        Ok(self.available().len())
+    }
+
+    /// What is `at` bytes past the window's start.
+    fn frame_at(&mut self, at: usize) -> std::io::Result<Found> {
+        let have = self.fill(at + 8)?;
+        if have == at {
+            return Ok(Found::End);
+        }
+        if have < at + 8 {
+            return Ok(Found::Damaged(format!("the file ends {} bytes into a record header", have - at)));
+        }
+        let head: [u8; 8] = self.available()[at..at + 8].try_into().unwrap_or_default();
+        let (len, crc) = frame_head(&head);
+        if len > MAX_RECORD_LEN {
+            return Ok(Found::Damaged(format!("a record claims an implausible length of {len} bytes")));
+        }
+        let end = at + 8 + len as usize;
+        let have = self.fill(end)?;
+        if have < end {
+            return Ok(Found::Damaged(format!("the file ends {} of {len} bytes into a record", have - at - 8)));
+        }
+        let payload = &self.available()[at + 8..end];
+        if crc32fast::hash(payload) != crc {
+            return Ok(Found::Damaged("a record's checksum does not match".into()));
+        }
+        Ok(match serde_json::from_slice::<ProcessRecord>(payload) {
+            Ok(record) => Found::Record { record: Box::new(record), len: 8 + len as usize },
+            Err(e) => Found::Damaged(format!("a record does not decode: {e}")),
+        })
+    }
+
+    /// Moves past a damaged frame at the window's start to the next intact record; returns
+    /// how many bytes were skipped, or `None` (the window at the end) when no intact record
+    /// follows.
+    fn resync(&mut self) -> std::io::Result<Option<u64>> {
+        let mut skipped = 1u64;
+        self.consume(1);
+        loop {
+            // A frame starting at the window's start or later has its payload 8 bytes in.
+            let found = self.available().get(8..).and_then(|after| find(after, RECORD_START));
+            match found {
+                Some(at) => {
+                    self.consume(at);
+                    skipped += at as u64;
+                    if let Found::Record { .. } = self.frame_at(0)? {
+                        return Ok(Some(skipped));
+                    }
+                    self.consume(1);
+                    skipped += 1;
+                }
+                None => {
+                    // Keep only what may still hold the start of a frame, then read on.
+                    let keep = 8 + RECORD_START.len() - 1;
+                    let drop = self.available().len().saturating_sub(keep);
+                    self.consume(drop);
+                    skipped += drop as u64;
+                    let have = self.available().len();
+                    if self.fill(have + 1)? == have {
+                        self.consume(have);
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Reads the record at `offset` of a journal (an offset [`read_journal_indexed`] gave).
@@ -350,8 +584,8 @@ pub fn read_record_at(file: &File, path: &Path, offset: u64, payload: &mut Vec<u
 /// Reads a whole journal into memory.
 pub fn read_journal(path: &Path) -> Result<JournalContents> {
     let mut records = Vec::new();
-    let torn_tail = read_journal_with(path, |r| records.push(r))?;
-    Ok(JournalContents { records, torn_tail })
+    let damage = read_journal_with(path, |r| records.push(r))?;
+    Ok(JournalContents { records, damage })
 }
 
 /// Reads until `buf` is full or the input ends; returns how many bytes were read.
@@ -404,7 +638,7 @@ mod tests {
         write_journal(&path, 5);
         let contents = read_journal(&path).unwrap();
         assert_eq!(contents.records, (0..5).map(record).collect::<Vec<_>>());
-        assert_eq!(contents.torn_tail, None);
+        assert!(contents.damage.is_none());
     }
 
     #[test]
@@ -426,27 +660,97 @@ mod tests {
             let contents = read_journal(&cut_path).unwrap();
             let complete = boundaries.iter().filter(|&&b| b <= cut).count().saturating_sub(1);
             assert_eq!(contents.records, (0..complete as u64).map(record).collect::<Vec<_>>(), "cut at {cut}");
-            assert_eq!(contents.torn_tail.is_some(), !boundaries.contains(&cut), "cut at {cut}");
+            assert_eq!(contents.damage.torn_tail.is_some(), !boundaries.contains(&cut), "cut at {cut}");
+            assert!(contents.damage.skipped.is_empty(), "cut at {cut}");
             if cut < JOURNAL_HEADER.len() {
-                assert_eq!(contents.torn_tail.as_ref().map(|t| t.offset), Some(0));
+                assert_eq!(contents.damage.torn_tail.as_ref().map(|t| t.offset), Some(0));
+            }
+        }
+    }
+
+    /// The byte ranges of a journal's records, header included, in order.
+    fn frame_ranges(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let mut ranges = Vec::new();
+        let mut at = JOURNAL_HEADER.len();
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            ranges.push(at..at + 8 + len);
+            at += 8 + len;
+        }
+        ranges
+    }
+
+    #[test]
+    fn a_flipped_byte_costs_only_its_own_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        write_journal(&path, 4);
+        let full = std::fs::read(&path).unwrap();
+        let ranges = frame_ranges(&full);
+        for i in JOURNAL_HEADER.len()..full.len() {
+            for flip in [0x01, 0x5a, 0xff] {
+                let mut bytes = full.clone();
+                bytes[i] ^= flip;
+                std::fs::write(&path, &bytes).unwrap();
+                let contents = read_journal(&path).unwrap();
+                let hit = ranges.iter().position(|r| r.contains(&i)).unwrap() as u64;
+                let intact: Vec<ProcessRecord> = (0..4).filter(|&id| id != hit).map(record).collect();
+                assert_eq!(contents.records, intact, "flip {flip:#x} at {i}");
+                assert!(!contents.damage.is_none(), "flip at {i} went unreported");
+                if hit == 3 {
+                    assert_eq!(contents.damage.torn_tail.as_ref().map(|t| t.offset), Some(ranges[3].start as u64));
+                } else {
+                    let skipped = &contents.damage.skipped;
+                    assert_eq!(skipped.len(), 1, "flip at {i}: {skipped:?}");
+                    assert_eq!(skipped[0].offset, ranges[hit as usize].start as u64, "flip at {i}");
+                    assert_eq!(skipped[0].len, ranges[hit as usize].len() as u64, "flip at {i}");
+                    assert_eq!(contents.damage.torn_tail, None);
+                }
             }
         }
     }
 
     #[test]
-    fn a_flipped_byte_stops_reading_without_error() {
+    fn random_damage_in_a_large_journal_costs_only_the_records_it_touches() {
+        use proptest::strategy::{Strategy, ValueTree};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        write_journal(&path, 3);
+        write_journal(&path, 2000);
         let full = std::fs::read(&path).unwrap();
-        for i in JOURNAL_HEADER.len()..full.len() {
+        let ranges = frame_ranges(&full);
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let damage = proptest::collection::vec((JOURNAL_HEADER.len()..full.len(), 1usize..40, 1u8..=255), 1..12);
+        for _ in 0..40 {
+            let hits = damage.new_tree(&mut runner).unwrap().current();
             let mut bytes = full.clone();
-            bytes[i] ^= 0x5a;
+            let mut touched = std::collections::BTreeSet::new();
+            for &(at, len, xor) in &hits {
+                for b in at..(at + len).min(bytes.len()) {
+                    bytes[b] ^= xor;
+                    touched.insert(ranges.iter().position(|r| r.contains(&b)).unwrap() as u64);
+                }
+            }
             std::fs::write(&path, &bytes).unwrap();
             let contents = read_journal(&path).unwrap();
-            assert!(contents.records.len() < 3, "flip at {i} went unnoticed");
-            assert!(contents.torn_tail.is_some());
+            let intact: Vec<ProcessRecord> = (0..2000).filter(|id| !touched.contains(id)).map(record).collect();
+            assert_eq!(contents.records, intact, "damage {hits:?}");
         }
+    }
+
+    #[test]
+    fn records_reach_the_file_without_a_later_append_or_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut w = JournalWriter::create(&path).unwrap();
+        w.append(&record(0)).unwrap();
+        // The writer is neither flushed nor dropped: its thread writes the record out.
+        let start = Instant::now();
+        while read_journal(&path).unwrap().records.is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(30), "the record never reached the file");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(read_journal(&path).unwrap().records, vec![record(0)]);
+        drop(w);
     }
 
     #[test]

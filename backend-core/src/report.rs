@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::journal::read_journal_with;
+use crate::journal::{read_journal_with, Damage};
 use crate::results::files;
 use crate::{ProcessRecord, Result, Status};
 
@@ -32,6 +32,8 @@ pub struct RunReport {
     pub slowest: Vec<(u64, f64, String)>,
     /// Crash reasons with how many processes each, most frequent first.
     pub crash_reasons: Vec<(String, u64)>,
+    /// What was skipped or ignored of the journal (corrupt records, a torn end).
+    pub damage: Damage,
 }
 
 /// How busy one worker was.
@@ -49,10 +51,10 @@ impl RunReport {
     /// Reads the journal of the result directory `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let mut latest: BTreeMap<u64, ProcessRecord> = BTreeMap::new();
-        read_journal_with(&dir.join(files::JOURNAL), |r| {
+        let damage = read_journal_with(&dir.join(files::JOURNAL), |r| {
             latest.insert(r.id, r);
         })?;
-        Ok(Self::from_records(latest.values()))
+        Ok(RunReport { damage, ..Self::from_records(latest.values()) })
     }
 
     /// Computes the report of these records.
@@ -66,6 +68,7 @@ impl RunReport {
             workers: Vec::new(),
             slowest: Vec::new(),
             crash_reasons: Vec::new(),
+            damage: Damage::default(),
         };
         let (mut first, mut last) = (f64::INFINITY, f64::NEG_INFINITY);
         let mut workers: BTreeMap<String, WorkerLoad> = BTreeMap::new();
@@ -137,6 +140,16 @@ impl fmt::Display for RunReport {
             for (reason, count) in &self.crash_reasons {
                 writeln!(f, "  {count:>7} × {reason}")?;
             }
+        }
+        for skipped in &self.damage.skipped {
+            writeln!(
+                f,
+                "journal damage: {} corrupt bytes at offset {} skipped ({}); the processes recorded there run again on --resume",
+                skipped.len, skipped.offset, skipped.why
+            )?;
+        }
+        if let Some(torn) = &self.damage.torn_tail {
+            writeln!(f, "journal damage: a torn end at offset {} ignored ({})", torn.offset, torn.why)?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexSet;
 
-use crate::journal::{read_journal_indexed, read_record_at, TornTail};
+use crate::journal::{read_journal_indexed, read_record_at, Damage};
 use crate::{Error, Params, ProcessRecord, Result, Status, Value};
 
 /// The file names inside a result directory.
@@ -99,8 +99,8 @@ pub struct Consolidated {
     pub finished: u64,
     /// Of those, crashed.
     pub crashed: u64,
-    /// Set when the journal ended in a torn record, which was ignored.
-    pub torn_tail: Option<TornTail>,
+    /// What was skipped or ignored of the journal (corrupt records, a torn end).
+    pub damage: Damage,
 }
 
 /// Reads the journal of `dir` and (re)writes `results.csv`, `results.jsonl` and
@@ -113,18 +113,18 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     // streamed when the journal is nearly in id order (see `Order`).
     let journal = Journal::open(dir)?;
     let mut order = Order::Streamed { window: REORDER_WINDOW, decoded_limit: HELD_RECORDS };
-    let mut indexed_torn_tail = None;
-    let (first, torn_tail) = loop {
+    let mut indexed_damage = None;
+    let (first, damage) = loop {
         let mut first = FirstPass::default();
         match journal.visit_latest(&order, |record| {
             first.add(&record);
             Ok(())
         })? {
-            Visit::Done { torn_tail } => break (first, torn_tail.or(indexed_torn_tail)),
+            Visit::Done { damage } => break (first, indexed_damage.unwrap_or(damage)),
             Visit::OutOfOrder => {
-                let (latest, torn_tail) = journal.latest_offsets()?;
+                let (latest, damage) = journal.latest_offsets()?;
                 order = Order::Indexed(latest);
-                indexed_torn_tail = torn_tail;
+                indexed_damage = Some(damage);
             }
         }
     };
@@ -180,7 +180,7 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     timeline.write(&tmp)?;
     fs::rename(&tmp, dir.join(files::TIMELINE_SVG)).map_err(|e| Error::io("move into place", &tmp, e))?;
 
-    Ok(Consolidated { recorded, finished, crashed: recorded - finished, torn_tail })
+    Ok(Consolidated { recorded, finished, crashed: recorded - finished, damage })
 }
 
 /// What the first pass of consolidation gathers: the columns, the timeline's first pass and
@@ -243,9 +243,9 @@ enum Order {
 
 /// How a visit ended.
 enum Visit {
-    /// Every id's latest record was visited, in id order; what a streaming read found at
-    /// the journal's tail (an indexed visit reads no tail: the index's read reported it).
-    Done { torn_tail: Option<TornTail> },
+    /// Every id's latest record was visited, in id order; what a streaming read found
+    /// damaged (an indexed visit reads no damage: the index's read reported it).
+    Done { damage: Damage },
     /// The journal is not nearly in id order: visit it [`Order::Indexed`] instead.
     OutOfOrder,
 }
@@ -271,7 +271,7 @@ impl Journal {
                 for &offset in latest {
                     each(read_record_at(&self.file, &self.path, offset, &mut payload)?)?;
                 }
-                Ok(Visit::Done { torn_tail: None })
+                Ok(Visit::Done { damage: Damage::default() })
             }
             &Order::Streamed { window, decoded_limit } => {
                 // Records wait here until every smaller id was visited; a later record of an
@@ -291,7 +291,7 @@ impl Journal {
                         read_record_at(&self.file, &self.path, offset, &mut payload).and_then(&mut each)
                     }
                 };
-                let torn_tail = read_journal_indexed(&self.path, |offset, record| {
+                let damage = read_journal_indexed(&self.path, |offset, record| {
                     if out_of_order || failure.is_some() {
                         return;
                     }
@@ -333,16 +333,16 @@ impl Journal {
                 for (_, entry) in held {
                     visit(entry, &mut decoded)?;
                 }
-                Ok(Visit::Done { torn_tail })
+                Ok(Visit::Done { damage })
             }
         }
     }
 
     /// The offset of every id's latest record, in id order (the journal read once), and
-    /// what the read found at its tail.
-    fn latest_offsets(&self) -> Result<(Vec<u64>, Option<TornTail>)> {
+    /// what the read found damaged.
+    fn latest_offsets(&self) -> Result<(Vec<u64>, Damage)> {
         let mut index: Vec<(u64, u64)> = Vec::new();
-        let torn_tail = read_journal_indexed(&self.path, |offset, record| index.push((record.id, offset)))?;
+        let damage = read_journal_indexed(&self.path, |offset, record| index.push((record.id, offset)))?;
         // A stable sort keeps the journal's order among records of one id: the last one counts.
         index.sort_by_key(|&(id, _)| id);
         let latest = index
@@ -351,7 +351,7 @@ impl Journal {
             .filter(|&(i, &(id, _))| !matches!(index.get(i + 1), Some(&(next, _)) if next == id))
             .map(|(_, &(_, offset))| offset)
             .collect();
-        Ok((latest, torn_tail))
+        Ok((latest, damage))
     }
 }
 
@@ -492,8 +492,8 @@ mod tests {
             }
             writer.sync().expect("syncs");
             let journal = Journal::open(dir.path()).expect("opens");
-            let (latest, torn_tail) = journal.latest_offsets().expect("indexes");
-            prop_assert!(torn_tail.is_none());
+            let (latest, damage) = journal.latest_offsets().expect("indexes");
+            prop_assert!(damage.is_none());
             let indexed = visited(&journal, &Order::Indexed(latest)).expect("the index visits all");
             let mut expected: BTreeMap<u64, Value> = BTreeMap::new();
             for (n, &id) in ids.iter().enumerate() {

@@ -3,7 +3,7 @@
 
 use backend_core::journal::read_journal;
 use backend_core::results::files;
-use backend_core::testing::{assert_same_results, conformance_operation, sized_operation, Probe};
+use backend_core::testing::{assert_same_outcomes, assert_same_results, conformance_operation, sized_operation, Probe};
 use backend_core::{Backend, Error, SerialBackend};
 
 /// Runs the conformance operation, then keeps only the first `keep` bytes of its journal.
@@ -58,4 +58,30 @@ fn resume_refuses_another_spec_and_non_runs() {
     let err = SerialBackend::new().run(conformance_operation(base.path()).resume_from(base.path(), false)).unwrap_err();
     assert!(matches!(err, Error::NotARun { .. }), "{err}");
     assert!(err.to_string().contains("is not a taskfarm run directory"), "{err}");
+}
+
+#[test]
+fn a_corrupt_record_in_the_middle_costs_only_itself() {
+    let base = tempfile::tempdir().unwrap();
+    let reference = SerialBackend::new().run(conformance_operation(base.path())).unwrap();
+    let first = SerialBackend::<Probe>::new().run(conformance_operation(base.path())).unwrap();
+    let journal = first.dir.join(files::JOURNAL);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    // One bit flipped a tenth of the way in: inside one record, not at the end.
+    let at = bytes.len() / 10;
+    bytes[at] ^= 0x04;
+    std::fs::write(&journal, &bytes).unwrap();
+    let damaged = read_journal(&journal).unwrap();
+    assert_eq!(damaged.records.len(), 45, "one record lost, the 45 after and before it kept");
+    assert_eq!(damaged.damage.skipped.len(), 1, "{:?}", damaged.damage);
+    assert!(damaged.damage.torn_tail.is_none());
+    let lost: Vec<u64> = (0..46).filter(|id| !damaged.records.iter().any(|r| r.id == *id)).collect();
+
+    let again = SerialBackend::new().run(conformance_operation(base.path()).resume_from(&first.dir, false)).unwrap();
+    assert_eq!(again.missing(), 0);
+    assert_eq!(again.damage.skipped.len(), 1, "the damage is reported: {:?}", again.damage);
+    let after = read_journal(&journal).unwrap();
+    assert_eq!(after.records.len(), 46, "only the lost process ran again");
+    assert_eq!(after.records.last().map(|r| r.id), lost.first().copied());
+    assert_same_outcomes(&reference.dir, &first.dir);
 }

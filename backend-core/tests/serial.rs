@@ -47,7 +47,7 @@ fn an_output_too_large_for_the_journal_is_a_crash_that_says_so_and_the_run_goes_
     assert_eq!((summary.finished, summary.crashed), (2, 1));
     let journal =
         backend_core::journal::read_journal(&summary.dir.join(backend_core::results::files::JOURNAL)).unwrap();
-    assert_eq!(journal.torn_tail, None, "the journal stays whole after the large record");
+    assert!(journal.damage.is_none(), "the journal stays whole after the large record");
     let big = journal.records.iter().find(|r| r.id == 1).expect("a record for the large output");
     assert_eq!(big.status, backend_core::Status::Crashed);
     let reason = big.reason.as_deref().unwrap_or_default();

@@ -413,7 +413,7 @@ impl<P: Process> Backend<P> for MpiBackend<P> {
                     finished: served.finished,
                     crashed: served.crashed,
                     wall: part.wall,
-                    torn_tail: None,
+                    damage: backend_core::journal::Damage::default(),
                     interrupted: false,
                     role: Role::Worker { worker: u32::try_from(self.mpi.rank).unwrap_or(0), processes },
                 })

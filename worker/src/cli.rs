@@ -286,8 +286,8 @@ fn report(summary: &Summary) {
         let _ = writeln!(out, "crash records: {}", crashed.display());
         let _ = writeln!(out, "to run the crashed processes again: {}", resume_command(&summary.dir, true));
     }
-    if let Some(torn) = &summary.torn_tail {
-        let _ = writeln!(out, "note: the journal ended in a torn record, which was ignored ({torn:?})");
+    if !summary.damage.is_none() {
+        let _ = writeln!(out, "note: the journal was damaged: {}", summary.damage);
     }
     let _ = writeln!(out, "result directory: {}", summary.dir.display());
     let _ = writeln!(out, "results: {}", summary.results_csv().display());
