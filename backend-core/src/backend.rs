@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::journal::{read_journal_with, Damage, JournalWriter, TornTail};
+use crate::lock::RunLock;
 use crate::results::{consolidate_dir, create_result_dir, files, to_toml_table, write_operation_toml};
 use crate::{
     stop_now_requested, stop_requested, Error, JobSource, Operation, Params, Process, ProcessRecord, ProgressDisplay,
@@ -305,6 +306,8 @@ pub struct Lifecycle<P: Process> {
     started: Option<Instant>,
     wall: Duration,
     resumed_torn_tail: Option<TornTail>,
+    /// The result directory's lock, held from `stage_in` to `cleanup`.
+    lock: Option<RunLock>,
 }
 
 impl<P: Process> std::fmt::Debug for Lifecycle<P> {
@@ -325,6 +328,7 @@ impl<P: Process> Lifecycle<P> {
             started: None,
             wall: Duration::ZERO,
             resumed_torn_tail: None,
+            lock: None,
         }
     }
 
@@ -347,6 +351,8 @@ impl<P: Process> Lifecycle<P> {
             }
         }
         check_same_spec(&dir, operation.spec())?;
+        // Before the journal is read: a run still writing it would change it under us.
+        self.lock = Some(RunLock::acquire(&dir)?);
         let journal_path = dir.join(files::JOURNAL);
         let mut done = IdSet::default();
         let (mut finished, mut crashed) = (IdSet::default(), IdSet::default());
@@ -379,6 +385,7 @@ impl<P: Process> Lifecycle<P> {
     /// `stage_in` into a result directory that already exists and is empty (the MPI
     /// backend's workers use the directory the master created).
     pub fn stage_in_dir(&mut self, operation: Operation<P>, dir: PathBuf) -> Result<()> {
+        self.lock = Some(RunLock::acquire(&dir)?);
         let mut spec = operation.spec().clone();
         spec.insert("backend".into(), crate::Value::Str(self.backend.into()));
         write_operation_toml(&dir, &spec)?;
@@ -546,6 +553,7 @@ impl<P: Process> Lifecycle<P> {
         let _ = std::fs::remove_dir(self.dir.join("scratch"));
         crate::oplog::close();
         self.state = State::Idle;
+        self.lock = None;
         Ok(())
     }
 }

@@ -103,6 +103,14 @@ pub enum Error {
         /// Its value now.
         now: String,
     },
+    /// Another run holds the result directory.
+    #[error("{} is in use by a run that is still going ({holder}): wait for it to end or stop it first; two runs in one directory would run processes twice", path.display())]
+    RunInProgress {
+        /// The result directory.
+        path: PathBuf,
+        /// Who holds it: `pid N on host H`.
+        holder: String,
+    },
     /// A lifecycle call came in the wrong order.
     #[error("`{call}` was called before `{needs}`")]
     OutOfOrder {

@@ -15,6 +15,7 @@ mod backend;
 mod error;
 mod execute;
 pub mod journal;
+pub mod lock;
 mod operation;
 pub mod oplog;
 mod process;

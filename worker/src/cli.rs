@@ -305,7 +305,13 @@ fn report_run(registry: &Registry, dir: &std::path::Path) -> Result<u8, WorkerEr
     let _ = write!(out, "{report}");
     let missing = spec.len().saturating_sub(report.recorded);
     let resume = resume_command(dir, false);
-    if missing > 0 {
+    if let Some(holder) = taskfarm::lock::RunLock::holder(dir)? {
+        let _ = writeln!(
+            out,
+            "running: the run is still going ({holder}); {missing} of {} processes have no record yet",
+            spec.len()
+        );
+    } else if missing > 0 {
         let _ =
             writeln!(out, "missing: {missing} of {} processes have no record; to run them:\n  {resume}", spec.len());
     } else if report.crashed > 0 {

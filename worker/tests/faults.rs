@@ -1,0 +1,255 @@
+//! Fault injection on the real `taskfarm-worker` binary: short processes finish while long
+//! ones run, and the run is killed — SIGINT, SIGTERM, SIGTERM then SIGKILL, SIGKILL — at
+//! seeded random moments, then resumed. What must hold every time:
+//! - every process whose end was logged well before the kill has its record in the journal
+//!   (a record reaches the file within milliseconds, whatever runs after it);
+//! - the resumed run ends with every process exactly once, with the right output;
+//! - no process the run started is left running;
+//! - one writer per result directory: a second run on a live directory is refused, and
+//!   goes ahead once the holder is dead.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use backend_core::journal::read_journal;
+use common::{text, worker_no_panic as run, WORKER};
+
+/// Only to avoid hanging forever: nothing is asserted about speed.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// How long after a process's end is logged its record must be in the journal file. The
+/// journal promises a few milliseconds; the margin is for a loaded machine.
+const JOURNALED_WITHIN: Duration = Duration::from_millis(500);
+
+/// A sweep of `n` commands in `dir`: every fourth (x = 2, 6, 10, ...) is long — it sleeps
+/// until the file `go` exists in `dir` — the others take a few milliseconds. Every command
+/// appends its shell's pid and its sleep's pid to `pids`; its output is x.
+fn write_spec(dir: &Path, n: usize) -> PathBuf {
+    let d = dir.display();
+    let xs: Vec<String> = (0..n).map(|x| x.to_string()).collect();
+    let spec = format!(
+        r#"kind = "command"
+command = ["sh", "-c", '''echo $$ >> {d}/pids; if [ $(( {{x}} % 4 )) = 2 ] && [ ! -e {d}/go ]; then sleep 40 & echo $! >> {d}/pids; wait; else sleep 0.0{{x}}; fi; echo {{x}}''']
+parameter_ranges = {{ x = [{}] }}
+"#,
+        xs.join(", ")
+    );
+    let path = dir.join("faults.toml");
+    std::fs::write(&path, spec).expect("the spec is written");
+    path
+}
+
+fn start(dir: &Path, args: &[&str]) -> Child {
+    Command::new(WORKER)
+        .args(["run", "faults.toml", "--quiet"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the worker starts")
+}
+
+/// The run directory under `dir/results/faults/`, once it has an operation.log.
+fn wait_for_run_dir(dir: &Path) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < PATIENCE, "no run directory");
+        if let Ok(mut entries) = std::fs::read_dir(dir.join("results/faults")) {
+            if let Some(Ok(entry)) = entries.next() {
+                if entry.path().join("operation.log").is_file() {
+                    return entry.path();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The ids whose command's end `operation.log` holds now.
+fn logged_ends(run_dir: &Path) -> BTreeSet<u64> {
+    let log = std::fs::read_to_string(run_dir.join("operation.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("exited with status 0"))
+        .filter_map(|l| l.split(" process=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+fn journaled(run_dir: &Path) -> BTreeSet<u64> {
+    read_journal(&run_dir.join("journal")).expect("the journal is readable").records.iter().map(|r| r.id).collect()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
+    assert!(status.expect("kill runs").success(), "kill -{name}");
+}
+
+/// Waits for `child` up to `limit`; `None` when it still runs.
+fn wait_up_to(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().expect("the worker can be waited for") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Asserts that every pid in `dir/pids` is gone (within a few seconds: a process killed
+/// with its group may take a moment to be reaped by init).
+fn assert_no_survivors(dir: &Path) {
+    let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
+    let start = Instant::now();
+    for pid in pids.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        loop {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'));
+            if !alive {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "process {pid} the run started is still running");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Resumes the run in `run_dir` (long processes end at once now) and checks that every one
+/// of `n` processes has exactly one row, finished, with its output.
+fn resume_and_check(dir: &Path, run_dir: &Path, n: usize, backend: &str) -> Output {
+    std::fs::write(dir.join("go"), "").expect("the go file is written");
+    let spec = run_dir.join("operation.toml");
+    let out = run(
+        &["run", &spec.to_string_lossy(), "--resume", &run_dir.to_string_lossy(), "--quiet", "--backend", backend],
+        dir,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let mut rows: BTreeMap<u64, String> = BTreeMap::new();
+    for row in backend_core::results::read_results_jsonl(run_dir).expect("results.jsonl") {
+        let id = row["id"].as_u64().expect("an id");
+        assert_eq!(row.get("status").and_then(|s| s.as_str()), Some("finished"), "{row:?}");
+        let stdout = row.get("stdout").and_then(|s| s.as_str()).map(str::to_owned);
+        let stdout = stdout.unwrap_or_else(|| panic!("an output in {row:?}"));
+        assert!(rows.insert(id, stdout).is_none(), "id {id} has one row");
+    }
+    let want: BTreeMap<u64, String> = (0..n as u64).map(|x| (x, x.to_string())).collect();
+    assert_eq!(rows, want, "every process once, with its output");
+    out
+}
+
+#[test]
+fn finished_records_reach_the_journal_while_long_processes_run() {
+    for backend in [["--backend", "serial"], ["--backend", "local"]] {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        write_spec(dir.path(), 4);
+        let mut child = start(dir.path(), &[backend[0], backend[1], "--pool-size", "2"]);
+        let run_dir = wait_for_run_dir(dir.path());
+        let start = Instant::now();
+        // Processes 0 and 1 end at once; 2 runs for 40 s (and 3 too on the local backend).
+        while logged_ends(&run_dir).len() < 2 {
+            assert!(start.elapsed() < PATIENCE, "processes 0 and 1 never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(JOURNALED_WITHIN);
+        assert_eq!(journaled(&run_dir), BTreeSet::from([0, 1]), "{}: records of ended processes", backend[1]);
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let out = run(&["report", &run_dir.to_string_lossy()], dir.path());
+        assert!(text(&out.stdout).contains("2 recorded"), "{}", text(&out.stdout));
+        resume_and_check(dir.path(), &run_dir, 4, backend[1]);
+        assert_no_survivors(dir.path());
+    }
+}
+
+/// How a run is stopped.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// SIGINT twice: drain, then stop now.
+    IntTwice,
+    /// SIGTERM, then SIGKILL 2 s later (what Slurm does at a time limit).
+    TermThenKill,
+    /// SIGKILL.
+    Kill,
+    /// SIGINT once, then the long processes are let go: the run drains and ends.
+    IntDrained,
+}
+
+#[test]
+fn killed_at_random_moments_then_resumed_every_process_once_and_nothing_lost() {
+    let mut seed: u64 = 0x5eed_cafe;
+    let mut next = move || {
+        // xorshift: seeded, so a failure repeats.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let stops = [Stop::IntTwice, Stop::TermThenKill, Stop::Kill, Stop::IntDrained];
+    for round in 0..8 {
+        let stop = stops[round % stops.len()];
+        let backend = if next() % 2 == 0 { "local" } else { "serial" };
+        let n = 12;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        write_spec(dir.path(), n);
+        let mut child = start(dir.path(), &["--backend", backend, "--pool-size", "2"]);
+        let run_dir = wait_for_run_dir(dir.path());
+        std::thread::sleep(Duration::from_millis(50 + next() % 700));
+        // Whatever was logged as ended now must be journaled by the time of the kill.
+        let ended = logged_ends(&run_dir);
+        std::thread::sleep(JOURNALED_WITHIN);
+        let context = format!("round {round}: {stop:?} on {backend}");
+        match stop {
+            Stop::IntTwice => {
+                signal(&child, "INT");
+                std::thread::sleep(Duration::from_millis(100));
+                signal(&child, "INT");
+            }
+            Stop::TermThenKill => {
+                signal(&child, "TERM");
+                std::thread::sleep(Duration::from_secs(2));
+                let _ = child.kill();
+            }
+            Stop::Kill => child.kill().expect("SIGKILL"),
+            Stop::IntDrained => {
+                signal(&child, "INT");
+                std::thread::sleep(Duration::from_millis(100));
+                std::fs::write(dir.path().join("go"), "").expect("the go file is written");
+            }
+        }
+        let status = wait_up_to(&mut child, Duration::from_secs(30)).unwrap_or_else(|| panic!("{context}: hangs"));
+        if matches!(stop, Stop::IntTwice | Stop::IntDrained) {
+            assert_eq!(status.code(), Some(130), "{context}");
+        }
+        let kept = journaled(&run_dir);
+        assert!(ended.is_subset(&kept), "{context}: ended {ended:?} but journaled {kept:?}");
+        resume_and_check(dir.path(), &run_dir, n, backend);
+        assert_no_survivors(dir.path());
+    }
+}
+
+#[test]
+fn one_writer_per_result_directory() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    write_spec(dir.path(), 4);
+    let mut holder = start(dir.path(), &["--backend", "local", "--pool-size", "2"]);
+    let run_dir = wait_for_run_dir(dir.path());
+    let spec = run_dir.join("operation.toml");
+    let resume = ["run", &spec.to_string_lossy(), "--resume", &run_dir.to_string_lossy(), "--quiet"].map(String::from);
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    // A second writer is refused, naming the holder; `report` says the run is going.
+    let second = run(&resume, dir.path());
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", holder.id())) && stderr.contains("still going"), "{stderr}");
+    let report = text(&run(&["report", &run_dir.to_string_lossy()], dir.path()).stdout);
+    assert!(report.contains("the run is still going") && !report.contains("--resume"), "{report}");
+    // Once the holder is dead, the directory is free.
+    holder.kill().expect("SIGKILL");
+    let _ = holder.wait();
+    resume_and_check(dir.path(), &run_dir, 4, "local");
+    assert_no_survivors(dir.path());
+}
