@@ -41,6 +41,7 @@ pub mod command;
 mod error;
 pub mod pi;
 mod registry;
+pub mod shell;
 pub mod spec;
 mod typed;
 
