@@ -43,6 +43,7 @@ use std::process::Command;
 use backend_core::text_tail;
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
+use crate::json;
 use crate::registry::{check_keys, Kind, KindError, KindSpec};
 use crate::shell;
 
@@ -310,7 +311,7 @@ fn render(template: &str, ctx: &ProcessContext<'_>, in_script: bool) -> Result<S
                 let context =
                     lexer.context().map_err(|why| ProcessError::msg(format!("the placeholder `{{{name}}}` {why}")))?;
                 match value {
-                    Value::Int(_) | Value::Float(_) | Value::Bool(_) => out.push_str(&text),
+                    Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_) => out.push_str(&text),
                     _ => out.push_str(&lexer.quote(&text, context)),
                 }
                 lexer.placeholder();
@@ -341,12 +342,18 @@ fn placeholder_value(name: &str, ctx: &ProcessContext<'_>) -> Result<Value, Proc
 }
 
 /// The output of a command that finished: the fields of a JSON object on stdout's last
-/// non-empty line, or its last `lines` lines as `stdout`.
+/// non-empty line (`NaN`, `Infinity` and `-Infinity` read as floats, as Python writes them),
+/// or its last `lines` lines as `stdout`. A last line that starts like an object but does
+/// not parse is logged as a warning, saying why.
 fn output_of(stdout: &str, lines: usize) -> Value {
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
     if last.trim_start().starts_with('{') {
-        if let Ok(object @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(last) {
-            return Value::from(object);
+        match json::parse(last) {
+            Ok(object @ Value::Map(_)) => return object,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("the last line of stdout looks like a JSON object but is not ({e}): kept as `stdout`")
+            }
         }
     }
     let mut output = Params::new();
@@ -476,6 +483,17 @@ mod tests {
         let missing = config(Value::List(vec![Value::from("/nonexistent/taskfarm-sim")]));
         let err = CommandKind.run(&missing, &ctx).unwrap_err();
         assert!(err.reason.contains("could not be started"), "{err}");
+    }
+
+    #[test]
+    fn outputs_keep_non_finite_floats_and_large_integers() {
+        let out = output_of("noise\n{\"a\": NaN, \"b\": -Infinity, \"n\": 18446744073709551615}\n\n", 1);
+        let Value::Map(map) = out else { panic!("a map") };
+        assert!(matches!(map["a"], Value::Float(f) if f.is_nan()), "{map:?}");
+        assert_eq!(map["b"], Value::Float(f64::NEG_INFINITY));
+        assert_eq!(map["n"], Value::UInt(u64::MAX));
+        let out = output_of("{\"a\": nan}", 1);
+        assert_eq!(out, Value::Map([("stdout".to_owned(), Value::from("{\"a\": nan}"))].into_iter().collect()));
     }
 
     #[test]

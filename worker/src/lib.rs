@@ -39,6 +39,7 @@
 pub mod cli;
 pub mod command;
 mod error;
+mod json;
 pub mod pi;
 mod registry;
 pub mod shell;

@@ -502,3 +502,29 @@ fn placeholders_in_a_shell_script_arrive_as_data() {
     let rows = backend_core::results::read_results_jsonl(&result).expect("results.jsonl");
     assert!(rows.iter().all(|r| r["twice"] == -6 && r["shown"] == "true"), "{rows:?}");
 }
+
+#[test]
+fn every_output_value_reaches_the_results_exactly() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("outputs.toml"),
+        r#"kind = "command"
+command = ["printf", '{{"a.b": 1, "a": {{"b": 2}}, "v": 3, "": 4, "nan": NaN, "inf": -Infinity, "big": 18446744073709551615}}']
+parameter_ranges = { v = [0] }
+"#,
+    )
+    .expect("the spec is written");
+    let out = worker(&["run", "outputs.toml", "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result = result_dir(&dir.path().join("results"), "outputs");
+    let csv = std::fs::read_to_string(result.join("results.csv")).expect("results.csv");
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(header.ends_with(",a.b,a.b~2,output.v,_,nan,inf,big,reason"), "{header}");
+    assert!(lines.next().unwrap_or_default().ends_with(",1,2,3,4,NaN,-inf,18446744073709551615,"), "{csv}");
+    let rows = backend_core::results::read_results_jsonl(&result).expect("results.jsonl");
+    let row = &rows[0];
+    assert_eq!((&row["a.b"], &row["a.b~2"], &row["output.v"], &row["_"]), (&1.into(), &2.into(), &3.into(), &4.into()));
+    assert_eq!((&row["nan"], &row["inf"]), (&"NaN".into(), &"-Infinity".into()));
+    assert_eq!(row["big"].as_u64(), Some(u64::MAX));
+}
