@@ -3,6 +3,15 @@
 //! A `Value` is written naturally in human-readable formats (TOML, YAML, JSON:
 //! `alpha = 0.5`) and as a tagged enum in compact binary formats such as postcard,
 //! which cannot ask the data what type comes next. Both directions round-trip.
+//!
+//! **Exactly, in JSON too.** Whole numbers above `i64::MAX` are [`Value::UInt`], written as
+//! the same digits. JSON has no NaN or infinity, so in the human-readable form (the journal,
+//! which is JSON) a non-finite float is the one-entry table `{"$float": "NaN"}` (or
+//! `"Infinity"`, `"-Infinity"`), read back as that float. So that no table is mistaken for
+//! one, a one-entry table whose key is `$float` with one or more `$` in front is written with
+//! one `$` more and read back with one fewer. The consolidated `results.jsonl` is for other
+//! tools: there ([`serde_json::Value::from`]) a non-finite float is the string `"NaN"`,
+//! `"Infinity"` or `"-Infinity"`, as Python's `json` module spells them.
 
 use std::fmt;
 
@@ -24,6 +33,8 @@ pub enum Value {
     Bool(bool),
     /// A whole number.
     Int(i64),
+    /// A whole number above `i64::MAX` (smaller ones are always `Int`).
+    UInt(u64),
     /// A floating-point number.
     Float(f64),
     /// Text.
@@ -35,9 +46,11 @@ pub enum Value {
 }
 
 impl Value {
-    /// Converts any serializable value (e.g. a process's output) into a `Value`.
+    /// Converts any serializable value (e.g. a process's output) into a `Value`. It passes
+    /// through JSON and is read back by `Value`'s own `Deserialize`, so a `Value` (with its
+    /// non-finite floats in their JSON form) comes back exactly.
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Value, String> {
-        serde_json::to_value(value).map(Value::from).map_err(|e| e.to_string())
+        serde_json::to_value(value).and_then(Value::deserialize).map_err(|e| e.to_string())
     }
 
     /// Converts this value into any deserializable type (e.g. a typed output).
@@ -50,7 +63,7 @@ impl Value {
         match self {
             Value::Null => "null",
             Value::Bool(_) => "boolean",
-            Value::Int(_) => "integer",
+            Value::Int(_) | Value::UInt(_) => "integer",
             Value::Float(_) => "float",
             Value::Str(_) => "string",
             Value::List(_) => "list",
@@ -62,6 +75,7 @@ impl Value {
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Int(i) => Some(*i as f64),
+            Value::UInt(u) => Some(*u as f64),
             Value::Float(f) => Some(*f),
             _ => None,
         }
@@ -75,6 +89,15 @@ impl Value {
         }
     }
 
+    /// The value as an unsigned integer, if it is a whole number from 0 to `u64::MAX`.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            Value::UInt(u) => Some(*u),
+            _ => None,
+        }
+    }
+
     /// The value as text, if it is a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -83,13 +106,15 @@ impl Value {
         }
     }
 
-    /// Flattens nested tables into dotted keys (`a.b`), appending to `out`.
-    /// A value that is not a table is stored under `prefix` itself.
+    /// Flattens nested tables into dotted keys (`a.b`; an empty key is written `_`),
+    /// appending to `out`. A value that is not a table, or an empty table, is stored under
+    /// `prefix` itself. Names may repeat (`{"a.b": 1, "a": {"b": 2}}`): the caller decides.
     pub fn flatten_into(&self, prefix: &str, out: &mut Vec<(String, Value)>) {
         match self {
             Value::Map(map) if !map.is_empty() => {
                 for (key, value) in map {
-                    let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    let key = if key.is_empty() { "_" } else { key.as_str() };
+                    let name = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
                     value.flatten_into(&name, out);
                 }
             }
@@ -105,6 +130,7 @@ impl fmt::Display for Value {
             Value::Null => Ok(()),
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
+            Value::UInt(u) => write!(f, "{u}"),
             Value::Float(x) => write!(f, "{x}"),
             Value::Str(s) => f.write_str(s),
             Value::List(_) | Value::Map(_) => {
@@ -123,6 +149,12 @@ macro_rules! from_scalar {
     };
 }
 from_scalar!(i64 => Int as i64, i32 => Int as i64, u32 => Int as i64, f64 => Float as f64, f32 => Float as f64);
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Value {
+        i64::try_from(v).map(Value::Int).unwrap_or(Value::UInt(v))
+    }
+}
 
 impl From<bool> for Value {
     fn from(v: bool) -> Value {
@@ -145,9 +177,10 @@ impl From<serde_json::Value> for Value {
         match v {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Bool(b),
-            serde_json::Value::Number(n) => match n.as_i64() {
-                Some(i) => Value::Int(i),
-                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Value::Int(i),
+                (None, Some(u)) => Value::UInt(u),
+                (None, None) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
             serde_json::Value::String(s) => Value::Str(s),
             serde_json::Value::Array(items) => Value::List(items.into_iter().map(Value::from).collect()),
@@ -156,15 +189,49 @@ impl From<serde_json::Value> for Value {
     }
 }
 
+/// The JSON name of a non-finite float, as Python's `json` module writes it.
+fn non_finite_name(f: f64) -> &'static str {
+    if f.is_nan() {
+        "NaN"
+    } else if f > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    }
+}
+
+/// The float a [`non_finite_name`] stands for.
+fn non_finite_from_name(name: &str) -> Option<f64> {
+    match name {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+/// The key of the one-entry table that stands for a non-finite float in human-readable forms.
+const FLOAT_TAG: &str = "$float";
+
+/// Whether `key` is [`FLOAT_TAG`] with one or more `$` in front: the key a one-entry table
+/// gets one `$` more for when written (and one fewer when read back).
+fn is_escaped_tag(key: &str) -> bool {
+    key.strip_suffix(FLOAT_TAG).is_some_and(|dollars| !dollars.is_empty() && dollars.bytes().all(|b| b == b'$'))
+}
+
+/// Converts to plain JSON for other tools (`results.jsonl`): a non-finite float becomes the
+/// string `"NaN"`, `"Infinity"` or `"-Infinity"`.
 impl From<Value> for serde_json::Value {
     fn from(v: Value) -> serde_json::Value {
         match v {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(b),
             Value::Int(i) => serde_json::Value::from(i),
-            Value::Float(f) => {
-                serde_json::Number::from_f64(f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
-            }
+            Value::UInt(u) => serde_json::Value::from(u),
+            Value::Float(f) => match serde_json::Number::from_f64(f) {
+                Some(n) => serde_json::Value::Number(n),
+                None => serde_json::Value::String(non_finite_name(f).to_owned()),
+            },
             Value::Str(s) => serde_json::Value::String(s),
             Value::List(items) => serde_json::Value::Array(items.into_iter().map(Into::into).collect()),
             Value::Map(map) => serde_json::Value::Object(map.into_iter().map(|(k, v)| (k, v.into())).collect()),
@@ -182,6 +249,7 @@ enum WireRef<'a> {
     Str(&'a str),
     List(&'a [Value]),
     Map(&'a IndexMap<String, Value>),
+    UInt(u64),
 }
 
 #[derive(Deserialize)]
@@ -193,6 +261,7 @@ enum Wire {
     Str(String),
     List(Vec<Value>),
     Map(IndexMap<String, Value>),
+    UInt(u64),
 }
 
 impl Serialize for Value {
@@ -202,6 +271,7 @@ impl Serialize for Value {
                 Value::Null => WireRef::Null,
                 Value::Bool(b) => WireRef::Bool(*b),
                 Value::Int(i) => WireRef::Int(*i),
+                Value::UInt(u) => WireRef::UInt(*u),
                 Value::Float(f) => WireRef::Float(*f),
                 Value::Str(s) => WireRef::Str(s),
                 Value::List(items) => WireRef::List(items),
@@ -213,7 +283,13 @@ impl Serialize for Value {
             Value::Null => serializer.serialize_unit(),
             Value::Bool(b) => serializer.serialize_bool(*b),
             Value::Int(i) => serializer.serialize_i64(*i),
-            Value::Float(f) => serializer.serialize_f64(*f),
+            Value::UInt(u) => serializer.serialize_u64(*u),
+            Value::Float(f) if f.is_finite() => serializer.serialize_f64(*f),
+            Value::Float(f) => {
+                let mut out = serializer.serialize_map(Some(1))?;
+                out.serialize_entry(FLOAT_TAG, non_finite_name(*f))?;
+                out.end()
+            }
             Value::Str(s) => serializer.serialize_str(s),
             Value::List(items) => {
                 let mut seq = serializer.serialize_seq(Some(items.len()))?;
@@ -224,8 +300,15 @@ impl Serialize for Value {
             }
             Value::Map(map) => {
                 let mut out = serializer.serialize_map(Some(map.len()))?;
-                for (k, v) in map {
-                    out.serialize_entry(k, v)?;
+                match map.first() {
+                    Some((k, v)) if map.len() == 1 && (k == FLOAT_TAG || is_escaped_tag(k)) => {
+                        out.serialize_entry(&format!("${k}"), v)?;
+                    }
+                    _ => {
+                        for (k, v) in map {
+                            out.serialize_entry(k, v)?;
+                        }
+                    }
                 }
                 out.end()
             }
@@ -240,6 +323,7 @@ impl<'de> Deserialize<'de> for Value {
                 Wire::Null => Value::Null,
                 Wire::Bool(b) => Value::Bool(b),
                 Wire::Int(i) => Value::Int(i),
+                Wire::UInt(u) => Value::from(u),
                 Wire::Float(f) => Value::Float(f),
                 Wire::Str(s) => Value::Str(s),
                 Wire::List(items) => Value::List(items),
@@ -274,7 +358,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(i64::try_from(v).map(Value::Int).unwrap_or(Value::Float(v as f64)))
+        Ok(Value::from(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))
@@ -297,6 +381,15 @@ impl<'de> Visitor<'de> for ValueVisitor {
         while let Some((k, v)) = access.next_entry::<String, Value>()? {
             map.insert(k, v);
         }
+        if map.len() == 1 {
+            if let Some((k, v)) = map.pop() {
+                if let (true, Some(f)) = (k == FLOAT_TAG, v.as_str().and_then(non_finite_from_name)) {
+                    return Ok(Value::Float(f));
+                }
+                let k = if is_escaped_tag(&k) { k[1..].to_owned() } else { k };
+                map.insert(k, v);
+            }
+        }
         Ok(Value::Map(map))
     }
 }
@@ -311,15 +404,32 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::Int),
-            (-1e12f64..1e12).prop_map(Value::Float),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::Float),
+            prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)].prop_map(Value::Float),
             "[a-z0-9 ]{0,8}".prop_map(Value::Str),
+            prop_oneof![Just("NaN"), Just("Infinity"), Just("$float")].prop_map(Value::from),
         ];
-        leaf.prop_recursive(3, 16, 4, |inner| {
+        // Keys that look like the tag of a non-finite float, and plain ones.
+        let key = prop_oneof!["[a-z]{1,4}", "[$]{0,3}float", Just(String::new())];
+        leaf.prop_recursive(3, 16, 4, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::List),
-                prop::collection::vec(("[a-z]{1,4}", inner), 0..4).prop_map(|kv| Value::Map(kv.into_iter().collect())),
+                prop::collection::vec((key.clone(), inner), 0..4).prop_map(|kv| Value::Map(kv.into_iter().collect())),
             ]
         })
+    }
+
+    /// Equality that holds a NaN equal to a NaN and tells 0.0 from -0.0: the same value.
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+            (Value::Map(x), Value::Map(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|((ka, a), (kb, b))| ka == kb && same(a, b))
+            }
+            _ => a == b,
+        }
     }
 
     proptest! {
@@ -327,15 +437,16 @@ mod tests {
         fn postcard_round_trips(v in value_strategy()) {
             let bytes = postcard::to_allocvec(&v).unwrap();
             let back: Value = postcard::from_bytes(&bytes).unwrap();
-            prop_assert_eq!(back, v);
+            prop_assert!(same(&back, &v), "{:?} came back as {:?}", v, back);
         }
 
+        /// Every value — NaN, infinities, integers above i64::MAX, tables that look like the
+        /// tag of a float — comes back from JSON as it was.
         #[test]
-        fn json_round_trips(v in value_strategy()) {
+        fn json_round_trips_exactly(v in value_strategy()) {
             let text = serde_json::to_string(&v).unwrap();
             let back: Value = serde_json::from_str(&text).unwrap();
-            // JSON cannot tell 1.0 from 1: compare through JSON.
-            prop_assert_eq!(serde_json::Value::from(back), serde_json::Value::from(v));
+            prop_assert!(same(&back, &v), "{:?} came back from {} as {:?}", v, text, back);
         }
     }
 
@@ -355,5 +466,26 @@ mod tests {
         let mut out = Vec::new();
         v.flatten_into("", &mut out);
         assert_eq!(out, vec![("a".into(), Value::Int(1)), ("b.c".into(), Value::Int(2))]);
+    }
+
+    proptest! {
+        #[test]
+        fn from_serialize_keeps_a_value(v in value_strategy()) {
+            let back = Value::from_serialize(&v).unwrap();
+            prop_assert!(same(&back, &v), "{:?} came back as {:?}", v, back);
+        }
+    }
+
+    #[test]
+    fn non_finite_floats_and_large_integers_in_json() {
+        let v = Value::List(vec![Value::Float(f64::NAN), Value::Float(f64::NEG_INFINITY), Value::from(u64::MAX)]);
+        let text = serde_json::to_string(&v).unwrap();
+        assert_eq!(text, r#"[{"$float":"NaN"},{"$float":"-Infinity"},18446744073709551615]"#);
+        assert_eq!(serde_json::Value::from(v).to_string(), r#"["NaN","-Infinity",18446744073709551615]"#);
+        let tag_like = Value::Map([("$float".to_owned(), Value::from("NaN"))].into_iter().collect());
+        assert_eq!(serde_json::to_string(&tag_like).unwrap(), r#"{"$$float":"NaN"}"#);
+        assert_eq!(Value::from(7u64), Value::Int(7));
+        assert_eq!(Value::from(u64::MAX).to_string(), "18446744073709551615");
+        assert_eq!(Value::from(serde_json::json!(18446744073709551615u64)), Value::UInt(u64::MAX));
     }
 }

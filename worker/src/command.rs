@@ -7,7 +7,7 @@
 //! stdout_lines = 1          # optional: how many last lines of stdout to keep (default 1)
 //! ```
 //!
-//! Placeholders: `{name}` of every parameter, `{run}` (the run number), `{id}` (the process
+//! Placeholders: `{name}` (or `{name:raw}`, below) of every parameter, `{run}` (the run number), `{id}` (the process
 //! id), `{result_dir}` (the operation's result directory) and `{scratch_dir}` (a directory for
 //! this process alone, created when named). `{{` and `}}` stand for literal braces. An
 //! unknown placeholder is an error before anything runs. `command` may also be one string,
@@ -26,15 +26,26 @@
 //! `{ stdout = "<the last stdout_lines lines>" }`. Any other exit status (or a signal) means
 //! crashed, with the status as the reason and the last lines of stderr as the stderr tail.
 //!
-//! This module is not for shell quoting: substituted values are inserted as they are (a
-//! parameter becomes exactly one argument, or part of one, when no shell is involved).
+//! **Values are data.** A placeholder in an argument that no shell parses is replaced by
+//! the value's text as it is: the argument is passed to the program as one argument. In the
+//! script of a shell (the argument after `-c` when the program is `sh`, `bash`, `dash`,
+//! `zsh` or `ksh`, and a one-string `command`), a string value is quoted for the place it
+//! stands in (between words, inside `"…"`, `'…'`, `$'…'`, `$(…)`, backticks), so the
+//! shell reads back exactly the value, as one word, and runs none of it. Numbers and
+//! booleans are written as they are (their text holds no shell syntax), so arithmetic such
+//! as `$(( {alpha} * 2 ))` works. `{name:raw}` opts out: the value is pasted into the script
+//! as it is, for templates that mean to pass shell code. A placeholder right after a `$` or
+//! a backslash in a script is refused when the spec is validated (the shell would read the
+//! two together). See [`crate::shell`].
 
 use std::process::Command;
 
 use backend_core::text_tail;
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
+use crate::json;
 use crate::registry::{check_keys, Kind, KindError, KindSpec};
+use crate::shell;
 
 /// The placeholders every command template may use besides the parameters.
 pub const BUILTIN_PLACEHOLDERS: [&str; 4] = ["run", "id", "result_dir", "scratch_dir"];
@@ -49,8 +60,13 @@ const STDERR_TAIL_BYTES: usize = 4096;
 pub enum Piece {
     /// Literal text.
     Text(String),
-    /// A `{name}` placeholder.
-    Placeholder(String),
+    /// A `{name}` placeholder, or `{name:raw}` (`raw`: never shell-quoted).
+    Placeholder {
+        /// The parameter or built-in it stands for.
+        name: String,
+        /// Written `{name:raw}`: substituted as it is even inside a shell script.
+        raw: bool,
+    },
 }
 
 /// Parses one argument template: text with `{name}` placeholders and `{{`/`}}` escapes.
@@ -92,10 +108,21 @@ pub fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
                         at + 1
                     ));
                 }
+                let (name, raw) = match name.split_once(':') {
+                    None => (name, false),
+                    Some((name, "raw")) if !name.is_empty() => (name.to_owned(), true),
+                    Some((_, modifier)) => {
+                        return Err(format!(
+                            "`{template}` has a placeholder with the modifier `{modifier}` at character {}: the only \
+                             modifier is `raw`, as in `{{name:raw}}`",
+                            at + 1
+                        ))
+                    }
+                };
                 if !text.is_empty() {
                     pieces.push(Piece::Text(std::mem::take(&mut text)));
                 }
-                pieces.push(Piece::Placeholder(name));
+                pieces.push(Piece::Placeholder { name, raw });
             }
             '}' => {
                 return Err(format!(
@@ -170,10 +197,29 @@ impl Kind for CommandKind {
         check_keys("command", spec.config, &FIELDS)?;
         let templates = Self::templates(spec.config)?;
         Self::stdout_lines(spec.config)?;
-        for template in &templates {
+        let script = shell::script_index(&templates);
+        for (i, template) in templates.iter().enumerate() {
             let pieces = parse_template(template).map_err(|e| KindError::at("command", e))?;
+            let mut lexer = (script == Some(i)).then(shell::Lexer::default);
             for piece in pieces {
-                let Piece::Placeholder(name) = piece else { continue };
+                let (name, raw) = match piece {
+                    Piece::Text(text) => {
+                        if let Some(lexer) = &mut lexer {
+                            lexer.feed(&text);
+                        }
+                        continue;
+                    }
+                    Piece::Placeholder { name, raw } => (name, raw),
+                };
+                if let (Some(lexer), false) = (&mut lexer, raw) {
+                    if let Err(why) = lexer.context() {
+                        return Err(KindError::at(
+                            "command",
+                            format!("the placeholder `{{{name}}}` in the shell script of `command` {why}"),
+                        ));
+                    }
+                    lexer.placeholder();
+                }
                 let known = spec.parameter_names.contains(&name) || BUILTIN_PLACEHOLDERS.contains(&&*name);
                 if !known {
                     let parameters = if spec.parameter_names.is_empty() {
@@ -198,10 +244,7 @@ impl Kind for CommandKind {
     fn run(&self, config: &Params, ctx: &ProcessContext<'_>) -> Result<Value, ProcessError> {
         let templates = Self::templates(config).map_err(|e| ProcessError::msg(e.message))?;
         let stdout_lines = Self::stdout_lines(config).map_err(|e| ProcessError::msg(e.message))?;
-        let mut argv = Vec::with_capacity(templates.len());
-        for template in &templates {
-            argv.push(render(template, ctx)?);
-        }
+        let argv = render_argv(&templates, ctx)?;
         let (program, args) = argv.split_first().ok_or_else(|| ProcessError::msg("the command is empty"))?;
         let mut command = Command::new(program);
         command
@@ -235,38 +278,82 @@ impl Kind for CommandKind {
     }
 }
 
-/// Fills one template for the process of `ctx`.
-fn render(template: &str, ctx: &ProcessContext<'_>) -> Result<String, ProcessError> {
+/// Fills the argument templates for the process of `ctx`; in the script of a shell
+/// (`sh -c SCRIPT`, see [`shell`]) values are quoted for the place they stand in.
+fn render_argv(templates: &[String], ctx: &ProcessContext<'_>) -> Result<Vec<String>, ProcessError> {
+    let script = shell::script_index(templates);
+    templates.iter().enumerate().map(|(i, template)| render(template, ctx, script == Some(i))).collect()
+}
+
+/// Fills one template for the process of `ctx`. In a shell script (`in_script`), a
+/// placeholder's value is quoted so the shell reads it as that text, one word, and never as
+/// code — except numbers and booleans, whose text holds no shell syntax (so `$(( {a} * 2 ))`
+/// works), and `{name:raw}`.
+fn render(template: &str, ctx: &ProcessContext<'_>, in_script: bool) -> Result<String, ProcessError> {
     let pieces = parse_template(template).map_err(ProcessError::msg)?;
+    let mut lexer = in_script.then(shell::Lexer::default);
     let mut out = String::new();
     for piece in pieces {
-        match piece {
-            Piece::Text(text) => out.push_str(&text),
-            Piece::Placeholder(name) => match (ctx.params().get(&name), name.as_str()) {
-                (Some(value), _) => out.push_str(&value.to_string()),
-                (None, "run") => out.push_str(&ctx.run().to_string()),
-                (None, "id") => out.push_str(&ctx.id().to_string()),
-                (None, "result_dir") => out.push_str(&ctx.result_dir().to_string_lossy()),
-                (None, "scratch_dir") => {
-                    let dir = ctx
-                        .scratch_dir()
-                        .map_err(|e| ProcessError::msg(format!("the scratch directory could not be made: {e}")))?;
-                    out.push_str(&dir.to_string_lossy());
+        let (name, raw) = match piece {
+            Piece::Text(text) => {
+                if let Some(lexer) = &mut lexer {
+                    lexer.feed(&text);
                 }
-                (None, _) => return Err(ProcessError::msg(format!("the placeholder `{{{name}}}` has no value"))),
-            },
+                out.push_str(&text);
+                continue;
+            }
+            Piece::Placeholder { name, raw } => (name, raw),
+        };
+        let value = placeholder_value(&name, ctx)?;
+        let text = value.to_string();
+        match &mut lexer {
+            Some(lexer) if !raw => {
+                let context =
+                    lexer.context().map_err(|why| ProcessError::msg(format!("the placeholder `{{{name}}}` {why}")))?;
+                match value {
+                    Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_) => out.push_str(&text),
+                    _ => out.push_str(&lexer.quote(&text, context)),
+                }
+                lexer.placeholder();
+            }
+            _ => out.push_str(&text),
         }
     }
     Ok(out)
 }
 
+/// The value of the placeholder `{name}` for the process of `ctx`.
+fn placeholder_value(name: &str, ctx: &ProcessContext<'_>) -> Result<Value, ProcessError> {
+    if let Some(value) = ctx.params().get(name) {
+        return Ok(value.clone());
+    }
+    Ok(match name {
+        "run" => Value::from(ctx.run()),
+        "id" => Value::Int(i64::try_from(ctx.id()).unwrap_or(i64::MAX)),
+        "result_dir" => Value::Str(ctx.result_dir().to_string_lossy().into_owned()),
+        "scratch_dir" => {
+            let dir = ctx
+                .scratch_dir()
+                .map_err(|e| ProcessError::msg(format!("the scratch directory could not be made: {e}")))?;
+            Value::Str(dir.to_string_lossy().into_owned())
+        }
+        _ => return Err(ProcessError::msg(format!("the placeholder `{{{name}}}` has no value"))),
+    })
+}
+
 /// The output of a command that finished: the fields of a JSON object on stdout's last
-/// non-empty line, or its last `lines` lines as `stdout`.
+/// non-empty line (`NaN`, `Infinity` and `-Infinity` read as floats, as Python writes them),
+/// or its last `lines` lines as `stdout`. A last line that starts like an object but does
+/// not parse is logged as a warning, saying why.
 fn output_of(stdout: &str, lines: usize) -> Value {
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
     if last.trim_start().starts_with('{') {
-        if let Ok(object @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(last) {
-            return Value::from(object);
+        match json::parse(last) {
+            Ok(object @ Value::Map(_)) => return object,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("the last line of stdout looks like a JSON object but is not ({e}): kept as `stdout`")
+            }
         }
     }
     let mut output = Params::new();
@@ -281,7 +368,7 @@ mod tests {
     use taskfarm::Location;
 
     fn p(name: &str) -> Piece {
-        Piece::Placeholder(name.into())
+        Piece::Placeholder { name: name.into(), raw: false }
     }
     fn t(text: &str) -> Piece {
         Piece::Text(text.into())
@@ -306,6 +393,15 @@ mod tests {
         assert!(err.contains("character 3") && err.contains("closes no placeholder"), "{err}");
         assert!(parse_template("{}").unwrap_err().contains("without a name"));
         assert!(parse_template("{a{b}").unwrap_err().contains("without a name"));
+        let err = parse_template("x {a:quoted}").unwrap_err();
+        assert!(err.contains("character 3") && err.contains("`raw`"), "{err}");
+        assert!(parse_template("{:raw}").is_err());
+    }
+
+    #[test]
+    fn raw_placeholders_parse() {
+        let raw = Piece::Placeholder { name: "cmd".into(), raw: true };
+        assert_eq!(parse_template("{cmd:raw} {x}").unwrap(), vec![raw, t(" "), p("x")]);
     }
 
     fn config(command: Value) -> Params {
@@ -328,6 +424,37 @@ mod tests {
         assert!(validate(Value::from("echo {alpha}"), &["alpha"]).is_ok());
         assert!(validate(Value::List(vec![]), &[]).unwrap_err().message.contains("non-empty list"));
         assert!(validate(Value::Int(3), &[]).is_err());
+        // A `$` or a backslash right before a placeholder in a script would swallow the value.
+        let err = validate(argv("echo ${alpha}"), &["alpha"]).unwrap_err();
+        assert!(err.message.contains("`{alpha}`") && err.message.contains("`$`"), "{err}");
+        assert!(validate(argv("echo \\{alpha}"), &["alpha"]).unwrap_err().message.contains("backslash"));
+        assert!(validate(argv("echo ${alpha:raw} '${alpha}'"), &["alpha"]).is_ok());
+        // Outside a shell script nothing is parsed: a `$` there is a character.
+        let plain = Value::List(vec![Value::from("echo"), Value::from("${alpha}")]);
+        assert!(validate(plain, &["alpha"]).is_ok());
+    }
+
+    #[test]
+    fn values_in_a_shell_script_are_quoted_unless_raw_numbers_or_booleans() {
+        let params: Params = [
+            ("s".to_owned(), Value::from("a b; echo INJECTED")),
+            ("n".to_owned(), Value::Int(-4)),
+            ("f".to_owned(), Value::Float(0.5)),
+            ("b".to_owned(), Value::Bool(true)),
+            ("cmd".to_owned(), Value::from("echo raw")),
+        ]
+        .into_iter()
+        .collect();
+        let out = run("printf '%s|' {s} \"{s}\" '{s}' $(( {n} * 2 )) {f} {b} {id}; {cmd:raw}", &params).unwrap();
+        let text = "a b; echo INJECTED|a b; echo INJECTED|a b; echo INJECTED|-8|0.5|true|7|raw";
+        assert_eq!(out, Value::Map([("stdout".to_owned(), Value::from(text))].into_iter().collect()));
+        // A whole argument outside the script is one argument already: never quoted.
+        let here = Location::here("test");
+        let ctx = ProcessContext::new(7, 2, &params, Path::new("/"), &here);
+        let argv = ["printf".to_owned(), "%s".to_owned(), "{s}".to_owned()];
+        assert_eq!(render_argv(&argv, &ctx).unwrap()[2], "a b; echo INJECTED");
+        let argv = ["sh".to_owned(), "-c".to_owned(), "{s}".to_owned(), "{s}".to_owned()];
+        assert_eq!(render_argv(&argv, &ctx).unwrap()[2..], ["'a b; echo INJECTED'", "a b; echo INJECTED"]);
     }
 
     fn run(command: &str, params: &Params) -> Result<Value, ProcessError> {
@@ -356,6 +483,17 @@ mod tests {
         let missing = config(Value::List(vec![Value::from("/nonexistent/taskfarm-sim")]));
         let err = CommandKind.run(&missing, &ctx).unwrap_err();
         assert!(err.reason.contains("could not be started"), "{err}");
+    }
+
+    #[test]
+    fn outputs_keep_non_finite_floats_and_large_integers() {
+        let out = output_of("noise\n{\"a\": NaN, \"b\": -Infinity, \"n\": 18446744073709551615}\n\n", 1);
+        let Value::Map(map) = out else { panic!("a map") };
+        assert!(matches!(map["a"], Value::Float(f) if f.is_nan()), "{map:?}");
+        assert_eq!(map["b"], Value::Float(f64::NEG_INFINITY));
+        assert_eq!(map["n"], Value::UInt(u64::MAX));
+        let out = output_of("{\"a\": nan}", 1);
+        assert_eq!(out, Value::Map([("stdout".to_owned(), Value::from("{\"a\": nan}"))].into_iter().collect()));
     }
 
     #[test]

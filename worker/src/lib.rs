@@ -39,8 +39,10 @@
 pub mod cli;
 pub mod command;
 mod error;
+mod json;
 pub mod pi;
 mod registry;
+pub mod shell;
 pub mod spec;
 mod typed;
 

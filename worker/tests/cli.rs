@@ -454,3 +454,77 @@ fn bad_input_is_one_sentence_and_exit_2() {
     assert!(cases.len() >= 20);
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
+
+/// Values that a shell would read as code if they were pasted into a script as they are.
+const HOSTILE: [&str; 11] = [
+    "a; echo INJECTED > INJECTED",
+    "$(touch SUBSTITUTED)",
+    "`touch BACKTICKED`",
+    "it's",
+    "say \"hi\" \\\" '",
+    "two\nlines",
+    "*",
+    "-n",
+    "back\\slash $HOME ${HOME}",
+    "",
+    "a' ; touch QUOTED ; '",
+];
+
+#[test]
+fn placeholders_in_a_shell_script_arrive_as_data() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let values: Vec<String> = HOSTILE.iter().map(|v| format!("{v:?}")).collect();
+    // The value as a word, inside double quotes, inside single quotes, inside a command
+    // substitution, and whole numbers in arithmetic; each written to a file named by id.
+    let script = r#"printf '%s' {x} > "{result_dir}/plain-{id}"; printf '%s' "<{x}>" > {result_dir}/double-{id}; printf '%s' '<{x}>' > {result_dir}/single-{id}; printf '%s' "$(printf '%s' {x})" > {result_dir}/subst-{id}; echo "{{\"twice\": $(( {n} * 2 )), \"shown\": \"{flag}\"}}""#;
+    std::fs::write(
+        dir.path().join("hostile.toml"),
+        format!(
+            "kind = \"command\"\ncommand = ['sh', '-c', '''{script}''']\n\
+             [parameter_ranges]\nx = [{}]\nn = [-3]\nflag = [true]\n",
+            values.join(", ")
+        ),
+    )
+    .expect("the spec is written");
+    let out = worker(&["run", "hostile.toml", "--quiet", "--backend", "serial"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result = result_dir(&dir.path().join("results"), "hostile");
+    for (id, value) in HOSTILE.iter().enumerate() {
+        let read = |name: &str| std::fs::read_to_string(result.join(format!("{name}-{id}"))).expect("written");
+        assert_eq!(read("plain"), *value, "as a word");
+        assert_eq!(read("double"), format!("<{value}>"), "inside double quotes");
+        assert_eq!(read("single"), format!("<{value}>"), "inside single quotes");
+        assert_eq!(read("subst"), value.trim_end_matches('\n'), "inside $( )");
+    }
+    for name in ["INJECTED", "SUBSTITUTED", "BACKTICKED", "QUOTED"] {
+        assert!(!dir.path().join(name).exists(), "{name} was made: a value ran as code");
+    }
+    let rows = backend_core::results::read_results_jsonl(&result).expect("results.jsonl");
+    assert!(rows.iter().all(|r| r["twice"] == -6 && r["shown"] == "true"), "{rows:?}");
+}
+
+#[test]
+fn every_output_value_reaches_the_results_exactly() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("outputs.toml"),
+        r#"kind = "command"
+command = ["printf", '{{"a.b": 1, "a": {{"b": 2}}, "v": 3, "": 4, "nan": NaN, "inf": -Infinity, "big": 18446744073709551615}}']
+parameter_ranges = { v = [0] }
+"#,
+    )
+    .expect("the spec is written");
+    let out = worker(&["run", "outputs.toml", "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result = result_dir(&dir.path().join("results"), "outputs");
+    let csv = std::fs::read_to_string(result.join("results.csv")).expect("results.csv");
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(header.ends_with(",a.b,a.b~2,output.v,_,nan,inf,big,reason"), "{header}");
+    assert!(lines.next().unwrap_or_default().ends_with(",1,2,3,4,NaN,-inf,18446744073709551615,"), "{csv}");
+    let rows = backend_core::results::read_results_jsonl(&result).expect("results.jsonl");
+    let row = &rows[0];
+    assert_eq!((&row["a.b"], &row["a.b~2"], &row["output.v"], &row["_"]), (&1.into(), &2.into(), &3.into(), &4.into()));
+    assert_eq!((&row["nan"], &row["inf"]), (&"NaN".into(), &"-Infinity".into()));
+    assert_eq!(row["big"].as_u64(), Some(u64::MAX));
+}
