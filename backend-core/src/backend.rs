@@ -141,6 +141,7 @@ impl Collector {
     /// see [`request_stop`](crate::request_stop)) records are dropped: those processes were
     /// cut short and run again on `--resume`.
     pub fn record(&mut self, record: &ProcessRecord) -> Result<()> {
+        crate::subprocess::check_children()?;
         if stop_now_requested() {
             self.board.unstarted(1);
             return Ok(());
@@ -162,6 +163,7 @@ impl Collector {
     /// [`encode_frame`](crate::journal::encode_frame) (on an MPI worker), with its status: it
     /// is journaled as it is, and a failed one is decoded to be logged.
     pub fn record_frame(&mut self, status: Status, frame: &[u8]) -> Result<()> {
+        crate::subprocess::check_children()?;
         if stop_now_requested() {
             self.board.unstarted(1);
             return Ok(());
@@ -330,6 +332,7 @@ impl<P: Process> Lifecycle<P> {
     /// `stage_in`: creates the result directory, writes `operation.toml`, opens the journal.
     /// A resumed operation ([`Operation::resume_from`]) continues its earlier run instead.
     pub fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
+        crate::subprocess::refuse_operation_in_child()?;
         if let Some(resume) = operation.resume().cloned() {
             return self.stage_in_resumed(operation, resume);
         }
@@ -377,6 +380,7 @@ impl<P: Process> Lifecycle<P> {
     /// `stage_in` into a result directory that already exists and is empty (the MPI
     /// backend's workers use the directory the master created).
     pub fn stage_in_dir(&mut self, operation: Operation<P>, dir: PathBuf) -> Result<()> {
+        crate::subprocess::refuse_operation_in_child()?;
         let mut spec = operation.spec().clone();
         spec.insert("backend".into(), crate::Value::Str(self.backend.into()));
         write_operation_toml(&dir, &spec)?;
