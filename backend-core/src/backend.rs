@@ -170,6 +170,7 @@ impl Collector {
         }
         if status != Status::Finished {
             let record = crate::journal::decode_frame(frame)?;
+            crate::subprocess::check_reason(record.reason.as_deref())?;
             log_failed(&record, status, record.reason.as_deref().unwrap_or("no reason given"));
         }
         self.journal.append_frame(frame)?;

@@ -12,7 +12,8 @@
 //! every child, start the operation again there, and so on without end. A program started
 //! as a child therefore never starts an operation: `stage_in` refuses with
 //! [`Error::OperationInChild`] and tells the parent so on stdout; the parent then stops
-//! starting children and the run fails with [`Error::ChildWithoutEntry`].
+//! starting children and the run fails with [`Error::ChildWithoutEntry`] (under MPI, the
+//! master fails the run on the first record from a worker that says so).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -83,6 +84,15 @@ pub(crate) fn check_children() -> Result<()> {
         return Err(Error::ChildWithoutEntry);
     }
     Ok(())
+}
+
+/// Fails, as [`check_children`] will from now on, when a failed record's `reason` says that
+/// its subprocess started the program again: an MPI master learns so from its workers.
+pub(crate) fn check_reason(reason: Option<&str>) -> Result<()> {
+    if reason.is_some_and(|r| r.contains(&Error::ChildWithoutEntry.to_string())) {
+        CHILDREN_WITHOUT_ENTRY.store(true, Ordering::Relaxed);
+    }
+    check_children()
 }
 
 /// In a child of subprocess isolation (`TASKFARM_CHILD=1`), runs the job read from stdin,
