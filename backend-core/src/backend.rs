@@ -142,6 +142,7 @@ impl Collector {
     /// see [`request_stop`](crate::request_stop)) records are dropped: those processes were
     /// cut short and run again on `--resume`.
     pub fn record(&mut self, record: &ProcessRecord) -> Result<()> {
+        crate::subprocess::check_children()?;
         if stop_now_requested() {
             self.board.unstarted(1);
             return Ok(());
@@ -163,12 +164,14 @@ impl Collector {
     /// [`encode_frame`](crate::journal::encode_frame) (on an MPI worker), with its status: it
     /// is journaled as it is, and a failed one is decoded to be logged.
     pub fn record_frame(&mut self, status: Status, frame: &[u8]) -> Result<()> {
+        crate::subprocess::check_children()?;
         if stop_now_requested() {
             self.board.unstarted(1);
             return Ok(());
         }
         if status != Status::Finished {
             let record = crate::journal::decode_frame(frame)?;
+            crate::subprocess::check_reason(record.reason.as_deref())?;
             log_failed(&record, status, record.reason.as_deref().unwrap_or("no reason given"));
         }
         self.journal.append_frame(frame)?;
@@ -335,6 +338,7 @@ impl<P: Process> Lifecycle<P> {
     /// `stage_in`: creates the result directory, writes `operation.toml`, opens the journal.
     /// A resumed operation ([`Operation::resume_from`]) continues its earlier run instead.
     pub fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
+        crate::subprocess::refuse_operation_in_child()?;
         if let Some(resume) = operation.resume().cloned() {
             return self.stage_in_resumed(operation, resume);
         }
@@ -385,6 +389,7 @@ impl<P: Process> Lifecycle<P> {
     /// `stage_in` into a result directory that already exists and is empty (the MPI
     /// backend's workers use the directory the master created).
     pub fn stage_in_dir(&mut self, operation: Operation<P>, dir: PathBuf) -> Result<()> {
+        crate::subprocess::refuse_operation_in_child()?;
         self.lock = Some(RunLock::acquire(&dir)?);
         let mut spec = operation.spec().clone();
         spec.insert("backend".into(), crate::Value::Str(self.backend.into()));

@@ -119,6 +119,20 @@ pub enum Error {
         /// The call that must come first.
         needs: &'static str,
     },
+    /// A program started as a subprocess-isolation child tried to start an operation.
+    #[error(
+        "this program was started by taskfarm as a subprocess-isolation child (TASKFARM_CHILD is set) and must run \
+         the one process it is given, not an operation: call `run_child_if_requested::<YourProcess>()` first in \
+         `main`, before anything else"
+    )]
+    OperationInChild,
+    /// The children of subprocess isolation started the whole program again.
+    #[error(
+        "the subprocesses of this program do not run their process: each started the program's `main` again, which \
+         tried to run an operation (refused): call `run_child_if_requested::<YourProcess>()` first in `main`, before \
+         anything else (taskfarm_worker::main_with does it)"
+    )]
+    ChildWithoutEntry,
     /// A backend's setting is out of range.
     #[error("{0}")]
     InvalidOption(String),

@@ -3,15 +3,10 @@
 //! stop flag that Ctrl-C sets. Every backend calls [`execute_job`], so serial, local and MPI
 //! behave alike.
 //!
-//! **Subprocess isolation.** Each attempt runs in a child of the current executable: the
-//! child is the same program started again with the environment variable
-//! `TASKFARM_CHILD=1`; it reads the job on stdin, runs it through [`run_job`], writes the
-//! record on stdout and exits. So the program's `main` must call
-//! [`run_child_if_requested`] first, before anything else (the `taskfarm-worker` binary and
-//! `taskfarm_worker::main_with` do it). A segfault, an abort, `std::process::exit` or an
-//! out-of-memory kill inside a process then costs only that process: it is recorded as
-//! crashed with the signal's name or the exit status. The child runs in a process group of
-//! its own, killed as a whole when the process passes its timeout.
+//! **Subprocess isolation** runs each attempt in a child of the current executable: see
+//! [`crate::subprocess`] for the protocol (and why `main` must call
+//! [`run_child_if_requested`](crate::run_child_if_requested) first) and [`crate::child`] for
+//! how children are run and killed.
 //!
 //! **Timeouts in thread isolation** cannot be enforced (a thread cannot be killed): the
 //! process is given the deadline ([`ProcessContext::deadline`](crate::ProcessContext::deadline))
@@ -19,18 +14,14 @@
 //! process group), stops in time; a result that comes after the deadline is recorded as
 //! timed out all the same.
 
-use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::record::run_attempt;
-use crate::{run_job_with, Job, Location, Process, ProcessRecord, Status, Value};
+use crate::{Job, Location, Process, ProcessRecord, Status, Value};
 
 /// Where a process runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -164,7 +155,9 @@ pub fn execute_job<P: Process>(job: Job<P>, dir: &Path, location: &Location, opt
                 }
                 record
             }
-            Isolation::Subprocess => run_in_child(&job, dir, location, options.timeout, options.process_threads()),
+            Isolation::Subprocess => {
+                crate::subprocess::run_in_child(&job, dir, location, options.timeout, options.process_threads())
+            }
         };
         if record.status == Status::Finished || attempt > options.retries {
             close_attempts(&mut record, reasons);
@@ -198,344 +191,8 @@ pub fn close_attempts(record: &mut ProcessRecord, mut earlier: Vec<String>) {
     record.reason = Some(listed.join("; "));
 }
 
-fn timed_out_reason(timeout: Duration) -> String {
+pub(crate) fn timed_out_reason(timeout: Duration) -> String {
     format!("timed out after {}", format_duration(timeout))
-}
-
-/// The environment variable that makes a program a child of subprocess isolation.
-pub const CHILD_ENV: &str = "TASKFARM_CHILD";
-/// The arguments a child is started with. A program's `main` ignores them (it calls
-/// [`run_child_if_requested`] first); a Rust test binary runs only its test of this name,
-/// which calls [`run_child_if_requested`] — so subprocess isolation is testable in tests.
-pub const CHILD_ARGS: [&str; 3] = ["__taskfarm_child", "--exact", "--nocapture"];
-/// The line before the record on a child's stdout (a process may print to stdout too).
-const RECORD_MARK: &str = "\n@taskfarm-record@ ";
-
-/// What a parent sends its child on stdin.
-#[derive(Serialize, Deserialize)]
-struct ChildRequest<J> {
-    /// A `Job<P>` (a reference to one when sent).
-    job: J,
-    dir: PathBuf,
-    location: Location,
-    /// Seconds left until the deadline, if any.
-    timeout_s: Option<f64>,
-    /// Threads the process may use.
-    #[serde(default = "one_thread")]
-    threads: usize,
-}
-
-fn one_thread() -> usize {
-    1
-}
-
-/// Whether this program is a child of subprocess isolation (it runs one process and exits).
-pub fn in_child() -> bool {
-    std::env::var_os(CHILD_ENV).is_some_and(|v| v == "1")
-}
-
-/// In a child of subprocess isolation (`TASKFARM_CHILD=1`), runs the job read from stdin,
-/// writes its record on stdout and exits the program; otherwise returns at once. Call it
-/// first in `main` of every program that runs operations with `isolation = subprocess`,
-/// with the operation's process type:
-///
-/// ```no_run
-/// # use backend_core::*;
-/// # #[derive(serde::Serialize, serde::Deserialize)] struct MyProcess;
-/// # impl Process for MyProcess { type Output = ();
-/// #   fn run(&self, _: &ProcessContext) -> Result<(), ProcessError> { Ok(()) } }
-/// fn main() {
-///     backend_core::run_child_if_requested::<MyProcess>();
-///     // ... build the operation and run it
-/// }
-/// ```
-pub fn run_child_if_requested<P: Process>() {
-    if !in_child() {
-        return;
-    }
-    let mut input = Vec::new();
-    let code = match std::io::stdin().read_to_end(&mut input) {
-        Err(e) => {
-            eprintln!("taskfarm child: could not read the job from stdin: {e}");
-            3
-        }
-        Ok(_) => match serde_json::from_slice::<ChildRequest<Job<P>>>(&input) {
-            Err(e) => {
-                eprintln!("taskfarm child: the job on stdin does not decode ({e}): is the parent the same program?");
-                3
-            }
-            Ok(request) => {
-                crate::oplog::to_parent();
-                let deadline = request.timeout_s.and_then(seconds_to_duration).map(|t| Instant::now() + t);
-                let record = run_job_with(&request.job, &request.dir, &request.location, deadline, request.threads);
-                match serde_json::to_string(&record) {
-                    Ok(json) => {
-                        let mut out = std::io::stdout().lock();
-                        let written = writeln!(out, "{RECORD_MARK}{json}").and_then(|()| out.flush());
-                        if written.is_ok() {
-                            0
-                        } else {
-                            3
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("taskfarm child: the record could not be encoded: {e}");
-                        3
-                    }
-                }
-            }
-        },
-    };
-    std::process::exit(code);
-}
-
-/// Runs one attempt of `job` in a child of this program (see the [module docs](self)).
-fn run_in_child<P: Process>(
-    job: &Job<P>,
-    dir: &Path,
-    location: &Location,
-    timeout: Option<Duration>,
-    threads: usize,
-) -> ProcessRecord {
-    let started_at = crate::record::now_s();
-    let clock = Instant::now();
-    let crashed = |status: Status, reason: String, stderr_tail: Option<String>| ProcessRecord {
-        id: job.id,
-        run: job.run,
-        params: job.params.clone(),
-        status,
-        output: Value::Null,
-        reason: Some(reason),
-        stderr_tail,
-        attempts: 1,
-        started_at,
-        duration_s: clock.elapsed().as_secs_f64(),
-        location: location.clone(),
-    };
-    let request = ChildRequest {
-        job,
-        dir: dir.to_owned(),
-        location: location.clone(),
-        timeout_s: timeout.map(|t| t.as_secs_f64()),
-        threads,
-    };
-    let input = match serde_json::to_vec(&request) {
-        Ok(input) => input,
-        Err(e) => {
-            return crashed(Status::Crashed, format!("the process could not be sent to its subprocess: {e}"), None)
-        }
-    };
-    let program = match std::env::current_exe() {
-        Ok(program) => program,
-        Err(e) => {
-            return crashed(
-                Status::Crashed,
-                format!("the worker program could not be found to start a subprocess: {e}"),
-                None,
-            )
-        }
-    };
-    let mut command = Command::new(program);
-    command.args(CHILD_ARGS).env(CHILD_ENV, "1");
-    let deadline = timeout.map(|t| clock + t);
-    match run_with_deadline(command, Some(input), deadline, true) {
-        Err(e) => crashed(Status::Crashed, format!("the subprocess could not be started: {e}"), None),
-        Ok(outcome) => {
-            let stdout = String::from_utf8_lossy(&outcome.stdout);
-            // The child's log records, also those of a child that crashed.
-            crate::oplog::append_forwarded(&crate::oplog::child_records(&stdout));
-            let tail = Some(tail_of(&String::from_utf8_lossy(&outcome.stderr))).filter(|t| !t.is_empty());
-            match outcome.status {
-                None => crashed(Status::TimedOut, timed_out_reason(timeout.unwrap_or_default()), tail),
-                Some(status) => {
-                    let record = stdout.rfind(RECORD_MARK).and_then(|at| {
-                        serde_json::from_str::<ProcessRecord>(stdout[at + RECORD_MARK.len()..].trim()).ok()
-                    });
-                    match record {
-                        Some(mut record) if status.success() => {
-                            if timeout.is_some_and(|t| record.duration_s > t.as_secs_f64()) {
-                                record.status = Status::TimedOut;
-                                record.output = Value::Null;
-                                record.reason = Some(timed_out_reason(timeout.unwrap_or_default()));
-                            }
-                            record
-                        }
-                        _ => crashed(Status::Crashed, format!("its subprocess {}", describe_exit(&status)), tail),
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What a child came to: its exit status (`None` when it was killed at the deadline) and
-/// its output.
-#[derive(Debug)]
-pub struct ChildOutcome {
-    /// How it ended; `None` when it passed the deadline and its process group was killed.
-    pub status: Option<ExitStatus>,
-    /// Everything it wrote on stdout.
-    pub stdout: Vec<u8>,
-    /// Everything it wrote on stderr.
-    pub stderr: Vec<u8>,
-}
-
-/// Starts `command` (stdout and stderr captured, `input` on stdin or stdin closed), in a
-/// process group of its own when `own_group`, and waits for it until `deadline`: past it,
-/// the whole process group is killed (SIGKILL) and the outcome's `status` is `None`.
-/// (`process_group(0)` keeps spawning on the fast `posix_spawn` path.)
-pub fn run_with_deadline(
-    mut command: Command,
-    input: Option<Vec<u8>>,
-    deadline: Option<Instant>,
-    own_group: bool,
-) -> std::io::Result<ChildOutcome> {
-    command
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    #[cfg(unix)]
-    if own_group {
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    }
-    let mut child = command.spawn()?;
-    let _live = own_group.then(|| LiveGroup::new(child.id()));
-    let writer = match (input, child.stdin.take()) {
-        (Some(bytes), Some(mut stdin)) => Some(std::thread::spawn(move || {
-            // A child that exits early closes its stdin: that is its business, not an error here.
-            let _ = stdin.write_all(&bytes);
-        })),
-        _ => None,
-    };
-    let stdout = child.stdout.take().map(read_all_in_background);
-    let stderr = child.stderr.take().map(read_all_in_background);
-    let status = wait_until(&mut child, deadline, own_group)?;
-    let collect = |reader: Option<std::thread::JoinHandle<Vec<u8>>>| {
-        reader.map(|r| r.join().unwrap_or_default()).unwrap_or_default()
-    };
-    let outcome = ChildOutcome { status, stdout: collect(stdout), stderr: collect(stderr) };
-    if let Some(writer) = writer {
-        let _ = writer.join();
-    }
-    Ok(outcome)
-}
-
-/// Process groups of running children (those made by [`run_with_deadline`]).
-static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
-
-/// Keeps a child's process group in [`LIVE_GROUPS`] while it lives.
-struct LiveGroup(u32);
-
-impl LiveGroup {
-    fn new(pgid: u32) -> Self {
-        LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner).insert(pgid);
-        LiveGroup(pgid)
-    }
-}
-
-impl Drop for LiveGroup {
-    fn drop(&mut self) {
-        LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.0);
-    }
-}
-
-/// Kills (SIGKILL) the process group of every running command and subprocess this program
-/// started through [`run_with_deadline`]: "stop now" after a second Ctrl-C.
-pub fn kill_running_children() {
-    let groups: Vec<u32> = LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect();
-    #[cfg(unix)]
-    for pgid in groups {
-        if let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-fn read_all_in_background(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = from.read_to_end(&mut bytes);
-        bytes
-    })
-}
-
-/// Waits for `child` until `deadline`; past it kills the child (and its group) and reaps it.
-fn wait_until(child: &mut Child, deadline: Option<Instant>, own_group: bool) -> std::io::Result<Option<ExitStatus>> {
-    let Some(deadline) = deadline else { return child.wait().map(Some) };
-    let mut pause = Duration::from_micros(200);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            kill_tree(child, own_group);
-            child.wait()?;
-            return Ok(None);
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
-/// Kills a child with SIGKILL: its whole process group when it leads one.
-fn kill_tree(child: &mut Child, own_group: bool) {
-    #[cfg(unix)]
-    if own_group {
-        let pid = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            if rustix::process::kill_process_group(pid, rustix::process::Signal::KILL).is_ok() {
-                return;
-            }
-        }
-    }
-    let _ = child.kill();
-}
-
-/// "exited with status 3" or "was killed by signal 11 (SIGSEGV)".
-pub fn describe_exit(status: &ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exited with status {code}");
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            let name = signal_name(signal).map(|n| format!(" ({n})")).unwrap_or_default();
-            let oom = if signal == 9 { ", as the out-of-memory killer does" } else { "" };
-            return format!("was killed by signal {signal}{name}{oom}");
-        }
-    }
-    format!("ended with {status}")
-}
-
-/// The name of a Linux signal number, for the common ones.
-pub fn signal_name(signal: i32) -> Option<&'static str> {
-    Some(match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        _ => return None,
-    })
-}
-
-/// The last lines of a child's stderr kept in a crash record.
-fn tail_of(text: &str) -> String {
-    text_tail(text.trim_end(), 20, 4096)
 }
 
 /// The last `lines` lines of `text` (without trailing newlines), at most `bytes` long (cut
@@ -612,20 +269,5 @@ mod tests {
         let record = execute_job(job(1), &dir, &here, &options);
         assert_eq!((record.status, record.attempts), (Status::Crashed, 2));
         assert_eq!(record.reason.as_deref(), Some("attempt 1: failure 1; attempt 2: failure 2"));
-    }
-
-    #[test]
-    fn a_child_past_its_deadline_is_killed_with_its_group() {
-        let mut command = Command::new("sh");
-        command.args(["-c", "sleep 30 & sleep 30"]);
-        let deadline = Instant::now() + Duration::from_millis(200);
-        let outcome = run_with_deadline(command, None, Some(deadline), true).unwrap();
-        assert!(outcome.status.is_none(), "the child was killed at its deadline");
-        let mut command = Command::new("sh");
-        command.args(["-c", "echo out; echo err >&2; kill -SEGV $$"]);
-        let outcome = run_with_deadline(command, None, None, true).unwrap();
-        let status = outcome.status.unwrap();
-        assert_eq!(describe_exit(&status), "was killed by signal 11 (SIGSEGV)");
-        assert_eq!((outcome.stdout.as_slice(), outcome.stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
     }
 }

@@ -12,8 +12,10 @@
 //! With the feature `testing`, [`testing`] holds the conformance suite every backend passes.
 
 mod backend;
+mod child;
 mod error;
 mod execute;
+mod guard;
 pub mod journal;
 pub mod lock;
 mod operation;
@@ -25,17 +27,18 @@ pub mod report;
 pub mod results;
 mod serial;
 mod space;
+mod subprocess;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timeline;
 mod value;
 
 pub use backend::{Backend, Collector, Dispatch, Lifecycle, Role, StatusBoard, StatusCounts, Summary};
+pub use child::{describe_exit, kill_running_children, run_with_deadline, signal_name, ChildOutcome, EXIT_GRACE};
 pub use error::{Error, Result};
 pub use execute::{
-    attempt_reason, close_attempts, describe_exit, execute_job, format_duration, in_child, kill_running_children,
-    parse_duration, request_stop, run_child_if_requested, run_with_deadline, seconds_to_duration, signal_name,
-    stop_now_requested, stop_requested, text_tail, ChildOutcome, Isolation, RunOptions, CHILD_ARGS, CHILD_ENV,
+    attempt_reason, close_attempts, execute_job, format_duration, parse_duration, request_stop, seconds_to_duration,
+    stop_now_requested, stop_requested, text_tail, Isolation, RunOptions,
 };
 pub use operation::{JobSource, Operation, Resume};
 pub use process::{Job, Process, ProcessContext, ProcessError};
@@ -45,4 +48,5 @@ pub use record::{
 };
 pub use serial::SerialBackend;
 pub use space::ParameterSpace;
+pub use subprocess::{in_child, run_child_if_requested, CHILD_ARGS, CHILD_ENV};
 pub use value::{Params, Value};

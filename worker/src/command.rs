@@ -16,10 +16,13 @@
 //! The command runs in the worker's working directory with stdin closed, in a process group
 //! of its own, and with `TASKFARM_ID`, `TASKFARM_RUN` and `TASKFARM_RESULT_DIR` set.
 //!
-//! **Timeout.** With a spec `timeout`, a command still running at the deadline is killed
-//! with its whole process group (SIGKILL) and recorded as timed out; this works in thread
-//! isolation too. (In subprocess isolation the command stays in the child's process group,
-//! which the worker kills as a whole.)
+//! **End and timeout.** A command ends when the program it names exits: what it left
+//! running in the background (`sleep 30 &`) may hold its output for 200 ms more at most,
+//! then its process group is killed. With a spec `timeout`, a command still running at the
+//! deadline is killed with its whole process group (SIGKILL) and recorded as timed out; this
+//! works in thread isolation too. If the worker dies, even by SIGKILL, its commands die with
+//! it. (In subprocess isolation the command stays in the child's process group, which the
+//! worker kills as a whole.)
 //!
 //! **Output.** Exit status 0 means finished. If the last non-empty line of stdout is a JSON
 //! object, its fields are the output (columns of `results.csv`); otherwise the output is

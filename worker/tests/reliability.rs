@@ -164,3 +164,190 @@ fn kill_9_mid_run_then_resume_runs_every_process_once() {
     let _ = child.wait();
     resume_and_check(dir.path(), &run_dir);
 }
+
+/// The pids that the commands of a run wrote to `<id>.pid` files in `dir`, once `n` are there.
+fn pids_written(dir: &Path, n: usize) -> Vec<u32> {
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < PATIENCE, "no {n} pid files in {}", dir.display());
+        let pids: Vec<u32> = std::fs::read_dir(dir)
+            .expect("the pid directory")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+            .collect();
+        if pids.len() >= n {
+            return pids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` runs (a zombie does not count: it has ended).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+/// Polls until none of `pids` runs; the ones still running after `within`.
+fn still_running_after(pids: &[u32], within: Duration) -> Vec<u32> {
+    let start = Instant::now();
+    loop {
+        let running: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        if running.is_empty() || start.elapsed() > within {
+            return running;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// kill -9 of the worker while its commands run: the commands (`sh` and the `sleep` it
+/// started) and, with subprocess isolation, the worker's children die with it.
+fn kill_9_leaves_no_process_behind(isolation: &str) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let pids = dir.path().join("pids");
+    std::fs::create_dir(&pids).expect("the pid directory");
+    // Each command writes the pids of its shell, of the shell's parent (the subprocess of
+    // subprocess isolation, or the worker) and of its `sleep`, then waits.
+    std::fs::write(
+        dir.path().join("orphans.toml"),
+        format!(
+            "kind = \"command\"\ncommand = \"sleep 40 & echo $! > {pids}/{{x}}-sleep.pid; echo $$ > {pids}/{{x}}-sh.pid; \
+             echo $PPID > {pids}/{{x}}-parent.pid; wait\"\nisolation = \"{isolation}\"\n\
+             parameter_ranges = {{ x = [0, 1, 2, 3] }}\n",
+            pids = pids.display()
+        ),
+    )
+    .expect("the spec is written");
+    let mut worker = Command::new(WORKER)
+        .args(["run", "orphans.toml", "--quiet", "--backend", "local", "--pool-size", "2"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the worker starts");
+    // Two processes run at once, each with three pids.
+    let mut started = pids_written(&pids, 6);
+    worker.kill().expect("SIGKILL");
+    let _ = worker.wait();
+    started.retain(|&pid| pid != worker.id());
+    let left = still_running_after(&started, Duration::from_secs(5));
+    assert!(left.is_empty(), "still running after kill -9 of the worker: {left:?} of {started:?}");
+}
+
+#[test]
+fn kill_9_of_the_worker_kills_its_commands() {
+    kill_9_leaves_no_process_behind("thread");
+}
+
+#[test]
+fn kill_9_of_the_worker_kills_its_subprocesses_and_their_commands() {
+    kill_9_leaves_no_process_behind("subprocess");
+}
+
+#[test]
+fn a_command_ends_when_its_shell_exits_although_a_background_process_holds_its_output() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // The timeout is far beyond what a shell that exits at once needs: a command that waited
+    // for the background process would be recorded as timed out.
+    std::fs::write(
+        dir.path().join("background.toml"),
+        "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"case {x} in 0) sleep 30 & echo {x};; 1) setsid sleep 25 & \
+         echo {x};; *) echo {x};; esac\"]\ntimeout = \"20s\"\nparameter_ranges = { x = [0, 1, 2] }\n",
+    )
+    .expect("the spec is written");
+    let out = run(&["run", "background.toml", "--quiet", "--backend", "serial"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let run_dir = result_dir(&dir.path().join("results"), "background");
+    let rows = rows(&run_dir);
+    assert!(rows.values().all(|(status, _)| status == "finished"), "{rows:?}");
+    for row in backend_core::results::read_results_jsonl(&run_dir).expect("results.jsonl") {
+        let x = row["x"].as_i64().expect("x").to_string();
+        assert_eq!(row["stdout"].as_str(), Some(x.as_str()), "the command's output: {row:?}");
+    }
+}
+
+/// Set (to a results directory) for the program of the test below and its children.
+const FORGETFUL_RESULTS: &str = "TASKFARM_TEST_FORGETFUL_RESULTS";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Echo(i64);
+
+impl taskfarm::Process for Echo {
+    type Output = i64;
+    fn run(&self, _ctx: &taskfarm::ProcessContext<'_>) -> Result<i64, taskfarm::ProcessError> {
+        Ok(self.0)
+    }
+}
+
+/// A program that runs an operation with subprocess isolation but forgot to call
+/// `run_child_if_requested` first: this test binary, run with only this test. Its children
+/// (the same binary with the same arguments, see `CHILD_ARGS`) run this test again.
+#[test]
+fn __taskfarm_child() {
+    use taskfarm::{Backend, Isolation, Operation, ParameterSpace, Value};
+    let Some(base) = std::env::var_os(FORGETFUL_RESULTS) else { return };
+    let space = ParameterSpace::ranges([("x", (0..200).map(Value::from).collect())]).expect("a space");
+    let operation = Operation::sweep("forgetful", space, 1, |p, _| Echo(p["x"].as_i64().unwrap_or_default()))
+        .expect("an operation")
+        .with_results_base(PathBuf::from(base))
+        .with_isolation(Isolation::Subprocess);
+    let mut backend = taskfarm::LocalBackend::<Echo>::new(Some(2)).expect("a backend");
+    match backend.run(operation) {
+        Ok(summary) => println!("ran: {} finished, {} crashed", summary.finished, summary.crashed),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[test]
+fn a_program_that_forgets_run_child_if_requested_fails_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let program = std::env::current_exe().expect("this test binary");
+    let mut parent = Command::new(program)
+        .args(backend_core::CHILD_ARGS)
+        .env(FORGETFUL_RESULTS, dir.path())
+        .env_remove(backend_core::CHILD_ENV)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let start = Instant::now();
+    while parent.try_wait().expect("the program runs").is_none() {
+        if start.elapsed() > PATIENCE {
+            let _ = parent.kill();
+            panic!("the program did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = parent.wait_with_output().expect("the program ends");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}{stderr}", text(&out.stdout));
+    assert!(stderr.contains("error: the subprocesses of this program do not run their process"), "{stderr}");
+    assert!(stderr.contains("call `run_child_if_requested::<YourProcess>()` first in `main`"), "{stderr}");
+    // No process is recorded as crashed for it.
+    let run_dir = result_dir(dir.path(), "forgetful");
+    assert!(read_journal(&run_dir.join("journal")).expect("the journal").records.is_empty());
+    // Only the program wrote a result directory: no child got as far as starting an operation.
+    assert_eq!(std::fs::read_dir(dir.path().join("forgetful")).expect("the directory").count(), 1);
+    // And no copy of the program is left.
+    let marker = format!("{FORGETFUL_RESULTS}={}", dir.path().display());
+    let copies = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
+            })
+            .filter(|&pid| alive(pid))
+            .collect()
+    };
+    let start = Instant::now();
+    while !copies().is_empty() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(copies(), Vec::<u32>::new(), "copies of the program still run");
+}
