@@ -44,6 +44,12 @@ pub enum Error {
         /// What the evaluator said.
         reason: String,
     },
+    /// A parameter value is null, or holds a null in a list or table (YAML `~`, `null`).
+    #[error("the parameter `{name}` has a null value (YAML `~` or `null`), which a run's operation.toml cannot record (TOML has no null), so the run could not be repeated or resumed as it was: write \"\" for an empty value")]
+    NullParameter {
+        /// The parameter.
+        name: String,
+    },
     /// `runs` is 0.
     #[error("`runs` must be at least 1")]
     ZeroRuns,

@@ -49,6 +49,9 @@ impl ParameterSpace {
         if let Some((name, _)) = ranges.iter().find(|(_, values)| values.is_empty()) {
             return Err(Error::EmptyParameterSpace { why: format!("the range of parameter `{name}` has no values") });
         }
+        if let Some((name, _)) = ranges.iter().find(|(_, values)| values.iter().any(Value::holds_null)) {
+            return Err(Error::NullParameter { name: name.clone() });
+        }
         let names = ranges.keys().cloned().collect();
         Ok(ParameterSpace { source: Source::Ranges(ranges), names, constraints: Vec::new() })
     }
@@ -60,6 +63,9 @@ impl ParameterSpace {
         }
         let mut names: Vec<String> = Vec::new();
         for setting in &settings {
+            if let Some((name, _)) = setting.iter().find(|(_, value)| value.holds_null()) {
+                return Err(Error::NullParameter { name: name.clone() });
+            }
             for key in setting.keys() {
                 if !names.contains(key) {
                     names.push(key.clone());
@@ -269,6 +275,21 @@ mod tests {
         assert!(err.contains("`gamma`") && err.contains("alpha"), "{err}");
         let err = space.constrain("alpha + 1").unwrap_err().to_string();
         assert!(err.contains("true or false"), "{err}");
+    }
+
+    #[test]
+    fn null_values_are_refused() {
+        // operation.toml is TOML, which has no null: a null would vanish from it and a
+        // resumed run would enumerate other combinations under the same ids.
+        let err = ParameterSpace::ranges([("x", vec![Value::Null, Value::from("a")])]).unwrap_err();
+        assert!(matches!(&err, Error::NullParameter { name } if name == "x"), "{err}");
+        assert!(err.to_string().contains("write \"\" for an empty value"), "{err}");
+        let nested =
+            Value::List(vec![Value::from(1), Value::Map([("k".to_owned(), Value::Null)].into_iter().collect())]);
+        assert!(ParameterSpace::ranges([("y", vec![nested])]).is_err());
+        let setting: Params = [("a".to_owned(), Value::from(1)), ("b".to_owned(), Value::Null)].into_iter().collect();
+        let err = ParameterSpace::settings(vec![setting]).unwrap_err();
+        assert!(matches!(&err, Error::NullParameter { name } if name == "b"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,16 @@ impl Value {
         }
     }
 
+    /// Whether this value is null or holds a null in a list or table at any depth.
+    pub fn holds_null(&self) -> bool {
+        match self {
+            Value::Null => true,
+            Value::List(items) => items.iter().any(Value::holds_null),
+            Value::Map(map) => map.values().any(Value::holds_null),
+            _ => false,
+        }
+    }
+
     /// Flattens nested tables into dotted keys (`a.b`), appending to `out`.
     /// A value that is not a table is stored under `prefix` itself.
     pub fn flatten_into(&self, prefix: &str, out: &mut Vec<(String, Value)>) {

@@ -165,6 +165,18 @@ impl Spec {
             known: registry.names().join(", "),
         })?;
 
+        // operation.toml is TOML, which has no null: a null would vanish from it, so a run
+        // repeated or resumed from it would be another run.
+        if let Some((key, _)) = config.iter().find(|(_, value)| value.holds_null()) {
+            return Err(spec_error(
+                at(key),
+                format!(
+                    "`{key}` is null or holds a null (YAML `~` or `null`), which a run's operation.toml cannot \
+                     record (TOML has no null): leave the key out, or write \"\" for an empty value"
+                ),
+            ));
+        }
+
         let mut options = run_options(&header.timeout, &header.retries, &header.isolation)
             .map_err(|(key, message)| spec_error(at(key), message))?;
         let threads = thread_count("threads", &header.threads).map_err(|m| spec_error(at("threads"), m))?;
@@ -590,5 +602,118 @@ mod tests {
         assert_eq!(Format::of(Path::new("a.yml")).unwrap(), Format::Yaml);
         assert!(Format::of(Path::new("a.json")).unwrap_err().to_string().contains(".toml, .yaml or .yml"));
         assert!(Format::of(Path::new("spec")).is_err());
+    }
+
+    /// Values as a spec may hold them: no null (refused at validation).
+    fn spec_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            proptest::num::f64::NORMAL.prop_map(Value::Float),
+            Just(Value::Float(0.0)),
+            Just(Value::Float(-0.0)),
+            (-1000i32..1000).prop_map(|i| Value::Float(f64::from(i))),
+            "\\PC{0,8}".prop_map(Value::Str),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::List),
+                proptest::collection::vec(("\\PC{0,4}", inner), 0..3)
+                    .prop_map(|kv| Value::Map(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn parameter_name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        "[a-z][a-z0-9_]{0,5}".prop_filter("not a reserved name", |n| !RESERVED_PARAMETERS.contains(&n.as_str()))
+    }
+
+    /// A spec document: `parameter_ranges` or `parameter_settings`, and `runs`.
+    fn spec_document() -> impl proptest::strategy::Strategy<Value = Params> {
+        use proptest::prelude::*;
+        let ranges = proptest::collection::vec((parameter_name(), proptest::collection::vec(spec_value(), 1..4)), 1..4)
+            .prop_map(|ranges| {
+                let table: Params = ranges.into_iter().map(|(k, v)| (k, Value::List(v))).collect();
+                ("parameter_ranges", Value::Map(table))
+            });
+        let settings =
+            proptest::collection::vec(proptest::collection::vec((parameter_name(), spec_value()), 0..3), 1..4)
+                .prop_map(|settings| {
+                    let list = settings.into_iter().map(|s| Value::Map(s.into_iter().collect())).collect();
+                    ("parameter_settings", Value::List(list))
+                });
+        (prop_oneof![ranges, settings], 1u32..3).prop_map(|((key, space), runs)| {
+            let mut doc = Params::new();
+            doc.insert("name".into(), Value::from("roundtrip"));
+            doc.insert("kind".into(), Value::from("command"));
+            doc.insert("command".into(), Value::List(vec![Value::from("true")]));
+            doc.insert("runs".into(), Value::Int(i64::from(runs)));
+            doc.insert(key.into(), space);
+            doc
+        })
+    }
+
+    /// Equality of values as a run sees them: NaN equals NaN.
+    fn same_value(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b)),
+            (Value::Map(x), Value::Map(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|((ka, a), (kb, b))| ka == kb && same_value(a, b))
+            }
+            _ => a == b,
+        }
+    }
+
+    /// The jobs of a spec: (id, run, parameters).
+    fn jobs_of(spec: Spec) -> Vec<(u64, u32, Params)> {
+        spec.into_operation().into_jobs().map(|job| (job.id, job.run, job.params)).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// Every spec that validates is recorded in operation.toml exactly: the run read back
+        /// from it has the same processes under the same ids, from TOML and from YAML.
+        #[test]
+        fn operation_toml_regenerates_the_same_processes(doc in spec_document(), yaml in proptest::bool::ANY) {
+            let (text, format) = if yaml {
+                (serde_yaml_ng::to_string(&Value::Map(doc.clone())).unwrap(), Format::Yaml)
+            } else {
+                (toml::to_string(&Value::Map(doc.clone())).unwrap(), Format::Toml)
+            };
+            let spec = match parse(&text, format) {
+                Ok(spec) => spec,
+                // A space with a value that cannot be a parameter, e.g. a setting with no
+                // key at all, is refused; refusal is not the concern here.
+                Err(e) => return Err(proptest::test_runner::TestCaseError::reject(e.to_string())),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let operation = spec.into_operation();
+            taskfarm::results::write_operation_toml(dir.path(), operation.spec()).unwrap();
+            let first: Vec<_> = operation.into_jobs().map(|job| (job.id, job.run, job.params)).collect();
+            let again = Spec::load(&dir.path().join("operation.toml"), &Registry::with_builtins())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{text}")))?;
+            let again = jobs_of(again);
+            proptest::prop_assert_eq!(first.len(), again.len(), "{}", text);
+            for (a, b) in first.iter().zip(&again) {
+                proptest::prop_assert!(
+                    a.0 == b.0 && a.1 == b.1 && same_value(&Value::Map(a.2.clone()), &Value::Map(b.2.clone())),
+                    "{:?} became {:?}\nspec:\n{}", a, b, text
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn null_values_are_refused() {
+        let err = error("kind: command\ncommand: ['true']\nparameter_ranges:\n  x: [~, a, b]\n", Format::Yaml);
+        assert!(err.starts_with("spec.yaml, line 3: the parameter `x` has a null value"), "{err}");
+        let err =
+            error("kind: command\ncommand: ['true']\nparameter_settings: [{a: 1}, {a: [1, null]}]\n", Format::Yaml);
+        assert!(err.contains("the parameter `a` has a null value"), "{err}");
+        let err = error("kind: command\ncommand: ['true', ~]\n", Format::Yaml);
+        assert!(err.starts_with("spec.yaml, line 2: `command` is null or holds a null"), "{err}");
     }
 }

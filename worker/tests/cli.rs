@@ -439,6 +439,18 @@ fn bad_input_is_one_sentence_and_exit_2() {
             files: &[],
             expected: &["required arguments were not provided", "<SPEC>"],
         },
+        Case {
+            what: "null parameter value in YAML (operation.toml cannot record it)",
+            args: &["validate", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: [echo, '{x}']\nparameter_ranges:\n  x: [~, a, b, c]\n")],
+            expected: &["spec.yaml, line 3: the parameter `x` has a null value", "write \"\" for an empty value"],
+        },
+        Case {
+            what: "null in a kind's field in YAML",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: [echo, null]\n")],
+            expected: &["spec.yaml, line 2: `command` is null or holds a null", "leave the key out"],
+        },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
     let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
