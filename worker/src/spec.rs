@@ -613,6 +613,9 @@ mod tests {
             proptest::num::f64::NORMAL.prop_map(Value::Float),
             Just(Value::Float(0.0)),
             Just(Value::Float(-0.0)),
+            Just(Value::Float(f64::NAN)),
+            Just(Value::Float(f64::INFINITY)),
+            Just(Value::Float(f64::NEG_INFINITY)),
             (-1000i32..1000).prop_map(|i| Value::Float(f64::from(i))),
             "\\PC{0,8}".prop_map(Value::Str),
         ];
