@@ -466,3 +466,51 @@ fn bad_input_is_one_sentence_and_exit_2() {
     assert!(cases.len() >= 20);
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
+
+#[test]
+fn a_backend_but_mpi_under_an_mpi_launcher_of_several_ranks_is_refused() {
+    // As `mpirun -n 4 taskfarm-worker run pi.toml` (or srun) starts it: without this, each
+    // rank would run the whole sweep into a result directory of its own.
+    let launches: [&[(&str, &str)]; 5] = [
+        &[("OMPI_COMM_WORLD_SIZE", "4"), ("OMPI_COMM_WORLD_RANK", "0")],
+        &[("PMI_SIZE", "4"), ("PMI_RANK", "1")],
+        &[("PMIX_RANK", "2")],
+        &[("SLURM_STEP_ID", "0"), ("SLURM_STEP_NUM_TASKS", "4"), ("SLURM_PROCID", "0")],
+        &[("SLURM_STEP_ID", "0"), ("SLURM_NTASKS", "4")],
+    ];
+    for (env, backend) in launches.iter().zip(["", "local", "serial", "", "local"]) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("pi.toml"), PI).expect("the spec is written");
+        let mut args = vec!["run", "pi.toml", "--quiet"];
+        if !backend.is_empty() {
+            args.extend(["--backend", backend]);
+        }
+        let out = std::process::Command::new(common::WORKER)
+            .args(&args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .expect("the worker binary starts");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
+        let backend = if backend.is_empty() { "local" } else { backend };
+        assert!(stderr.starts_with("error: this program is one of "), "{env:?}: {stderr}");
+        assert!(stderr.contains(&format!("the {backend} backend would run the whole operation once in every rank")));
+        assert!(stderr.contains("`--backend mpi`"), "{stderr}");
+        assert!(!dir.path().join("results").exists(), "{env:?}: nothing runs");
+    }
+    // One rank, or a Slurm batch script (which runs once), runs as usual.
+    let single: [&[(&str, &str)]; 2] =
+        [&[("OMPI_COMM_WORLD_SIZE", "1")], &[("SLURM_NTASKS", "16"), ("SLURM_JOB_ID", "9")]];
+    for env in single {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("pi.toml"), PI).expect("the spec is written");
+        let out = std::process::Command::new(common::WORKER)
+            .args(["run", "pi.toml", "--quiet", "--backend", "serial"])
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .expect("the worker binary starts");
+        assert_eq!(out.status.code(), Some(0), "{env:?}: {}", text(&out.stderr));
+    }
+}
