@@ -50,6 +50,12 @@ pub enum Error {
         /// The parameter.
         name: String,
     },
+    /// The operation has more processes than a 64-bit id can number.
+    #[error("the operation has more processes than taskfarm can number ({what}, more than 18446744073709551615 = 2^64 - 1): split it into several operations, e.g. one per value of a parameter")]
+    TooManyProcesses {
+        /// How the count is made, e.g. `2 × 2 × 79 values of 3 parameters`.
+        what: String,
+    },
     /// `runs` is 0.
     #[error("`runs` must be at least 1")]
     ZeroRuns,

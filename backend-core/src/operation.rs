@@ -75,6 +75,9 @@ impl<P: Process> Operation<P> {
                 constraints: space.constraints().collect::<Vec<_>>().join(" && "),
             });
         }
+        let len = combinations.checked_mul(u64::from(runs)).ok_or_else(|| Error::TooManyProcesses {
+            what: format!("{combinations} parameter combinations × {runs} runs"),
+        })?;
         let spec = describe_space(&space, runs);
         let jobs = space
             .into_iter_owned()
@@ -84,7 +87,7 @@ impl<P: Process> Operation<P> {
                 let process = make(&params, run);
                 Job { id: id as u64, run, params, process }
             });
-        Self::from_parts(name.into(), Box::new(jobs), Some(combinations * u64::from(runs)), spec)
+        Self::from_parts(name.into(), Box::new(jobs), Some(len), spec)
     }
 
     /// An operation of the given processes, one each, in order. The parameters of each are

@@ -52,6 +52,11 @@ impl ParameterSpace {
         if let Some((name, _)) = ranges.iter().find(|(_, values)| values.iter().any(Value::holds_null)) {
             return Err(Error::NullParameter { name: name.clone() });
         }
+        let lengths = ranges.values().map(|values| values.len() as u64);
+        if lengths.clone().try_fold(1u64, u64::checked_mul).is_none() {
+            let product = lengths.map(|n| n.to_string()).collect::<Vec<_>>().join(" × ");
+            return Err(Error::TooManyProcesses { what: format!("the ranges have {product} combinations") });
+        }
         let names = ranges.keys().cloned().collect();
         Ok(ParameterSpace { source: Source::Ranges(ranges), names, constraints: Vec::new() })
     }
@@ -148,7 +153,8 @@ impl ParameterSpace {
 
     fn unconstrained_len(&self) -> u64 {
         match &self.source {
-            Source::Ranges(ranges) => ranges.values().map(|v| v.len() as u64).product(),
+            // `ranges` has checked that the product fits.
+            Source::Ranges(ranges) => ranges.values().map(|v| v.len() as u64).fold(1, u64::saturating_mul),
             Source::Settings(settings) => settings.len() as u64,
         }
     }
@@ -290,6 +296,22 @@ mod tests {
         let setting: Params = [("a".to_owned(), Value::from(1)), ("b".to_owned(), Value::Null)].into_iter().collect();
         let err = ParameterSpace::settings(vec![setting]).unwrap_err();
         assert!(matches!(&err, Error::NullParameter { name } if name == "b"), "{err}");
+    }
+
+    #[test]
+    fn more_combinations_than_ids_are_refused() {
+        // 2 × 2 × 79 × 167 × 6709 × 10223 × 12301 × 14087 is 4 modulo 2^64.
+        let lengths = [2, 2, 79, 167, 6709, 10223, 12301, 14087];
+        let ranges = lengths.iter().enumerate().map(|(i, &n)| (format!("p{i}"), ints(&(0..n).collect::<Vec<_>>())));
+        let err = ParameterSpace::ranges(ranges).unwrap_err().to_string();
+        assert!(err.starts_with("the operation has more processes than taskfarm can number"), "{err}");
+        assert!(err.contains("2 × 2 × 79 × 167 × 6709 × 10223 × 12301 × 14087 combinations"), "{err}");
+        // 16 parameters of 16 values: 2^64, which is 0 modulo 2^64.
+        let ranges = (0..16).map(|i| (format!("p{i}"), ints(&(0..16).collect::<Vec<_>>())));
+        assert!(matches!(ParameterSpace::ranges(ranges), Err(Error::TooManyProcesses { .. })));
+        // 15 of them fit.
+        let ranges = (0..15).map(|i| (format!("p{i}"), ints(&(0..16).collect::<Vec<_>>())));
+        assert_eq!(ParameterSpace::ranges(ranges).unwrap().count(), 1 << 60);
     }
 
     #[test]

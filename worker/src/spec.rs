@@ -251,7 +251,7 @@ impl Spec {
         let operation = Operation::sweep(name, space, header.runs, move |_params, _run| process.clone())
             .map_err(|e| {
                 let key = match e {
-                    CoreError::ZeroRuns => "runs",
+                    CoreError::ZeroRuns | CoreError::TooManyProcesses { .. } => "runs",
                     CoreError::InvalidName { .. } => "name",
                     _ => "constraints",
                 };

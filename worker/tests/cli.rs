@@ -159,6 +159,26 @@ struct Case {
 
 const PI: &str = "kind = \"monte_carlo_pi\"\nsamples = 10\n";
 
+/// 16 parameters of 16 values each: 2^64 combinations, one more than a u64 holds.
+const SIXTEEN_BY_SIXTEEN: &str = "kind = \"command\"\ncommand = [\"true\"]\n[parameter_ranges]\n\
+    a = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nb = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    c = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nd = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    e = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nf = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    g = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nh = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    i = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nj = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    k = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nl = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    m = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nn = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    o = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\np = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n";
+
+/// 16^10 = 2^40 combinations × 2^24 runs = 2^64 processes.
+const SIXTEEN_TO_THE_TEN_TIMES_2_24_RUNS: &str = "kind = \"command\"\nruns = 16777216\ncommand = [\"true\"]\n\
+    [parameter_ranges]\n\
+    a = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nb = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    c = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nd = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    e = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nf = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    g = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nh = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    i = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nj = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n";
+
 /// Runs `args` in a fresh directory holding `files`; returns a description of what is wrong.
 fn check(case: &Case) -> Option<String> {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -450,6 +470,21 @@ fn bad_input_is_one_sentence_and_exit_2() {
             args: &["run", "spec.yaml"],
             files: &[("spec.yaml", "kind: command\ncommand: [echo, null]\n")],
             expected: &["spec.yaml, line 2: `command` is null or holds a null", "leave the key out"],
+        },
+        Case {
+            what: "more parameter combinations than 64-bit ids (16 ranges of 16 values: 2^64)",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", SIXTEEN_BY_SIXTEEN)],
+            expected: &["line 3: the operation has more processes than taskfarm can number", "16 × 16 × 16"],
+        },
+        Case {
+            what: "more processes than 64-bit ids (16^10 combinations × 2^24 runs)",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", SIXTEEN_TO_THE_TEN_TIMES_2_24_RUNS)],
+            expected: &[
+                "line 2: the operation has more processes than taskfarm can number",
+                "(1099511627776 parameter combinations × 16777216 runs",
+            ],
         },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
