@@ -304,7 +304,12 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = IndexMap::new();
-        while let Some((k, v)) = access.next_entry::<String, Value>()? {
+        while let Some(k) = access.next_key::<String>()? {
+            // A format that admits a key twice (YAML, JSON) would keep only the last value.
+            if map.contains_key(&k) {
+                return Err(de::Error::custom(format!("duplicate key `{k}`: a key may appear once in a table")));
+            }
+            let v = access.next_value::<Value>()?;
             map.insert(k, v);
         }
         Ok(Value::Map(map))
@@ -357,6 +362,12 @@ mod tests {
         assert_eq!(map["b"], Value::Float(0.5));
         assert_eq!(map["c"], Value::Str("x".into()));
         assert_eq!(map["d"], Value::List(vec![Value::Bool(true), Value::Bool(false)]));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let err = serde_json::from_str::<Value>(r#"{"a": {"k": 1, "k": 2}}"#).unwrap_err().to_string();
+        assert!(err.starts_with("duplicate key `k`"), "{err}");
     }
 
     #[test]

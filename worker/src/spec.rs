@@ -92,8 +92,8 @@ impl Format {
 struct Header {
     name: Option<String>,
     kind: String,
-    parameter_ranges: Option<IndexMap<String, Vec<Value>>>,
-    parameter_settings: Option<Vec<Params>>,
+    parameter_ranges: Option<UniqueMap<Vec<Value>>>,
+    parameter_settings: Option<Vec<UniqueMap<Value>>>,
     #[serde(default)]
     constraints: Vec<String>,
     #[serde(default = "one")]
@@ -108,6 +108,37 @@ struct Header {
 
 fn one() -> u32 {
     1
+}
+
+/// A table read from a spec in which each key appears once: YAML admits a key twice and
+/// would keep only its last value (`{x: [1, 2], x: [3]}` would sweep `x = 3` alone).
+#[derive(Debug)]
+struct UniqueMap<V>(IndexMap<String, V>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = UniqueMap<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                let mut map = IndexMap::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    if map.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate key `{key}`: a key may appear once in a table"
+                        )));
+                    }
+                    let value = access.next_value::<V>()?;
+                    map.insert(key, value);
+                }
+                Ok(UniqueMap(map))
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// A loaded and validated spec, ready to run.
@@ -144,19 +175,19 @@ impl Spec {
             source: Box::new(source),
         };
 
-        let (header, document): (Header, Params) = match format {
+        let (header, document): (Header, UniqueMap<Value>) = match format {
             Format::Toml => {
                 let header = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
                 let document = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
                 (header, document)
             }
             Format::Yaml => {
-                let header = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
-                let document = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
+                let header = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, path, &e))?;
+                let document = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, path, &e))?;
                 (header, document)
             }
         };
-        let config: Params = document.into_iter().filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str())).collect();
+        let config: Params = document.0.into_iter().filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str())).collect();
 
         let kind = registry.get(&header.kind).ok_or_else(|| WorkerError::UnknownKind {
             path: path.to_owned(),
@@ -208,10 +239,11 @@ impl Spec {
                 ))
             }
             (Some(ranges), None) => {
-                (ParameterSpace::ranges(ranges).map_err(|e| space_error("parameter_ranges", e))?, "parameter_ranges")
+                (ParameterSpace::ranges(ranges.0).map_err(|e| space_error("parameter_ranges", e))?, "parameter_ranges")
             }
             (None, Some(settings)) => (
-                ParameterSpace::settings(settings).map_err(|e| space_error("parameter_settings", e))?,
+                ParameterSpace::settings(settings.into_iter().map(|s| s.0).collect())
+                    .map_err(|e| space_error("parameter_settings", e))?,
                 "parameter_settings",
             ),
             (None, None) => (ParameterSpace::single(), "runs"),
@@ -471,7 +503,7 @@ fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> WorkerError {
     WorkerError::Spec { path: path.to_owned(), line, message: with_key(text, line, message) }
 }
 
-fn yaml_error(path: &Path, error: &serde_yaml_ng::Error) -> WorkerError {
+fn yaml_error(text: &str, path: &Path, error: &serde_yaml_ng::Error) -> WorkerError {
     let location = error.location();
     let mut message = error.to_string();
     if let Some(l) = &location {
@@ -480,8 +512,44 @@ fn yaml_error(path: &Path, error: &serde_yaml_ng::Error) -> WorkerError {
     let message = one_line(&message);
     // serde_yaml_ng names the key of a type error itself (`runs: invalid type ...`); a
     // missing key has no line of its own.
-    let line = if message.starts_with("missing field") { None } else { location.map(|l| l.line()) };
+    let mut line = if message.starts_with("missing field") { None } else { location.map(|l| l.line()) };
+    // A duplicate key is reported where its table starts: point at the second occurrence.
+    if let (Some(start), Some(key)) = (line, duplicated_key(&message)) {
+        line = second_occurrence(text, start, key).or(line);
+    }
     WorkerError::Spec { path: path.to_owned(), line, message }
+}
+
+/// The key of a "duplicate key `k`" message.
+fn duplicated_key(message: &str) -> Option<&str> {
+    let rest = &message[message.find("duplicate key `")? + "duplicate key `".len()..];
+    Some(&rest[..rest.find('`')?])
+}
+
+/// The 1-based line, from line `start` on, where block-style YAML sets `key` for the second
+/// time at the column where it was first set (the column tells one table from another).
+fn second_occurrence(text: &str, start: usize, key: &str) -> Option<usize> {
+    let mut column = None;
+    for (i, line) in text.lines().enumerate().skip(start.checked_sub(1)?) {
+        let indent = line.len() - line.trim_start().len();
+        let content = line.trim_start();
+        let (offset, content) = match content.strip_prefix("- ") {
+            Some(after) => (indent + 2 + (after.len() - after.trim_start().len()), after.trim_start()),
+            None => (indent, content),
+        };
+        let sets_key = [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]
+            .iter()
+            .any(|k| content.strip_prefix(k.as_str()).is_some_and(|rest| rest.trim_start().starts_with(':')));
+        if !sets_key {
+            continue;
+        }
+        match column {
+            None => column = Some(offset),
+            Some(c) if c == offset => return Some(i + 1),
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -707,6 +775,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_level() {
+        let err = error("kind: command\ncommand: ['true']\nkind: command\n", Format::Yaml);
+        assert!(err.contains("duplicate") && err.contains("kind"), "{err}");
+        let err =
+            error("kind: command\ncommand: ['true']\nparameter_ranges:\n  x: [1]\n  y: [2]\n  x: [3]\n", Format::Yaml);
+        assert!(err.starts_with("spec.yaml, line 6: parameter_ranges: duplicate key `x`"), "{err}");
+        let err = error(
+            "kind: command\ncommand: ['true']\nparameter_settings:\n  - x: 1\n    t: {a: 1, a: 2}\n",
+            Format::Yaml,
+        );
+        assert!(err.contains("line 5") && err.contains("duplicate key `a`"), "{err}");
+        let err = error("kind = 'command'\ncommand = ['true']\n[parameter_ranges]\nx = [1]\nx = [2]\n", Format::Toml);
+        assert!(err.starts_with("spec.toml, line 5") && err.contains("duplicate key"), "{err}");
+    }
+
+    #[test]
+    fn finds_the_second_occurrence_of_a_key() {
+        let text = "a: 1\nlist:\n  - a: 2\n    b: 3\n  - b: 4\n    b: 5\na: 6\n";
+        assert_eq!(second_occurrence(text, 1, "a"), Some(7));
+        assert_eq!(second_occurrence(text, 5, "b"), Some(6));
+        assert_eq!(second_occurrence(text, 1, "zz"), None);
+        assert_eq!(duplicated_key("p[0]: duplicate key `k`: a key may appear once"), Some("k"));
     }
 
     #[test]

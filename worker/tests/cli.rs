@@ -486,6 +486,36 @@ fn bad_input_is_one_sentence_and_exit_2() {
                 "(1099511627776 parameter combinations × 16777216 runs",
             ],
         },
+        Case {
+            what: "duplicate parameter in YAML ranges",
+            args: &["validate", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: ['true']\nparameter_ranges: {x: [1, 2], x: [3]}\n")],
+            expected: &["spec.yaml, line 3", "duplicate key `x`"],
+        },
+        Case {
+            what: "duplicate parameter in a YAML setting",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: ['true']\nparameter_settings:\n  - a: 1\n    a: 2\n")],
+            expected: &["spec.yaml, line 5", "duplicate key `a`"],
+        },
+        Case {
+            what: "duplicate key inside a YAML parameter value",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: ['true']\nparameter_ranges:\n  t:\n    - {k: 1, k: 2}\n")],
+            expected: &["spec.yaml, line 5", "duplicate key `k`"],
+        },
+        Case {
+            what: "duplicate kind field in YAML",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: monte_carlo_pi\nsamples: 10\nsamples: 20\n")],
+            expected: &["spec.yaml, line 3", "duplicate key `samples`"],
+        },
+        Case {
+            what: "duplicate parameter in TOML ranges",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = [\"true\"]\nparameter_ranges = { x = [1, 2], x = [3] }\n")],
+            expected: &["spec.toml, line 3", "duplicate key"],
+        },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
     let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
