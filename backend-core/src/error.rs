@@ -56,6 +56,16 @@ pub enum Error {
         /// How the count is made, e.g. `2 × 2 × 79 values of 3 parameters`.
         what: String,
     },
+    /// A constraint cannot be evaluated for some combination (e.g. divides by zero).
+    #[error("the constraint `{constraint}` cannot be evaluated for {combination}: {reason}: make it true or false for every combination (`&&` and `||` stop when their left side decides, e.g. `x != 0 && 1 / x > 0`)")]
+    ConstraintFailed {
+        /// The constraint as written.
+        constraint: String,
+        /// The combination, as `name = value, ...`.
+        combination: String,
+        /// What the evaluator said.
+        reason: String,
+    },
     /// `runs` is 0.
     #[error("`runs` must be at least 1")]
     ZeroRuns,

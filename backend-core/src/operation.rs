@@ -69,7 +69,7 @@ impl<P: Process> Operation<P> {
         if runs == 0 {
             return Err(Error::ZeroRuns);
         }
-        let combinations = space.count();
+        let combinations = space.count()?;
         if combinations == 0 {
             return Err(Error::ConstraintsExcludeAll {
                 constraints: space.constraints().collect::<Vec<_>>().join(" && "),

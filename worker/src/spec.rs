@@ -803,6 +803,18 @@ mod tests {
     }
 
     #[test]
+    fn constraints_divide_as_python_does() {
+        let spec = parse(
+            "kind = 'command'\ncommand = ['true']\nconstraints = ['x != 0 && 1 / x > 0']\n\
+             parameter_ranges = { x = [1, 0, 2] }\n",
+            Format::Toml,
+        )
+        .unwrap();
+        let kept: Vec<_> = jobs_of(spec).into_iter().map(|(_, _, params)| params["x"].clone()).collect();
+        assert_eq!(kept, [Value::Int(1), Value::Int(2)]);
+    }
+
+    #[test]
     fn null_values_are_refused() {
         let err = error("kind: command\ncommand: ['true']\nparameter_ranges:\n  x: [~, a, b]\n", Format::Yaml);
         assert!(err.starts_with("spec.yaml, line 3: the parameter `x` has a null value"), "{err}");

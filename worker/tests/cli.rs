@@ -516,6 +516,15 @@ fn bad_input_is_one_sentence_and_exit_2() {
             files: &[("spec.toml", "kind = \"command\"\ncommand = [\"true\"]\nparameter_ranges = { x = [1, 2], x = [3] }\n")],
             expected: &["spec.toml, line 3", "duplicate key"],
         },
+        Case {
+            what: "constraint that cannot be evaluated for a later combination",
+            args: &["validate", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\nconstraints = [\"1 / x > 0\"]\nparameter_ranges = { x = [1, 0, 2] }\n",
+            )],
+            expected: &["spec.toml, line 3: the constraint `1 / x > 0` cannot be evaluated for x = 0", "division by zero"],
+        },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
     let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
