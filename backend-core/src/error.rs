@@ -75,6 +75,12 @@ pub enum Error {
         /// The name given.
         name: String,
     },
+    /// The operation's name is longer than a directory name can be.
+    #[error("the operation name is {length} characters long: it names a directory, so it may have at most 255")]
+    NameTooLong {
+        /// The name's length in bytes.
+        length: usize,
+    },
     /// The results path exists but is a file.
     #[error("the results path {} is a file, not a directory: choose another with --results", path.display())]
     ResultsNotADirectory {

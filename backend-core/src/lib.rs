@@ -35,6 +35,7 @@ pub use execute::{
     attempt_reason, close_attempts, describe_exit, execute_job, format_duration, in_child, kill_running_children,
     parse_duration, request_stop, run_child_if_requested, run_with_deadline, seconds_to_duration, signal_name,
     stop_now_requested, stop_requested, text_tail, ChildOutcome, Isolation, RunOptions, CHILD_ARGS, CHILD_ENV,
+    MAX_TIMEOUT_SECONDS,
 };
 pub use operation::{JobSource, Operation, Resume};
 pub use process::{Job, Process, ProcessContext, ProcessError};

@@ -11,6 +11,10 @@ use crate::{
     format_duration, Error, Isolation, Job, ParameterSpace, Params, Process, ProgressMode, Result, RunOptions, Value,
 };
 
+/// The longest operation name: it names a directory, and file systems take names of up to
+/// 255 bytes.
+const MAX_NAME_LEN: usize = 255;
+
 /// The lazy source of an operation's jobs.
 pub type JobSource<P> = Box<dyn Iterator<Item = Job<P>> + Send>;
 
@@ -127,6 +131,9 @@ impl<P: Process> Operation<P> {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid {
             return Err(Error::InvalidName { name });
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(Error::NameTooLong { length: name.len() });
         }
         spec.shift_insert(0, "name".into(), Value::Str(name.clone()));
         Ok(Operation {

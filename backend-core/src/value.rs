@@ -284,7 +284,15 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(i64::try_from(v).map(Value::Int).unwrap_or(Value::Float(v as f64)))
+        // A float would hold it only approximately: the value run would not be the one written.
+        i64::try_from(v).map(Value::Int).map_err(|_| {
+            E::custom(format!(
+                "the whole number {v} is too large: whole numbers go from {} to {} (write it as a string, or as a \
+                 float such as 1.8e19 if an approximation will do)",
+                i64::MIN,
+                i64::MAX
+            ))
+        })
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))

@@ -32,7 +32,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use backend_core::{parse_duration, seconds_to_duration, Isolation, RunOptions};
+use backend_core::{parse_duration, seconds_to_duration, Isolation, RunOptions, MAX_TIMEOUT_SECONDS};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use taskfarm::{CoreError, Operation, ParameterSpace, Params, Value};
@@ -231,6 +231,9 @@ impl Spec {
             ));
         }
 
+        // The settings of distinct sets of parameter names, each with its position: a kind
+        // is checked against each (a placeholder must have a value in every setting).
+        let mut shapes: Vec<(usize, Params)> = Vec::new();
         let (space, space_key) = match (header.parameter_ranges, header.parameter_settings) {
             (Some(_), Some(_)) => {
                 return Err(spec_error(
@@ -242,8 +245,11 @@ impl Spec {
                 (ParameterSpace::ranges(ranges.0).map_err(|e| space_error("parameter_ranges", e))?, "parameter_ranges")
             }
             (None, Some(settings)) => (
-                ParameterSpace::settings(settings.into_iter().map(|s| s.0).collect())
-                    .map_err(|e| space_error("parameter_settings", e))?,
+                {
+                    let settings: Vec<Params> = settings.into_iter().map(|s| s.0).collect();
+                    shapes = setting_shapes(&settings);
+                    ParameterSpace::settings(settings).map_err(|e| space_error("parameter_settings", e))?
+                },
                 "parameter_settings",
             ),
             (None, None) => (ParameterSpace::single(), "runs"),
@@ -262,7 +268,7 @@ impl Spec {
             space = space.constrain(constraint).map_err(|e| space_error("constraints", e))?;
         }
         let parameter_names = space.names().to_vec();
-        let first = space.iter().next().unwrap_or_default();
+        let probe = space.clone();
 
         let name = match header.name {
             Some(name) => name,
@@ -284,19 +290,38 @@ impl Spec {
             .map_err(|e| {
                 let key = match e {
                     CoreError::ZeroRuns | CoreError::TooManyProcesses { .. } => "runs",
-                    CoreError::InvalidName { .. } => "name",
+                    CoreError::InvalidName { .. } | CoreError::NameTooLong { .. } => "name",
                     _ => "constraints",
                 };
                 space_error(key, e)
             })?
             .with_spec(as_run)
             .with_options(options);
-        kind.validate(&KindSpec { config: &config, parameter_names: &parameter_names, first: &first }).map_err(
-            |e| {
-                let line = e.key.as_deref().and_then(at);
-                spec_error(line, e.message)
-            },
-        )?;
+        let kind_error = |e: crate::KindError, setting: Option<(usize, &Params)>| {
+            let line = e.key.as_deref().and_then(at);
+            let message = match setting {
+                Some((index, setting)) => {
+                    let names = setting.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>();
+                    let names = if names.is_empty() { "no parameters".to_owned() } else { names.join(", ") };
+                    format!("parameter setting {} (of {names}): {}", index + 1, e.message)
+                }
+                None => e.message,
+            };
+            spec_error(line, message)
+        };
+        if shapes.len() > 1 {
+            for (index, setting) in &shapes {
+                let names: Vec<String> = setting.keys().cloned().collect();
+                kind.validate(&KindSpec { config: &config, parameter_names: &names, first: setting })
+                    .map_err(|e| kind_error(e, Some((*index, setting))))?;
+            }
+        } else {
+            // The constraints were evaluated on every combination by `sweep`: nothing is
+            // left to fail here.
+            let first = probe.iter().next().unwrap_or_default();
+            kind.validate(&KindSpec { config: &config, parameter_names: &parameter_names, first: &first })
+                .map_err(|e| kind_error(e, None))?;
+        }
         Ok(Spec {
             path: path.to_owned(),
             kind: header.kind,
@@ -382,6 +407,17 @@ impl Spec {
     }
 }
 
+/// The first setting of each distinct set of parameter names, with its position.
+fn setting_shapes(settings: &[Params]) -> Vec<(usize, Params)> {
+    let mut seen = std::collections::HashSet::new();
+    settings
+        .iter()
+        .enumerate()
+        .filter(|(_, setting)| seen.insert(setting.keys().cloned().collect::<Vec<_>>()))
+        .map(|(index, setting)| (index, setting.clone()))
+        .collect()
+}
+
 /// The reliability options of a spec; an error names its key and says what is wrong.
 fn run_options(
     timeout: &Option<Value>,
@@ -391,8 +427,8 @@ fn run_options(
     let parsed_timeout = match timeout {
         None => None,
         Some(Value::Str(text)) => Some(parse_duration(text).map_err(|e| ("timeout", format!("`timeout`: {e}")))?),
-        Some(Value::Int(n)) => seconds_to_duration(*n as f64),
-        Some(Value::Float(x)) => seconds_to_duration(*x),
+        Some(Value::Int(n)) => seconds_in_range(*n as f64, &format!("{n}"))?,
+        Some(Value::Float(x)) => seconds_in_range(*x, &format!("{x:?}"))?,
         Some(other) => {
             return Err((
                 "timeout",
@@ -418,6 +454,21 @@ fn run_options(
         }
     };
     Ok(RunOptions { timeout: parsed_timeout, retries, isolation, threads: 1 })
+}
+
+/// A `timeout` given as a number of seconds: more than 0 and below
+/// [`MAX_TIMEOUT_SECONDS`]; the error says which bound `shown` is past.
+fn seconds_in_range(seconds: f64, shown: &str) -> Result<Option<std::time::Duration>, (&'static str, String)> {
+    if seconds.is_nan() || seconds >= MAX_TIMEOUT_SECONDS {
+        return Err((
+            "timeout",
+            format!(
+                "`timeout` must be a number of seconds below {MAX_TIMEOUT_SECONDS:e} (about 31,700 years), not \
+                 {shown}: leave it out for no limit"
+            ),
+        ));
+    }
+    Ok(seconds_to_duration(seconds))
 }
 
 /// A count of threads (`threads`, `threads_per_rank`): a whole number from 1 to

@@ -159,6 +159,15 @@ struct Case {
 
 const PI: &str = "kind = \"monte_carlo_pi\"\nsamples = 10\n";
 
+/// A spec whose name has 306 characters.
+const LONG_NAME: &str = concat!(
+    "name = \"",
+    "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123",
+    "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123",
+    "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123",
+    "\"\nkind = \"monte_carlo_pi\"\nsamples = 10\n"
+);
+
 /// 16 parameters of 16 values each: 2^64 combinations, one more than a u64 holds.
 const SIXTEEN_BY_SIXTEEN: &str = "kind = \"command\"\ncommand = [\"true\"]\n[parameter_ranges]\n\
     a = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nb = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
@@ -524,6 +533,54 @@ fn bad_input_is_one_sentence_and_exit_2() {
                 "kind = \"command\"\ncommand = [\"true\"]\nconstraints = [\"1 / x > 0\"]\nparameter_ranges = { x = [1, 0, 2] }\n",
             )],
             expected: &["spec.toml, line 3: the constraint `1 / x > 0` cannot be evaluated for x = 0", "division by zero"],
+        },
+        Case {
+            what: "a placeholder that some parameter setting has no value for",
+            args: &["validate", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"echo\", \"{a}\", \"{b}\"]\nparameter_settings = [{ a = 1 }, { b = 2 }]\n",
+            )],
+            expected: &["spec.toml, line 2: parameter setting 1 (of `a`): the placeholder `{b}`"],
+        },
+        Case {
+            what: "a field of a typed kind that some parameter setting lacks",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"monte_carlo_pi\"\nparameter_settings = [{ samples = 1 }, { seed = 2 }]\n",
+            )],
+            expected: &["parameter setting 2 (of `seed`): kind `monte_carlo_pi`: missing field `samples`"],
+        },
+        Case {
+            what: "samples = 0",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 0\n")],
+            expected: &["spec.toml, line 2: field `samples`: must be a whole number from 1 to 9223372036854775807, not 0"],
+        },
+        Case {
+            what: "a whole number beyond 64-bit integers",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 18446744073709551615\n")],
+            expected: &["spec.toml, line 2: the whole number 18446744073709551615 is too large", "to 9223372036854775807"],
+        },
+        Case {
+            what: "a timeout too long to be a timeout",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = \"true\"\ntimeout = 1e300\n")],
+            expected: &["spec.toml, line 3: `timeout` must be a number of seconds below 1e12", "not 1e300"],
+        },
+        Case {
+            what: "an infinite timeout",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = \"true\"\ntimeout = inf\n")],
+            expected: &["spec.toml, line 3: `timeout` must be a number of seconds below 1e12", "not inf", "leave it out"],
+        },
+        Case {
+            what: "an operation name too long for a directory",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", LONG_NAME)],
+            expected: &["spec.toml, line 1: the operation name is 306 characters long", "at most 255"],
         },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
