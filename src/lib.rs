@@ -97,6 +97,15 @@ pub enum Error {
         /// The Cargo feature that brings it.
         feature: &'static str,
     },
+    /// The program is one of several ranks of an MPI job, and the backend asked for is not
+    /// `mpi`: every rank would run the whole operation.
+    #[error("this program is one of {} ranks of an MPI job ({}), and the {backend} backend would run the whole operation once in every rank, into as many result directories: use the mpi backend (`--backend mpi` for taskfarm-worker, `create_backend(\"mpi\", ...)` in a program), or start a single copy without mpirun or srun", launch.ranks, launch.variable)]
+    ManyRanks {
+        /// The backend asked for.
+        backend: String,
+        /// The MPI job the program was started in.
+        launch: MpiLaunch,
+    },
     /// The backend refused its settings or could not start.
     #[error(transparent)]
     Core(#[from] backend_core::Error),
@@ -109,8 +118,13 @@ pub enum Error {
 /// Makes the backend called `name` (`serial`, `local` or `mpi`) for processes of type `P`.
 ///
 /// Asking for a backend this build lacks is an error that names the feature to enable.
+/// Started as one of several ranks of an MPI job (by `mpirun`, `mpiexec` or `srun`; see
+/// [`MpiLaunch`]), any backend but `mpi` is an error: each rank would run the whole
+/// operation. (`SerialBackend::new()` and `LocalBackend::new(..)` are not refused, for a
+/// program that means to run a copy in each rank.)
 #[cfg_attr(not(any(feature = "local", feature = "mpi")), allow(unused_variables))]
 pub fn create_backend<P: Process>(name: &str, options: &BackendOptions) -> Result<Box<dyn Backend<P>>, Error> {
+    refuse_under_many_ranks(name, MpiLaunch::detect())?;
     match name {
         "serial" => Ok(Box::new(SerialBackend::new())),
         #[cfg(feature = "local")]
@@ -134,4 +148,107 @@ pub fn create_backend<P: Process>(name: &str, options: &BackendOptions) -> Resul
 /// Whether this build has the backend called `name`.
 pub fn has_backend(name: &str) -> bool {
     (name == "serial") || (name == "local" && cfg!(feature = "local")) || (name == "mpi" && cfg!(feature = "mpi"))
+}
+
+/// An MPI job of more than one rank that this program was started in, as the launcher's
+/// environment says: `OMPI_COMM_WORLD_SIZE` (Open MPI), `PMI_SIZE` (MPICH, Intel MPI),
+/// `MV2_COMM_WORLD_SIZE` (MVAPICH), `PMIX_RANK` with one of those or a rank above 0 (PMIx),
+/// or `SLURM_STEP_NUM_TASKS` (`SLURM_NTASKS` with `SLURM_STEP_ID`) inside an `srun` step
+/// (not in a batch script, which runs once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MpiLaunch {
+    /// How many ranks the job has (at least 2).
+    pub ranks: u64,
+    /// The variable that says so, as `NAME=value`.
+    pub variable: String,
+}
+
+impl MpiLaunch {
+    /// The MPI job of more than one rank this program runs in, if any.
+    pub fn detect() -> Option<MpiLaunch> {
+        MpiLaunch::from_env(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`MpiLaunch::detect`], with the environment read through `var`.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Option<MpiLaunch> {
+        let number = |name: &str| var(name).and_then(|v| v.trim().parse::<u64>().ok().map(|n| (n, v)));
+        let launch = |name: &str, (ranks, value): (u64, String)| {
+            (ranks > 1).then(|| MpiLaunch { ranks, variable: format!("{name}={}", value.trim()) })
+        };
+        let in_srun_step = var("SLURM_STEP_ID").is_some_and(|id| {
+            // The batch script and the extern step have step ids of their own; neither is
+            // a task of a parallel step.
+            !matches!(id.trim(), "4294967294" | "4294967293" | "batch" | "extern")
+        });
+        let mut sizes = vec!["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"];
+        if in_srun_step {
+            sizes.push("SLURM_NTASKS");
+        }
+        if let Some(found) = sizes.into_iter().find_map(|name| number(name).and_then(|n| launch(name, n))) {
+            return Some(found);
+        }
+        // PMIx gives each rank its rank but not always the size: a rank above 0 means two
+        // ranks at least.
+        number("PMIX_RANK")
+            .filter(|(rank, _)| *rank > 0)
+            .map(|(rank, value)| MpiLaunch { ranks: rank + 1, variable: format!("PMIX_RANK={}", value.trim()) })
+    }
+}
+
+/// The error for a backend other than `mpi` in an MPI job of several ranks.
+fn refuse_under_many_ranks(name: &str, launch: Option<MpiLaunch>) -> Result<(), Error> {
+    match launch {
+        Some(launch) if name != "mpi" && BACKENDS.contains(&name) => {
+            Err(Error::ManyRanks { backend: name.to_owned(), launch })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(vars: &[(&str, &str)]) -> Option<MpiLaunch> {
+        MpiLaunch::from_env(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+    }
+
+    #[test]
+    fn launchers_of_several_ranks_are_recognised() {
+        let four = |variable: &str| Some(MpiLaunch { ranks: 4, variable: variable.to_owned() });
+        assert_eq!(launch(&[("OMPI_COMM_WORLD_SIZE", "4")]), four("OMPI_COMM_WORLD_SIZE=4"));
+        assert_eq!(launch(&[("PMI_SIZE", "4")]), four("PMI_SIZE=4"));
+        assert_eq!(launch(&[("PMIX_RANK", "0"), ("PMI_SIZE", "4")]), four("PMI_SIZE=4"));
+        assert_eq!(launch(&[("PMIX_RANK", "3")]), four("PMIX_RANK=3"));
+        assert_eq!(launch(&[("SLURM_STEP_ID", "0"), ("SLURM_STEP_NUM_TASKS", "4")]), four("SLURM_STEP_NUM_TASKS=4"));
+        assert_eq!(launch(&[("SLURM_STEP_ID", "2"), ("SLURM_NTASKS", "4")]), four("SLURM_NTASKS=4"));
+        // One rank, a batch script, no launcher, or nonsense: no MPI job of several ranks.
+        assert_eq!(launch(&[("OMPI_COMM_WORLD_SIZE", "1")]), None);
+        assert_eq!(launch(&[("PMIX_RANK", "0")]), None);
+        assert_eq!(launch(&[("SLURM_NTASKS", "16"), ("SLURM_JOB_ID", "7")]), None);
+        assert_eq!(launch(&[("SLURM_STEP_ID", "4294967294"), ("SLURM_NTASKS", "16")]), None);
+        assert_eq!(launch(&[("PMI_SIZE", "many")]), None);
+        assert_eq!(launch(&[]), None);
+    }
+
+    #[test]
+    fn only_the_mpi_backend_runs_in_several_ranks() {
+        let job = launch(&[("OMPI_COMM_WORLD_SIZE", "4")]);
+        for name in ["serial", "local"] {
+            let err = refuse_under_many_ranks(name, job.clone()).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, Error::ManyRanks { .. }), "{text}");
+            assert!(
+                text.starts_with(&format!(
+                    "this program is one of 4 ranks of an MPI job (OMPI_COMM_WORLD_SIZE=4), and the {name} backend"
+                )),
+                "{text}"
+            );
+            assert!(text.contains("`--backend mpi`"), "{text}");
+        }
+        assert!(refuse_under_many_ranks("mpi", job.clone()).is_ok());
+        assert!(refuse_under_many_ranks("serial", None).is_ok());
+        // An unknown name is still reported as unknown.
+        assert!(refuse_under_many_ranks("cloud", job).is_ok());
+    }
 }

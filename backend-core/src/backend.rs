@@ -640,12 +640,27 @@ fn check_same_spec(dir: &Path, spec: &Params) -> Result<()> {
     let mut now = to_toml_table(spec);
     was.remove("backend");
     now.remove("backend");
-    if was == now {
-        return Ok(());
+    // Values compare as a run sees them: a NaN parameter is the same NaN there and now
+    // (`==` on floats says NaN differs from itself), and the keys of a table in order (the
+    // order of `parameter_ranges` numbers the processes).
+    fn same(a: &toml::Value, b: &toml::Value) -> bool {
+        use toml::Value::{Array, Float, Table};
+        match (a, b) {
+            (Float(x), Float(y)) => x == y || (x.is_nan() && y.is_nan()),
+            (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+            (Table(x), Table(y)) => x.len() == y.len() && x.iter().zip(y).all(|((j, a), (k, b))| j == k && same(a, b)),
+            _ => a == b,
+        }
     }
+    let same_at = |k: &String| match (was.get(k), now.get(k)) {
+        (Some(a), Some(b)) => same(a, b),
+        (a, b) => a == b,
+    };
     let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
+    let Some(key) = keys.into_iter().find(|k| !same_at(k)).cloned() else {
+        return Ok(());
+    };
     let show = |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into());
-    let key = keys.into_iter().find(|k| was.get(*k) != now.get(*k)).cloned().unwrap_or_default();
     Err(Error::ResumeSpecDiffers { path: dir.to_owned(), was: show(was.get(&key)), now: show(now.get(&key)), key })
 }
 

@@ -44,6 +44,36 @@ pub enum Error {
         /// What the evaluator said.
         reason: String,
     },
+    /// A parameter value is null, or holds a null in a list or table (YAML `~`, `null`).
+    #[error("the parameter `{name}` has a null value (YAML `~` or `null`), which a run's operation.toml cannot record (TOML has no null), so the run could not be repeated or resumed as it was: write \"\" for an empty value")]
+    NullParameter {
+        /// The parameter.
+        name: String,
+    },
+    /// A parameter's value holds a whole number beyond 64-bit integers.
+    #[error("the parameter `{name}` holds the whole number {value}, which is too large: whole numbers go from {} to {} (write it as a string, or as a float such as 1.8e19 if an approximation will do)", i64::MIN, i64::MAX)]
+    HugeIntParameter {
+        /// The parameter.
+        name: String,
+        /// The number.
+        value: u64,
+    },
+    /// The operation has more processes than a 64-bit id can number.
+    #[error("the operation has more processes than taskfarm can number ({what}, more than 18446744073709551615 = 2^64 - 1): split it into several operations, e.g. one per value of a parameter")]
+    TooManyProcesses {
+        /// How the count is made, e.g. `2 × 2 × 79 values of 3 parameters`.
+        what: String,
+    },
+    /// A constraint cannot be evaluated for some combination (e.g. divides by zero).
+    #[error("the constraint `{constraint}` cannot be evaluated for {combination}: {reason}: make it true or false for every combination (`&&` and `||` stop when their left side decides, e.g. `x != 0 && 1 / x > 0`)")]
+    ConstraintFailed {
+        /// The constraint as written.
+        constraint: String,
+        /// The combination, as `name = value, ...`.
+        combination: String,
+        /// What the evaluator said.
+        reason: String,
+    },
     /// `runs` is 0.
     #[error("`runs` must be at least 1")]
     ZeroRuns,
@@ -52,6 +82,12 @@ pub enum Error {
     InvalidName {
         /// The name given.
         name: String,
+    },
+    /// The operation's name is longer than a directory name can be.
+    #[error("the operation name is {length} characters long: it names a directory, so it may have at most 255")]
+    NameTooLong {
+        /// The name's length in bytes.
+        length: usize,
     },
     /// The results path exists but is a file.
     #[error("the results path {} is a file, not a directory: choose another with --results", path.display())]

@@ -99,13 +99,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let value: f64 = number.parse().unwrap_or(f64::NAN);
     seconds_to_duration(value * scale).ok_or_else(|| {
-        format!("`{text}` is not a duration: write a positive number of seconds, or e.g. \"250ms\", \"30s\", \"5m\", \"2h\"")
+        format!(
+            "`{text}` is not a duration: write a positive number of seconds below {MAX_TIMEOUT_SECONDS:e}, or e.g. \
+             \"250ms\", \"30s\", \"5m\", \"2h\""
+        )
     })
 }
 
-/// A positive, finite number of seconds as a duration.
+/// The longest timeout, in seconds (exclusive; about 31,700 years): far beyond any run, and
+/// far from where adding it to a clock's reading could overflow.
+pub const MAX_TIMEOUT_SECONDS: f64 = 1e12;
+
+/// A positive, finite number of seconds below [`MAX_TIMEOUT_SECONDS`] as a duration.
 pub fn seconds_to_duration(seconds: f64) -> Option<Duration> {
-    (seconds.is_finite() && seconds > 0.0 && seconds < 1e12).then(|| Duration::from_secs_f64(seconds))
+    (seconds.is_finite() && seconds > 0.0 && seconds < MAX_TIMEOUT_SECONDS).then(|| Duration::from_secs_f64(seconds))
 }
 
 /// A duration as spec files write it, e.g. `30s` or `0.25s`.

@@ -11,6 +11,10 @@ use crate::{
     format_duration, Error, Isolation, Job, ParameterSpace, Params, Process, ProgressMode, Result, RunOptions, Value,
 };
 
+/// The longest operation name: it names a directory, and file systems take names of up to
+/// 255 bytes.
+const MAX_NAME_LEN: usize = 255;
+
 /// The lazy source of an operation's jobs.
 pub type JobSource<P> = Box<dyn Iterator<Item = Job<P>> + Send>;
 
@@ -69,12 +73,15 @@ impl<P: Process> Operation<P> {
         if runs == 0 {
             return Err(Error::ZeroRuns);
         }
-        let combinations = space.count();
+        let combinations = space.count()?;
         if combinations == 0 {
             return Err(Error::ConstraintsExcludeAll {
                 constraints: space.constraints().collect::<Vec<_>>().join(" && "),
             });
         }
+        let len = combinations.checked_mul(u64::from(runs)).ok_or_else(|| Error::TooManyProcesses {
+            what: format!("{combinations} parameter combinations × {runs} runs"),
+        })?;
         let spec = describe_space(&space, runs);
         let jobs = space
             .into_iter_owned()
@@ -84,7 +91,7 @@ impl<P: Process> Operation<P> {
                 let process = make(&params, run);
                 Job { id: id as u64, run, params, process }
             });
-        Self::from_parts(name.into(), Box::new(jobs), Some(combinations * u64::from(runs)), spec)
+        Self::from_parts(name.into(), Box::new(jobs), Some(len), spec)
     }
 
     /// An operation of the given processes, one each, in order. The parameters of each are
@@ -124,6 +131,9 @@ impl<P: Process> Operation<P> {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid {
             return Err(Error::InvalidName { name });
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(Error::NameTooLong { length: name.len() });
         }
         spec.shift_insert(0, "name".into(), Value::Str(name.clone()));
         Ok(Operation {

@@ -66,11 +66,47 @@ pub fn create_result_dir(base: &Path, name: &str) -> Result<PathBuf> {
 
 /// Writes `operation.toml`, the spec as run.
 pub fn write_operation_toml(dir: &Path, spec: &Params) -> Result<()> {
-    let table = to_toml_table(spec);
-    let text = toml::to_string_pretty(&table)
-        .map_err(|e| Error::Internal(format!("the spec could not be written as TOML: {e}")))?;
+    let text = operation_toml_text(spec)?;
     let path = dir.join(files::OPERATION);
     fs::write(&path, text).map_err(|e| Error::io("write", &path, e))
+}
+
+/// The spec as TOML text in which every value is written inline (`a = [{ x = 1 }]`, never
+/// a `[[a]]` section): a TOML writer moves keys holding tables after the others, which
+/// would reorder `parameter_ranges` and so renumber the processes of a resumed run. The
+/// top-level tables become `[key]` sections after the other keys; their keys keep their
+/// order.
+fn operation_toml_text(spec: &Params) -> Result<String> {
+    let inline = |value: &toml::Value| {
+        let mut out = String::new();
+        serde::Serialize::serialize(value, toml::ser::ValueSerializer::new(&mut out))
+            .map_err(|e| Error::Internal(format!("the spec could not be written as TOML: {e}")))?;
+        Ok::<_, Error>(out)
+    };
+    let mut text = String::new();
+    let mut sections = String::new();
+    for (key, value) in &to_toml_table(spec) {
+        match value {
+            toml::Value::Table(table) => {
+                sections.push_str(&format!("\n[{}]\n", toml_key(key)));
+                for (k, v) in table {
+                    sections.push_str(&format!("{} = {}\n", toml_key(k), inline(v)?));
+                }
+            }
+            other => text.push_str(&format!("{} = {}\n", toml_key(key), inline(other)?)),
+        }
+    }
+    Ok(text + &sections)
+}
+
+/// A key as TOML writes it: bare when it can be, else quoted.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_owned()
+    } else {
+        toml::Value::String(key.to_owned()).to_string()
+    }
 }
 
 /// The spec as the TOML table `operation.toml` holds.

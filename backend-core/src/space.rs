@@ -4,7 +4,7 @@
 //! A space is enumerated lazily: a sweep of a million combinations never holds a
 //! million parameter tables at once.
 
-use evalexpr::{ContextWithMutableVariables, DefaultNumericTypes, HashMapContext, Node};
+use evalexpr::{ContextWithMutableVariables, DefaultNumericTypes, EvalexprError, HashMapContext, Node, Operator};
 use indexmap::IndexMap;
 
 use crate::{Error, Params, Result, Value};
@@ -27,7 +27,11 @@ enum Source {
 struct Constraint {
     text: String,
     tree: Node<DefaultNumericTypes>,
+    /// Whether the tree has no `/`, `&&` or `||`, which evalexpr alone evaluates as Python would.
+    plain: bool,
 }
+
+type Evaluated = evalexpr::Value<DefaultNumericTypes>;
 
 impl ParameterSpace {
     /// The cross product of the given ranges: every combination of one value per parameter,
@@ -39,7 +43,7 @@ impl ParameterSpace {
     ///     ("alpha", vec![Value::from(1), Value::from(2)]),
     ///     ("beta", vec![Value::from(10), Value::from(20), Value::from(30)]),
     /// ]).unwrap();
-    /// assert_eq!(space.count(), 6);
+    /// assert_eq!(space.count().unwrap(), 6);
     /// ```
     pub fn ranges<K: Into<String>>(ranges: impl IntoIterator<Item = (K, Vec<Value>)>) -> Result<Self> {
         let ranges: IndexMap<String, Vec<Value>> = ranges.into_iter().map(|(k, v)| (k.into(), v)).collect();
@@ -48,6 +52,19 @@ impl ParameterSpace {
         }
         if let Some((name, _)) = ranges.iter().find(|(_, values)| values.is_empty()) {
             return Err(Error::EmptyParameterSpace { why: format!("the range of parameter `{name}` has no values") });
+        }
+        if let Some((name, _)) = ranges.iter().find(|(_, values)| values.iter().any(Value::holds_null)) {
+            return Err(Error::NullParameter { name: name.clone() });
+        }
+        for (name, values) in &ranges {
+            if let Some(value) = values.iter().find_map(Value::huge_int) {
+                return Err(Error::HugeIntParameter { name: name.clone(), value });
+            }
+        }
+        let lengths = ranges.values().map(|values| values.len() as u64);
+        if lengths.clone().try_fold(1u64, u64::checked_mul).is_none() {
+            let product = lengths.map(|n| n.to_string()).collect::<Vec<_>>().join(" × ");
+            return Err(Error::TooManyProcesses { what: format!("the ranges have {product} combinations") });
         }
         let names = ranges.keys().cloned().collect();
         Ok(ParameterSpace { source: Source::Ranges(ranges), names, constraints: Vec::new() })
@@ -60,6 +77,14 @@ impl ParameterSpace {
         }
         let mut names: Vec<String> = Vec::new();
         for setting in &settings {
+            if let Some((name, _)) = setting.iter().find(|(_, value)| value.holds_null()) {
+                return Err(Error::NullParameter { name: name.clone() });
+            }
+            for (name, value) in setting {
+                if let Some(value) = value.huge_int() {
+                    return Err(Error::HugeIntParameter { name: name.clone(), value });
+                }
+            }
             for key in setting.keys() {
                 if !names.contains(key) {
                     names.push(key.clone());
@@ -77,8 +102,11 @@ impl ParameterSpace {
     /// Keeps only the combinations for which `expression` is true.
     ///
     /// The expression uses parameter names as variables (`alpha < beta && gamma != 0`);
-    /// pySPACE's `__alpha__` spelling is accepted too. A syntax error, a name that is not a
-    /// parameter, or an expression that is not boolean is an error here, before anything runs.
+    /// pySPACE's `__alpha__` spelling is accepted too. As in Python 3, `/` is true division
+    /// (`1 / 2` is 0.5; dividing by zero is an error) and `&&`, `||` stop at their left side
+    /// when it decides (`x != 0 && 1 / x > 0`). A syntax error, a name that is not a
+    /// parameter, or an expression that is not boolean on the first combination is an error
+    /// here; one that fails on another combination is an error of [`ParameterSpace::count`].
     pub fn constrain(mut self, expression: &str) -> Result<Self> {
         let text = self.strip_pyspace_underscores(expression);
         let tree = evalexpr::build_operator_tree::<DefaultNumericTypes>(&text)
@@ -92,7 +120,8 @@ impl ParameterSpace {
                 });
             }
         }
-        let constraint = Constraint { text: expression.to_owned(), tree };
+        let plain = !needs_own_evaluation(&tree);
+        let constraint = Constraint { text: expression.to_owned(), tree, plain };
         // Evaluate once on the first combination so a type error shows up now.
         if let Some(first) = self.unconstrained().next() {
             constraint.holds(&first)?;
@@ -113,11 +142,23 @@ impl ParameterSpace {
 
     /// Enumerates the combinations that satisfy every constraint, lazily.
     ///
-    /// A constraint that fails to evaluate on some combination (e.g. compares a string with
-    /// a number) excludes that combination; [`ParameterSpace::constrain`] has already checked
-    /// the first one.
+    /// A constraint that fails to evaluate on some combination (e.g. divides by zero)
+    /// excludes that combination and logs an error that names it; [`ParameterSpace::count`]
+    /// (which [`Operation::sweep`](crate::Operation::sweep) calls) refuses such a space
+    /// before anything runs.
     pub fn iter(&self) -> impl Iterator<Item = Params> + Send + '_ {
-        self.unconstrained().filter(move |params| self.constraints.iter().all(|c| c.holds(params).unwrap_or(false)))
+        self.unconstrained().filter(move |params| self.admits(params))
+    }
+
+    /// Whether every constraint holds for `params`; one that fails to evaluate is logged.
+    fn admits(&self, params: &Params) -> bool {
+        self.constraints.iter().all(|c| match c.holds(params) {
+            Ok(holds) => holds,
+            Err(e) => {
+                tracing::error!(target: "taskfarm", "{e}; the combination is left out");
+                false
+            }
+        })
     }
 
     /// Enumerates the combinations lazily, owning the space (for `'static` sources).
@@ -126,23 +167,37 @@ impl ParameterSpace {
         std::iter::from_fn(move || loop {
             let params = self.nth_unconstrained(index)?;
             index += 1;
-            if self.constraints.iter().all(|c| c.holds(&params).unwrap_or(false)) {
+            if self.admits(&params) {
                 return Some(params);
             }
         })
     }
 
-    /// How many combinations satisfy the constraints (enumerates them once).
-    pub fn count(&self) -> u64 {
+    /// How many combinations satisfy the constraints (evaluates them on every combination
+    /// once). A constraint that cannot be evaluated on some combination is an error that
+    /// names it.
+    pub fn count(&self) -> Result<u64> {
         if self.constraints.is_empty() {
-            return self.unconstrained_len();
+            return Ok(self.unconstrained_len());
         }
-        self.iter().count() as u64
+        let mut count = 0u64;
+        for params in self.unconstrained() {
+            let mut admitted = true;
+            for constraint in &self.constraints {
+                if !constraint.holds(&params)? {
+                    admitted = false;
+                    break;
+                }
+            }
+            count += u64::from(admitted);
+        }
+        Ok(count)
     }
 
     fn unconstrained_len(&self) -> u64 {
         match &self.source {
-            Source::Ranges(ranges) => ranges.values().map(|v| v.len() as u64).product(),
+            // `ranges` has checked that the product fits.
+            Source::Ranges(ranges) => ranges.values().map(|v| v.len() as u64).fold(1, u64::saturating_mul),
             Source::Settings(settings) => settings.len() as u64,
         }
     }
@@ -179,6 +234,65 @@ impl ParameterSpace {
     }
 }
 
+/// Whether `node` holds a `/`, `&&`, `||`, `==` or `!=`, which [`evaluate`] evaluates itself.
+fn needs_own_evaluation(node: &Node<DefaultNumericTypes>) -> bool {
+    matches!(node.operator(), Operator::Div | Operator::And | Operator::Or | Operator::Eq | Operator::Neq)
+        || node.children().iter().any(needs_own_evaluation)
+}
+
+/// Evaluates `node` as evalexpr does, except that, as in Python 3, `/` is true division (an
+/// error for a zero divisor), `&&` and `||` do not evaluate their right side when the left
+/// decides, and `==`, `!=` compare an integer with a float by value. evalexpr divides
+/// integers as integers (`1 / 2` is 0), evaluates both sides of `&&` (so
+/// `x != 0 && 1 / x > 0` would fail on `x = 0`), and finds `2.0 == 2` false.
+fn evaluate(
+    node: &Node<DefaultNumericTypes>,
+    context: &HashMapContext<DefaultNumericTypes>,
+) -> evalexpr::EvalexprResult<Evaluated> {
+    let children = node.children();
+    match node.operator() {
+        Operator::And | Operator::Or if children.len() == 2 => {
+            let stop_at = matches!(node.operator(), Operator::Or);
+            let left = evaluate(&children[0], context)?.as_boolean()?;
+            if left == stop_at {
+                return Ok(Evaluated::Boolean(left));
+            }
+            Ok(Evaluated::Boolean(evaluate(&children[1], context)?.as_boolean()?))
+        }
+        Operator::Div if children.len() == 2 => {
+            let dividend = evaluate(&children[0], context)?.as_number()?;
+            let divisor = evaluate(&children[1], context)?.as_number()?;
+            if divisor == 0.0 {
+                return Err(EvalexprError::CustomMessage(format!("division by zero ({dividend} / {divisor})")));
+            }
+            Ok(Evaluated::Float(dividend / divisor))
+        }
+        Operator::Eq | Operator::Neq if children.len() == 2 => {
+            let left = evaluate(&children[0], context)?;
+            let right = evaluate(&children[1], context)?;
+            let equal = match (&left, &right) {
+                (Evaluated::Int(_), Evaluated::Float(_)) | (Evaluated::Float(_), Evaluated::Int(_)) => {
+                    left.as_number()? == right.as_number()?
+                }
+                _ => left == right,
+            };
+            Ok(Evaluated::Boolean(equal == matches!(node.operator(), Operator::Eq)))
+        }
+        _ if !needs_own_evaluation(node) => node.eval_with_context(context),
+        _ => {
+            // Evaluate the children here, then apply this node's operator to their values
+            // through evalexpr (as constants in place of the children).
+            let mut shallow = node.clone();
+            for (slot, child) in shallow.children_mut().iter_mut().zip(children) {
+                let value = evaluate(child, context)?;
+                *slot.operator_mut() = Operator::Const { value };
+                slot.children_mut().clear();
+            }
+            shallow.eval_with_context(context)
+        }
+    }
+}
+
 impl Constraint {
     fn holds(&self, params: &Params) -> Result<bool> {
         let mut context = HashMapContext::<DefaultNumericTypes>::new();
@@ -193,11 +307,19 @@ impl Constraint {
             // Setting a fresh variable cannot fail.
             let _ = context.set_value(name.clone(), v);
         }
-        self.tree.eval_boolean_with_context(&context).map_err(|e| match e {
-            evalexpr::EvalexprError::WrongOperatorArgumentAmount { .. } => {
+        let value = if self.plain { self.tree.eval_with_context(&context) } else { evaluate(&self.tree, &context) };
+        value.and_then(|v| v.as_boolean()).map_err(|e| match e {
+            EvalexprError::WrongOperatorArgumentAmount { .. } => {
                 Error::ConstraintSyntax { constraint: self.text.clone(), reason: e.to_string() }
             }
-            _ => Error::ConstraintNotBoolean { constraint: self.text.clone(), reason: e.to_string() },
+            EvalexprError::ExpectedBoolean { .. } => {
+                Error::ConstraintNotBoolean { constraint: self.text.clone(), reason: e.to_string() }
+            }
+            _ => Error::ConstraintFailed {
+                constraint: self.text.clone(),
+                combination: params.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", "),
+                reason: e.to_string(),
+            },
         })
     }
 }
@@ -256,7 +378,7 @@ mod tests {
             .unwrap()
             .constrain("__beta__ != 2")
             .unwrap();
-        assert_eq!(space.count(), 2);
+        assert_eq!(space.count().unwrap(), 2);
         assert_eq!(space.clone().into_iter_owned().count(), 2);
     }
 
@@ -269,6 +391,65 @@ mod tests {
         assert!(err.contains("`gamma`") && err.contains("alpha"), "{err}");
         let err = space.constrain("alpha + 1").unwrap_err().to_string();
         assert!(err.contains("true or false"), "{err}");
+    }
+
+    #[test]
+    fn null_values_are_refused() {
+        // operation.toml is TOML, which has no null: a null would vanish from it and a
+        // resumed run would enumerate other combinations under the same ids.
+        let err = ParameterSpace::ranges([("x", vec![Value::Null, Value::from("a")])]).unwrap_err();
+        assert!(matches!(&err, Error::NullParameter { name } if name == "x"), "{err}");
+        assert!(err.to_string().contains("write \"\" for an empty value"), "{err}");
+        let nested =
+            Value::List(vec![Value::from(1), Value::Map([("k".to_owned(), Value::Null)].into_iter().collect())]);
+        assert!(ParameterSpace::ranges([("y", vec![nested])]).is_err());
+        let setting: Params = [("a".to_owned(), Value::from(1)), ("b".to_owned(), Value::Null)].into_iter().collect();
+        let err = ParameterSpace::settings(vec![setting]).unwrap_err();
+        assert!(matches!(&err, Error::NullParameter { name } if name == "b"), "{err}");
+    }
+
+    #[test]
+    fn more_combinations_than_ids_are_refused() {
+        // 2 × 2 × 79 × 167 × 6709 × 10223 × 12301 × 14087 is 4 modulo 2^64.
+        let lengths = [2, 2, 79, 167, 6709, 10223, 12301, 14087];
+        let ranges = lengths.iter().enumerate().map(|(i, &n)| (format!("p{i}"), ints(&(0..n).collect::<Vec<_>>())));
+        let err = ParameterSpace::ranges(ranges).unwrap_err().to_string();
+        assert!(err.starts_with("the operation has more processes than taskfarm can number"), "{err}");
+        assert!(err.contains("2 × 2 × 79 × 167 × 6709 × 10223 × 12301 × 14087 combinations"), "{err}");
+        // 16 parameters of 16 values: 2^64, which is 0 modulo 2^64.
+        let ranges = (0..16).map(|i| (format!("p{i}"), ints(&(0..16).collect::<Vec<_>>())));
+        assert!(matches!(ParameterSpace::ranges(ranges), Err(Error::TooManyProcesses { .. })));
+        // 15 of them fit.
+        let ranges = (0..15).map(|i| (format!("p{i}"), ints(&(0..16).collect::<Vec<_>>())));
+        assert_eq!(ParameterSpace::ranges(ranges).unwrap().count().unwrap(), 1 << 60);
+    }
+
+    #[test]
+    fn division_is_true_division_and_failures_name_the_combination() {
+        let space = |values: &[i64]| ParameterSpace::ranges([("x", ints(values))]).unwrap();
+        // Integer division would make 1 / 2 zero and exclude x = 2.
+        let kept: Vec<_> = space(&[1, 2, 4]).constrain("1 / x > 0.3").unwrap().iter().map(|p| p["x"].clone()).collect();
+        assert_eq!(kept, ints(&[1, 2]));
+        assert_eq!(space(&[1, 2, 3]).constrain("x / 2 == 1.5").unwrap().count().unwrap(), 1);
+        // A division by zero on a later combination is an error naming it, not an exclusion.
+        let zero = space(&[1, 0, 2]).constrain("1 / x > 0").unwrap();
+        let err = zero.count().unwrap_err();
+        assert!(matches!(err, Error::ConstraintFailed { .. }), "{err}");
+        let err = err.to_string();
+        assert!(err.starts_with("the constraint `1 / x > 0` cannot be evaluated for x = 0: "), "{err}");
+        assert!(err.contains("division by zero"), "{err}");
+        // ... and on the first combination already at `constrain`.
+        assert!(space(&[0, 1]).constrain("1 / x > 0").is_err());
+        // `&&` and `||` stop when their left side decides, as in Python.
+        let guarded = space(&[1, 0, 2]).constrain("x != 0 && 1 / x > 0").unwrap();
+        assert_eq!(guarded.count().unwrap(), 2);
+        let guarded = space(&[1, 0, 2]).constrain("x == 0 || 4 / x == 2").unwrap();
+        assert_eq!(guarded.iter().map(|p| p["x"].clone()).collect::<Vec<_>>(), ints(&[0, 2]));
+        // An integer equals the float of the same value.
+        assert_eq!(space(&[2]).constrain("x == 2.0 && 2.0 == x && !(x != 2.0)").unwrap().count().unwrap(), 1);
+        // Division inside other operators and functions.
+        let nested = space(&[1, 2, 3]).constrain("min(x / 2, 1) < 1 && !(x / 3 > 0.9)").unwrap();
+        assert_eq!(nested.count().unwrap(), 1);
     }
 
     #[test]
@@ -287,7 +468,7 @@ mod tests {
                 ("b", ints(&(0..b as i64).collect::<Vec<_>>())),
                 ("c", ints(&(0..c as i64).collect::<Vec<_>>())),
             ]).unwrap();
-            proptest::prop_assert_eq!(space.count(), (a * b * c) as u64);
+            proptest::prop_assert_eq!(space.count().unwrap(), (a * b * c) as u64);
             let borrowed: Vec<_> = space.iter().collect();
             let owned: Vec<_> = space.clone().into_iter_owned().collect();
             proptest::prop_assert_eq!(borrowed, owned);

@@ -106,6 +106,28 @@ impl Value {
         }
     }
 
+    /// The first whole number above `i64::MAX` this value is or holds, at any depth: outputs
+    /// may hold one, but a spec's values may not (TOML, the language of operation.toml,
+    /// cannot write it).
+    pub fn huge_int(&self) -> Option<u64> {
+        match self {
+            Value::UInt(n) => Some(*n),
+            Value::List(items) => items.iter().find_map(Value::huge_int),
+            Value::Map(map) => map.values().find_map(Value::huge_int),
+            _ => None,
+        }
+    }
+
+    /// Whether this value is null or holds a null in a list or table at any depth.
+    pub fn holds_null(&self) -> bool {
+        match self {
+            Value::Null => true,
+            Value::List(items) => items.iter().any(Value::holds_null),
+            Value::Map(map) => map.values().any(Value::holds_null),
+            _ => false,
+        }
+    }
+
     /// Flattens nested tables into dotted keys (`a.b`; an empty key is written `_`),
     /// appending to `out`. A value that is not a table, or an empty table, is stored under
     /// `prefix` itself. Names may repeat (`{"a.b": 1, "a": {"b": 2}}`): the caller decides.
@@ -378,7 +400,12 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = IndexMap::new();
-        while let Some((k, v)) = access.next_entry::<String, Value>()? {
+        while let Some(k) = access.next_key::<String>()? {
+            // A format that admits a key twice (YAML, JSON) would keep only the last value.
+            if map.contains_key(&k) {
+                return Err(de::Error::custom(format!("duplicate key `{k}`: a key may appear once in a table")));
+            }
+            let v = access.next_value::<Value>()?;
             map.insert(k, v);
         }
         if map.len() == 1 {
@@ -458,6 +485,12 @@ mod tests {
         assert_eq!(map["b"], Value::Float(0.5));
         assert_eq!(map["c"], Value::Str("x".into()));
         assert_eq!(map["d"], Value::List(vec![Value::Bool(true), Value::Bool(false)]));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let err = serde_json::from_str::<Value>(r#"{"a": {"k": 1, "k": 2}}"#).unwrap_err().to_string();
+        assert!(err.starts_with("duplicate key `k`"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,8 @@ use taskfarm::{Process, ProcessContext, ProcessError};
 /// One Monte Carlo estimate of π.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonteCarloPi {
-    /// How many random points to throw.
+    /// How many random points to throw (at least 1).
+    #[serde(deserialize_with = "at_least_one")]
     pub samples: u64,
     /// The seed (mixed with the run number).
     #[serde(default)]
@@ -24,6 +25,15 @@ pub struct MonteCarloPi {
     /// The run number (filled in by the registry when the spec does not set it).
     #[serde(default)]
     pub run: u32,
+}
+
+/// A count of at least 1, so a spec with `samples = 0` is refused at validation.
+fn at_least_one<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(deserializer)?;
+    if n == 0 {
+        return Err(serde::de::Error::custom(format!("must be a whole number from 1 to {}, not 0", i64::MAX)));
+    }
+    Ok(n)
 }
 
 /// What [`MonteCarloPi`] returns.

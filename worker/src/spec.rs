@@ -32,7 +32,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use backend_core::{parse_duration, seconds_to_duration, Isolation, RunOptions};
+use backend_core::{parse_duration, seconds_to_duration, Isolation, RunOptions, MAX_TIMEOUT_SECONDS};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use taskfarm::{CoreError, Operation, ParameterSpace, Params, Value};
@@ -92,8 +92,8 @@ impl Format {
 struct Header {
     name: Option<String>,
     kind: String,
-    parameter_ranges: Option<IndexMap<String, Vec<Value>>>,
-    parameter_settings: Option<Vec<Params>>,
+    parameter_ranges: Option<UniqueMap<Vec<Value>>>,
+    parameter_settings: Option<Vec<UniqueMap<Value>>>,
     #[serde(default)]
     constraints: Vec<String>,
     #[serde(default = "one")]
@@ -108,6 +108,37 @@ struct Header {
 
 fn one() -> u32 {
     1
+}
+
+/// A table read from a spec in which each key appears once: YAML admits a key twice and
+/// would keep only its last value (`{x: [1, 2], x: [3]}` would sweep `x = 3` alone).
+#[derive(Debug)]
+struct UniqueMap<V>(IndexMap<String, V>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = UniqueMap<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                let mut map = IndexMap::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    if map.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate key `{key}`: a key may appear once in a table"
+                        )));
+                    }
+                    let value = access.next_value::<V>()?;
+                    map.insert(key, value);
+                }
+                Ok(UniqueMap(map))
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// A loaded and validated spec, ready to run.
@@ -144,19 +175,19 @@ impl Spec {
             source: Box::new(source),
         };
 
-        let (header, document): (Header, Params) = match format {
+        let (header, document): (Header, UniqueMap<Value>) = match format {
             Format::Toml => {
                 let header = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
                 let document = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
                 (header, document)
             }
             Format::Yaml => {
-                let header = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
-                let document = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
+                let header = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, path, &e))?;
+                let document = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, path, &e))?;
                 (header, document)
             }
         };
-        let config: Params = document.into_iter().filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str())).collect();
+        let config: Params = document.0.into_iter().filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str())).collect();
 
         let kind = registry.get(&header.kind).ok_or_else(|| WorkerError::UnknownKind {
             path: path.to_owned(),
@@ -164,6 +195,30 @@ impl Spec {
             kind: header.kind.clone(),
             known: registry.names().join(", "),
         })?;
+
+        // operation.toml is TOML, which has no null: a null would vanish from it, so a run
+        // repeated or resumed from it would be another run.
+        if let Some((key, _)) = config.iter().find(|(_, value)| value.holds_null()) {
+            return Err(spec_error(
+                at(key),
+                format!(
+                    "`{key}` is null or holds a null (YAML `~` or `null`), which a run's operation.toml cannot \
+                     record (TOML has no null): leave the key out, or write \"\" for an empty value"
+                ),
+            ));
+        }
+
+        if let Some((key, value)) = config.iter().find_map(|(key, value)| Some((key, value.huge_int()?))) {
+            return Err(spec_error(
+                at(key),
+                format!(
+                    "the whole number {value} is too large: whole numbers go from {} to {} (write it as a string, or \
+                     as a float such as 1.8e19 if an approximation will do)",
+                    i64::MIN,
+                    i64::MAX
+                ),
+            ));
+        }
 
         let mut options = run_options(&header.timeout, &header.retries, &header.isolation)
             .map_err(|(key, message)| spec_error(at(key), message))?;
@@ -188,6 +243,9 @@ impl Spec {
             ));
         }
 
+        // The settings of distinct sets of parameter names, each with its position: a kind
+        // is checked against each (a placeholder must have a value in every setting).
+        let mut shapes: Vec<(usize, Params)> = Vec::new();
         let (space, space_key) = match (header.parameter_ranges, header.parameter_settings) {
             (Some(_), Some(_)) => {
                 return Err(spec_error(
@@ -196,10 +254,14 @@ impl Spec {
                 ))
             }
             (Some(ranges), None) => {
-                (ParameterSpace::ranges(ranges).map_err(|e| space_error("parameter_ranges", e))?, "parameter_ranges")
+                (ParameterSpace::ranges(ranges.0).map_err(|e| space_error("parameter_ranges", e))?, "parameter_ranges")
             }
             (None, Some(settings)) => (
-                ParameterSpace::settings(settings).map_err(|e| space_error("parameter_settings", e))?,
+                {
+                    let settings: Vec<Params> = settings.into_iter().map(|s| s.0).collect();
+                    shapes = setting_shapes(&settings);
+                    ParameterSpace::settings(settings).map_err(|e| space_error("parameter_settings", e))?
+                },
                 "parameter_settings",
             ),
             (None, None) => (ParameterSpace::single(), "runs"),
@@ -218,7 +280,7 @@ impl Spec {
             space = space.constrain(constraint).map_err(|e| space_error("constraints", e))?;
         }
         let parameter_names = space.names().to_vec();
-        let first = space.iter().next().unwrap_or_default();
+        let probe = space.clone();
 
         let name = match header.name {
             Some(name) => name,
@@ -239,20 +301,39 @@ impl Spec {
         let operation = Operation::sweep(name, space, header.runs, move |_params, _run| process.clone())
             .map_err(|e| {
                 let key = match e {
-                    CoreError::ZeroRuns => "runs",
-                    CoreError::InvalidName { .. } => "name",
+                    CoreError::ZeroRuns | CoreError::TooManyProcesses { .. } => "runs",
+                    CoreError::InvalidName { .. } | CoreError::NameTooLong { .. } => "name",
                     _ => "constraints",
                 };
                 space_error(key, e)
             })?
             .with_spec(as_run)
             .with_options(options);
-        kind.validate(&KindSpec { config: &config, parameter_names: &parameter_names, first: &first }).map_err(
-            |e| {
-                let line = e.key.as_deref().and_then(at);
-                spec_error(line, e.message)
-            },
-        )?;
+        let kind_error = |e: crate::KindError, setting: Option<(usize, &Params)>| {
+            let line = e.key.as_deref().and_then(at);
+            let message = match setting {
+                Some((index, setting)) => {
+                    let names = setting.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>();
+                    let names = if names.is_empty() { "no parameters".to_owned() } else { names.join(", ") };
+                    format!("parameter setting {} (of {names}): {}", index + 1, e.message)
+                }
+                None => e.message,
+            };
+            spec_error(line, message)
+        };
+        if shapes.len() > 1 {
+            for (index, setting) in &shapes {
+                let names: Vec<String> = setting.keys().cloned().collect();
+                kind.validate(&KindSpec { config: &config, parameter_names: &names, first: setting })
+                    .map_err(|e| kind_error(e, Some((*index, setting))))?;
+            }
+        } else {
+            // The constraints were evaluated on every combination by `sweep`: nothing is
+            // left to fail here.
+            let first = probe.iter().next().unwrap_or_default();
+            kind.validate(&KindSpec { config: &config, parameter_names: &parameter_names, first: &first })
+                .map_err(|e| kind_error(e, None))?;
+        }
         Ok(Spec {
             path: path.to_owned(),
             kind: header.kind,
@@ -338,6 +419,17 @@ impl Spec {
     }
 }
 
+/// The first setting of each distinct set of parameter names, with its position.
+fn setting_shapes(settings: &[Params]) -> Vec<(usize, Params)> {
+    let mut seen = std::collections::HashSet::new();
+    settings
+        .iter()
+        .enumerate()
+        .filter(|(_, setting)| seen.insert(setting.keys().cloned().collect::<Vec<_>>()))
+        .map(|(index, setting)| (index, setting.clone()))
+        .collect()
+}
+
 /// The reliability options of a spec; an error names its key and says what is wrong.
 fn run_options(
     timeout: &Option<Value>,
@@ -347,8 +439,8 @@ fn run_options(
     let parsed_timeout = match timeout {
         None => None,
         Some(Value::Str(text)) => Some(parse_duration(text).map_err(|e| ("timeout", format!("`timeout`: {e}")))?),
-        Some(Value::Int(n)) => seconds_to_duration(*n as f64),
-        Some(Value::Float(x)) => seconds_to_duration(*x),
+        Some(Value::Int(n)) => seconds_in_range(*n as f64, &format!("{n}"))?,
+        Some(Value::Float(x)) => seconds_in_range(*x, &format!("{x:?}"))?,
         Some(other) => {
             return Err((
                 "timeout",
@@ -374,6 +466,21 @@ fn run_options(
         }
     };
     Ok(RunOptions { timeout: parsed_timeout, retries, isolation, threads: 1 })
+}
+
+/// A `timeout` given as a number of seconds: more than 0 and below
+/// [`MAX_TIMEOUT_SECONDS`]; the error says which bound `shown` is past.
+fn seconds_in_range(seconds: f64, shown: &str) -> Result<Option<std::time::Duration>, (&'static str, String)> {
+    if seconds.is_nan() || seconds >= MAX_TIMEOUT_SECONDS {
+        return Err((
+            "timeout",
+            format!(
+                "`timeout` must be a number of seconds below {MAX_TIMEOUT_SECONDS:e} (about 31,700 years), not \
+                 {shown}: leave it out for no limit"
+            ),
+        ));
+    }
+    Ok(seconds_to_duration(seconds))
 }
 
 /// A count of threads (`threads`, `threads_per_rank`): a whole number from 1 to
@@ -459,7 +566,7 @@ fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> WorkerError {
     WorkerError::Spec { path: path.to_owned(), line, message: with_key(text, line, message) }
 }
 
-fn yaml_error(path: &Path, error: &serde_yaml_ng::Error) -> WorkerError {
+fn yaml_error(text: &str, path: &Path, error: &serde_yaml_ng::Error) -> WorkerError {
     let location = error.location();
     let mut message = error.to_string();
     if let Some(l) = &location {
@@ -468,8 +575,44 @@ fn yaml_error(path: &Path, error: &serde_yaml_ng::Error) -> WorkerError {
     let message = one_line(&message);
     // serde_yaml_ng names the key of a type error itself (`runs: invalid type ...`); a
     // missing key has no line of its own.
-    let line = if message.starts_with("missing field") { None } else { location.map(|l| l.line()) };
+    let mut line = if message.starts_with("missing field") { None } else { location.map(|l| l.line()) };
+    // A duplicate key is reported where its table starts: point at the second occurrence.
+    if let (Some(start), Some(key)) = (line, duplicated_key(&message)) {
+        line = second_occurrence(text, start, key).or(line);
+    }
     WorkerError::Spec { path: path.to_owned(), line, message }
+}
+
+/// The key of a "duplicate key `k`" message.
+fn duplicated_key(message: &str) -> Option<&str> {
+    let rest = &message[message.find("duplicate key `")? + "duplicate key `".len()..];
+    Some(&rest[..rest.find('`')?])
+}
+
+/// The 1-based line, from line `start` on, where block-style YAML sets `key` for the second
+/// time at the column where it was first set (the column tells one table from another).
+fn second_occurrence(text: &str, start: usize, key: &str) -> Option<usize> {
+    let mut column = None;
+    for (i, line) in text.lines().enumerate().skip(start.checked_sub(1)?) {
+        let indent = line.len() - line.trim_start().len();
+        let content = line.trim_start();
+        let (offset, content) = match content.strip_prefix("- ") {
+            Some(after) => (indent + 2 + (after.len() - after.trim_start().len()), after.trim_start()),
+            None => (indent, content),
+        };
+        let sets_key = [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]
+            .iter()
+            .any(|k| content.strip_prefix(k.as_str()).is_some_and(|rest| rest.trim_start().starts_with(':')));
+        if !sets_key {
+            continue;
+        }
+        match column {
+            None => column = Some(offset),
+            Some(c) if c == offset => return Some(i + 1),
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -590,5 +733,158 @@ mod tests {
         assert_eq!(Format::of(Path::new("a.yml")).unwrap(), Format::Yaml);
         assert!(Format::of(Path::new("a.json")).unwrap_err().to_string().contains(".toml, .yaml or .yml"));
         assert!(Format::of(Path::new("spec")).is_err());
+    }
+
+    /// Values as a spec may hold them: no null (refused at validation).
+    fn spec_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            proptest::num::f64::NORMAL.prop_map(Value::Float),
+            Just(Value::Float(0.0)),
+            Just(Value::Float(-0.0)),
+            Just(Value::Float(f64::NAN)),
+            Just(Value::Float(f64::INFINITY)),
+            Just(Value::Float(f64::NEG_INFINITY)),
+            (-1000i32..1000).prop_map(|i| Value::Float(f64::from(i))),
+            "\\PC{0,8}".prop_map(Value::Str),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::List),
+                proptest::collection::vec(("\\PC{0,4}", inner), 0..3)
+                    .prop_map(|kv| Value::Map(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn parameter_name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        "[a-z][a-z0-9_]{0,5}".prop_filter("not a reserved name", |n| !RESERVED_PARAMETERS.contains(&n.as_str()))
+    }
+
+    /// A spec document: `parameter_ranges` or `parameter_settings`, and `runs`.
+    fn spec_document() -> impl proptest::strategy::Strategy<Value = Params> {
+        use proptest::prelude::*;
+        let ranges = proptest::collection::vec((parameter_name(), proptest::collection::vec(spec_value(), 1..4)), 1..4)
+            .prop_map(|ranges| {
+                let table: Params = ranges.into_iter().map(|(k, v)| (k, Value::List(v))).collect();
+                ("parameter_ranges", Value::Map(table))
+            });
+        let settings =
+            proptest::collection::vec(proptest::collection::vec((parameter_name(), spec_value()), 0..3), 1..4)
+                .prop_map(|settings| {
+                    let list = settings.into_iter().map(|s| Value::Map(s.into_iter().collect())).collect();
+                    ("parameter_settings", Value::List(list))
+                });
+        (prop_oneof![ranges, settings], 1u32..3).prop_map(|((key, space), runs)| {
+            let mut doc = Params::new();
+            doc.insert("name".into(), Value::from("roundtrip"));
+            doc.insert("kind".into(), Value::from("command"));
+            doc.insert("command".into(), Value::List(vec![Value::from("true")]));
+            doc.insert("runs".into(), Value::Int(i64::from(runs)));
+            doc.insert(key.into(), space);
+            doc
+        })
+    }
+
+    /// Equality of values as a run sees them: NaN equals NaN.
+    fn same_value(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b)),
+            (Value::Map(x), Value::Map(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|((ka, a), (kb, b))| ka == kb && same_value(a, b))
+            }
+            _ => a == b,
+        }
+    }
+
+    /// The jobs of a spec: (id, run, parameters).
+    fn jobs_of(spec: Spec) -> Vec<(u64, u32, Params)> {
+        spec.into_operation().into_jobs().map(|job| (job.id, job.run, job.params)).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// Every spec that validates is recorded in operation.toml exactly: the run read back
+        /// from it has the same processes under the same ids, from TOML and from YAML.
+        #[test]
+        fn operation_toml_regenerates_the_same_processes(doc in spec_document(), yaml in proptest::bool::ANY) {
+            let (text, format) = if yaml {
+                (serde_yaml_ng::to_string(&Value::Map(doc.clone())).unwrap(), Format::Yaml)
+            } else {
+                (toml::to_string(&Value::Map(doc.clone())).unwrap(), Format::Toml)
+            };
+            let spec = match parse(&text, format) {
+                Ok(spec) => spec,
+                // A space with a value that cannot be a parameter, e.g. a setting with no
+                // key at all, is refused; refusal is not the concern here.
+                Err(e) => return Err(proptest::test_runner::TestCaseError::reject(e.to_string())),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let operation = spec.into_operation();
+            taskfarm::results::write_operation_toml(dir.path(), operation.spec()).unwrap();
+            let first: Vec<_> = operation.into_jobs().map(|job| (job.id, job.run, job.params)).collect();
+            let again = Spec::load(&dir.path().join("operation.toml"), &Registry::with_builtins())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{text}")))?;
+            let again = jobs_of(again);
+            proptest::prop_assert_eq!(first.len(), again.len(), "{}", text);
+            for (a, b) in first.iter().zip(&again) {
+                proptest::prop_assert!(
+                    a.0 == b.0 && a.1 == b.1 && same_value(&Value::Map(a.2.clone()), &Value::Map(b.2.clone())),
+                    "{:?} became {:?}\nspec:\n{}", a, b, text
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_level() {
+        let err = error("kind: command\ncommand: ['true']\nkind: command\n", Format::Yaml);
+        assert!(err.contains("duplicate") && err.contains("kind"), "{err}");
+        let err =
+            error("kind: command\ncommand: ['true']\nparameter_ranges:\n  x: [1]\n  y: [2]\n  x: [3]\n", Format::Yaml);
+        assert!(err.starts_with("spec.yaml, line 6: parameter_ranges: duplicate key `x`"), "{err}");
+        let err = error(
+            "kind: command\ncommand: ['true']\nparameter_settings:\n  - x: 1\n    t: {a: 1, a: 2}\n",
+            Format::Yaml,
+        );
+        assert!(err.contains("line 5") && err.contains("duplicate key `a`"), "{err}");
+        let err = error("kind = 'command'\ncommand = ['true']\n[parameter_ranges]\nx = [1]\nx = [2]\n", Format::Toml);
+        assert!(err.starts_with("spec.toml, line 5") && err.contains("duplicate key"), "{err}");
+    }
+
+    #[test]
+    fn finds_the_second_occurrence_of_a_key() {
+        let text = "a: 1\nlist:\n  - a: 2\n    b: 3\n  - b: 4\n    b: 5\na: 6\n";
+        assert_eq!(second_occurrence(text, 1, "a"), Some(7));
+        assert_eq!(second_occurrence(text, 5, "b"), Some(6));
+        assert_eq!(second_occurrence(text, 1, "zz"), None);
+        assert_eq!(duplicated_key("p[0]: duplicate key `k`: a key may appear once"), Some("k"));
+    }
+
+    #[test]
+    fn constraints_divide_as_python_does() {
+        let spec = parse(
+            "kind = 'command'\ncommand = ['true']\nconstraints = ['x != 0 && 1 / x > 0']\n\
+             parameter_ranges = { x = [1, 0, 2] }\n",
+            Format::Toml,
+        )
+        .unwrap();
+        let kept: Vec<_> = jobs_of(spec).into_iter().map(|(_, _, params)| params["x"].clone()).collect();
+        assert_eq!(kept, [Value::Int(1), Value::Int(2)]);
+    }
+
+    #[test]
+    fn null_values_are_refused() {
+        let err = error("kind: command\ncommand: ['true']\nparameter_ranges:\n  x: [~, a, b]\n", Format::Yaml);
+        assert!(err.starts_with("spec.yaml, line 3: the parameter `x` has a null value"), "{err}");
+        let err =
+            error("kind: command\ncommand: ['true']\nparameter_settings: [{a: 1}, {a: [1, null]}]\n", Format::Yaml);
+        assert!(err.contains("the parameter `a` has a null value"), "{err}");
+        let err = error("kind: command\ncommand: ['true', ~]\n", Format::Yaml);
+        assert!(err.starts_with("spec.yaml, line 2: `command` is null or holds a null"), "{err}");
     }
 }

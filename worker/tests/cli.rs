@@ -159,6 +159,35 @@ struct Case {
 
 const PI: &str = "kind = \"monte_carlo_pi\"\nsamples = 10\n";
 
+/// A spec whose name has 306 characters.
+const LONG_NAME: &str = concat!(
+    "name = \"",
+    "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123",
+    "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123",
+    "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123",
+    "\"\nkind = \"monte_carlo_pi\"\nsamples = 10\n"
+);
+
+/// 16 parameters of 16 values each: 2^64 combinations, one more than a u64 holds.
+const SIXTEEN_BY_SIXTEEN: &str = "kind = \"command\"\ncommand = [\"true\"]\n[parameter_ranges]\n\
+    a = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nb = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    c = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nd = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    e = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nf = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    g = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nh = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    i = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nj = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    k = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nl = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    m = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nn = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    o = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\np = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n";
+
+/// 16^10 = 2^40 combinations × 2^24 runs = 2^64 processes.
+const SIXTEEN_TO_THE_TEN_TIMES_2_24_RUNS: &str = "kind = \"command\"\nruns = 16777216\ncommand = [\"true\"]\n\
+    [parameter_ranges]\n\
+    a = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nb = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    c = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nd = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    e = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nf = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    g = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nh = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
+    i = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nj = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n";
+
 /// Runs `args` in a fresh directory holding `files`; returns a description of what is wrong.
 fn check(case: &Case) -> Option<String> {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -439,6 +468,120 @@ fn bad_input_is_one_sentence_and_exit_2() {
             files: &[],
             expected: &["required arguments were not provided", "<SPEC>"],
         },
+        Case {
+            what: "null parameter value in YAML (operation.toml cannot record it)",
+            args: &["validate", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: [echo, '{x}']\nparameter_ranges:\n  x: [~, a, b, c]\n")],
+            expected: &["spec.yaml, line 3: the parameter `x` has a null value", "write \"\" for an empty value"],
+        },
+        Case {
+            what: "null in a kind's field in YAML",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: [echo, null]\n")],
+            expected: &["spec.yaml, line 2: `command` is null or holds a null", "leave the key out"],
+        },
+        Case {
+            what: "more parameter combinations than 64-bit ids (16 ranges of 16 values: 2^64)",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", SIXTEEN_BY_SIXTEEN)],
+            expected: &["line 3: the operation has more processes than taskfarm can number", "16 × 16 × 16"],
+        },
+        Case {
+            what: "more processes than 64-bit ids (16^10 combinations × 2^24 runs)",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", SIXTEEN_TO_THE_TEN_TIMES_2_24_RUNS)],
+            expected: &[
+                "line 2: the operation has more processes than taskfarm can number",
+                "(1099511627776 parameter combinations × 16777216 runs",
+            ],
+        },
+        Case {
+            what: "duplicate parameter in YAML ranges",
+            args: &["validate", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: ['true']\nparameter_ranges: {x: [1, 2], x: [3]}\n")],
+            expected: &["spec.yaml, line 3", "duplicate key `x`"],
+        },
+        Case {
+            what: "duplicate parameter in a YAML setting",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: ['true']\nparameter_settings:\n  - a: 1\n    a: 2\n")],
+            expected: &["spec.yaml, line 5", "duplicate key `a`"],
+        },
+        Case {
+            what: "duplicate key inside a YAML parameter value",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: command\ncommand: ['true']\nparameter_ranges:\n  t:\n    - {k: 1, k: 2}\n")],
+            expected: &["spec.yaml, line 5", "duplicate key `k`"],
+        },
+        Case {
+            what: "duplicate kind field in YAML",
+            args: &["run", "spec.yaml"],
+            files: &[("spec.yaml", "kind: monte_carlo_pi\nsamples: 10\nsamples: 20\n")],
+            expected: &["spec.yaml, line 3", "duplicate key `samples`"],
+        },
+        Case {
+            what: "duplicate parameter in TOML ranges",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = [\"true\"]\nparameter_ranges = { x = [1, 2], x = [3] }\n")],
+            expected: &["spec.toml, line 3", "duplicate key"],
+        },
+        Case {
+            what: "constraint that cannot be evaluated for a later combination",
+            args: &["validate", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\nconstraints = [\"1 / x > 0\"]\nparameter_ranges = { x = [1, 0, 2] }\n",
+            )],
+            expected: &["spec.toml, line 3: the constraint `1 / x > 0` cannot be evaluated for x = 0", "division by zero"],
+        },
+        Case {
+            what: "a placeholder that some parameter setting has no value for",
+            args: &["validate", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"echo\", \"{a}\", \"{b}\"]\nparameter_settings = [{ a = 1 }, { b = 2 }]\n",
+            )],
+            expected: &["spec.toml, line 2: parameter setting 1 (of `a`): the placeholder `{b}`"],
+        },
+        Case {
+            what: "a field of a typed kind that some parameter setting lacks",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"monte_carlo_pi\"\nparameter_settings = [{ samples = 1 }, { seed = 2 }]\n",
+            )],
+            expected: &["parameter setting 2 (of `seed`): kind `monte_carlo_pi`: missing field `samples`"],
+        },
+        Case {
+            what: "samples = 0",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 0\n")],
+            expected: &["spec.toml, line 2: field `samples`: must be a whole number from 1 to 9223372036854775807, not 0"],
+        },
+        Case {
+            what: "a whole number beyond 64-bit integers",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 18446744073709551615\n")],
+            expected: &["spec.toml, line 2: the whole number 18446744073709551615 is too large", "to 9223372036854775807"],
+        },
+        Case {
+            what: "a timeout too long to be a timeout",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = \"true\"\ntimeout = 1e300\n")],
+            expected: &["spec.toml, line 3: `timeout` must be a number of seconds below 1e12", "not 1e300"],
+        },
+        Case {
+            what: "an infinite timeout",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = \"true\"\ntimeout = inf\n")],
+            expected: &["spec.toml, line 3: `timeout` must be a number of seconds below 1e12", "not inf", "leave it out"],
+        },
+        Case {
+            what: "an operation name too long for a directory",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", LONG_NAME)],
+            expected: &["spec.toml, line 1: the operation name is 306 characters long", "at most 255"],
+        },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
     let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
@@ -527,4 +670,52 @@ parameter_ranges = { v = [0] }
     assert_eq!((&row["a.b"], &row["a.b~2"], &row["output.v"], &row["_"]), (&1.into(), &2.into(), &3.into(), &4.into()));
     assert_eq!((&row["nan"], &row["inf"]), (&"NaN".into(), &"-Infinity".into()));
     assert_eq!(row["big"].as_u64(), Some(u64::MAX));
+}
+
+#[test]
+fn a_backend_but_mpi_under_an_mpi_launcher_of_several_ranks_is_refused() {
+    // As `mpirun -n 4 taskfarm-worker run pi.toml` (or srun) starts it: without this, each
+    // rank would run the whole sweep into a result directory of its own.
+    let launches: [&[(&str, &str)]; 5] = [
+        &[("OMPI_COMM_WORLD_SIZE", "4"), ("OMPI_COMM_WORLD_RANK", "0")],
+        &[("PMI_SIZE", "4"), ("PMI_RANK", "1")],
+        &[("PMIX_RANK", "2")],
+        &[("SLURM_STEP_ID", "0"), ("SLURM_STEP_NUM_TASKS", "4"), ("SLURM_PROCID", "0")],
+        &[("SLURM_STEP_ID", "0"), ("SLURM_NTASKS", "4")],
+    ];
+    for (env, backend) in launches.iter().zip(["", "local", "serial", "", "local"]) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("pi.toml"), PI).expect("the spec is written");
+        let mut args = vec!["run", "pi.toml", "--quiet"];
+        if !backend.is_empty() {
+            args.extend(["--backend", backend]);
+        }
+        let out = std::process::Command::new(common::WORKER)
+            .args(&args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .expect("the worker binary starts");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
+        let backend = if backend.is_empty() { "local" } else { backend };
+        assert!(stderr.starts_with("error: this program is one of "), "{env:?}: {stderr}");
+        assert!(stderr.contains(&format!("the {backend} backend would run the whole operation once in every rank")));
+        assert!(stderr.contains("`--backend mpi`"), "{stderr}");
+        assert!(!dir.path().join("results").exists(), "{env:?}: nothing runs");
+    }
+    // One rank, or a Slurm batch script (which runs once), runs as usual.
+    let single: [&[(&str, &str)]; 2] =
+        [&[("OMPI_COMM_WORLD_SIZE", "1")], &[("SLURM_NTASKS", "16"), ("SLURM_JOB_ID", "9")]];
+    for env in single {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("pi.toml"), PI).expect("the spec is written");
+        let out = std::process::Command::new(common::WORKER)
+            .args(["run", "pi.toml", "--quiet", "--backend", "serial"])
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .expect("the worker binary starts");
+        assert_eq!(out.status.code(), Some(0), "{env:?}: {}", text(&out.stderr));
+    }
 }

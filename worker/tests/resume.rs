@@ -62,3 +62,83 @@ fn resume_finishes_an_interrupted_run() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("is not a taskfarm run directory"));
 }
+
+#[test]
+fn nan_and_infinite_parameters_round_trip_and_resume() {
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let spec = base.path().join("floats.toml");
+    std::fs::write(
+        &spec,
+        "kind = \"command\"\ncommand = [\"echo\", \"{f}\"]\nparameter_ranges = { f = [1, nan, inf, -inf] }\n",
+    )
+    .expect("the spec is written");
+    let results = base.path().join("results");
+    let out = worker(&[
+        "run",
+        &spec.to_string_lossy(),
+        "--backend",
+        "serial",
+        "--quiet",
+        "--results",
+        &results.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dir = result_dir(&results, "floats");
+    let as_run = dir.join("operation.toml");
+    let recorded = std::fs::read_to_string(&as_run).expect("operation.toml");
+    assert!(recorded.contains("f = [1, nan, inf, -inf]"), "{recorded}");
+
+    // The spec as run makes the same processes ...
+    let out = worker(&["validate", &as_run.to_string_lossy()]);
+    let listed = text(&out.stdout);
+    for line in ["#0 run 0: f=1", "#1 run 0: f=NaN", "#2 run 0: f=inf", "#3 run 0: f=-inf"] {
+        assert!(listed.contains(line), "{line} in {listed}");
+    }
+    // ... and resumes the run (NaN is the same NaN there and now), from either spec.
+    let dir_arg = dir.to_string_lossy();
+    for spec in [&as_run, &spec] {
+        let out = worker(&["run", &spec.to_string_lossy(), "--resume", &dir_arg, "--quiet"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    // A different NaN-free value is still another spec.
+    std::fs::write(
+        &spec,
+        "kind = \"command\"\ncommand = [\"echo\", \"{f}\"]\nparameter_ranges = { f = [1, nan, inf, 5] }\n",
+    )
+    .expect("the spec is written");
+    let out = worker(&["run", &spec.to_string_lossy(), "--resume", &dir_arg, "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("was run with another spec"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn reordered_parameter_ranges_are_another_spec() {
+    // The order of `parameter_ranges` numbers the processes: resuming with it changed would
+    // run other combinations under the recorded ids.
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let spec = base.path().join("order.toml");
+    let write = |ranges: &str| {
+        std::fs::write(&spec, format!("kind = \"command\"\ncommand = [\"true\"]\n[parameter_ranges]\n{ranges}"))
+            .expect("the spec is written")
+    };
+    write("a = [1, 2]\nb = [{ x = 1 }, { x = 2 }]\n");
+    let results = base.path().join("results");
+    let out = worker(&[
+        "run",
+        &spec.to_string_lossy(),
+        "--backend",
+        "serial",
+        "--quiet",
+        "--results",
+        &results.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dir = result_dir(&results, "order");
+    let dir_arg = dir.to_string_lossy();
+    let out = worker(&["run", &dir.join("operation.toml").to_string_lossy(), "--resume", &dir_arg, "--quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    write("b = [{ x = 1 }, { x = 2 }]\na = [1, 2]\n");
+    let out = worker(&["run", &spec.to_string_lossy(), "--resume", &dir_arg, "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`parameter_ranges` differs"), "{}", text(&out.stderr));
+}
