@@ -130,6 +130,20 @@ pub fn request_stop() -> u8 {
     STOP.fetch_add(1, Ordering::SeqCst).saturating_add(1)
 }
 
+static STOP_EXIT_STATUS: AtomicU8 = AtomicU8::new(0);
+
+/// Says which exit status the program leaves with once stopped (130 after SIGINT, 143 after
+/// SIGTERM): a backend that must end the program itself (MPI, aborting ranks that cannot
+/// answer) ends it with this status.
+pub fn set_stop_exit_status(status: u8) {
+    let _ = STOP_EXIT_STATUS.compare_exchange(0, status, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// The status given to [`set_stop_exit_status`], if any.
+pub fn stop_exit_status() -> Option<u8> {
+    Some(STOP_EXIT_STATUS.load(Ordering::SeqCst)).filter(|&s| s != 0)
+}
+
 /// Whether a stop was requested (see [`request_stop`]).
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst) > 0

@@ -38,7 +38,8 @@ pub use child::{describe_exit, kill_running_children, run_with_deadline, signal_
 pub use error::{Error, Result};
 pub use execute::{
     attempt_reason, close_attempts, execute_job, format_duration, parse_duration, request_stop, seconds_to_duration,
-    stop_now_requested, stop_requested, text_tail, Isolation, RunOptions, MAX_TIMEOUT_SECONDS,
+    set_stop_exit_status, stop_exit_status, stop_now_requested, stop_requested, text_tail, Isolation, RunOptions,
+    MAX_TIMEOUT_SECONDS,
 };
 pub use operation::{JobSource, Operation, Resume};
 pub use process::{Job, Process, ProcessContext, ProcessError};

@@ -10,16 +10,32 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use crate::{Error, Result};
 
 /// The lock file in a result directory.
 pub const LOCK_FILE: &str = "run.lock";
 
+/// The result directory whose lock this program holds, if any.
+static HELD: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The result directory of the run this program is coordinating now (it holds its lock):
+/// what a signal handler names in the command that resumes the run, and consolidates at once.
+pub fn held_dir() -> Option<PathBuf> {
+    HELD.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
 /// The lock of a result directory, held while this value lives.
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        *HELD.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 impl RunLock {
@@ -45,6 +61,7 @@ impl RunLock {
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(me.as_bytes()))
             .map_err(|e| Error::io("write the lock file", &path, e))?;
+        *HELD.lock().unwrap_or_else(PoisonError::into_inner) = Some(dir.to_owned());
         Ok(RunLock { _file: file })
     }
 

@@ -146,6 +146,10 @@ pub struct Consolidated {
 /// Each file is written beside and renamed into place, so an interruption never leaves a
 /// half-written file where a complete one was.
 pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
+    // One at a time: a signal handler may consolidate what finished while the run goes on,
+    // and two writers of the same staged files would spoil both.
+    static CONSOLIDATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = CONSOLIDATING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // Two passes over the latest record of each id, in id order: the columns and the
     // timeline's span, then the files. Records are read back one at a time, in id order,
     // streamed when the journal is nearly in id order (see `Order`).

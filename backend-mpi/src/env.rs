@@ -4,7 +4,7 @@
 //! byte messages on one tag, polling with a sleeping backoff so no rank burns a core.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, OnceLock, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -25,6 +25,17 @@ static MPI_THREAD: OnceLock<ThreadId> = OnceLock::new();
 /// and recorded, so the panic hook must not abort the job for them.
 static RUNNING_PROCESSES: AtomicUsize = AtomicUsize::new(0);
 static PANIC_HOOK: Once = Once::new();
+/// Set when this rank must not finalize MPI at its end but abort the job: a master stopped
+/// by a signal leaves workers that may be inside a long process and would never join
+/// `MPI_Finalize`, so every rank would wait for ever.
+static LEAVE_BY_ABORT: AtomicBool = AtomicBool::new(false);
+
+/// Makes the end of this program (its `finalize`, explicit or at exit) abort the MPI job
+/// with the stop's exit status (130 after SIGINT, 143 after SIGTERM; 1 without one), which
+/// ends every rank at once, instead of finalizing MPI.
+pub(crate) fn leave_by_abort() {
+    LEAVE_BY_ABORT.store(true, Ordering::SeqCst);
+}
 
 /// The tag of every taskfarm message.
 const TAG: mpi::Tag = 7;
@@ -52,6 +63,11 @@ thread_local! {
 pub fn finalize() {
     if MPI_THREAD.get().is_some_and(|id| *id != std::thread::current().id()) {
         return;
+    }
+    if LEAVE_BY_ABORT.load(Ordering::SeqCst) && mpi::environment::is_initialized() && !mpi::environment::is_finalized()
+    {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        SimpleCommunicator::world().abort(backend_core::stop_exit_status().map_or(1, i32::from));
     }
     let universe = UNIVERSE.lock().unwrap_or_else(PoisonError::into_inner).take();
     // Dropping the universe calls MPI_Finalize.

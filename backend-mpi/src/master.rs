@@ -75,9 +75,14 @@ pub(crate) fn run<P: Process>(
     });
     match outcome {
         Ok(Ended::Complete) => shut_down::<P>(&mut wire, mpi.size),
-        // The job is being torn down: no goodbyes (a lost rank would never answer); what
-        // finished is journaled and the caller consolidates it.
-        Ok(Ended::Interrupted) => Ok(()),
+        // The job is being torn down, or rank 0 alone was stopped: no goodbyes (a lost rank
+        // or one inside a long process would never answer); what finished is journaled and
+        // the caller consolidates it, then the program's end aborts the job, which ends
+        // every worker with it.
+        Ok(Ended::Interrupted) => {
+            crate::env::leave_by_abort();
+            Ok(())
+        }
         Err(error) => {
             abandon::<P>(mpi, &mut wire, &error);
             Err(error)

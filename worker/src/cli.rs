@@ -161,11 +161,22 @@ fn install_signal_handlers() {
         for signal in signals.forever() {
             let (code, name) = if signal == SIGTERM { (EXIT_SIGTERM, "SIGTERM") } else { (EXIT_SIGINT, "Ctrl-C") };
             let _ = SIGNAL_EXIT.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+            taskfarm::set_stop_exit_status(code);
+            if is_mpi_worker_rank() {
+                // A worker rank's records are the master's once sent: a signal to a worker
+                // rank (mpirun tearing the job down, or one rank stopped on its own) ends it
+                // now, with the processes it runs; the master journals what arrived,
+                // consolidates and reports what was unfinished. Leaving from this thread
+                // skips MPI's finalization, which the master would never join.
+                backend_core::kill_running_children();
+                std::process::exit(i32::from(code));
+            }
             if backend_core::request_stop() == 1 {
                 eprintln!(
                     "\ntaskfarm: {name}: no new process starts; waiting for the running ones to finish \
                      (send it again to stop now)"
                 );
+                checkpoint_now();
                 continue;
             }
             eprintln!(
@@ -181,6 +192,31 @@ fn install_signal_handlers() {
     });
     if spawned.is_err() {
         eprintln!("taskfarm: warning: Ctrl-C handling could not be installed; Ctrl-C stops the run at once");
+    }
+}
+
+/// Whether this program is an MPI worker rank (a rank other than 0 of a launcher's job).
+fn is_mpi_worker_rank() -> bool {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok())
+        .is_some_and(|rank| rank.trim() != "0")
+}
+
+/// After a first signal, on the program coordinating a run: says how to resume it and
+/// consolidates what finished so far, at once. A launcher or a batch system that follows
+/// its signal with SIGKILL (mpirun after a second, Slurm after its KillWait) may not leave
+/// the run time to end by itself; what finished is then in results.csv all the same.
+fn checkpoint_now() {
+    let Some(dir) = taskfarm::lock::held_dir() else { return };
+    eprintln!("taskfarm: to finish the run later: {}", resume_command(&dir, false));
+    let spawned = std::thread::Builder::new().name("taskfarm-checkpoint".into()).spawn(move || {
+        if let Err(e) = taskfarm::results::consolidate_dir(&dir) {
+            eprintln!("taskfarm: what finished could not be consolidated yet: {e}");
+        }
+    });
+    if let Err(e) = spawned {
+        eprintln!("taskfarm: what finished could not be consolidated yet: {e}");
     }
 }
 
