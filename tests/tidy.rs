@@ -1,5 +1,6 @@
 //! Conventions checked on every build: each Rust file opens with a `//!` line saying what it
-//! is for, and no `dbg!` or `todo!` is left behind.
+//! is for, no `dbg!` or `todo!` is left behind, and every test of the repository runs in
+//! `cargo xtask test`.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,39 @@ fn every_file_says_what_it_is_for_and_leaves_no_debugging() {
         for (bad, what) in [("dbg!(", "dbg!"), ("todo!(", "todo!")] {
             if rel != "tests/tidy.rs" && text.contains(bad) {
                 problems.push(format!("{rel}: contains {what}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `cargo xtask test` runs `cargo test --workspace --exclude ...`: every crate it leaves out
+/// must have its unit tests (`-p NAME --lib`) and each of its test programs (`--test NAME`)
+/// run by the xtask in another way, or its tests would never run in CI.
+#[test]
+fn every_crate_s_tests_run_in_xtask_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let xtask: String = ["xtask/src/main.rs", "xtask/src/mpi.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join(f)).unwrap_or_default())
+        .collect();
+    let excluded: Vec<&str> =
+        xtask.split("\"--exclude\", \"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+    assert!(!excluded.is_empty(), "the xtask's workspace test command was found");
+    let mut problems = Vec::new();
+    for krate in excluded {
+        let dir = root.join(krate);
+        let mut sources = Vec::new();
+        rust_files(&dir.join("src"), &mut sources);
+        let has_unit_tests = sources.iter().any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("#[test]")));
+        if has_unit_tests && !xtask.contains(&format!("\"-p\", \"{krate}\", \"--lib\"")) {
+            problems.push(format!("{krate}: its unit tests are not run (`cargo test -p {krate} --lib`)"));
+        }
+        for test in std::fs::read_dir(dir.join("tests")).into_iter().flatten().flatten() {
+            let name = test.path().file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            if test.path().extension().is_some_and(|e| e == "rs") && !xtask.contains(&format!("\"--test\", \"{name}\""))
+            {
+                problems.push(format!("{krate}: its test program `{name}` is not run"));
             }
         }
     }

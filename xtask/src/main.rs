@@ -155,6 +155,11 @@ fn test() -> Result<()> {
         cargo().args(["test", "--workspace", "--exclude", "backend-mpi"]),
         "cargo test (all crates but backend-mpi)",
     )?;
+    if mpi::found() || ci_mode() {
+        // backend-mpi's unit tests need libmpi to link, not mpirun to run; its scenario
+        // test (`--test mpi_scenarios`) runs under mpirun in `mpi::test`.
+        run_checked(cargo().args(["test", "-p", "backend-mpi", "--lib"]), "cargo test -p backend-mpi --lib")?;
+    }
     mpi::test(ci_mode())
 }
 
