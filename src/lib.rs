@@ -34,7 +34,7 @@
 
 pub use backend_core::{
     execute_job, journal, lock, oplog, parse_duration, report, request_stop, results, run_child_if_requested, run_job,
-    set_stop_exit_status, stop_requested, Backend, Error as CoreError, Isolation, Job, Location, Operation,
+    set_stop_exit_status, status, stop_requested, Backend, Error as CoreError, Isolation, Job, Location, Operation,
     ParameterSpace, Params, Process, ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, RunOptions,
     SerialBackend, Status, StatusCounts, Summary, Value,
 };

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::journal::{read_journal_with, Damage, JournalWriter, TornTail};
 use crate::lock::RunLock;
 use crate::results::{consolidate_dir, create_result_dir, files, to_toml_table, write_operation_toml};
+use crate::status::{RunState, StatusSource, StatusWriter};
 use crate::{
     stop_now_requested, stop_requested, Error, JobSource, Operation, Params, Process, ProcessRecord, ProgressDisplay,
     Result, Resume, RunOptions, Status,
@@ -311,6 +312,8 @@ pub struct Lifecycle<P: Process> {
     resumed_torn_tail: Option<TornTail>,
     /// The result directory's lock, held from `stage_in` to `cleanup`.
     lock: Option<RunLock>,
+    /// Keeps `status.json` and answers `cancel` from `execute` to `consolidate`.
+    status: Option<StatusWriter>,
 }
 
 impl<P: Process> std::fmt::Debug for Lifecycle<P> {
@@ -332,6 +335,7 @@ impl<P: Process> Lifecycle<P> {
             wall: Duration::ZERO,
             resumed_torn_tail: None,
             lock: None,
+            status: None,
         }
     }
 
@@ -444,6 +448,7 @@ impl<P: Process> Lifecycle<P> {
         let StagedState { dispatch: staged, mut collector } = self.take_staged()?;
         let (tx, done) = mpsc::channel();
         self.started = Some(Instant::now());
+        self.start_status();
         let thread = std::thread::Builder::new()
             .name(format!("taskfarm-{}", self.backend))
             .spawn(move || {
@@ -462,11 +467,22 @@ impl<P: Process> Lifecycle<P> {
         let StagedState { dispatch: staged, mut collector } = self.take_staged()?;
         let started = Instant::now();
         self.started = Some(started);
+        self.start_status();
         let result = dispatch(staged, &mut collector);
         let finished = collector.finish();
         self.wall = started.elapsed();
         self.state = State::Executed(result.and(finished));
         Ok(())
+    }
+
+    /// Starts keeping `status.json` of the run (see [`crate::status`]).
+    fn start_status(&mut self) {
+        self.status = Some(StatusWriter::start(StatusSource {
+            dir: self.dir.clone(),
+            name: self.name.clone(),
+            backend: self.backend.to_owned(),
+            board: self.board.clone(),
+        }));
     }
 
     /// `check_status`.
@@ -539,6 +555,10 @@ impl<P: Process> Lifecycle<P> {
             role: Role::Coordinator,
             interrupted: stop_requested(),
         };
+        if let Some(status) = self.status.take() {
+            let complete = summary.missing() == 0 && !summary.interrupted;
+            status.finish(if complete { RunState::Finished } else { RunState::Interrupted }, summary.wall);
+        }
         tracing::info!(
             target: "taskfarm",
             "consolidated: {} finished, {} crashed or timed out, {:.3} s",

@@ -27,6 +27,7 @@ pub mod report;
 pub mod results;
 mod serial;
 mod space;
+pub mod status;
 mod subprocess;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -16,6 +16,8 @@ use crate::{Error, Params, ProcessRecord, Result, Status, Value};
 pub mod files {
     /// The spec as run.
     pub const OPERATION: &str = "operation.toml";
+    /// In `<results>/<name>/`: a link to the newest run of the operation.
+    pub const LATEST: &str = "latest";
     /// The append-only journal, the source of truth.
     pub const JOURNAL: &str = "journal";
     /// One row per process, flattened.
@@ -54,14 +56,31 @@ pub fn create_result_dir(base: &Path, name: &str) -> Result<PathBuf> {
         .format(time::macros::format_description!("[year]-[month]-[day]T[hour]-[minute]-[second]Z"))
         .map_err(|e| Error::Internal(format!("the timestamp could not be formatted: {e}")))?;
     for n in 0u32.. {
-        let dir = if n == 0 { parent.join(&stamp) } else { parent.join(format!("{stamp}.{n}")) };
+        let name = if n == 0 { stamp.clone() } else { format!("{stamp}.{n}") };
+        let dir = parent.join(&name);
         match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
+            Ok(()) => {
+                point_latest_at(&parent, &name);
+                return Ok(dir);
+            }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
             Err(source) => return Err(Error::ResultsNotWritable { path: base.to_owned(), source }),
         }
     }
     unreachable!("u32 range exhausted while naming a result directory")
+}
+
+/// Points `<parent>/latest` at the run directory `name` (a relative link, replaced in one
+/// rename). Best effort: a file system without links still runs; `latest` is a convenience.
+fn point_latest_at(parent: &Path, name: &str) {
+    #[cfg(unix)]
+    {
+        let tmp = parent.join(format!(".{}.{}", files::LATEST, std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        if std::os::unix::fs::symlink(name, &tmp).is_ok() && fs::rename(&tmp, parent.join(files::LATEST)).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
 }
 
 /// Writes `operation.toml`, the spec as run.

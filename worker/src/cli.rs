@@ -79,8 +79,28 @@ enum Command {
     /// Shows what happened in a run: counts, wall time, worker utilisation, the slowest
     /// processes, crash reasons, and the command that finishes it if anything is missing.
     Report {
-        /// The run's result directory (results/<name>/<timestamp>).
+        /// The run's result directory (results/<name>/<timestamp>, or results/<name> for
+        /// the latest run).
         dir: PathBuf,
+    },
+    /// Shows where a run stands, live or not: counts, rate, ETA, the longest-running
+    /// processes, crashes so far by reason; for a stopped run, the command that finishes it.
+    Status {
+        /// The run's result directory, or results/<name> for the latest run.
+        dir: PathBuf,
+        /// Redraw every second until the run ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Stops a running run from outside, as Ctrl-C would (no new process starts; what runs
+    /// finishes; everything is journaled and consolidated). Works from any host that sees
+    /// the result directory, under mpirun too.
+    Cancel {
+        /// The run's result directory, or results/<name> for the latest run.
+        dir: PathBuf,
+        /// Stop now, as a second Ctrl-C: running processes are cut short.
+        #[arg(long)]
+        now: bool,
     },
 }
 
@@ -244,7 +264,9 @@ where
             kinds(&registry);
             Ok(EXIT_OK)
         }
-        Command::Report { dir } => report_run(&registry, &dir),
+        Command::Report { dir } => crate::observe::run_dir(&dir).and_then(|dir| report_run(&registry, &dir)),
+        Command::Status { dir, watch } => crate::observe::status(&dir, watch, |d| resume_command(d, false)),
+        Command::Cancel { dir, now } => crate::observe::cancel(&dir, now, |d| resume_command(d, false)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");

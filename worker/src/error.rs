@@ -11,6 +11,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
+    /// `cancel` was given a run that nothing is writing.
+    #[error("no run is writing {} (it finished or stopped); to finish it:\n  {resume}", dir.display())]
+    NotRunning {
+        /// The result directory.
+        dir: PathBuf,
+        /// The command that resumes it.
+        resume: String,
+    },
     /// The spec file's name does not say its format.
     #[error("the spec file {} must end in .toml, .yaml or .yml", path.display())]
     UnknownExtension {

@@ -331,7 +331,8 @@ fn a_program_that_forgets_run_child_if_requested_fails_with_a_clear_error() {
     let run_dir = result_dir(dir.path(), "forgetful");
     assert!(read_journal(&run_dir.join("journal")).expect("the journal").records.is_empty());
     // Only the program wrote a result directory: no child got as far as starting an operation.
-    assert_eq!(std::fs::read_dir(dir.path().join("forgetful")).expect("the directory").count(), 1);
+    let runs = std::fs::read_dir(dir.path().join("forgetful")).expect("the directory");
+    assert_eq!(runs.flatten().filter(|e| !e.path().is_symlink()).count(), 1);
     // And no copy of the program is left.
     let marker = format!("{FORGETFUL_RESULTS}={}", dir.path().display());
     let copies = || -> Vec<u32> {

@@ -715,6 +715,10 @@ pub(crate) fn find_results_csv(base: &Path) -> Result<PathBuf> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).with_context(|| format!("could not read {}", dir.display()))? {
             let path = entry?.path();
+            if path.is_symlink() {
+                // `latest` points at a run already walked.
+                continue;
+            }
             if path.is_dir() {
                 stack.push(path);
             } else if path.file_name().is_some_and(|n| n == "results.csv") {
@@ -736,7 +740,11 @@ pub(crate) fn run_dir(base: &Path) -> Result<PathBuf> {
     let mut dirs = Vec::new();
     for name in std::fs::read_dir(base).with_context(|| format!("no results under {}", base.display()))? {
         for run in std::fs::read_dir(name?.path())? {
-            dirs.push(run?.path());
+            let run = run?.path();
+            // `latest` points at one of the others.
+            if !run.is_symlink() {
+                dirs.push(run);
+            }
         }
     }
     match dirs.as_slice() {
@@ -930,7 +938,7 @@ fn pid_of(program: &str, marker: &str, rank: Option<u32>) -> Option<u32> {
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
             let first = args.next()?;
-            if !Path::new(first.as_ref()).file_name().is_some_and(|n| n == program) {
+            if Path::new(first.as_ref()).file_name().is_none_or(|n| n != program) {
                 return None;
             }
             if !String::from_utf8_lossy(&cmdline).contains(marker) {

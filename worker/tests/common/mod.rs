@@ -37,7 +37,7 @@ pub fn result_dir(base: &Path, name: &str) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(base.join(name))
         .expect("the operation's directory exists")
         .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir() && !p.is_symlink())
         .collect();
     assert_eq!(dirs.len(), 1, "one result directory in {}", base.join(name).display());
     dirs.into_iter().next().unwrap_or_default()

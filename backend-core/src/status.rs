@@ -1,0 +1,304 @@
+//! A running operation that can be watched and stopped from outside: the coordinator keeps
+//! `status.json` in the result directory up to date (atomically, twice a second) and looks
+//! for a `cancel` file there, which asks it to stop as Ctrl-C would. Both go through the
+//! directory, so another terminal, or the login node while the job runs on compute nodes,
+//! needs no pid and no access to the host that runs it.
+//!
+//! Not for the results themselves: those are the journal's. A status file says what was
+//! true a moment ago; whether its writer still lives is the result directory's lock's to
+//! say ([`RunLock::holder`](crate::lock::RunLock::holder)).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::StatusBoard;
+use crate::{Error, Result};
+
+/// The status file in a result directory.
+pub const STATUS_FILE: &str = "status.json";
+/// The file that asks the run of a result directory to stop: `graceful` (as a first Ctrl-C)
+/// or `now` (as a second).
+pub const CANCEL_FILE: &str = "cancel";
+/// How often the status file is rewritten and the cancel file looked for.
+pub const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// How many of the running processes the status file lists (the longest-running first).
+const LISTED_RUNNING: usize = 20;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Processes run.
+    Running,
+    /// Every process has a record.
+    Finished,
+    /// Stopped early (a signal or `cancel`); `--resume` runs the rest.
+    Interrupted,
+}
+
+/// A process running now, as the status file lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningProcess {
+    /// Its id.
+    pub id: u64,
+    /// The worker running it (`host/worker`).
+    pub worker: String,
+    /// Seconds it has run.
+    pub running_s: f64,
+}
+
+/// The content of `status.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStatus {
+    /// Where the run stands.
+    pub state: RunState,
+    /// The operation's name.
+    pub name: String,
+    /// The backend running it.
+    pub backend: String,
+    /// The coordinating program's pid.
+    pub pid: u32,
+    /// Its host.
+    pub host: String,
+    /// When the run started, in seconds since the Unix epoch.
+    pub started_at: f64,
+    /// When this status was written, in seconds since the Unix epoch.
+    pub updated_at: f64,
+    /// Processes with a finished record.
+    pub finished: u64,
+    /// Processes with a crashed or timed-out record.
+    pub crashed: u64,
+    /// Processes running now.
+    pub running: u64,
+    /// All processes, when known.
+    pub total: Option<u64>,
+    /// Processes ended per second since the start (this run's, not a resumed run's earlier).
+    pub rate: f64,
+    /// Seconds until the end at that rate, when the total is known.
+    pub eta_s: Option<f64>,
+    /// The longest-running processes, longest first (those of this program's threads; an
+    /// MPI master lists none, its workers run elsewhere).
+    pub longest_running: Vec<RunningProcess>,
+}
+
+impl RunStatus {
+    /// Reads the status file of `dir`, `None` when there is none.
+    pub fn read(dir: &Path) -> Result<Option<RunStatus>> {
+        let path = dir.join(STATUS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::io("read", &path, std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())))
+    }
+
+    fn write(&self, dir: &Path) -> Result<()> {
+        let (path, tmp) = (dir.join(STATUS_FILE), dir.join(format!(".{STATUS_FILE}.tmp")));
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Internal(format!("status: {e}")))?;
+        std::fs::write(&tmp, json).map_err(|e| Error::io("write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("move into place", &tmp, e))
+    }
+}
+
+/// Asks the run that writes `dir` to stop: gracefully (running processes finish, as a first
+/// Ctrl-C) or `now` (as a second). The run sees it within [`STATUS_EVERY`].
+pub fn request_cancel(dir: &Path, now: bool) -> Result<()> {
+    let path = dir.join(CANCEL_FILE);
+    std::fs::write(&path, if now { "now\n" } else { "graceful\n" }).map_err(|e| Error::io("write", &path, e))
+}
+
+/// The processes running in this program now: id → (worker, since when).
+static RUNNING: Mutex<BTreeMap<u64, (String, Instant)>> = Mutex::new(BTreeMap::new());
+
+/// Marks a process as running in this program while the value lives.
+pub(crate) struct Running(u64);
+
+impl Running {
+    pub(crate) fn new(id: u64, worker: String) -> Running {
+        RUNNING.lock().unwrap_or_else(PoisonError::into_inner).insert(id, (worker, Instant::now()));
+        Running(id)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.0);
+    }
+}
+
+fn longest_running() -> Vec<RunningProcess> {
+    let running = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut listed: Vec<RunningProcess> = running
+        .iter()
+        .map(|(&id, (worker, since))| RunningProcess {
+            id,
+            worker: worker.clone(),
+            running_s: since.elapsed().as_secs_f64(),
+        })
+        .collect();
+    drop(running);
+    listed.sort_by(|a, b| b.running_s.total_cmp(&a.running_s).then(a.id.cmp(&b.id)));
+    listed.truncate(LISTED_RUNNING);
+    listed
+}
+
+/// What the status thread needs to know of its run.
+pub(crate) struct StatusSource {
+    pub(crate) dir: PathBuf,
+    pub(crate) name: String,
+    pub(crate) backend: String,
+    pub(crate) board: StatusBoard,
+}
+
+/// The thread that keeps `status.json` and answers `cancel`, from `execute` to the end.
+pub(crate) struct StatusWriter {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    source: std::sync::Arc<StatusSource>,
+    started_at: f64,
+}
+
+impl StatusWriter {
+    /// Starts keeping the status of the run described by `source`. A stale `cancel` file
+    /// (from a run stopped before it was seen) is removed first.
+    pub(crate) fn start(source: StatusSource) -> StatusWriter {
+        let _ = std::fs::remove_file(source.dir.join(CANCEL_FILE));
+        let source = std::sync::Arc::new(source);
+        let started_at = crate::record::now_s();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = {
+            let source = std::sync::Arc::clone(&source);
+            let clock = Instant::now();
+            let preset = source.board.snapshot();
+            std::thread::Builder::new()
+                .name("taskfarm-status".into())
+                .spawn(move || loop {
+                    look_for_cancel(&source.dir);
+                    let status = snapshot(&source, RunState::Running, started_at, clock, &preset);
+                    if let Err(e) = status.write(&source.dir) {
+                        tracing::debug!(target: "taskfarm", "the status file could not be written: {e}");
+                    }
+                    match stopped.recv_timeout(STATUS_EVERY) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                })
+                .ok()
+        };
+        StatusWriter { stop: Some(stop), thread, source, started_at }
+    }
+
+    /// Stops the thread and writes the final status.
+    pub(crate) fn finish(mut self, state: RunState, wall: Duration) {
+        self.stop_thread();
+        let clock = Instant::now().checked_sub(wall).unwrap_or_else(Instant::now);
+        let mut status = snapshot(&self.source, state, self.started_at, clock, &Default::default());
+        status.running = 0;
+        status.longest_running.clear();
+        status.eta_s = None;
+        if let Err(e) = status.write(&self.source.dir) {
+            tracing::debug!(target: "taskfarm", "the status file could not be written: {e}");
+        }
+        let _ = std::fs::remove_file(self.source.dir.join(CANCEL_FILE));
+    }
+
+    fn stop_thread(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for StatusWriter {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+fn snapshot(
+    source: &StatusSource,
+    state: RunState,
+    started_at: f64,
+    clock: Instant,
+    preset: &crate::StatusCounts,
+) -> RunStatus {
+    let counts = source.board.snapshot();
+    let ended_here = (counts.finished + counts.crashed).saturating_sub(preset.finished + preset.crashed);
+    let elapsed = clock.elapsed().as_secs_f64();
+    let rate = if elapsed > 0.0 { ended_here as f64 / elapsed } else { 0.0 };
+    let left = counts.total.map(|t| t.saturating_sub(counts.finished + counts.crashed));
+    RunStatus {
+        state,
+        name: source.name.clone(),
+        backend: source.backend.clone(),
+        pid: std::process::id(),
+        host: crate::record::this_host().to_owned(),
+        started_at,
+        updated_at: crate::record::now_s(),
+        finished: counts.finished,
+        crashed: counts.crashed,
+        running: counts.running,
+        total: counts.total,
+        rate,
+        eta_s: left.filter(|_| rate > 0.0).map(|left| left as f64 / rate),
+        longest_running: longest_running(),
+    }
+}
+
+/// Acts on a `cancel` file in `dir`: `graceful` stops dispatching (as a first Ctrl-C), `now`
+/// also cuts running processes short (as a second). The file is removed once seen.
+fn look_for_cancel(dir: &Path) {
+    let path = dir.join(CANCEL_FILE);
+    let Ok(how) = std::fs::read_to_string(&path) else { return };
+    let _ = std::fs::remove_file(&path);
+    crate::set_stop_exit_status(130);
+    if crate::request_stop() == 1 {
+        tracing::warn!(target: "taskfarm", "cancelled: no new process starts; waiting for the running ones to finish");
+    }
+    if how.trim() == "now" {
+        crate::request_stop();
+        crate::kill_running_children();
+        tracing::warn!(target: "taskfarm", "cancelled now: running processes are cut short and run again on --resume");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_file_says_what_runs_and_ends_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let board = StatusBoard::new(Some(10));
+        board.started(2);
+        let source = StatusSource { dir: dir.path().to_owned(), name: "op".into(), backend: "local".into(), board };
+        let running = Running::new(7, "host/thread-1".into());
+        let writer = StatusWriter::start(source);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = RunStatus::read(dir.path()).unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no status file");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!((status.state, status.running, status.total), (RunState::Running, 2, Some(10)));
+        assert_eq!(status.pid, std::process::id());
+        assert!(status.longest_running.iter().any(|p| p.id == 7 && p.worker == "host/thread-1"), "{status:?}");
+        drop(running);
+        writer.finish(RunState::Finished, Duration::from_secs(1));
+        let status = RunStatus::read(dir.path()).unwrap().unwrap();
+        assert_eq!((status.state, status.running), (RunState::Finished, 0));
+        assert!(status.longest_running.is_empty());
+    }
+}
