@@ -827,6 +827,8 @@ enum MpiStop {
     IntToMaster,
     /// `kill -9` of worker rank 1.
     KillWorker,
+    /// `taskfarm-worker cancel DIR` from outside the job.
+    Cancel,
 }
 
 /// Stopped mid-run while long processes run and short ones have finished: the job ends
@@ -834,7 +836,7 @@ enum MpiStop {
 /// the resume command is printed, no command the run started survives, and `--resume`
 /// then runs every process exactly once.
 fn signals_mid_run(scratch: &Path, tally: &mut Tally) {
-    for stop in [MpiStop::IntToMpirun, MpiStop::IntToMaster, MpiStop::KillWorker] {
+    for stop in [MpiStop::IntToMpirun, MpiStop::IntToMaster, MpiStop::KillWorker, MpiStop::Cancel] {
         let name =
             format!("{stop:?} while long processes run: finished ones consolidated, no survivors, then --resume");
         let outcome = signal_case(scratch, stop);
@@ -871,10 +873,21 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(300));
         let marker = path_arg(&spec);
+        if let MpiStop::Cancel = stop {
+            let dir = run_dir(&results)?;
+            eprintln!("xtask:   taskfarm-worker cancel {}", dir.display());
+            let cancel = Command::new(release_worker()).arg("cancel").arg(&dir).output()?;
+            if !cancel.status.success() {
+                bail!("cancel failed: {}", String::from_utf8_lossy(&cancel.stderr));
+            }
+            signalled = true;
+            return Ok(());
+        }
         let (signal, pid) = match stop {
             MpiStop::IntToMpirun => ("-INT", pid_of("mpirun", &marker, None)),
             MpiStop::IntToMaster => ("-INT", pid_of("taskfarm-worker", &marker, Some(0))),
             MpiStop::KillWorker => ("-KILL", pid_of("taskfarm-worker", &marker, Some(1))),
+            MpiStop::Cancel => return Ok(()),
         };
         let pid = pid.context("the process to signal was not found")?;
         eprintln!("xtask:   kill {signal} {pid}");
@@ -889,7 +902,7 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
         bail!("the job did not end after the signal:\n{}", tail(&outcome.stderr));
     }
     match stop {
-        MpiStop::IntToMaster if outcome.code != Some(130) => {
+        MpiStop::IntToMaster | MpiStop::Cancel if outcome.code != Some(130) => {
             bail!("exit {:?}, expected 130:\n{}", outcome.code, tail(&outcome.stderr))
         }
         _ if outcome.code == Some(0) => bail!("exit 0 after a signal"),
