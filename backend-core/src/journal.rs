@@ -322,7 +322,7 @@ fn flush_and_sync(shared: &Shared) {
 }
 
 /// Where reading stopped before the end of the file: a torn or corrupt end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TornTail {
     /// The byte offset of the first record that could not be read.
     pub offset: u64,
@@ -332,7 +332,7 @@ pub struct TornTail {
 
 /// A corrupt stretch in the middle of a journal, skipped up to the next intact record: it
 /// costs the records that were there, and no other.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Skipped {
     /// The byte offset where the damage starts.
     pub offset: u64,
@@ -343,7 +343,7 @@ pub struct Skipped {
 }
 
 /// What a read found wrong with a journal, besides its intact records.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Damage {
     /// Corrupt stretches followed by intact records, in file order.
     pub skipped: Vec<Skipped>,

@@ -13,8 +13,8 @@ use crate::{ProcessRecord, Result, Status};
 /// How many of the slowest processes a report lists.
 pub const SLOWEST: usize = 5;
 
-/// A summary of one run, read from its result directory.
-#[derive(Debug, Clone, PartialEq)]
+/// A summary of one run, read from its result directory (`--json` prints it as JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunReport {
     /// Processes with a record (the latest record of an id counts).
     pub recorded: u64,
@@ -30,14 +30,31 @@ pub struct RunReport {
     pub workers: Vec<WorkerLoad>,
     /// The slowest processes, slowest first: (id, seconds, parameters as `k=v`).
     pub slowest: Vec<(u64, f64, String)>,
-    /// Crash reasons with how many processes each, most frequent first.
-    pub crash_reasons: Vec<(String, u64)>,
+    /// Crashed processes grouped by reason, the largest group first.
+    pub crash_groups: Vec<CrashGroup>,
     /// What was skipped or ignored of the journal (corrupt records, a torn end).
     pub damage: Damage,
 }
 
+/// The crashed processes that share a reason.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CrashGroup {
+    /// The reason, as recorded.
+    pub reason: String,
+    /// How many processes crashed with it.
+    pub count: u64,
+    /// The smallest ids among them (at most [`GROUP_IDS`]).
+    pub ids: Vec<u64>,
+    /// The last non-empty line of the first one's stderr (where programs and tracebacks put
+    /// the error), if it wrote any.
+    pub stderr_line: Option<String>,
+}
+
+/// How many ids a crash group lists.
+pub const GROUP_IDS: usize = 5;
+
 /// How busy one worker was.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerLoad {
     /// `host/worker`.
     pub name: String,
@@ -67,12 +84,12 @@ impl RunReport {
             wall_s: 0.0,
             workers: Vec::new(),
             slowest: Vec::new(),
-            crash_reasons: Vec::new(),
+            crash_groups: Vec::new(),
             damage: Damage::default(),
         };
         let (mut first, mut last) = (f64::INFINITY, f64::NEG_INFINITY);
         let mut workers: BTreeMap<String, WorkerLoad> = BTreeMap::new();
-        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        let mut groups: BTreeMap<String, CrashGroup> = BTreeMap::new();
         let mut slowest: Vec<(u64, f64, String)> = Vec::new();
         for r in records {
             report.recorded += 1;
@@ -81,7 +98,24 @@ impl RunReport {
                 Status::Crashed | Status::TimedOut => {
                     report.crashed += 1;
                     report.timed_out += u64::from(r.status == Status::TimedOut);
-                    *reasons.entry(r.reason.clone().unwrap_or_else(|| "no reason given".into())).or_default() += 1;
+                    let reason = r.reason.clone().unwrap_or_else(|| "no reason given".into());
+                    let group = groups.entry(reason.clone()).or_insert_with(|| CrashGroup {
+                        reason,
+                        count: 0,
+                        ids: Vec::new(),
+                        stderr_line: None,
+                    });
+                    group.count += 1;
+                    if group.ids.len() < GROUP_IDS || group.ids.last().is_some_and(|&last| r.id < last) {
+                        let line =
+                            r.stderr_tail.as_deref().and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()));
+                        if group.ids.first().is_none_or(|&first| r.id < first) {
+                            group.stderr_line = line.map(|l| l.trim().to_owned());
+                        }
+                        group.ids.push(r.id);
+                        group.ids.sort_unstable();
+                        group.ids.truncate(GROUP_IDS);
+                    }
                 }
             }
             first = first.min(r.started_at);
@@ -100,9 +134,9 @@ impl RunReport {
         report.wall_s = if last > first { last - first } else { 0.0 };
         report.workers = workers.into_values().collect();
         report.slowest = slowest;
-        let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
-        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        report.crash_reasons = reasons;
+        let mut groups: Vec<CrashGroup> = groups.into_values().collect();
+        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        report.crash_groups = groups;
         report
     }
 
@@ -135,10 +169,10 @@ impl fmt::Display for RunReport {
         for (id, seconds, params) in &self.slowest {
             writeln!(f, "  #{id:<8} {seconds:>9.3} s  {params}")?;
         }
-        if !self.crash_reasons.is_empty() {
+        if !self.crash_groups.is_empty() {
             writeln!(f, "crash reasons:")?;
-            for (reason, count) in &self.crash_reasons {
-                writeln!(f, "  {count:>7} × {reason}")?;
+            for group in &self.crash_groups {
+                write!(f, "{group}")?;
             }
         }
         for skipped in &self.damage.skipped {
@@ -152,6 +186,19 @@ impl fmt::Display for RunReport {
             writeln!(f, "journal damage: a torn end at offset {} ignored ({})", torn.offset, torn.why)?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for CrashGroup {
+    /// `   12 × reason` and below it the stderr line and the first ids.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  {:>7} × {}", self.count, self.reason)?;
+        if let Some(line) = &self.stderr_line {
+            writeln!(f, "            stderr: {line}")?;
+        }
+        let ids: Vec<String> = self.ids.iter().map(|id| format!("#{id}")).collect();
+        let more = if self.count > self.ids.len() as u64 { ", ..." } else { "" };
+        writeln!(f, "            processes {}{more}", ids.join(", "))
     }
 }
 
@@ -190,7 +237,9 @@ mod tests {
         assert_eq!(report.workers.len(), 2);
         assert!((report.utilisation() - 4.5 / 5.0).abs() < 1e-9);
         assert_eq!(report.slowest[0].0, 0);
-        assert_eq!(report.crash_reasons, vec![("boom".into(), 2), ("bang".into(), 1)]);
+        let groups: Vec<(&str, u64, &[u64])> =
+            report.crash_groups.iter().map(|g| (g.reason.as_str(), g.count, g.ids.as_slice())).collect();
+        assert_eq!(groups, vec![("boom", 2, &[1, 2][..]), ("bang", 1, &[3][..])]);
         let text = report.to_string();
         assert!(text.contains("utilisation: 90.0% over 2 workers"), "{text}");
         assert!(text.contains("2 × boom"), "{text}");

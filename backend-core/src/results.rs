@@ -206,7 +206,7 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
         let second = journal.visit_latest(&order, |record| {
             timeline.count(&record);
             columns.fill(&record, &mut cells);
-            csv.write_record(cells.iter().map(|c| c.as_ref().map(Value::to_string).unwrap_or_default()))
+            csv.write_record(cells.iter().map(|c| c.as_ref().map(Value::csv_cell).unwrap_or_default()))
                 .map_err(csv_error)?;
             let object: serde_json::Map<String, serde_json::Value> = columns
                 .names

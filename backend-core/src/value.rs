@@ -145,6 +145,18 @@ impl Value {
     }
 }
 
+impl Value {
+    /// The value as a cell of `results.csv`: as [`Display`](fmt::Display) writes it, but a
+    /// whole float keeps its point (`2.0`, not `2`), so a column's type does not depend on
+    /// the values that happen to be in it.
+    pub fn csv_cell(&self) -> String {
+        match self {
+            Value::Float(x) if x.is_finite() => format!("{x:?}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Value {
     /// Formats the value as it is substituted into a command line or a CSV cell.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -425,6 +437,16 @@ impl<'de> Visitor<'de> for ValueVisitor {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn csv_cells_keep_a_float_a_float() {
+        let cells: Vec<String> =
+            [Value::Float(2.0), Value::Float(0.1), Value::Float(1e300), Value::Float(f64::NAN), Value::Int(2)]
+                .iter()
+                .map(Value::csv_cell)
+                .collect();
+        assert_eq!(cells, ["2.0", "0.1", "1e300", "NaN", "2"]);
+    }
 
     fn value_strategy() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![

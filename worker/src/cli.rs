@@ -82,6 +82,9 @@ enum Command {
         /// The run's result directory (results/<name>/<timestamp>, or results/<name> for
         /// the latest run).
         dir: PathBuf,
+        /// Print the report as one JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Shows where a run stands, live or not: counts, rate, ETA, the longest-running
     /// processes, crashes so far by reason; for a stopped run, the command that finishes it.
@@ -264,7 +267,9 @@ where
             kinds(&registry);
             Ok(EXIT_OK)
         }
-        Command::Report { dir } => crate::observe::run_dir(&dir).and_then(|dir| report_run(&registry, &dir)),
+        Command::Report { dir, json } => {
+            crate::observe::run_dir(&dir).and_then(|dir| report_run(&registry, &dir, json))
+        }
         Command::Status { dir, watch } => crate::observe::status(&dir, watch, |d| resume_command(d, false)),
         Command::Cancel { dir, now } => crate::observe::cancel(&dir, now, |d| resume_command(d, false)),
     };
@@ -351,7 +356,7 @@ fn report(summary: &Summary) {
     let _ = writeln!(out, "results: {}", summary.results_csv().display());
 }
 
-fn report_run(registry: &Registry, dir: &std::path::Path) -> Result<u8, WorkerError> {
+fn report_run(registry: &Registry, dir: &std::path::Path, json: bool) -> Result<u8, WorkerError> {
     let spec_path = dir.join(taskfarm::results::files::OPERATION);
     if !spec_path.is_file() || !dir.join(taskfarm::results::files::JOURNAL).is_file() {
         return Err(taskfarm::CoreError::NotARun { path: dir.to_owned(), missing: "operation.toml or journal" }.into());
@@ -359,6 +364,20 @@ fn report_run(registry: &Registry, dir: &std::path::Path) -> Result<u8, WorkerEr
     let spec = Spec::load(&spec_path, registry)?;
     let report = taskfarm::report::RunReport::from_dir(dir)?;
     let mut out = std::io::stdout().lock();
+    if json {
+        let holder = taskfarm::lock::RunLock::holder(dir)?;
+        let object = serde_json::json!({
+            "run": dir,
+            "operation": spec.name(),
+            "kind": spec.kind(),
+            "total": spec.len(),
+            "missing": spec.len().saturating_sub(report.recorded),
+            "running": holder,
+            "report": report,
+        });
+        let _ = writeln!(out, "{object}");
+        return Ok(EXIT_OK);
+    }
     let _ = writeln!(out, "run: {} (operation `{}`, kind `{}`)", dir.display(), spec.name(), spec.kind());
     let _ = write!(out, "{report}");
     let missing = spec.len().saturating_sub(report.recorded);

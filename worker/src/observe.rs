@@ -104,8 +104,8 @@ fn describe(dir: &Path, resume: &impl Fn(&Path) -> String) -> Result<(String, bo
     if status.crashed > 0 {
         let report = taskfarm::report::RunReport::from_dir(dir)?;
         text.push_str("crashes by reason:\n");
-        for (reason, count) in report.crash_reasons.iter().take(SHOWN_REASONS) {
-            text.push_str(&format!("  {count:>7} × {reason}\n"));
+        for group in report.crash_groups.iter().take(SHOWN_REASONS) {
+            text.push_str(&group.to_string());
         }
     }
     Ok((text, live))
