@@ -95,6 +95,9 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Submits the operation as a Slurm batch job: checks the spec, writes the batch script
+    /// next to its results and calls sbatch with this worker's path (see examples/slurm/).
+    Submit(crate::submit::SubmitArgs),
     /// Stops a running run from outside, as Ctrl-C would (no new process starts; what runs
     /// finishes; everything is journaled and consolidated). Works from any host that sees
     /// the result directory, under mpirun too.
@@ -271,6 +274,7 @@ where
             crate::observe::run_dir(&dir).and_then(|dir| report_run(&registry, &dir, json))
         }
         Command::Status { dir, watch } => crate::observe::status(&dir, watch, |d| resume_command(d, false)),
+        Command::Submit(args) => crate::submit::submit(&registry, args),
         Command::Cancel { dir, now } => crate::observe::cancel(&dir, now, |d| resume_command(d, false)),
     };
     result.unwrap_or_else(|e| {

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
+    /// `submit` could not hand the job to Slurm.
+    #[error("could not submit the job: {0}")]
+    Submit(String),
     /// `cancel` was given a run that nothing is writing.
     #[error("no run is writing {} (it finished or stopped); to finish it:\n  {resume}", dir.display())]
     NotRunning {

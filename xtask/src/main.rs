@@ -1,12 +1,14 @@
 //! Project automation, run as `cargo xtask <command>`: `run` a spec with the release worker,
 //! `mpirun` it under MPI, `test` (the README's test command, MPI tests included when
-//! `mpirun` is found), and `ci` (format check, clippy, tests) as `.ci/run` does.
+//! `mpirun` is found), `ci` (format check, clippy, tests) as `.ci/run` does, and the suites
+//! that need root: `cluster-test` (MPI across network namespaces) and `slurm-test`.
 //!
 //! Not for anything a user's program needs: the xtask only drives cargo and mpirun.
 
 mod bench;
 mod cluster;
 mod mpi;
+mod slurm;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -39,6 +41,9 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Runs taskfarm across 3 hosts made of network namespaces (needs root): see xtask/src/cluster.rs.
     ClusterTest(cluster::ClusterArgs),
+    /// Runs taskfarm through a one-node Slurm cluster made here (needs root, slurm-wlm, munge):
+    /// see xtask/src/slurm.rs.
+    SlurmTest,
     /// What CI runs: format check, clippy with warnings as errors, the tests.
     Ci,
 }
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Task::Test => test().map(|()| 0),
         Task::Ci => ci().map(|()| 0),
         Task::ClusterTest(args) => cluster::cluster_test(args).map(|()| 0),
+        Task::SlurmTest => slurm::slurm_test(ci_mode()).map(|()| 0),
         Task::Bench(args) => bench::bench(args).map(|()| 0),
     };
     match result {
