@@ -285,6 +285,16 @@ impl Summary {
     }
 }
 
+/// Refuses a timeout that nothing would enforce: in thread isolation only a process type
+/// that stops at its deadline itself ([`Process::ENFORCES_TIMEOUT`]) can time out.
+fn refuse_unenforceable_timeout<P: Process>(operation: &Operation<P>) -> Result<()> {
+    let options = operation.options();
+    if options.timeout.is_some() && options.isolation == crate::Isolation::Thread && !P::ENFORCES_TIMEOUT {
+        return Err(Error::TimeoutNotEnforced { process: std::any::type_name::<P>() });
+    }
+    Ok(())
+}
+
 struct StagedState<P: Process> {
     dispatch: Dispatch<P>,
     collector: Collector,
@@ -339,6 +349,7 @@ impl<P: Process> Lifecycle<P> {
     /// A resumed operation ([`Operation::resume_from`]) continues its earlier run instead.
     pub fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
         crate::subprocess::refuse_operation_in_child()?;
+        refuse_unenforceable_timeout(&operation)?;
         if let Some(resume) = operation.resume().cloned() {
             return self.stage_in_resumed(operation, resume);
         }
@@ -390,6 +401,7 @@ impl<P: Process> Lifecycle<P> {
     /// backend's workers use the directory the master created).
     pub fn stage_in_dir(&mut self, operation: Operation<P>, dir: PathBuf) -> Result<()> {
         crate::subprocess::refuse_operation_in_child()?;
+        refuse_unenforceable_timeout(&operation)?;
         self.lock = Some(RunLock::acquire(&dir)?);
         let mut spec = operation.spec().clone();
         spec.insert("backend".into(), crate::Value::Str(self.backend.into()));

@@ -74,6 +74,17 @@ pub enum Error {
         /// What the evaluator said.
         reason: String,
     },
+    /// A timeout in thread isolation for a process type that cannot stop at its deadline.
+    #[error(
+        "a `timeout` cannot be enforced for process type `{process}` in thread isolation (a process running in a \
+         thread of the worker cannot be stopped): add `.with_isolation(Isolation::Subprocess)`, or remove the \
+         timeout (or, if the process returns `ProcessError::timed_out` at `ctx.deadline()`, set \
+         `const ENFORCES_TIMEOUT: bool = true` in its `impl Process`)"
+    )]
+    TimeoutNotEnforced {
+        /// The process type's name.
+        process: &'static str,
+    },
     /// `runs` is 0.
     #[error("`runs` must be at least 1")]
     ZeroRuns,

@@ -164,8 +164,10 @@ impl<P: Process> Operation<P> {
     }
 
     /// Gives each attempt of a process at most `timeout`; past it the process is recorded
-    /// as timed out. With `Isolation::Subprocess` the child is killed; with
-    /// `Isolation::Thread` the process only sees the deadline in its context (see
+    /// as timed out. With `Isolation::Subprocess` the child is killed. In `Isolation::Thread`
+    /// nothing can stop a process from outside: `stage_in` refuses the timeout unless the
+    /// process type stops at its deadline itself
+    /// ([`Process::ENFORCES_TIMEOUT`](crate::Process::ENFORCES_TIMEOUT), see
     /// [`ProcessContext::deadline`](crate::ProcessContext::deadline)).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = Some(timeout);

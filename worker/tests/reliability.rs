@@ -351,3 +351,59 @@ fn a_program_that_forgets_run_child_if_requested_fails_with_a_clear_error() {
     }
     assert_eq!(copies(), Vec::<u32>::new(), "copies of the program still run");
 }
+
+/// Sleeps `self.0` milliseconds, ignoring any deadline.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sleepy(u64);
+
+impl taskfarm::Process for Sleepy {
+    type Output = u64;
+    fn run(&self, _ctx: &taskfarm::ProcessContext<'_>) -> Result<u64, taskfarm::ProcessError> {
+        std::thread::sleep(Duration::from_millis(self.0));
+        Ok(self.0)
+    }
+}
+
+/// Sleeps `self.0` milliseconds or until its deadline, which it reports as a timeout.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Watchful(u64);
+
+impl taskfarm::Process for Watchful {
+    type Output = u64;
+    const ENFORCES_TIMEOUT: bool = true;
+    fn run(&self, ctx: &taskfarm::ProcessContext<'_>) -> Result<u64, taskfarm::ProcessError> {
+        let end = Instant::now() + Duration::from_millis(self.0);
+        while Instant::now() < end {
+            if ctx.deadline().is_some_and(|d| Instant::now() >= d) {
+                return Err(taskfarm::ProcessError::timed_out("stopped at its deadline"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(self.0)
+    }
+}
+
+#[test]
+fn a_library_timeout_that_nothing_enforces_is_refused_at_stage_in() {
+    use taskfarm::{Backend, Operation, SerialBackend};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let operation = Operation::from_processes("sleepy", [Sleepy(0), Sleepy(300)])
+        .expect("an operation")
+        .with_results_base(dir.path())
+        .with_timeout(Duration::from_millis(50));
+    let error = SerialBackend::new().stage_in(operation).expect_err("the timeout cannot be enforced");
+    let message = error.to_string();
+    assert!(message.contains("a `timeout` cannot be enforced for process type `reliability::Sleepy` in thread isolation (a process running in a thread of the worker cannot be stopped)"), "{message}");
+    assert!(message.contains("Isolation::Subprocess") && message.contains("ENFORCES_TIMEOUT"), "{message}");
+    assert!(!dir.path().join("sleepy").exists(), "nothing was staged");
+
+    // A process type that stops at its deadline itself may have a timeout in thread isolation.
+    let operation = Operation::from_processes("watchful", [Watchful(0), Watchful(60_000)])
+        .expect("an operation")
+        .with_results_base(dir.path())
+        .with_timeout(Duration::from_millis(50));
+    let summary = SerialBackend::new().run(operation).expect("the run");
+    assert_eq!((summary.finished, summary.crashed), (1, 1), "{summary:?}");
+    let rows = rows(&summary.dir);
+    assert_eq!(rows[&1].0, "timed_out", "{:?}", rows[&1]);
+}
