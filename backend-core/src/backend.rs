@@ -321,6 +321,8 @@ pub struct Lifecycle<P: Process> {
     resumed_torn_tail: Option<TornTail>,
     /// The result directory's lock, held from `stage_in` to `cleanup`.
     lock: Option<RunLock>,
+    /// Where the operation's job source leaves the error that stopped it early.
+    source_failure: crate::operation::SourceFailure,
 }
 
 impl<P: Process> std::fmt::Debug for Lifecycle<P> {
@@ -342,6 +344,7 @@ impl<P: Process> Lifecycle<P> {
             wall: Duration::ZERO,
             resumed_torn_tail: None,
             lock: None,
+            source_failure: Default::default(),
         }
     }
 
@@ -428,6 +431,7 @@ impl<P: Process> Lifecycle<P> {
         tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
         let collector = Collector { journal, board: self.board.clone(), progress };
         let options = operation.options();
+        self.source_failure = operation.source_failure();
         let jobs = operation.into_jobs();
         let jobs: JobSource<P> = match done {
             Some(done) => Box::new(jobs.filter(move |job| !done.contains(job.id))),
@@ -525,7 +529,11 @@ impl<P: Process> Lifecycle<P> {
             self.wall = self.started.map(|s| s.elapsed()).unwrap_or_default();
         }
         self.state = State::Executed(Ok(()));
-        result.map(|()| true)
+        result?;
+        match self.source_failure.take() {
+            Some(error) => Err(error),
+            None => Ok(true),
+        }
     }
 
     /// `consolidate`: writes the consolidated files and returns the summary.

@@ -85,6 +85,32 @@ pub enum Error {
         /// The process type's name.
         process: &'static str,
     },
+    /// A process asked for a parameter that it was not given.
+    #[error("there is no parameter `{name}` (the parameters are: {known}): check its spelling")]
+    ParameterMissing {
+        /// The name asked for.
+        name: String,
+        /// The parameters there are, joined.
+        known: String,
+    },
+    /// A parameter holds another type than the one asked for.
+    #[error("the parameter `{name}` is {found}, not {expected}")]
+    ParameterType {
+        /// The parameter.
+        name: String,
+        /// What it holds, e.g. `the string "a"`.
+        found: String,
+        /// What was asked for, e.g. `a number`.
+        expected: String,
+    },
+    /// The operation's `make` failed for a process after the run had started.
+    #[error("making process {id} of the operation failed, so no further process was started: {reason}")]
+    MakingProcess {
+        /// The process's id.
+        id: u64,
+        /// Why, as `make` said.
+        reason: String,
+    },
     /// `runs` is 0.
     #[error("`runs` must be at least 1")]
     ZeroRuns,

@@ -41,7 +41,7 @@ pub use execute::{
     set_stop_exit_status, stop_exit_status, stop_now_requested, stop_requested, text_tail, Isolation, RunOptions,
     MAX_TIMEOUT_SECONDS,
 };
-pub use operation::{JobSource, Operation, Resume};
+pub use operation::{JobSource, Operation, Resume, SourceFailure};
 pub use process::{Job, Process, ProcessContext, ProcessError};
 pub use progress::{ProgressDisplay, ProgressMode};
 pub use record::{
@@ -50,4 +50,4 @@ pub use record::{
 pub use serial::SerialBackend;
 pub use space::ParameterSpace;
 pub use subprocess::{in_child, run_child_if_requested, CHILD_ARGS, CHILD_ENV};
-pub use value::{Params, Value};
+pub use value::{Params, ParamsExt, Value};

@@ -44,9 +44,13 @@ impl ParameterSpace {
     ///     ("beta", vec![Value::from(10), Value::from(20), Value::from(30)]),
     /// ]).unwrap();
     /// assert_eq!(space.count().unwrap(), 6);
+    /// // Values of one type need no `Value::from`:
+    /// let space = ParameterSpace::ranges([("alpha", vec![0.1, 0.2]), ("beta", vec![1.0, 2.0])]).unwrap();
+    /// assert_eq!(space.count().unwrap(), 4);
     /// ```
-    pub fn ranges<K: Into<String>>(ranges: impl IntoIterator<Item = (K, Vec<Value>)>) -> Result<Self> {
-        let ranges: IndexMap<String, Vec<Value>> = ranges.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    pub fn ranges<K: Into<String>, V: Into<Value>>(ranges: impl IntoIterator<Item = (K, Vec<V>)>) -> Result<Self> {
+        let ranges: IndexMap<String, Vec<Value>> =
+            ranges.into_iter().map(|(k, v)| (k.into(), v.into_iter().map(Into::into).collect())).collect();
         if ranges.is_empty() {
             return Err(Error::EmptyParameterSpace { why: "`parameter_ranges` names no parameter".into() });
         }
@@ -454,7 +458,7 @@ mod tests {
 
     #[test]
     fn empty_spaces_are_errors() {
-        assert!(ParameterSpace::ranges([("a", vec![])]).is_err());
+        assert!(ParameterSpace::ranges([("a", Vec::<Value>::new())]).is_err());
         assert!(ParameterSpace::settings(vec![]).is_err());
         let none: [(&str, Vec<Value>); 0] = [];
         assert!(ParameterSpace::ranges(none).is_err());

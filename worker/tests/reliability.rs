@@ -407,3 +407,46 @@ fn a_library_timeout_that_nothing_enforces_is_refused_at_stage_in() {
     let rows = rows(&summary.dir);
     assert_eq!(rows[&1].0, "timed_out", "{:?}", rows[&1]);
 }
+
+#[test]
+fn parameters_read_by_a_wrong_name_or_type_are_errors_that_name_them() {
+    use taskfarm::{Backend, Operation, ParameterSpace, ParamsExt, SerialBackend, Value};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let space = || ParameterSpace::ranges([("x", vec![1, 2, 3])]).expect("a space");
+
+    let misspelt = Operation::try_sweep("typed", space(), 1, |p, _| Ok(Echo(p.i64("xx")?)));
+    let message = misspelt.expect_err("no parameter `xx`").to_string();
+    assert_eq!(message, "there is no parameter `xx` (the parameters are: `x`): check its spelling");
+
+    let wrong_type = Operation::try_sweep("typed", space(), 1, |p, _| Ok(Echo(p.str("x")?.len() as i64)));
+    let message = wrong_type.expect_err("`x` is not a string").to_string();
+    assert_eq!(message, "the parameter `x` is the integer 1, not a string");
+
+    let negative = ParameterSpace::ranges([("seed", vec![-1])]).expect("a space");
+    let out_of_range = Operation::try_sweep("typed", negative, 1, |p, _| Ok(Echo(i64::from(p.u32("seed")?))));
+    let message = out_of_range.expect_err("-1 is not a u32").to_string();
+    assert_eq!(message, "the parameter `seed` is the integer -1, not a whole number from 0 to 4294967295 (u32)");
+
+    // A range of mixed types: the first processes run, then the run fails naming the one
+    // that could not be made, with the records of the others kept.
+    let mixed =
+        ParameterSpace::ranges([("x", vec![Value::from(1), Value::from(2), Value::from("three")])]).expect("a space");
+    let operation = Operation::try_sweep("typed", mixed, 1, |p, _| Ok(Echo(p.i64("x")?)))
+        .expect("the first process is made")
+        .with_results_base(dir.path());
+    let message = SerialBackend::new().run(operation).expect_err("process 2 cannot be made").to_string();
+    assert_eq!(
+        message,
+        "making process 2 of the operation failed, so no further process was started: the parameter `x` is the \
+         string \"three\", not a whole number from -9223372036854775808 to 9223372036854775807 (i64)"
+    );
+    let run_dir = result_dir(dir.path(), "typed");
+    assert_eq!(read_journal(&run_dir.join("journal")).expect("the journal").records.len(), 2);
+
+    // Plain vectors of numbers are ranges, and integers of every width are values.
+    let space = ParameterSpace::ranges([("alpha", vec![0.5_f64, 1.5])]).expect("a space of floats");
+    assert_eq!(space.count().expect("a count"), 2);
+    let widths = [Value::from(7_u8), Value::from(7_u16), Value::from(7_i16), Value::from(7_usize)];
+    assert!(widths.iter().all(|v| *v == Value::Int(7)), "{widths:?}");
+    assert_eq!(Value::from(u64::MAX), Value::UInt(u64::MAX));
+}
