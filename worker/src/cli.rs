@@ -5,7 +5,9 @@
 //! nothing); 1 when the operation ran but some processes crashed or timed out (their records
 //! are in `crashed.jsonl`); 2 for bad input or usage (a clear `error: ...` line on stderr,
 //! nothing run) and for an operation that could not run (e.g. an unwritable results
-//! directory); 130 after Ctrl-C (SIGINT) and 143 after SIGTERM.
+//! directory); 3 when reading or writing a file failed while running (e.g. the disk is
+//! full: the command that finishes the run is printed when its directory holds a journal);
+//! 130 after Ctrl-C (SIGINT) and 143 after SIGTERM.
 //!
 //! **Ctrl-C / SIGTERM** ([`main_with`] installs the handlers): the first signal stops
 //! dispatching (no new process starts), lets the running processes finish, journals and
@@ -34,6 +36,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_CRASHED: u8 = 1;
 /// Bad input or usage: nothing ran (or the operation could not run).
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// Reading or writing a file failed while running (e.g. the disk is full): what was
+/// journaled is kept, and the command that finishes the run is printed.
+pub const EXIT_IO: u8 = 3;
 /// The run was interrupted by Ctrl-C (SIGINT): 128 + 2.
 pub const EXIT_SIGINT: u8 = 130;
 /// The run was interrupted by SIGTERM: 128 + 15.
@@ -248,7 +253,14 @@ where
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
-        EXIT_BAD_INPUT
+        if let Some(dir) = e.resumable_dir() {
+            eprintln!("taskfarm: what finished is in the journal; to finish the run: {}", resume_command(dir, false));
+        }
+        if e.is_io() {
+            EXIT_IO
+        } else {
+            EXIT_BAD_INPUT
+        }
     })
 }
 
@@ -278,7 +290,16 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
     if let Some(dir) = &args.resume {
         operation = operation.resume_from(dir, args.rerun_crashed);
     }
-    let summary = backend.run(operation)?;
+    // Backend::run's steps, so that a failure after staging can name the run's directory.
+    backend.stage_in(operation)?;
+    let dir = taskfarm::lock::held_dir();
+    let ran = backend.execute().and_then(|()| backend.retrieve(None));
+    let consolidated = backend.consolidate();
+    let cleaned = backend.cleanup();
+    let summary = ran.and(consolidated).and_then(|summary| cleaned.map(|()| summary)).map_err(|e| match dir {
+        Some(dir) => WorkerError::RunFailed { dir, source: Box::new(e) },
+        None => WorkerError::from(e),
+    })?;
     if !summary.is_report() {
         return Ok(EXIT_OK);
     }

@@ -1,6 +1,6 @@
 //! `WorkerError`: everything that stops the worker before or while it runs an operation,
 //! each a sentence a user can act on. The binary prints it as `error: <sentence>` and
-//! exits with status 2.
+//! exits with status 2 (3 for a failed read or write of a file, [`WorkerError::is_io`]).
 //!
 //! Processes that crash are not errors here: they are records in the result directory.
 
@@ -64,6 +64,41 @@ pub enum WorkerError {
     /// The operation could not be run (e.g. the results directory is not writable).
     #[error(transparent)]
     Run(Box<taskfarm::CoreError>),
+    /// The run failed after its result directory was made (e.g. the disk filled up).
+    #[error("{source}")]
+    RunFailed {
+        /// The run's result directory.
+        dir: PathBuf,
+        /// Why it failed.
+        source: Box<taskfarm::CoreError>,
+    },
+}
+
+impl WorkerError {
+    /// Whether reading or writing a file failed (the disk is full, a device failed), as
+    /// opposed to bad input: the binary exits with its own status for it.
+    pub fn is_io(&self) -> bool {
+        match self {
+            WorkerError::Run(e) | WorkerError::RunFailed { source: e, .. } => {
+                matches!(**e, taskfarm::CoreError::Io { .. })
+            }
+            _ => false,
+        }
+    }
+
+    /// The result directory of a run that failed part-way and can be resumed: it holds a
+    /// journal and the spec as run.
+    pub fn resumable_dir(&self) -> Option<&Path> {
+        match self {
+            WorkerError::RunFailed { dir, .. }
+                if dir.join(taskfarm::results::files::JOURNAL).is_file()
+                    && dir.join(taskfarm::results::files::OPERATION).is_file() =>
+            {
+                Some(dir)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<taskfarm::Error> for WorkerError {

@@ -450,3 +450,74 @@ fn parameters_read_by_a_wrong_name_or_type_are_errors_that_name_them() {
     assert!(widths.iter().all(|v| *v == Value::Int(7)), "{widths:?}");
     assert_eq!(Value::from(u64::MAX), Value::UInt(u64::MAX));
 }
+
+/// A small tmpfs mounted at a directory while this lives (root only).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` at `dir`, or says why it cannot.
+    fn mount(dir: &Path, size: &str) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(text(&out.stderr));
+        }
+        Ok(SmallDisk(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_exits_3_with_the_resume_command_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // 100 processes with outputs of 4 KB each: a journal of about 420 KB, and as much again
+    // for results.csv and results.jsonl.
+    let xs: Vec<String> = (0..100).map(|x| x.to_string()).collect();
+    std::fs::write(
+        dir.path().join("full.toml"),
+        format!(
+            "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"printf '{{{{\\\"pad\\\": \\\"%04000d\\\"}}}}\\\\n' {{x}}\"]\n\
+             parameter_ranges = {{ x = [{}] }}\n",
+            xs.join(", ")
+        ),
+    )
+    .expect("the spec is written");
+    // 200 KiB fills while the journal is written; 600 KiB while consolidating.
+    for (size, failing) in [("200k", "journal"), ("600k", ".results.")] {
+        let mount_point = dir.path().join(format!("disk-{size}"));
+        let _disk = match SmallDisk::mount(&mount_point, size) {
+            Ok(disk) => disk,
+            Err(why) => {
+                eprintln!("note: a full disk is not tested here: no tmpfs could be mounted ({why})");
+                return;
+            }
+        };
+        let out = run(
+            &["run", "full.toml", "--quiet", "--backend", "serial", "--results", &mount_point.to_string_lossy()],
+            dir.path(),
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{size}: {stderr}");
+        assert!(stderr.starts_with("error: could not write "), "{size}: {stderr}");
+        assert!(stderr.contains(failing) && stderr.contains("No space left on device"), "{size}: {stderr}");
+        let run_dir = result_dir(&mount_point, "full");
+        let resume = format!("run {}/operation.toml --resume {}", run_dir.display(), run_dir.display());
+        assert!(stderr.contains("to finish the run: ") && stderr.contains(&resume), "{size}: {stderr}");
+        let left: Vec<String> = std::fs::read_dir(&run_dir)
+            .expect("the run directory")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "{size}: temporary files are left");
+        assert!(!read_journal(&run_dir.join("journal")).expect("the journal").records.is_empty(), "{size}");
+    }
+}
