@@ -117,6 +117,9 @@ struct RunArgs {
     /// With --resume: run the processes that crashed again too.
     #[arg(long, requires = "resume")]
     rerun_crashed: bool,
+    /// Accept a --pool-size or --threads-per-rank above 64 threads per core of this machine.
+    #[arg(long)]
+    force: bool,
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {
@@ -275,6 +278,15 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         options = options.prefetch(n);
     }
     let threads_per_rank = args.threads_per_rank.or(spec.threads_per_rank()).unwrap_or(1);
+    if !args.force {
+        let cores = backend_local_pool_size();
+        let limit = cores.saturating_mul(crate::limits::MAX_THREADS_PER_CORE);
+        for (option, asked) in [("--pool-size", args.pool_size), ("--threads-per-rank", args.threads_per_rank)] {
+            if let Some(asked) = asked.filter(|&n| n > limit) {
+                return Err(WorkerError::TooManyThreads { option, asked, cores, limit });
+            }
+        }
+    }
     options = options.threads_per_rank(threads_per_rank);
     match backend_name.as_str() {
         "mpi" => spec.check_threads(threads_per_rank, "each MPI worker rank has")?,

@@ -25,6 +25,14 @@ pub enum WorkerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The spec file is larger than a spec can be.
+    #[error("the spec file {} is larger than {} MiB (is it a spec file?): a spec of a million parameter values takes a few MiB; give the values as ranges, or split the operation", path.display(), limit / (1024 * 1024))]
+    SpecTooLarge {
+        /// The spec file.
+        path: PathBuf,
+        /// The largest size read, in bytes.
+        limit: u64,
+    },
     /// The spec is malformed or does not suit its kind.
     #[error("{}: {message}", At(path, *line))]
     Spec {
@@ -57,6 +65,18 @@ pub enum WorkerError {
         line: Option<usize>,
         /// The core's sentence.
         source: Box<taskfarm::CoreError>,
+    },
+    /// A thread count on the command line is far beyond this machine.
+    #[error("{option} {asked} is more than {} threads per core of this machine ({cores} cores: at most {limit}): one thread per core is the default, and more only help processes that mostly wait; add --force to use {asked} anyway", crate::limits::MAX_THREADS_PER_CORE)]
+    TooManyThreads {
+        /// The option, e.g. `--pool-size`.
+        option: &'static str,
+        /// The number given.
+        asked: usize,
+        /// The cores of this machine.
+        cores: usize,
+        /// The largest number taken without --force.
+        limit: usize,
     },
     /// The backend could not be made (unknown, not in this build, bad option).
     #[error(transparent)]

@@ -158,8 +158,9 @@ impl Spec {
     /// Reads, parses and validates the spec file at `path` against the kinds of `registry`.
     pub fn load(path: &Path, registry: &Registry) -> Result<Spec, WorkerError> {
         let format = Format::of(path)?;
-        let text =
-            std::fs::read_to_string(path).map_err(|source| WorkerError::Read { path: path.to_owned(), source })?;
+        let text = crate::limits::read_bounded(path)
+            .map_err(|source| WorkerError::Read { path: path.to_owned(), source })?
+            .ok_or_else(|| WorkerError::SpecTooLarge { path: path.to_owned(), limit: crate::limits::MAX_SPEC_BYTES })?;
         Spec::parse(&text, format, path, registry)
     }
 
@@ -175,6 +176,17 @@ impl Spec {
             source: Box::new(source),
         };
 
+        // Before parsing: a deeply nested document takes the YAML parser minutes.
+        if let Some(line) = crate::limits::line_too_deep(text, crate::limits::MAX_SPEC_DEPTH) {
+            return Err(spec_error(
+                Some(line),
+                format!(
+                    "lists and tables nest more than {} levels deep here: a spec needs a few levels; write the \
+                     values flatter",
+                    crate::limits::MAX_SPEC_DEPTH
+                ),
+            ));
+        }
         let (header, document): (Header, UniqueMap<Value>) = match format {
             Format::Toml => {
                 let header = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
