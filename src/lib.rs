@@ -32,7 +32,7 @@
 
 pub use backend_core::{
     execute_job, journal, lock, oplog, parse_duration, report, request_stop, results, run_child_if_requested, run_job,
-    set_stop_exit_status, stop_requested, Backend, Error as CoreError, Isolation, Job, Location, Operation,
+    set_stop_exit_status, stop_requested, Backend, Count, Error as CoreError, Isolation, Job, Location, Operation,
     ParameterSpace, Params, ParamsExt, Process, ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role,
     RunOptions, SerialBackend, Status, StatusCounts, Summary, Value,
 };

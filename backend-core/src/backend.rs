@@ -91,6 +91,11 @@ impl StatusBoard {
         board
     }
 
+    /// The total became known (the source of an operation of unknown length ended).
+    pub fn set_total(&self, total: u64) {
+        self.0.total.store(total, Ordering::Relaxed);
+    }
+
     /// `n` processes started.
     pub fn started(&self, n: u64) {
         self.0.running.fetch_add(n, Ordering::Relaxed);
@@ -432,7 +437,10 @@ impl<P: Process> Lifecycle<P> {
         let collector = Collector { journal, board: self.board.clone(), progress };
         let options = operation.options();
         self.source_failure = operation.source_failure();
-        let jobs = operation.into_jobs();
+        let jobs = match len {
+            Some(_) => operation.into_jobs(),
+            None => counted(operation.into_jobs(), self.board.clone()),
+        };
         let jobs: JobSource<P> = match done {
             Some(done) => Box::new(jobs.filter(move |job| !done.contains(job.id))),
             None => jobs,
@@ -585,6 +593,25 @@ impl<P: Process> Lifecycle<P> {
 
 /// The jobs of `jobs` until a stop is requested: checked before each job is pulled, so a
 /// stopped operation starts no new process while those running finish.
+/// Counts the jobs of a source of unknown length as they are made, and sets the board's
+/// total when the source ends by itself (not when a stop ended it: then what is left is
+/// unknown).
+fn counted<P: Process>(mut jobs: JobSource<P>, board: StatusBoard) -> JobSource<P> {
+    let mut made = 0u64;
+    Box::new(std::iter::from_fn(move || match jobs.next() {
+        Some(job) => {
+            made += 1;
+            Some(job)
+        }
+        None => {
+            if !stop_requested() {
+                board.set_total(made);
+            }
+            None
+        }
+    }))
+}
+
 fn until_stopped<P: Process>(jobs: JobSource<P>) -> JobSource<P> {
     Box::new(jobs.take_while(|_| !stop_requested()))
 }

@@ -8,12 +8,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{
-    format_duration, Error, Isolation, Job, ParameterSpace, Params, Process, ProgressMode, Result, RunOptions, Value,
+    format_duration, Count, Error, Isolation, Job, ParameterSpace, Params, Process, ProgressMode, Result, RunOptions,
+    Value,
 };
 
 /// The longest operation name: it names a directory, and file systems take names of up to
 /// 255 bytes.
 const MAX_NAME_LEN: usize = 255;
+
+/// How long [`Operation::sweep`] counts the combinations a space's constraints admit
+/// before it leaves the length unknown.
+pub const SWEEP_COUNT_BUDGET: Duration = Duration::from_millis(250);
 
 /// The lazy source of an operation's jobs.
 pub type JobSource<P> = Box<dyn Iterator<Item = Job<P>> + Send>;
@@ -66,7 +71,9 @@ impl<P: Process> std::fmt::Debug for Operation<P> {
 impl<P: Process> Operation<P> {
     /// A sweep: one process per parameter combination of `space` and per run, made by
     /// `make(params, run)` only when a backend asks for it. Ids count from 0 in the order
-    /// combinations are enumerated, runs of one combination next to each other.
+    /// combinations are enumerated, runs of one combination next to each other. Its
+    /// [`len`](Self::len) is unknown when the constraints could not be counted within
+    /// [`SWEEP_COUNT_BUDGET`] (the run starts all the same and counts as it goes).
     ///
     /// `make` cannot fail: prefer [`try_sweep`](Self::try_sweep), whose `make` reads the
     /// parameters with [`ParamsExt`](crate::ParamsExt) and `?`, so a misspelt name or a wrong
@@ -112,22 +119,30 @@ impl<P: Process> Operation<P> {
         if runs == 0 {
             return Err(Error::ZeroRuns);
         }
-        let combinations = space.count()?;
-        if combinations == 0 {
-            return Err(Error::ConstraintsExcludeAll {
-                constraints: space.constraints().collect::<Vec<_>>().join(" && "),
-            });
-        }
-        let len = combinations.checked_mul(u64::from(runs)).ok_or_else(|| Error::TooManyProcesses {
+        // Constraints are counted for a moment only: a large constrained space starts at
+        // once, with its length unknown (the backend learns it when the source ends).
+        let count = space.count_within(SWEEP_COUNT_BUDGET)?;
+        let too_many = |combinations: u64| Error::TooManyProcesses {
             what: format!("{combinations} parameter combinations × {runs} runs"),
-        })?;
-        // The first process is made now, so a mistake common to all shows before staging.
-        let mut combos = space.iter();
-        let mut first_process = match combos.next() {
-            Some(first) => Some(make(&first, 0)?),
-            None => None,
         };
-        drop(combos);
+        let len = match count {
+            Count::Exact(0) => {
+                return Err(Error::ConstraintsExcludeAll {
+                    constraints: space.constraints().collect::<Vec<_>>().join(" && "),
+                })
+            }
+            Count::Exact(n) => Some(n.checked_mul(u64::from(runs)).ok_or_else(|| too_many(n))?),
+            Count::AtLeast { admitted, .. } => {
+                admitted.checked_mul(u64::from(runs)).ok_or_else(|| too_many(admitted))?;
+                None
+            }
+        };
+        // The first process is made now, so a mistake common to all shows before staging
+        // (when counting found a combination: looking for one could take as long as counting).
+        let mut first_process = match count.at_least() {
+            0 => None,
+            _ => space.iter().next().map(|first| make(&first, 0)).transpose()?,
+        };
         let spec = describe_space(&space, runs);
         let failure = SourceFailure::default();
         let failed = failure.clone();
@@ -148,7 +163,7 @@ impl<P: Process> Operation<P> {
                     }
                 }
             });
-        let mut operation = Self::from_parts(name.into(), Box::new(jobs), Some(len), spec)?;
+        let mut operation = Self::from_parts(name.into(), Box::new(jobs), len, spec)?;
         operation.failure = failure;
         Ok(operation)
     }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use taskfarm::{create_backend, BackendOptions, ProgressMode, Summary};
+use taskfarm::{create_backend, BackendOptions, Count, ProgressMode, Summary};
 
 use crate::spec::Spec;
 use crate::{Registry, SpecProcess, WorkerError};
@@ -177,6 +177,12 @@ fn install_signal_handlers() {
                 // consolidates and reports what was unfinished. Leaving from this thread
                 // skips MPI's finalization, which the master would never join.
                 backend_core::kill_running_children();
+                std::process::exit(i32::from(code));
+            }
+            if taskfarm::lock::held_dir().is_none() {
+                // No run is staged (the spec is still being read or counted): nothing runs
+                // and nothing is to be saved, so stop now.
+                eprintln!("\ntaskfarm: {name}: stopped before any process started");
                 std::process::exit(i32::from(code));
             }
             if backend_core::request_stop() == 1 {
@@ -372,17 +378,23 @@ fn report_run(registry: &Registry, dir: &std::path::Path) -> Result<u8, WorkerEr
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "run: {} (operation `{}`, kind `{}`)", dir.display(), spec.name(), spec.kind());
     let _ = write!(out, "{report}");
-    let missing = spec.len().saturating_sub(report.recorded);
+    let count = spec.count_within(COUNT_BUDGET)?;
+    let missing = count.at_least().saturating_sub(report.recorded);
     let resume = resume_command(dir, false);
+    let total = describe_count(count);
     if let Some(holder) = taskfarm::lock::RunLock::holder(dir)? {
         let _ = writeln!(
             out,
-            "running: the run is still going ({holder}); {missing} of {} processes have no record yet",
-            spec.len()
+            "running: the run is still going ({holder}); {missing} of {total} processes have no record yet"
         );
     } else if missing > 0 {
-        let _ =
-            writeln!(out, "missing: {missing} of {} processes have no record; to run them:\n  {resume}", spec.len());
+        let _ = writeln!(out, "missing: {missing} of {total} processes have no record; to run them:\n  {resume}");
+    } else if count.exact().is_none() {
+        let _ = writeln!(
+            out,
+            "{} processes recorded of {total}: whether any is missing is not known; to run those that are:\n  {resume}",
+            report.recorded
+        );
     } else if report.crashed > 0 {
         let _ = writeln!(out, "to run the crashed processes again:\n  {}", resume_command(dir, true));
     } else {
@@ -420,17 +432,39 @@ fn validate(registry: &Registry, path: PathBuf) -> Result<(), WorkerError> {
         if spec.parameter_names().is_empty() { "none".to_owned() } else { spec.parameter_names().join(", ") };
     let _ = writeln!(out, "{}: operation `{}` of kind `{}`", path.display(), spec.name(), spec.kind());
     let _ = writeln!(out, "parameters: {parameters}");
-    let _ = writeln!(out, "processes: {} ({} run(s) each)", spec.len(), spec.runs());
-    let total = spec.len();
-    for job in spec.into_operation().into_jobs().take(SHOWN) {
+    let count = spec.count_within(COUNT_BUDGET)?;
+    let _ = writeln!(out, "processes: {} ({} run(s) each)", describe_count(count), spec.runs());
+    // Only processes counting met: finding more could take as long as counting did.
+    let shown = count.at_least().min(SHOWN as u64);
+    for job in spec.into_operation().into_jobs().take(shown as usize) {
         let params: Vec<String> = job.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "  #{} run {}: {}", job.id, job.run, params.join(" "));
     }
-    if total > SHOWN as u64 {
-        let _ = writeln!(out, "  ... and {} more", total - SHOWN as u64);
+    match count {
+        Count::Exact(total) if total > shown => {
+            let _ = writeln!(out, "  ... and {} more", total - shown);
+        }
+        Count::AtLeast { .. } => {
+            let _ = writeln!(out, "  ... and more");
+        }
+        Count::Exact(_) => {}
     }
     let _ = writeln!(out, "ok: the spec is valid (nothing was run)");
     Ok(())
+}
+
+/// How long `validate` and `report` count the processes of a constrained space.
+const COUNT_BUDGET: Duration = Duration::from_secs(2);
+
+/// `12`, or `at least 12 (counting stopped after 2 s: 10000 of 10^20 combinations examined)`.
+fn describe_count(count: Count) -> String {
+    match count {
+        Count::Exact(n) => n.to_string(),
+        Count::AtLeast { admitted, examined, of } => format!(
+            "at least {admitted} (counting stopped after {} s: {examined} of {of} parameter combinations examined)",
+            COUNT_BUDGET.as_secs()
+        ),
+    }
 }
 
 fn kinds(registry: &Registry) {

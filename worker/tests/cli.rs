@@ -652,6 +652,29 @@ fn a_spec_that_never_ends_is_refused_after_16_mib() {
     assert!(!dir.path().join("results").exists());
 }
 
+#[test]
+fn validate_bounds_the_time_it_counts_a_constrained_space() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let values: Vec<String> = (0..10).map(|v| v.to_string()).collect();
+    let ranges: String = (0..8).map(|p| format!("p{p} = [{}]\n", values.join(", "))).collect();
+    std::fs::write(
+        dir.path().join("big.toml"),
+        format!("kind = \"command\"\ncommand = [\"true\"]\nconstraints = [\"p0 < 5\"]\n[parameter_ranges]\n{ranges}"),
+    )
+    .expect("the spec is written");
+    // 10^8 combinations: counting them all takes minutes.
+    let out = worker(&["validate", "big.toml"], dir.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("processes: at least "), "{stdout}");
+    assert!(
+        stdout.contains("(counting stopped after 2 s: ")
+            && stdout.contains(" of 100000000 parameter combinations examined)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("#0 run 0: p0=0 p1=0") && stdout.contains("... and more"), "{stdout}");
+}
+
 /// Values that a shell would read as code if they were pasted into a script as they are.
 const HOSTILE: [&str; 11] = [
     "a; echo INJECTED > INJECTED",

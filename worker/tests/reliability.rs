@@ -521,3 +521,82 @@ fn a_full_disk_exits_3_with_the_resume_command_and_leaves_no_temporary_file() {
         assert!(!read_journal(&run_dir.join("journal")).expect("the journal").records.is_empty(), "{size}");
     }
 }
+
+/// `parameters` ranges of `values` values each (0, 1, ...), constrained by `constraint`.
+fn constrained_spec(parameters: usize, values: usize, constraint: &str, command: &str) -> String {
+    let range: Vec<String> = (0..values).map(|v| v.to_string()).collect();
+    let ranges: String = (0..parameters).map(|p| format!("p{p} = [{}]\n", range.join(", "))).collect();
+    format!("kind = \"command\"\ncommand = {command:?}\nconstraints = [{constraint:?}]\n[parameter_ranges]\n{ranges}")
+}
+
+/// Waits for `child` to end, killing it past `limit` (a guard against hangs only).
+fn wait_or_kill(mut child: Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    while child.try_wait().expect("the worker runs").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("the worker ends");
+            panic!("the worker did not end within {limit:?}: {}", text(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("the worker ends")
+}
+
+#[test]
+fn a_constrained_space_of_10_to_the_18_starts_at_once_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("huge.toml"), constrained_spec(9, 100, "p8 < 5", "sleep 0.05; echo {p8}"))
+        .expect("the spec is written");
+    let child = Command::new(WORKER)
+        .args(["run", "huge.toml", "--backend", "local", "--pool-size", "1"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the worker starts");
+    // Records arrive although the processes were never counted (10^18 combinations).
+    let start = Instant::now();
+    let run_dir = loop {
+        if start.elapsed() > Duration::from_secs(60) {
+            let out = wait_or_kill(child, Duration::ZERO);
+            panic!("no process ran within 60 s: {}", text(&out.stderr));
+        }
+        let run_dir = std::fs::read_dir(dir.path().join("results/huge")).ok().and_then(|mut e| e.next()?.ok());
+        if let Some(run_dir) = run_dir.map(|e| e.path()) {
+            if read_journal(&run_dir.join("journal")).is_ok_and(|j| j.records.len() >= 3) {
+                break run_dir;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs").success());
+    let out = wait_or_kill(child, Duration::from_secs(60));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(143), "{stdout}{stderr}");
+    assert!(stdout.contains("interrupted") && stdout.contains("--resume"), "{stdout}");
+    // The progress lines said what was known: at least the processes started so far.
+    assert!(stderr.contains("/at least "), "{stderr}");
+    let rows = rows(&run_dir);
+    assert!(rows.len() >= 3 && rows.values().all(|(status, _)| status == "finished"), "{rows:?}");
+}
+
+#[test]
+fn sigterm_while_counting_ends_the_program_at_once() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("count.toml"), constrained_spec(8, 10, "p0 < 5", "true")).expect("the spec");
+    let child = Command::new(WORKER)
+        .args(["validate", "count.toml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the worker starts");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs").success());
+    let out = wait_or_kill(child, Duration::from_secs(60));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("taskfarm: SIGTERM: stopped before any process started"), "{stderr}");
+    assert!(!stderr.contains("waiting for the running ones"), "{stderr}");
+}
