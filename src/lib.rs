@@ -7,8 +7,8 @@
 //! one by name at run time with [`create_backend`]. It holds no logic of its own.
 //!
 //! ```
-//! use taskfarm::{create_backend, BackendOptions, Operation, ParameterSpace, Process,
-//!                ProcessContext, ProcessError, Value};
+//! use taskfarm::{create_backend, BackendOptions, Operation, ParameterSpace, ParamsExt, Process,
+//!                ProcessContext, ProcessError};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
@@ -20,10 +20,8 @@
 //! }
 //!
 //! # let dir = tempfile::tempdir()?;
-//! let space = ParameterSpace::ranges([("x", (1..=4).map(Value::from).collect())])?;
-//! let operation = Operation::sweep("squares", space, 1, |p, _run| Square {
-//!     x: p["x"].as_i64().unwrap_or_default(),
-//! })?
+//! let space = ParameterSpace::ranges([("x", vec![1, 2, 3, 4])])?;
+//! let operation = Operation::try_sweep("squares", space, 1, |p, _run| Ok(Square { x: p.i64("x")? }))?
 //! .with_results_base(dir.path());
 //! let mut backend = create_backend("local", &BackendOptions::default())?;
 //! let summary = backend.run(operation)?;
@@ -34,9 +32,9 @@
 
 pub use backend_core::{
     execute_job, journal, lock, oplog, parse_duration, report, request_stop, results, run_child_if_requested, run_job,
-    set_stop_exit_status, status, stop_requested, Backend, Error as CoreError, Isolation, Job, Location, Operation,
-    ParameterSpace, Params, Process, ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, RunOptions,
-    SerialBackend, Status, StatusCounts, Summary, Value,
+    set_stop_exit_status, status, stop_requested, Backend, Count, Error as CoreError, Isolation, Job, Location,
+    Operation, ParameterSpace, Params, ParamsExt, Process, ProcessContext, ProcessError, ProcessRecord, ProgressMode,
+    Role, RunOptions, SerialBackend, Status, StatusCounts, Summary, Value,
 };
 #[cfg(feature = "local")]
 pub use backend_local::{process_pool, LocalBackend};

@@ -92,6 +92,11 @@ impl StatusBoard {
         board
     }
 
+    /// The total became known (the source of an operation of unknown length ended).
+    pub fn set_total(&self, total: u64) {
+        self.0.total.store(total, Ordering::Relaxed);
+    }
+
     /// `n` processes started.
     pub fn started(&self, n: u64) {
         self.0.running.fetch_add(n, Ordering::Relaxed);
@@ -286,6 +291,16 @@ impl Summary {
     }
 }
 
+/// Refuses a timeout that nothing would enforce: in thread isolation only a process type
+/// that stops at its deadline itself ([`Process::ENFORCES_TIMEOUT`]) can time out.
+fn refuse_unenforceable_timeout<P: Process>(operation: &Operation<P>) -> Result<()> {
+    let options = operation.options();
+    if options.timeout.is_some() && options.isolation == crate::Isolation::Thread && !P::ENFORCES_TIMEOUT {
+        return Err(Error::TimeoutNotEnforced { process: std::any::type_name::<P>() });
+    }
+    Ok(())
+}
+
 struct StagedState<P: Process> {
     dispatch: Dispatch<P>,
     collector: Collector,
@@ -314,6 +329,8 @@ pub struct Lifecycle<P: Process> {
     lock: Option<RunLock>,
     /// Keeps `status.json` and answers `cancel` from `execute` to `consolidate`.
     status: Option<StatusWriter>,
+    /// Where the operation's job source leaves the error that stopped it early.
+    source_failure: crate::operation::SourceFailure,
 }
 
 impl<P: Process> std::fmt::Debug for Lifecycle<P> {
@@ -336,6 +353,7 @@ impl<P: Process> Lifecycle<P> {
             resumed_torn_tail: None,
             lock: None,
             status: None,
+            source_failure: Default::default(),
         }
     }
 
@@ -343,6 +361,7 @@ impl<P: Process> Lifecycle<P> {
     /// A resumed operation ([`Operation::resume_from`]) continues its earlier run instead.
     pub fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
         crate::subprocess::refuse_operation_in_child()?;
+        refuse_unenforceable_timeout(&operation)?;
         if let Some(resume) = operation.resume().cloned() {
             return self.stage_in_resumed(operation, resume);
         }
@@ -394,6 +413,7 @@ impl<P: Process> Lifecycle<P> {
     /// backend's workers use the directory the master created).
     pub fn stage_in_dir(&mut self, operation: Operation<P>, dir: PathBuf) -> Result<()> {
         crate::subprocess::refuse_operation_in_child()?;
+        refuse_unenforceable_timeout(&operation)?;
         self.lock = Some(RunLock::acquire(&dir)?);
         let mut spec = operation.spec().clone();
         spec.insert("backend".into(), crate::Value::Str(self.backend.into()));
@@ -420,7 +440,11 @@ impl<P: Process> Lifecycle<P> {
         tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
         let collector = Collector { journal, board: self.board.clone(), progress };
         let options = operation.options();
-        let jobs = operation.into_jobs();
+        self.source_failure = operation.source_failure();
+        let jobs = match len {
+            Some(_) => operation.into_jobs(),
+            None => counted(operation.into_jobs(), self.board.clone()),
+        };
         let jobs: JobSource<P> = match done {
             Some(done) => Box::new(jobs.filter(move |job| !done.contains(job.id))),
             None => jobs,
@@ -529,7 +553,11 @@ impl<P: Process> Lifecycle<P> {
             self.wall = self.started.map(|s| s.elapsed()).unwrap_or_default();
         }
         self.state = State::Executed(Ok(()));
-        result.map(|()| true)
+        result?;
+        match self.source_failure.take() {
+            Some(error) => Err(error),
+            None => Ok(true),
+        }
     }
 
     /// `consolidate`: writes the consolidated files and returns the summary.
@@ -585,6 +613,25 @@ impl<P: Process> Lifecycle<P> {
 
 /// The jobs of `jobs` until a stop is requested: checked before each job is pulled, so a
 /// stopped operation starts no new process while those running finish.
+/// Counts the jobs of a source of unknown length as they are made, and sets the board's
+/// total when the source ends by itself (not when a stop ended it: then what is left is
+/// unknown).
+fn counted<P: Process>(mut jobs: JobSource<P>, board: StatusBoard) -> JobSource<P> {
+    let mut made = 0u64;
+    Box::new(std::iter::from_fn(move || match jobs.next() {
+        Some(job) => {
+            made += 1;
+            Some(job)
+        }
+        None => {
+            if !stop_requested() {
+                board.set_total(made);
+            }
+            None
+        }
+    }))
+}
+
 fn until_stopped<P: Process>(jobs: JobSource<P>) -> JobSource<P> {
     Box::new(jobs.take_while(|_| !stop_requested()))
 }

@@ -74,6 +74,43 @@ pub enum Error {
         /// What the evaluator said.
         reason: String,
     },
+    /// A timeout in thread isolation for a process type that cannot stop at its deadline.
+    #[error(
+        "a `timeout` cannot be enforced for process type `{process}` in thread isolation (a process running in a \
+         thread of the worker cannot be stopped): add `.with_isolation(Isolation::Subprocess)`, or remove the \
+         timeout (or, if the process returns `ProcessError::timed_out` at `ctx.deadline()`, set \
+         `const ENFORCES_TIMEOUT: bool = true` in its `impl Process`)"
+    )]
+    TimeoutNotEnforced {
+        /// The process type's name.
+        process: &'static str,
+    },
+    /// A process asked for a parameter that it was not given.
+    #[error("there is no parameter `{name}` (the parameters are: {known}): check its spelling")]
+    ParameterMissing {
+        /// The name asked for.
+        name: String,
+        /// The parameters there are, joined.
+        known: String,
+    },
+    /// A parameter holds another type than the one asked for.
+    #[error("the parameter `{name}` is {found}, not {expected}")]
+    ParameterType {
+        /// The parameter.
+        name: String,
+        /// What it holds, e.g. `the string "a"`.
+        found: String,
+        /// What was asked for, e.g. `a number`.
+        expected: String,
+    },
+    /// The operation's `make` failed for a process after the run had started.
+    #[error("making process {id} of the operation failed, so no further process was started: {reason}")]
+    MakingProcess {
+        /// The process's id.
+        id: u64,
+        /// Why, as `make` said.
+        reason: String,
+    },
     /// `runs` is 0.
     #[error("`runs` must be at least 1")]
     ZeroRuns,

@@ -8,12 +8,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{
-    format_duration, Error, Isolation, Job, ParameterSpace, Params, Process, ProgressMode, Result, RunOptions, Value,
+    format_duration, Count, Error, Isolation, Job, ParameterSpace, Params, Process, ProgressMode, Result, RunOptions,
+    Value,
 };
 
 /// The longest operation name: it names a directory, and file systems take names of up to
 /// 255 bytes.
 const MAX_NAME_LEN: usize = 255;
+
+/// How long [`Operation::sweep`] counts the combinations a space's constraints admit
+/// before it leaves the length unknown.
+pub const SWEEP_COUNT_BUDGET: Duration = Duration::from_millis(250);
 
 /// The lazy source of an operation's jobs.
 pub type JobSource<P> = Box<dyn Iterator<Item = Job<P>> + Send>;
@@ -28,6 +33,24 @@ pub struct Operation<P: Process> {
     progress: ProgressMode,
     resume: Option<Resume>,
     options: RunOptions,
+    failure: SourceFailure,
+}
+
+/// Why an operation's lazy source stopped before its end (its `make` failed): the source
+/// sets it and ends; the lifecycle fails the run with it once the started processes ended.
+#[derive(Debug, Clone, Default)]
+pub struct SourceFailure(std::sync::Arc<std::sync::Mutex<Option<Error>>>);
+
+impl SourceFailure {
+    fn set(&self, error: Error) {
+        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.get_or_insert(error);
+    }
+
+    /// Takes the error, if the source failed.
+    pub fn take(&self) -> Option<Error> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
 }
 
 /// Where an operation resumes: an earlier run's result directory.
@@ -48,7 +71,29 @@ impl<P: Process> std::fmt::Debug for Operation<P> {
 impl<P: Process> Operation<P> {
     /// A sweep: one process per parameter combination of `space` and per run, made by
     /// `make(params, run)` only when a backend asks for it. Ids count from 0 in the order
-    /// combinations are enumerated, runs of one combination next to each other.
+    /// combinations are enumerated, runs of one combination next to each other. Its
+    /// [`len`](Self::len) is unknown when the constraints could not be counted within
+    /// [`SWEEP_COUNT_BUDGET`] (the run starts all the same and counts as it goes).
+    ///
+    /// `make` cannot fail: prefer [`try_sweep`](Self::try_sweep), whose `make` reads the
+    /// parameters with [`ParamsExt`](crate::ParamsExt) and `?`, so a misspelt name or a wrong
+    /// type is an error naming it rather than a panic (`params["xx"]`) or a silent default.
+    pub fn sweep(
+        name: impl Into<String>,
+        space: ParameterSpace,
+        runs: u32,
+        make: impl Fn(&Params, u32) -> P + Send + 'static,
+    ) -> Result<Self> {
+        Self::try_sweep(name, space, runs, move |params, run| Ok(make(params, run)))
+    }
+
+    /// A sweep whose processes are made by a fallible `make(params, run)`, e.g. with the
+    /// typed getters of [`ParamsExt`](crate::ParamsExt). The process of the first
+    /// combination is made at once, so a misspelt parameter name or a wrong type is an
+    /// error here, before anything is staged. If `make` fails for a later combination
+    /// (a range of mixed types), no further process is made and the run fails with that
+    /// error once the processes already started have ended (their records are kept, so
+    /// the run can be resumed after the fix).
     ///
     /// ```
     /// # use backend_core::*;
@@ -56,42 +101,71 @@ impl<P: Process> Operation<P> {
     /// # #[derive(Serialize, Deserialize)] struct Sim { alpha: f64, seed: u32 }
     /// # impl Process for Sim { type Output = f64;
     /// #   fn run(&self, _: &ProcessContext) -> Result<f64, ProcessError> { Ok(self.alpha) } }
-    /// let space = ParameterSpace::ranges([("alpha", vec![Value::from(0.1), Value::from(0.2)])])?;
-    /// let op = Operation::sweep("demo", space, 3, |params, run| Sim {
-    ///     alpha: params["alpha"].as_f64().unwrap_or_default(),
-    ///     seed: run,
-    /// })?;
+    /// let space = ParameterSpace::ranges([("alpha", vec![0.1, 0.2])])?;
+    /// let op = Operation::try_sweep("demo", space, 3, |p, run| Ok(Sim { alpha: p.f64("alpha")?, seed: run }))?;
     /// assert_eq!(op.len(), Some(6));
+    ///
+    /// let space = ParameterSpace::ranges([("alpha", vec![0.1, 0.2])])?;
+    /// let misspelt = Operation::try_sweep("demo", space, 3, |p, run| Ok(Sim { alpha: p.f64("alhpa")?, seed: run }));
+    /// assert!(misspelt.unwrap_err().to_string().contains("there is no parameter `alhpa` (the parameters are: `alpha`)"));
     /// # Ok::<(), backend_core::Error>(())
     /// ```
-    pub fn sweep(
+    pub fn try_sweep(
         name: impl Into<String>,
         space: ParameterSpace,
         runs: u32,
-        make: impl Fn(&Params, u32) -> P + Send + 'static,
+        make: impl Fn(&Params, u32) -> Result<P> + Send + 'static,
     ) -> Result<Self> {
         if runs == 0 {
             return Err(Error::ZeroRuns);
         }
-        let combinations = space.count()?;
-        if combinations == 0 {
-            return Err(Error::ConstraintsExcludeAll {
-                constraints: space.constraints().collect::<Vec<_>>().join(" && "),
-            });
-        }
-        let len = combinations.checked_mul(u64::from(runs)).ok_or_else(|| Error::TooManyProcesses {
+        // Constraints are counted for a moment only: a large constrained space starts at
+        // once, with its length unknown (the backend learns it when the source ends).
+        let count = space.count_within(SWEEP_COUNT_BUDGET)?;
+        let too_many = |combinations: u64| Error::TooManyProcesses {
             what: format!("{combinations} parameter combinations × {runs} runs"),
-        })?;
+        };
+        let len = match count {
+            Count::Exact(0) => {
+                return Err(Error::ConstraintsExcludeAll {
+                    constraints: space.constraints().collect::<Vec<_>>().join(" && "),
+                })
+            }
+            Count::Exact(n) => Some(n.checked_mul(u64::from(runs)).ok_or_else(|| too_many(n))?),
+            Count::AtLeast { admitted, .. } => {
+                admitted.checked_mul(u64::from(runs)).ok_or_else(|| too_many(admitted))?;
+                None
+            }
+        };
+        // The first process is made now, so a mistake common to all shows before staging
+        // (when counting found a combination: looking for one could take as long as counting).
+        let mut first_process = match count.at_least() {
+            0 => None,
+            _ => space.iter().next().map(|first| make(&first, 0)).transpose()?,
+        };
         let spec = describe_space(&space, runs);
+        let failure = SourceFailure::default();
+        let failed = failure.clone();
         let jobs = space
             .into_iter_owned()
             .flat_map(move |params| (0..runs).map(move |run| (params.clone(), run)))
             .enumerate()
-            .map(move |(id, (params, run))| {
-                let process = make(&params, run);
-                Job { id: id as u64, run, params, process }
+            .map_while(move |(id, (params, run))| {
+                let made = match first_process.take() {
+                    Some(process) => Ok(process),
+                    None => make(&params, run),
+                };
+                match made {
+                    Ok(process) => Some(Job { id: id as u64, run, params, process }),
+                    Err(error) => {
+                        failed.set(Error::MakingProcess { id: id as u64, reason: error.to_string() });
+                        None
+                    }
+                }
             });
-        Self::from_parts(name.into(), Box::new(jobs), Some(len), spec)
+        let mut operation = Self::from_parts(name.into(), Box::new(jobs), len, spec)?;
+        operation.failure = failure;
+        Ok(operation)
     }
 
     /// An operation of the given processes, one each, in order. The parameters of each are
@@ -145,6 +219,7 @@ impl<P: Process> Operation<P> {
             progress: ProgressMode::Quiet,
             resume: None,
             options: RunOptions::default(),
+            failure: SourceFailure::default(),
         })
     }
 
@@ -164,8 +239,10 @@ impl<P: Process> Operation<P> {
     }
 
     /// Gives each attempt of a process at most `timeout`; past it the process is recorded
-    /// as timed out. With `Isolation::Subprocess` the child is killed; with
-    /// `Isolation::Thread` the process only sees the deadline in its context (see
+    /// as timed out. With `Isolation::Subprocess` the child is killed. In `Isolation::Thread`
+    /// nothing can stop a process from outside: `stage_in` refuses the timeout unless the
+    /// process type stops at its deadline itself
+    /// ([`Process::ENFORCES_TIMEOUT`](crate::Process::ENFORCES_TIMEOUT), see
     /// [`ProcessContext::deadline`](crate::ProcessContext::deadline)).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = Some(timeout);
@@ -287,6 +364,11 @@ impl<P: Process> Operation<P> {
     /// How progress is shown.
     pub fn progress(&self) -> ProgressMode {
         self.progress
+    }
+
+    /// Where the job source leaves the error that stopped it early, if one does.
+    pub fn source_failure(&self) -> SourceFailure {
+        self.failure.clone()
     }
 
     /// Takes the job source out (backends call this when they stage the operation in).

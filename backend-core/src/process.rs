@@ -37,6 +37,14 @@ pub trait Process: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// What the process computes. Its fields become columns of `results.csv`.
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
+    /// Whether the process stops at its deadline by itself, so a timeout works in thread
+    /// isolation: its `run` watches [`ProcessContext::deadline`] and returns
+    /// [`ProcessError::timed_out`] when it passes (or kills what it waits for, as the
+    /// `command` kind does). Nothing can stop a thread from outside, so `stage_in` refuses a
+    /// timeout in thread isolation for a process type that leaves this `false` (the default):
+    /// such a process would run to its end, only to have its result thrown away.
+    const ENFORCES_TIMEOUT: bool = false;
+
     /// Runs the process. An `Err` is recorded as a crash with its message.
     fn run(&self, ctx: &ProcessContext<'_>) -> Result<Self::Output, ProcessError>;
 }

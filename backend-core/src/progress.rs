@@ -70,6 +70,10 @@ impl ProgressDisplay {
     pub fn update(&mut self, counts: &StatusCounts) {
         let done = counts.finished + counts.crashed;
         if let Some(bar) = &self.bar {
+            if let Some(total) = counts.total.filter(|&t| bar.length() != Some(t)) {
+                // The operation's length became known as its source ended.
+                bar.set_length(total);
+            }
             bar.set_position(done);
             if counts.crashed != self.crashed_shown {
                 self.crashed_shown = counts.crashed;
@@ -95,7 +99,10 @@ impl ProgressDisplay {
         let done = counts.finished + counts.crashed;
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
-        let total = counts.total.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+        // Until the source of an operation of unknown length ends, what has started is a
+        // lower bound of the total.
+        let total =
+            counts.total.map(|t| t.to_string()).unwrap_or_else(|| format!("at least {}", done + counts.running));
         let eta = match counts.total {
             Some(t) if rate > 0.0 && t >= done => format!(", ETA {:.0} s", (t - done) as f64 / rate),
             _ => String::new(),

@@ -230,8 +230,13 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     crashed_out.commit()?;
 
     let tmp = dir.join(format!(".{}.tmp", files::TIMELINE_SVG));
-    timeline.write(&tmp)?;
-    fs::rename(&tmp, dir.join(files::TIMELINE_SVG)).map_err(|e| Error::io("move into place", &tmp, e))?;
+    let drawn = timeline.write(&tmp).and_then(|()| {
+        fs::rename(&tmp, dir.join(files::TIMELINE_SVG)).map_err(|e| Error::io("move into place", &tmp, e))
+    });
+    if drawn.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    drawn?;
 
     Ok(Consolidated { recorded, finished, crashed: recorded - finished, damage })
 }
@@ -413,18 +418,24 @@ impl Journal {
 }
 
 /// A consolidated file being written beside its place (`.<name>.tmp`), renamed into place
-/// by `commit`.
+/// by `commit`. One dropped without its commit (a write failed, e.g. the disk is full) is
+/// removed, so a failed consolidation leaves no temporary file behind.
 struct Staged {
     tmp: PathBuf,
     path: PathBuf,
-    out: BufWriter<fs::File>,
+    out: BufWriter<Box<dyn Write + Send>>,
+    committed: bool,
 }
 
 impl Staged {
     fn create(dir: &Path, name: &str) -> Result<Self> {
         let tmp = dir.join(format!(".{name}.tmp"));
         let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        Ok(Staged { out: BufWriter::with_capacity(256 * 1024, file), tmp, path: dir.join(name) })
+        Ok(Staged::writing_to(Box::new(file), tmp, dir.join(name)))
+    }
+
+    fn writing_to(out: Box<dyn Write + Send>, tmp: PathBuf, path: PathBuf) -> Self {
+        Staged { out: BufWriter::with_capacity(256 * 1024, out), tmp, path, committed: false }
     }
 
     fn json_line(&mut self, value: &impl serde::Serialize) -> Result<()> {
@@ -435,7 +446,18 @@ impl Staged {
 
     fn commit(mut self) -> Result<()> {
         self.out.flush().map_err(|e| Error::io("write", &self.tmp, e))?;
-        fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("move into place", &self.path, e))
+        fs::rename(&self.tmp, &self.path).map_err(|e| Error::io("move into place", &self.path, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            // What is still buffered would fail to write as the rest did; it is not wanted.
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -570,6 +592,32 @@ mod tests {
     use crate::journal::JournalWriter;
     use crate::Location;
     use proptest::prelude::*;
+
+    /// A file system that is full: every write fails with ENOSPC.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_staged_file_that_fails_to_write_is_removed_and_nothing_is_moved_into_place() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let tmp = dir.path().join(".results.csv.tmp");
+        fs::write(&tmp, "partial").expect("the staged file exists");
+        let mut staged = Staged::writing_to(Box::new(Full), tmp.clone(), dir.path().join(files::RESULTS_CSV));
+        let line = "x".repeat(300 * 1024);
+        let error = staged.json_line(&line).expect_err("the disk is full");
+        assert!(error.to_string().contains("No space left on device"), "{error}");
+        drop(staged);
+        assert!(!tmp.exists(), "the staged file is removed");
+        assert!(!dir.path().join(files::RESULTS_CSV).exists(), "nothing was moved into place");
+    }
 
     fn record(id: u64, attempt: u32) -> ProcessRecord {
         ProcessRecord {

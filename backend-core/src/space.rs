@@ -4,6 +4,8 @@
 //! A space is enumerated lazily: a sweep of a million combinations never holds a
 //! million parameter tables at once.
 
+use std::time::{Duration, Instant};
+
 use evalexpr::{ContextWithMutableVariables, DefaultNumericTypes, EvalexprError, HashMapContext, Node, Operator};
 use indexmap::IndexMap;
 
@@ -33,6 +35,43 @@ struct Constraint {
 
 type Evaluated = evalexpr::Value<DefaultNumericTypes>;
 
+/// How often a long loop over combinations looks at the clock and for a stop request.
+const CHECK_EVERY: u64 = 256;
+
+/// What [`ParameterSpace::count_within`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Every combination was examined: this many satisfy the constraints.
+    Exact(u64),
+    /// Counting stopped (its time ran out, or a stop was requested) after `examined` of the
+    /// `of` combinations, of which `admitted` satisfy the constraints.
+    AtLeast {
+        /// Combinations found to satisfy the constraints.
+        admitted: u64,
+        /// Combinations examined.
+        examined: u64,
+        /// Combinations there are before the constraints.
+        of: u64,
+    },
+}
+
+impl Count {
+    /// The count, if it is exact.
+    pub fn exact(self) -> Option<u64> {
+        match self {
+            Count::Exact(n) => Some(n),
+            Count::AtLeast { .. } => None,
+        }
+    }
+
+    /// The count, or the lower bound found so far.
+    pub fn at_least(self) -> u64 {
+        match self {
+            Count::Exact(n) | Count::AtLeast { admitted: n, .. } => n,
+        }
+    }
+}
+
 impl ParameterSpace {
     /// The cross product of the given ranges: every combination of one value per parameter,
     /// the last parameter varying fastest.
@@ -44,9 +83,13 @@ impl ParameterSpace {
     ///     ("beta", vec![Value::from(10), Value::from(20), Value::from(30)]),
     /// ]).unwrap();
     /// assert_eq!(space.count().unwrap(), 6);
+    /// // Values of one type need no `Value::from`:
+    /// let space = ParameterSpace::ranges([("alpha", vec![0.1, 0.2]), ("beta", vec![1.0, 2.0])]).unwrap();
+    /// assert_eq!(space.count().unwrap(), 4);
     /// ```
-    pub fn ranges<K: Into<String>>(ranges: impl IntoIterator<Item = (K, Vec<Value>)>) -> Result<Self> {
-        let ranges: IndexMap<String, Vec<Value>> = ranges.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    pub fn ranges<K: Into<String>, V: Into<Value>>(ranges: impl IntoIterator<Item = (K, Vec<V>)>) -> Result<Self> {
+        let ranges: IndexMap<String, Vec<Value>> =
+            ranges.into_iter().map(|(k, v)| (k.into(), v.into_iter().map(Into::into).collect())).collect();
         if ranges.is_empty() {
             return Err(Error::EmptyParameterSpace { why: "`parameter_ranges` names no parameter".into() });
         }
@@ -130,6 +173,12 @@ impl ParameterSpace {
         Ok(self)
     }
 
+    /// The first combination, whether or not the constraints admit it: what every
+    /// combination of a cross product looks like, found at once.
+    pub fn first_unconstrained(&self) -> Option<Params> {
+        self.nth_unconstrained(0)
+    }
+
     /// The parameter names, in spec order.
     pub fn names(&self) -> &[String] {
         &self.names
@@ -161,7 +210,9 @@ impl ParameterSpace {
         })
     }
 
-    /// Enumerates the combinations lazily, owning the space (for `'static` sources).
+    /// Enumerates the combinations lazily, owning the space (for `'static` sources). A
+    /// stop request (Ctrl-C) ends it, also while it looks through a long stretch of
+    /// combinations that the constraints leave out.
     pub fn into_iter_owned(self) -> impl Iterator<Item = Params> + Send + 'static {
         let mut index = 0u64;
         std::iter::from_fn(move || loop {
@@ -170,12 +221,46 @@ impl ParameterSpace {
             if self.admits(&params) {
                 return Some(params);
             }
+            if index.is_multiple_of(CHECK_EVERY) && crate::stop_requested() {
+                return None;
+            }
         })
     }
 
+    /// How many combinations satisfy the constraints, counted for at most `budget` (and
+    /// until a stop is requested): the constraints are evaluated on the combinations in
+    /// order, so a space of 10^20 combinations gives a lower bound at once instead of a
+    /// count never. A constraint that cannot be evaluated on a combination examined is an
+    /// error that names it.
+    pub fn count_within(&self, budget: Duration) -> Result<Count> {
+        let of = self.unconstrained_len();
+        if self.constraints.is_empty() {
+            return Ok(Count::Exact(of));
+        }
+        let started = Instant::now();
+        let mut admitted = 0u64;
+        for (examined, params) in (0u64..).zip(self.unconstrained()) {
+            if examined.is_multiple_of(CHECK_EVERY)
+                && examined > 0
+                && (started.elapsed() >= budget || crate::stop_requested())
+            {
+                return Ok(Count::AtLeast { admitted, examined, of });
+            }
+            let mut holds = true;
+            for constraint in &self.constraints {
+                if !constraint.holds(&params)? {
+                    holds = false;
+                    break;
+                }
+            }
+            admitted += u64::from(holds);
+        }
+        Ok(Count::Exact(admitted))
+    }
+
     /// How many combinations satisfy the constraints (evaluates them on every combination
-    /// once). A constraint that cannot be evaluated on some combination is an error that
-    /// names it.
+    /// once, however long that takes: see [`ParameterSpace::count_within`]). A constraint
+    /// that cannot be evaluated on some combination is an error that names it.
     pub fn count(&self) -> Result<u64> {
         if self.constraints.is_empty() {
             return Ok(self.unconstrained_len());
@@ -356,6 +441,38 @@ mod tests {
     }
 
     #[test]
+    fn counting_within_a_budget_gives_a_lower_bound_or_the_count() {
+        let big = ParameterSpace::ranges((0..8).map(|p| (format!("p{p}"), (0..10).collect::<Vec<i64>>())))
+            .and_then(|s| s.constrain("p7 < 5"))
+            .expect("a space");
+        match big.count_within(Duration::ZERO).expect("a count") {
+            Count::AtLeast { admitted, examined, of } => {
+                assert_eq!((examined, of), (CHECK_EVERY, 100_000_000));
+                assert_eq!(admitted, 130, "p7 < 5 for 5 of every 10, and for the first 5 of the last 6");
+            }
+            exact => panic!("10^8 combinations were not counted at once: {exact:?}"),
+        }
+        let small =
+            ParameterSpace::ranges([("x", ints(&[1, 2, 3]))]).and_then(|s| s.constrain("x > 1")).expect("a space");
+        assert_eq!(small.count_within(Duration::from_secs(60)).expect("a count"), Count::Exact(2));
+        // An evaluation error on a combination examined is still an error.
+        let failing =
+            ParameterSpace::ranges([("x", ints(&[1, 0, 2]))]).and_then(|s| s.constrain("1 / x > 0")).expect("a space");
+        assert!(matches!(failing.count_within(Duration::from_secs(60)), Err(Error::ConstraintFailed { .. })));
+        // A sweep of the big space starts without its length.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Noop;
+        impl crate::Process for Noop {
+            type Output = ();
+            fn run(&self, _: &crate::ProcessContext<'_>) -> std::result::Result<(), crate::ProcessError> {
+                Ok(())
+            }
+        }
+        let op = crate::Operation::sweep("big", big, 1, |_, _| Noop).expect("an operation");
+        assert_eq!(op.len(), None);
+    }
+
+    #[test]
     fn cross_product_last_fastest() {
         let space = ParameterSpace::ranges([("a", ints(&[1, 2])), ("b", ints(&[10, 20]))]).unwrap();
         let all: Vec<_> = space.iter().map(|p| (p["a"].clone(), p["b"].clone())).collect();
@@ -454,7 +571,7 @@ mod tests {
 
     #[test]
     fn empty_spaces_are_errors() {
-        assert!(ParameterSpace::ranges([("a", vec![])]).is_err());
+        assert!(ParameterSpace::ranges([("a", Vec::<Value>::new())]).is_err());
         assert!(ParameterSpace::settings(vec![]).is_err());
         let none: [(&str, Vec<Value>); 0] = [];
         assert!(ParameterSpace::ranges(none).is_err());

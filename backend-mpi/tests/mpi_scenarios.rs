@@ -202,7 +202,7 @@ fn check_report<P: Process>(
 }
 
 /// A process of the hybrid scenario: takes 2 threads, reports what its context says, and
-/// by its `x` sleeps past its timeout (every try: timed out after a retry), panics, fails
+/// by its `x` runs into its timeout and stops there (every try: timed out after a retry), panics, fails
 /// once then succeeds on the retry, or works for 20 ms.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Busy {
@@ -218,10 +218,20 @@ struct BusyOutput {
 
 impl Process for Busy {
     type Output = BusyOutput;
+    // It stops at its deadline (below), so its timeout works in thread isolation.
+    const ENFORCES_TIMEOUT: bool = true;
 
     fn run(&self, ctx: &ProcessContext<'_>) -> Result<BusyOutput, ProcessError> {
         match self.x % 6 {
-            0 => std::thread::sleep(Duration::from_millis(150)),
+            0 => {
+                let end = std::time::Instant::now() + Duration::from_millis(150);
+                while std::time::Instant::now() < end {
+                    if ctx.deadline().is_some_and(|d| std::time::Instant::now() >= d) {
+                        return Err(ProcessError::timed_out("busy ran past its deadline"));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
             1 => panic!("busy {} panics on purpose", self.x),
             2 => {
                 // The marker names the worker of the first attempt.

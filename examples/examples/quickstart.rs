@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use taskfarm::{
-    create_backend, BackendOptions, Operation, ParameterSpace, Process, ProcessContext, ProcessError, ProgressMode,
-    Value,
+    create_backend, BackendOptions, Operation, ParameterSpace, ParamsExt, Process, ProcessContext, ProcessError,
+    ProgressMode,
 };
 
 /// One simulation: the parameters of the sweep and the run number as noise seed.
@@ -67,14 +67,11 @@ impl Process for Oscillator {
 fn main() -> Result<()> {
     // Warnings on the console; every record, the processes' too, in operation.log.
     taskfarm::oplog::install(Some(tracing::Level::WARN), tracing::Level::DEBUG);
-    let space = ParameterSpace::ranges([
-        ("damping", [0.05, 0.1, 0.2, 0.4].map(Value::from).to_vec()),
-        ("frequency", [0.5, 0.9, 1.0, 1.1, 2.0].map(Value::from).to_vec()),
-    ])?;
-    let operation = Operation::sweep("quickstart", space, 3, |params, run| Oscillator {
-        damping: params["damping"].as_f64().unwrap_or_default(),
-        frequency: params["frequency"].as_f64().unwrap_or_default(),
-        seed: run,
+    let space =
+        ParameterSpace::ranges([("damping", vec![0.05, 0.1, 0.2, 0.4]), ("frequency", vec![0.5, 0.9, 1.0, 1.1, 2.0])])?;
+    // `p.f64(name)?`: a misspelt name or a value that is not a number is an error naming it.
+    let operation = Operation::try_sweep("quickstart", space, 3, |params, run| {
+        Ok(Oscillator { damping: params.f64("damping")?, frequency: params.f64("frequency")?, seed: run })
     })?
     .with_progress(ProgressMode::Auto);
 

@@ -11,7 +11,8 @@
 mod spmd {
     use serde::{Deserialize, Serialize};
     use taskfarm::{
-        Backend, MpiBackend, MpiOptions, Operation, ParameterSpace, Process, ProcessContext, ProcessError, Role, Value,
+        Backend, MpiBackend, MpiOptions, Operation, ParameterSpace, ParamsExt, Process, ProcessContext, ProcessError,
+        Role, Value,
     };
 
     /// The user's process: a damped oscillator sampled at one time, for one damping.
@@ -49,9 +50,8 @@ mod spmd {
             ("damping", vec![Value::from(0.1), Value::from(0.5), Value::from(1.0)]),
             ("t", (0..20).map(|i| Value::from(f64::from(i) * 0.25)).collect()),
         ])?;
-        let operation = Operation::sweep("oscillator", space, 1, |p, _run| Oscillator {
-            damping: p["damping"].as_f64().unwrap_or_default(),
-            t: p["t"].as_f64().unwrap_or_default(),
+        let operation = Operation::try_sweep("oscillator", space, 1, |p, _run| {
+            Ok(Oscillator { damping: p.f64("damping")?, t: p.f64("t")? })
         })?
         .with_results_base(base);
 

@@ -5,7 +5,9 @@
 //! nothing); 1 when the operation ran but some processes crashed or timed out (their records
 //! are in `crashed.jsonl`); 2 for bad input or usage (a clear `error: ...` line on stderr,
 //! nothing run) and for an operation that could not run (e.g. an unwritable results
-//! directory); 130 after Ctrl-C (SIGINT) and 143 after SIGTERM.
+//! directory); 3 when reading or writing a file failed while running (e.g. the disk is
+//! full: the command that finishes the run is printed when its directory holds a journal);
+//! 130 after Ctrl-C (SIGINT) and 143 after SIGTERM.
 //!
 //! **Ctrl-C / SIGTERM** ([`main_with`] installs the handlers): the first signal stops
 //! dispatching (no new process starts), lets the running processes finish, journals and
@@ -23,7 +25,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use taskfarm::{create_backend, BackendOptions, ProgressMode, Summary};
+use taskfarm::{create_backend, BackendOptions, Count, ProgressMode, Summary};
 
 use crate::spec::Spec;
 use crate::{Registry, SpecProcess, WorkerError};
@@ -34,6 +36,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_CRASHED: u8 = 1;
 /// Bad input or usage: nothing ran (or the operation could not run).
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// Reading or writing a file failed while running (e.g. the disk is full): what was
+/// journaled is kept, and the command that finishes the run is printed.
+pub const EXIT_IO: u8 = 3;
 /// The run was interrupted by Ctrl-C (SIGINT): 128 + 2.
 pub const EXIT_SIGINT: u8 = 130;
 /// The run was interrupted by SIGTERM: 128 + 15.
@@ -138,6 +143,9 @@ struct RunArgs {
     /// With --resume: run the processes that crashed again too.
     #[arg(long, requires = "resume")]
     rerun_crashed: bool,
+    /// Accept a --pool-size or --threads-per-rank above 64 threads per core of this machine.
+    #[arg(long)]
+    force: bool,
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {
@@ -195,6 +203,12 @@ fn install_signal_handlers() {
                 // consolidates and reports what was unfinished. Leaving from this thread
                 // skips MPI's finalization, which the master would never join.
                 backend_core::kill_running_children();
+                std::process::exit(i32::from(code));
+            }
+            if taskfarm::lock::held_dir().is_none() {
+                // No run is staged (the spec is still being read or counted): nothing runs
+                // and nothing is to be saved, so stop now.
+                eprintln!("\ntaskfarm: {name}: stopped before any process started");
                 std::process::exit(i32::from(code));
             }
             if backend_core::request_stop() == 1 {
@@ -279,7 +293,14 @@ where
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
-        EXIT_BAD_INPUT
+        if let Some(dir) = e.resumable_dir() {
+            eprintln!("taskfarm: what finished is in the journal; to finish the run: {}", resume_command(dir, false));
+        }
+        if e.is_io() {
+            EXIT_IO
+        } else {
+            EXIT_BAD_INPUT
+        }
     })
 }
 
@@ -294,6 +315,15 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         options = options.prefetch(n);
     }
     let threads_per_rank = args.threads_per_rank.or(spec.threads_per_rank()).unwrap_or(1);
+    if !args.force {
+        let cores = backend_local_pool_size();
+        let limit = cores.saturating_mul(crate::limits::MAX_THREADS_PER_CORE);
+        for (option, asked) in [("--pool-size", args.pool_size), ("--threads-per-rank", args.threads_per_rank)] {
+            if let Some(asked) = asked.filter(|&n| n > limit) {
+                return Err(WorkerError::TooManyThreads { option, asked, cores, limit });
+            }
+        }
+    }
     options = options.threads_per_rank(threads_per_rank);
     match backend_name.as_str() {
         "mpi" => spec.check_threads(threads_per_rank, "each MPI worker rank has")?,
@@ -309,7 +339,16 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
     if let Some(dir) = &args.resume {
         operation = operation.resume_from(dir, args.rerun_crashed);
     }
-    let summary = backend.run(operation)?;
+    // Backend::run's steps, so that a failure after staging can name the run's directory.
+    backend.stage_in(operation)?;
+    let dir = taskfarm::lock::held_dir();
+    let ran = backend.execute().and_then(|()| backend.retrieve(None));
+    let consolidated = backend.consolidate();
+    let cleaned = backend.cleanup();
+    let summary = ran.and(consolidated).and_then(|summary| cleaned.map(|()| summary)).map_err(|e| match dir {
+        Some(dir) => WorkerError::RunFailed { dir, source: Box::new(e) },
+        None => WorkerError::from(e),
+    })?;
     if !summary.is_report() {
         return Ok(EXIT_OK);
     }
@@ -370,12 +409,14 @@ fn report_run(registry: &Registry, dir: &std::path::Path, json: bool) -> Result<
     let mut out = std::io::stdout().lock();
     if json {
         let holder = taskfarm::lock::RunLock::holder(dir)?;
+        let count = spec.count_within(COUNT_BUDGET)?;
         let object = serde_json::json!({
             "run": dir,
             "operation": spec.name(),
             "kind": spec.kind(),
-            "total": spec.len(),
-            "missing": spec.len().saturating_sub(report.recorded),
+            "total": count.exact(),
+            "total_at_least": count.at_least(),
+            "missing_at_least": count.at_least().saturating_sub(report.recorded),
             "running": holder,
             "report": report,
         });
@@ -384,17 +425,23 @@ fn report_run(registry: &Registry, dir: &std::path::Path, json: bool) -> Result<
     }
     let _ = writeln!(out, "run: {} (operation `{}`, kind `{}`)", dir.display(), spec.name(), spec.kind());
     let _ = write!(out, "{report}");
-    let missing = spec.len().saturating_sub(report.recorded);
+    let count = spec.count_within(COUNT_BUDGET)?;
+    let missing = count.at_least().saturating_sub(report.recorded);
     let resume = resume_command(dir, false);
+    let total = describe_count(count);
     if let Some(holder) = taskfarm::lock::RunLock::holder(dir)? {
         let _ = writeln!(
             out,
-            "running: the run is still going ({holder}); {missing} of {} processes have no record yet",
-            spec.len()
+            "running: the run is still going ({holder}); {missing} of {total} processes have no record yet"
         );
     } else if missing > 0 {
-        let _ =
-            writeln!(out, "missing: {missing} of {} processes have no record; to run them:\n  {resume}", spec.len());
+        let _ = writeln!(out, "missing: {missing} of {total} processes have no record; to run them:\n  {resume}");
+    } else if count.exact().is_none() {
+        let _ = writeln!(
+            out,
+            "{} processes recorded of {total}: whether any is missing is not known; to run those that are:\n  {resume}",
+            report.recorded
+        );
     } else if report.crashed > 0 {
         let _ = writeln!(out, "to run the crashed processes again:\n  {}", resume_command(dir, true));
     } else {
@@ -432,17 +479,39 @@ fn validate(registry: &Registry, path: PathBuf) -> Result<(), WorkerError> {
         if spec.parameter_names().is_empty() { "none".to_owned() } else { spec.parameter_names().join(", ") };
     let _ = writeln!(out, "{}: operation `{}` of kind `{}`", path.display(), spec.name(), spec.kind());
     let _ = writeln!(out, "parameters: {parameters}");
-    let _ = writeln!(out, "processes: {} ({} run(s) each)", spec.len(), spec.runs());
-    let total = spec.len();
-    for job in spec.into_operation().into_jobs().take(SHOWN) {
+    let count = spec.count_within(COUNT_BUDGET)?;
+    let _ = writeln!(out, "processes: {} ({} run(s) each)", describe_count(count), spec.runs());
+    // Only processes counting met: finding more could take as long as counting did.
+    let shown = count.at_least().min(SHOWN as u64);
+    for job in spec.into_operation().into_jobs().take(shown as usize) {
         let params: Vec<String> = job.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "  #{} run {}: {}", job.id, job.run, params.join(" "));
     }
-    if total > SHOWN as u64 {
-        let _ = writeln!(out, "  ... and {} more", total - SHOWN as u64);
+    match count {
+        Count::Exact(total) if total > shown => {
+            let _ = writeln!(out, "  ... and {} more", total - shown);
+        }
+        Count::AtLeast { .. } => {
+            let _ = writeln!(out, "  ... and more");
+        }
+        Count::Exact(_) => {}
     }
     let _ = writeln!(out, "ok: the spec is valid (nothing was run)");
     Ok(())
+}
+
+/// How long `validate` and `report` count the processes of a constrained space.
+const COUNT_BUDGET: Duration = Duration::from_secs(2);
+
+/// `12`, or `at least 12 (counting stopped after 2 s: 10000 of 10^20 combinations examined)`.
+fn describe_count(count: Count) -> String {
+    match count {
+        Count::Exact(n) => n.to_string(),
+        Count::AtLeast { admitted, examined, of } => format!(
+            "at least {admitted} (counting stopped after {} s: {examined} of {of} parameter combinations examined)",
+            COUNT_BUDGET.as_secs()
+        ),
+    }
 }
 
 fn kinds(registry: &Registry) {

@@ -1,6 +1,6 @@
 //! `WorkerError`: everything that stops the worker before or while it runs an operation,
 //! each a sentence a user can act on. The binary prints it as `error: <sentence>` and
-//! exits with status 2.
+//! exits with status 2 (3 for a failed read or write of a file, [`WorkerError::is_io`]).
 //!
 //! Processes that crash are not errors here: they are records in the result directory.
 
@@ -36,6 +36,14 @@ pub enum WorkerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The spec file is larger than a spec can be.
+    #[error("the spec file {} is larger than {} MiB (is it a spec file?): a spec of a million parameter values takes a few MiB; give the values as ranges, or split the operation", path.display(), limit / (1024 * 1024))]
+    SpecTooLarge {
+        /// The spec file.
+        path: PathBuf,
+        /// The largest size read, in bytes.
+        limit: u64,
+    },
     /// The spec is malformed or does not suit its kind.
     #[error("{}: {message}", At(path, *line))]
     Spec {
@@ -69,12 +77,59 @@ pub enum WorkerError {
         /// The core's sentence.
         source: Box<taskfarm::CoreError>,
     },
+    /// A thread count on the command line is far beyond this machine.
+    #[error("{option} {asked} is more than {} threads per core of this machine ({cores} cores: at most {limit}): one thread per core is the default, and more only help processes that mostly wait; add --force to use {asked} anyway", crate::limits::MAX_THREADS_PER_CORE)]
+    TooManyThreads {
+        /// The option, e.g. `--pool-size`.
+        option: &'static str,
+        /// The number given.
+        asked: usize,
+        /// The cores of this machine.
+        cores: usize,
+        /// The largest number taken without --force.
+        limit: usize,
+    },
     /// The backend could not be made (unknown, not in this build, bad option).
     #[error(transparent)]
     Backend(Box<taskfarm::Error>),
     /// The operation could not be run (e.g. the results directory is not writable).
     #[error(transparent)]
     Run(Box<taskfarm::CoreError>),
+    /// The run failed after its result directory was made (e.g. the disk filled up).
+    #[error("{source}")]
+    RunFailed {
+        /// The run's result directory.
+        dir: PathBuf,
+        /// Why it failed.
+        source: Box<taskfarm::CoreError>,
+    },
+}
+
+impl WorkerError {
+    /// Whether reading or writing a file failed (the disk is full, a device failed), as
+    /// opposed to bad input: the binary exits with its own status for it.
+    pub fn is_io(&self) -> bool {
+        match self {
+            WorkerError::Run(e) | WorkerError::RunFailed { source: e, .. } => {
+                matches!(**e, taskfarm::CoreError::Io { .. })
+            }
+            _ => false,
+        }
+    }
+
+    /// The result directory of a run that failed part-way and can be resumed: it holds a
+    /// journal and the spec as run.
+    pub fn resumable_dir(&self) -> Option<&Path> {
+        match self {
+            WorkerError::RunFailed { dir, .. }
+                if dir.join(taskfarm::results::files::JOURNAL).is_file()
+                    && dir.join(taskfarm::results::files::OPERATION).is_file() =>
+            {
+                Some(dir)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<taskfarm::Error> for WorkerError {

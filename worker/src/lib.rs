@@ -40,6 +40,7 @@ pub mod cli;
 pub mod command;
 mod error;
 mod json;
+pub mod limits;
 pub mod observe;
 pub mod pi;
 mod registry;

@@ -220,6 +220,12 @@ pub struct SpecProcess {
 impl Process for SpecProcess {
     type Output = Value;
 
+    /// Whether a timeout can work in thread isolation depends on the kind
+    /// ([`Kind::enforces_timeout`]), which one type cannot say: spec validation refuses a
+    /// timeout in thread isolation for every kind that does not enforce it, so an operation
+    /// of spec processes that reaches `stage_in` with one has a kind that does.
+    const ENFORCES_TIMEOUT: bool = true;
+
     fn run(&self, ctx: &ProcessContext<'_>) -> Result<Value, ProcessError> {
         let kind = installed(&self.kind).ok_or_else(|| {
             ProcessError::msg(format!(

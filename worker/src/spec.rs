@@ -35,7 +35,7 @@ use std::sync::Arc;
 use backend_core::{parse_duration, seconds_to_duration, Isolation, RunOptions, MAX_TIMEOUT_SECONDS};
 use indexmap::IndexMap;
 use serde::Deserialize;
-use taskfarm::{CoreError, Operation, ParameterSpace, Params, Value};
+use taskfarm::{CoreError, Count, Operation, ParameterSpace, Params, Value};
 
 use crate::registry::{KindSpec, Registry, SpecProcess};
 use crate::WorkerError;
@@ -151,6 +151,9 @@ pub struct Spec {
     threads_per_rank: Option<usize>,
     threads_line: Option<usize>,
     parameter_names: Vec<String>,
+    /// The parameter space, for counting it.
+    space: ParameterSpace,
+    constraints_line: Option<usize>,
     operation: Operation<SpecProcess>,
 }
 
@@ -158,8 +161,9 @@ impl Spec {
     /// Reads, parses and validates the spec file at `path` against the kinds of `registry`.
     pub fn load(path: &Path, registry: &Registry) -> Result<Spec, WorkerError> {
         let format = Format::of(path)?;
-        let text =
-            std::fs::read_to_string(path).map_err(|source| WorkerError::Read { path: path.to_owned(), source })?;
+        let text = crate::limits::read_bounded(path)
+            .map_err(|source| WorkerError::Read { path: path.to_owned(), source })?
+            .ok_or_else(|| WorkerError::SpecTooLarge { path: path.to_owned(), limit: crate::limits::MAX_SPEC_BYTES })?;
         Spec::parse(&text, format, path, registry)
     }
 
@@ -175,6 +179,17 @@ impl Spec {
             source: Box::new(source),
         };
 
+        // Before parsing: a deeply nested document takes the YAML parser minutes.
+        if let Some(line) = crate::limits::line_too_deep(text, crate::limits::MAX_SPEC_DEPTH) {
+            return Err(spec_error(
+                Some(line),
+                format!(
+                    "lists and tables nest more than {} levels deep here: a spec needs a few levels; write the \
+                     values flatter",
+                    crate::limits::MAX_SPEC_DEPTH
+                ),
+            ));
+        }
         let (header, document): (Header, UniqueMap<Value>) = match format {
             Format::Toml => {
                 let header = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
@@ -328,9 +343,11 @@ impl Spec {
                     .map_err(|e| kind_error(e, Some((*index, setting))))?;
             }
         } else {
-            // The constraints were evaluated on every combination by `sweep`: nothing is
-            // left to fail here.
-            let first = probe.iter().next().unwrap_or_default();
+            // The first combination the constraints admit, if counting met one (looking for
+            // one could take as long as counting); else the first of the cross product,
+            // which has the same parameters.
+            let first = if operation.len().is_some() { probe.iter().next() } else { probe.first_unconstrained() };
+            let first = first.unwrap_or_default();
             kind.validate(&KindSpec { config: &config, parameter_names: &parameter_names, first: &first })
                 .map_err(|e| kind_error(e, None))?;
         }
@@ -342,7 +359,28 @@ impl Spec {
             threads_per_rank,
             threads_line: at("threads"),
             parameter_names,
+            space: probe,
+            constraints_line: at("constraints"),
             operation,
+        })
+    }
+
+    /// How many processes there are, counted for at most `budget` (combinations the
+    /// constraints admit × runs): exact, or a lower bound when counting took too long or
+    /// was stopped. A constraint that fails to evaluate on a combination examined is an
+    /// error that names it.
+    pub fn count_within(&self, budget: std::time::Duration) -> Result<Count, WorkerError> {
+        let count = self.space.count_within(budget).map_err(|source| WorkerError::Space {
+            path: self.path.clone(),
+            line: self.constraints_line,
+            source: Box::new(source),
+        })?;
+        let runs = u64::from(self.runs);
+        Ok(match count {
+            Count::Exact(n) => Count::Exact(n.saturating_mul(runs)),
+            Count::AtLeast { admitted, examined, of } => {
+                Count::AtLeast { admitted: admitted.saturating_mul(runs), examined, of }
+            }
         })
     }
 
@@ -402,14 +440,15 @@ impl Spec {
         &self.parameter_names
     }
 
-    /// How many processes the operation has (combinations × runs).
-    pub fn len(&self) -> u64 {
-        self.operation.len().unwrap_or(0)
+    /// How many processes the operation has (combinations × runs), when loading counted
+    /// them (see [`Spec::count_within`]).
+    pub fn len(&self) -> Option<u64> {
+        self.operation.len()
     }
 
-    /// Whether the operation has no process (never, for a spec that loaded).
+    /// Whether the operation is known to have no process (never, for a spec that loaded).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == Some(0)
     }
 
     /// The operation, with the spec as run for `operation.toml`; set its results base and
@@ -639,7 +678,7 @@ mod tests {
             Format::Toml,
         )
         .unwrap();
-        assert_eq!((spec.name(), spec.kind(), spec.runs(), spec.len()), ("sweep", "command", 2, 4));
+        assert_eq!((spec.name(), spec.kind(), spec.runs(), spec.len()), ("sweep", "command", 2, Some(4)));
         assert_eq!(spec.parameter_names(), ["alpha"]);
         let operation = spec.into_operation();
         let as_run = operation.spec();
@@ -658,14 +697,14 @@ mod tests {
             Format::Yaml,
         )
         .unwrap();
-        assert_eq!((spec.name(), spec.runs(), spec.len()), ("spec", 1, 2));
+        assert_eq!((spec.name(), spec.runs(), spec.len()), ("spec", 1, Some(2)));
         assert_eq!(spec.backend(), None);
     }
 
     #[test]
     fn a_spec_without_parameters_repeats_runs() {
         let spec = parse("kind = 'monte_carlo_pi'\nsamples = 10\nruns = 3\nbackend = 'serial'", Format::Toml).unwrap();
-        assert_eq!(spec.len(), 3);
+        assert_eq!(spec.len(), Some(3));
         assert_eq!(spec.backend(), Some("serial"));
     }
 

@@ -98,9 +98,9 @@ pub fn submit(registry: &Registry, args: SubmitArgs) -> Result<u8, WorkerError> 
         println!("{shown}");
         return Ok(crate::EXIT_OK);
     }
-    let out = sbatch.output().map_err(|e| {
-        WorkerError::Submit(format!("sbatch could not be started ({e}): is this a Slurm login node?"))
-    })?;
+    let out = sbatch
+        .output()
+        .map_err(|e| WorkerError::Submit(format!("sbatch could not be started ({e}): is this a Slurm login node?")))?;
     let job = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !args.wait && !out.status.success() {
         return Err(WorkerError::Submit(format!(

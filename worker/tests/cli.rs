@@ -217,9 +217,52 @@ fn check(case: &Case) -> Option<String> {
     (!wrong.is_empty()).then(|| format!("{}: {}\n  stderr: {stderr}", case.what, wrong.join("; ")))
 }
 
+/// A string that lives for the rest of the test program (for generated cases).
+fn leak(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
+}
+
 #[test]
 fn bad_input_is_one_sentence_and_exit_2() {
+    let deep_yaml =
+        leak(format!("kind: monte_carlo_pi\nsamples: 10\nx: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)));
+    let deep_block_yaml = leak(format!("kind: monte_carlo_pi\nsamples: 10\nx:\n  {}1\n", "- ".repeat(100_000)));
+    let deep_toml =
+        leak(format!("kind = \"monte_carlo_pi\"\nsamples = 10\nx = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)));
+    let deep_yaml_files: &'static [(&str, &str)] = Box::leak(Box::new([("deep.yaml", deep_yaml)]));
+    let deep_block_files: &'static [(&str, &str)] = Box::leak(Box::new([("deep.yaml", deep_block_yaml)]));
+    let deep_toml_files: &'static [(&str, &str)] = Box::leak(Box::new([("deep.toml", deep_toml)]));
     let cases = [
+        Case {
+            what: "a pool of 10^8 threads",
+            args: &["run", "pi.toml", "--pool-size", "100000000"],
+            files: &[("pi.toml", PI)],
+            expected: &["--pool-size 100000000 is more than 64 threads per core of this machine", "add --force"],
+        },
+        Case {
+            what: "MPI worker ranks of 10^8 threads",
+            args: &["run", "pi.toml", "--backend", "mpi", "--threads-per-rank", "100000000"],
+            files: &[("pi.toml", PI)],
+            expected: &["--threads-per-rank 100000000 is more than 64 threads per core"],
+        },
+        Case {
+            what: "YAML lists 100,000 deep",
+            args: &["validate", "deep.yaml"],
+            files: deep_yaml_files,
+            expected: &["deep.yaml, line 3: lists and tables nest more than 64 levels deep"],
+        },
+        Case {
+            what: "YAML block lists 100,000 deep",
+            args: &["run", "deep.yaml"],
+            files: deep_block_files,
+            expected: &["deep.yaml, line 4: lists and tables nest more than 64 levels deep"],
+        },
+        Case {
+            what: "TOML arrays 100,000 deep",
+            args: &["run", "deep.toml"],
+            files: deep_toml_files,
+            expected: &["deep.toml, line 3: lists and tables nest more than 64 levels deep"],
+        },
         Case {
             what: "malformed TOML",
             args: &["validate", "bad.toml"],
@@ -596,6 +639,40 @@ fn bad_input_is_one_sentence_and_exit_2() {
     }
     assert!(cases.len() >= 20);
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn a_spec_that_never_ends_is_refused_after_16_mib() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.toml")).expect("a symlink");
+    let out = worker(&["run", "zero.toml"], dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("error: the spec file zero.toml is larger than 16 MiB"), "{stderr}");
+    assert!(!dir.path().join("results").exists());
+}
+
+#[test]
+fn validate_bounds_the_time_it_counts_a_constrained_space() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let values: Vec<String> = (0..10).map(|v| v.to_string()).collect();
+    let ranges: String = (0..8).map(|p| format!("p{p} = [{}]\n", values.join(", "))).collect();
+    std::fs::write(
+        dir.path().join("big.toml"),
+        format!("kind = \"command\"\ncommand = [\"true\"]\nconstraints = [\"p0 < 5\"]\n[parameter_ranges]\n{ranges}"),
+    )
+    .expect("the spec is written");
+    // 10^8 combinations: counting them all takes minutes.
+    let out = worker(&["validate", "big.toml"], dir.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("processes: at least "), "{stdout}");
+    assert!(
+        stdout.contains("(counting stopped after 2 s: ")
+            && stdout.contains(" of 100000000 parameter combinations examined)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("#0 run 0: p0=0 p1=0") && stdout.contains("... and more"), "{stdout}");
 }
 
 /// Values that a shell would read as code if they were pasted into a script as they are.

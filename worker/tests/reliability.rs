@@ -352,3 +352,252 @@ fn a_program_that_forgets_run_child_if_requested_fails_with_a_clear_error() {
     }
     assert_eq!(copies(), Vec::<u32>::new(), "copies of the program still run");
 }
+
+/// Sleeps `self.0` milliseconds, ignoring any deadline.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sleepy(u64);
+
+impl taskfarm::Process for Sleepy {
+    type Output = u64;
+    fn run(&self, _ctx: &taskfarm::ProcessContext<'_>) -> Result<u64, taskfarm::ProcessError> {
+        std::thread::sleep(Duration::from_millis(self.0));
+        Ok(self.0)
+    }
+}
+
+/// Sleeps `self.0` milliseconds or until its deadline, which it reports as a timeout.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Watchful(u64);
+
+impl taskfarm::Process for Watchful {
+    type Output = u64;
+    const ENFORCES_TIMEOUT: bool = true;
+    fn run(&self, ctx: &taskfarm::ProcessContext<'_>) -> Result<u64, taskfarm::ProcessError> {
+        let end = Instant::now() + Duration::from_millis(self.0);
+        while Instant::now() < end {
+            if ctx.deadline().is_some_and(|d| Instant::now() >= d) {
+                return Err(taskfarm::ProcessError::timed_out("stopped at its deadline"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(self.0)
+    }
+}
+
+#[test]
+fn a_library_timeout_that_nothing_enforces_is_refused_at_stage_in() {
+    use taskfarm::{Backend, Operation, SerialBackend};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let operation = Operation::from_processes("sleepy", [Sleepy(0), Sleepy(300)])
+        .expect("an operation")
+        .with_results_base(dir.path())
+        .with_timeout(Duration::from_millis(50));
+    let error = SerialBackend::new().stage_in(operation).expect_err("the timeout cannot be enforced");
+    let message = error.to_string();
+    assert!(message.contains("a `timeout` cannot be enforced for process type `reliability::Sleepy` in thread isolation (a process running in a thread of the worker cannot be stopped)"), "{message}");
+    assert!(message.contains("Isolation::Subprocess") && message.contains("ENFORCES_TIMEOUT"), "{message}");
+    assert!(!dir.path().join("sleepy").exists(), "nothing was staged");
+
+    // A process type that stops at its deadline itself may have a timeout in thread isolation.
+    let operation = Operation::from_processes("watchful", [Watchful(0), Watchful(60_000)])
+        .expect("an operation")
+        .with_results_base(dir.path())
+        .with_timeout(Duration::from_millis(50));
+    let summary = SerialBackend::new().run(operation).expect("the run");
+    assert_eq!((summary.finished, summary.crashed), (1, 1), "{summary:?}");
+    let rows = rows(&summary.dir);
+    assert_eq!(rows[&1].0, "timed_out", "{:?}", rows[&1]);
+}
+
+#[test]
+fn parameters_read_by_a_wrong_name_or_type_are_errors_that_name_them() {
+    use taskfarm::{Backend, Operation, ParameterSpace, ParamsExt, SerialBackend, Value};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let space = || ParameterSpace::ranges([("x", vec![1, 2, 3])]).expect("a space");
+
+    let misspelt = Operation::try_sweep("typed", space(), 1, |p, _| Ok(Echo(p.i64("xx")?)));
+    let message = misspelt.expect_err("no parameter `xx`").to_string();
+    assert_eq!(message, "there is no parameter `xx` (the parameters are: `x`): check its spelling");
+
+    let wrong_type = Operation::try_sweep("typed", space(), 1, |p, _| Ok(Echo(p.str("x")?.len() as i64)));
+    let message = wrong_type.expect_err("`x` is not a string").to_string();
+    assert_eq!(message, "the parameter `x` is the integer 1, not a string");
+
+    let negative = ParameterSpace::ranges([("seed", vec![-1])]).expect("a space");
+    let out_of_range = Operation::try_sweep("typed", negative, 1, |p, _| Ok(Echo(i64::from(p.u32("seed")?))));
+    let message = out_of_range.expect_err("-1 is not a u32").to_string();
+    assert_eq!(message, "the parameter `seed` is the integer -1, not a whole number from 0 to 4294967295 (u32)");
+
+    // A range of mixed types: the first processes run, then the run fails naming the one
+    // that could not be made, with the records of the others kept.
+    let mixed =
+        ParameterSpace::ranges([("x", vec![Value::from(1), Value::from(2), Value::from("three")])]).expect("a space");
+    let operation = Operation::try_sweep("typed", mixed, 1, |p, _| Ok(Echo(p.i64("x")?)))
+        .expect("the first process is made")
+        .with_results_base(dir.path());
+    let message = SerialBackend::new().run(operation).expect_err("process 2 cannot be made").to_string();
+    assert_eq!(
+        message,
+        "making process 2 of the operation failed, so no further process was started: the parameter `x` is the \
+         string \"three\", not a whole number from -9223372036854775808 to 9223372036854775807 (i64)"
+    );
+    let run_dir = result_dir(dir.path(), "typed");
+    assert_eq!(read_journal(&run_dir.join("journal")).expect("the journal").records.len(), 2);
+
+    // Plain vectors of numbers are ranges, and integers of every width are values.
+    let space = ParameterSpace::ranges([("alpha", vec![0.5_f64, 1.5])]).expect("a space of floats");
+    assert_eq!(space.count().expect("a count"), 2);
+    let widths = [Value::from(7_u8), Value::from(7_u16), Value::from(7_i16), Value::from(7_usize)];
+    assert!(widths.iter().all(|v| *v == Value::Int(7)), "{widths:?}");
+    assert_eq!(Value::from(u64::MAX), Value::UInt(u64::MAX));
+}
+
+/// A small tmpfs mounted at a directory while this lives (root only).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` at `dir`, or says why it cannot.
+    fn mount(dir: &Path, size: &str) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(text(&out.stderr));
+        }
+        Ok(SmallDisk(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_exits_3_with_the_resume_command_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // 100 processes with outputs of 4 KB each: a journal of about 420 KB, and as much again
+    // for results.csv and results.jsonl.
+    let xs: Vec<String> = (0..100).map(|x| x.to_string()).collect();
+    std::fs::write(
+        dir.path().join("full.toml"),
+        format!(
+            "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"printf '{{{{\\\"pad\\\": \\\"%04000d\\\"}}}}\\\\n' {{x}}\"]\n\
+             parameter_ranges = {{ x = [{}] }}\n",
+            xs.join(", ")
+        ),
+    )
+    .expect("the spec is written");
+    // 200 KiB fills while the journal is written; 600 KiB while consolidating.
+    for (size, failing) in [("200k", "journal"), ("600k", ".results.")] {
+        let mount_point = dir.path().join(format!("disk-{size}"));
+        let _disk = match SmallDisk::mount(&mount_point, size) {
+            Ok(disk) => disk,
+            Err(why) => {
+                eprintln!("note: a full disk is not tested here: no tmpfs could be mounted ({why})");
+                return;
+            }
+        };
+        let out = run(
+            &["run", "full.toml", "--quiet", "--backend", "serial", "--results", &mount_point.to_string_lossy()],
+            dir.path(),
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{size}: {stderr}");
+        assert!(stderr.starts_with("error: could not write "), "{size}: {stderr}");
+        assert!(stderr.contains(failing) && stderr.contains("No space left on device"), "{size}: {stderr}");
+        let run_dir = result_dir(&mount_point, "full");
+        let resume = format!("run {}/operation.toml --resume {}", run_dir.display(), run_dir.display());
+        assert!(stderr.contains("to finish the run: ") && stderr.contains(&resume), "{size}: {stderr}");
+        let left: Vec<String> = std::fs::read_dir(&run_dir)
+            .expect("the run directory")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "{size}: temporary files are left");
+        assert!(!read_journal(&run_dir.join("journal")).expect("the journal").records.is_empty(), "{size}");
+    }
+}
+
+/// `parameters` ranges of `values` values each (0, 1, ...), constrained by `constraint`.
+fn constrained_spec(parameters: usize, values: usize, constraint: &str, command: &str) -> String {
+    let range: Vec<String> = (0..values).map(|v| v.to_string()).collect();
+    let ranges: String = (0..parameters).map(|p| format!("p{p} = [{}]\n", range.join(", "))).collect();
+    format!("kind = \"command\"\ncommand = {command:?}\nconstraints = [{constraint:?}]\n[parameter_ranges]\n{ranges}")
+}
+
+/// Waits for `child` to end, killing it past `limit` (a guard against hangs only).
+fn wait_or_kill(mut child: Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    while child.try_wait().expect("the worker runs").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("the worker ends");
+            panic!("the worker did not end within {limit:?}: {}", text(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("the worker ends")
+}
+
+#[test]
+fn a_constrained_space_of_10_to_the_18_starts_at_once_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("huge.toml"), constrained_spec(9, 100, "p8 < 5", "sleep 0.05; echo {p8}"))
+        .expect("the spec is written");
+    let child = Command::new(WORKER)
+        .args(["run", "huge.toml", "--backend", "local", "--pool-size", "1"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the worker starts");
+    // Records arrive although the processes were never counted (10^18 combinations).
+    let start = Instant::now();
+    let run_dir = loop {
+        if start.elapsed() > Duration::from_secs(60) {
+            let out = wait_or_kill(child, Duration::ZERO);
+            panic!("no process ran within 60 s: {}", text(&out.stderr));
+        }
+        let run_dir = std::fs::read_dir(dir.path().join("results/huge")).ok().and_then(|mut e| e.next()?.ok());
+        if let Some(run_dir) = run_dir.map(|e| e.path()) {
+            if read_journal(&run_dir.join("journal")).is_ok_and(|j| j.records.len() >= 3) {
+                break run_dir;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs").success());
+    let out = wait_or_kill(child, Duration::from_secs(60));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(143), "{stdout}{stderr}");
+    assert!(stdout.contains("interrupted") && stdout.contains("--resume"), "{stdout}");
+    // The progress lines said what was known: at least the processes started so far.
+    assert!(stderr.contains("/at least "), "{stderr}");
+    let rows = rows(&run_dir);
+    assert!(rows.len() >= 3 && rows.values().all(|(status, _)| status == "finished"), "{rows:?}");
+}
+
+#[test]
+fn sigterm_while_counting_ends_the_program_at_once() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("count.toml"), constrained_spec(8, 10, "p0 < 5", "true")).expect("the spec");
+    let child = Command::new(WORKER)
+        .args(["validate", "count.toml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the worker starts");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs").success());
+    let out = wait_or_kill(child, Duration::from_secs(60));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("taskfarm: SIGTERM: stopped before any process started"), "{stderr}");
+    assert!(!stderr.contains("waiting for the running ones"), "{stderr}");
+}

@@ -23,11 +23,10 @@ const CASE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Runs the Slurm cases; without root or Slurm's programs it says so and passes, unless
 /// `ci` (then that is a failure).
 pub fn slurm_test(ci: bool) -> Result<()> {
-    let missing: Vec<&str> =
-        ["munged", "slurmctld", "slurmd", "sbatch", "scancel", "squeue", "sinfo", "mpirun"]
-            .into_iter()
-            .filter(|p| on_path(p).is_none() && !Path::new("/usr/sbin").join(p).is_file())
-            .collect();
+    let missing: Vec<&str> = ["munged", "slurmctld", "slurmd", "sbatch", "scancel", "squeue", "sinfo", "mpirun"]
+        .into_iter()
+        .filter(|p| on_path(p).is_none() && !Path::new("/usr/sbin").join(p).is_file())
+        .collect();
     if !missing.is_empty() || !running_as_root() {
         let why = if missing.is_empty() {
             "it must run as root".to_owned()
@@ -220,7 +219,9 @@ fn batch_script_from_a_fresh_directory(cluster: &Cluster) -> Result<()> {
     sbatch.args(["--wait", "--time=3"]).arg(&script).arg(&spec).current_dir(&dir);
     let said = expect_ok(sbatch, "sbatch --wait sweep.sbatch").with_context(|| job_outputs(&dir))?;
     let mut serial = Command::new(&worker);
-    serial.args(["run", "command_sweep.toml", "--backend", "serial", "--quiet", "--results", "serial"]).current_dir(&dir);
+    serial
+        .args(["run", "command_sweep.toml", "--backend", "serial", "--quiet", "--results", "serial"])
+        .current_dir(&dir);
     expect_ok(serial, "the serial run")?;
     compare_results(&dir.join("serial"), &dir.join("results")).with_context(|| said.clone())
 }
