@@ -56,7 +56,7 @@ impl RunLock {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
         }
-        let me = format!("pid {} on host {}\n", std::process::id(), crate::record::this_host());
+        let me = format!("{}\n", this_program());
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(me.as_bytes()))
@@ -79,6 +79,11 @@ impl RunLock {
             Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
         }
     }
+}
+
+/// How a lock file names this program as its holder: `pid N on host H`.
+pub(crate) fn this_program() -> String {
+    format!("pid {} on host {}", std::process::id(), crate::record::this_host())
 }
 
 /// What a lock file says of its holder.

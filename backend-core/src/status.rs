@@ -109,11 +109,14 @@ impl RunStatus {
     }
 }
 
-/// Asks the run that writes `dir` to stop: gracefully (running processes finish, as a first
-/// Ctrl-C) or `now` (as a second). The run sees it within [`STATUS_EVERY`].
-pub fn request_cancel(dir: &Path, now: bool) -> Result<()> {
+/// Asks the run that writes `dir` — the program `holder` names (`pid N on host H`, as the
+/// directory's lock says) — to stop: gracefully (running processes finish, as a first
+/// Ctrl-C) or `now` (as a second). That program sees it within [`STATUS_EVERY`]; any other
+/// (a later run of the directory) ignores it.
+pub fn request_cancel(dir: &Path, holder: &str, now: bool) -> Result<()> {
     let path = dir.join(CANCEL_FILE);
-    std::fs::write(&path, if now { "now\n" } else { "graceful\n" }).map_err(|e| Error::io("write", &path, e))
+    let how = if now { "now" } else { "graceful" };
+    std::fs::write(&path, format!("{how}\n{holder}\n")).map_err(|e| Error::io("write", &path, e))
 }
 
 /// The processes running in this program now: id → (worker, since when).
@@ -168,10 +171,8 @@ pub(crate) struct StatusWriter {
 }
 
 impl StatusWriter {
-    /// Starts keeping the status of the run described by `source`. A stale `cancel` file
-    /// (from a run stopped before it was seen) is removed first.
+    /// Starts keeping the status of the run described by `source`.
     pub(crate) fn start(source: StatusSource) -> StatusWriter {
-        let _ = std::fs::remove_file(source.dir.join(CANCEL_FILE));
         let source = std::sync::Arc::new(source);
         let started_at = crate::record::now_s();
         let (stop, stopped) = mpsc::channel::<()>();
@@ -208,7 +209,6 @@ impl StatusWriter {
         if let Err(e) = status.write(&self.source.dir) {
             tracing::debug!(target: "taskfarm", "the status file could not be written: {e}");
         }
-        let _ = std::fs::remove_file(self.source.dir.join(CANCEL_FILE));
     }
 
     fn stop_thread(&mut self) {
@@ -255,12 +255,19 @@ fn snapshot(
     }
 }
 
-/// Acts on a `cancel` file in `dir`: `graceful` stops dispatching (as a first Ctrl-C), `now`
-/// also cuts running processes short (as a second). The file is removed once seen.
+/// Acts on a `cancel` file in `dir` meant for this program: `graceful` stops dispatching
+/// (as a first Ctrl-C), `now` also cuts running processes short (as a second). One meant for
+/// a program that is gone (it died before it saw it) is removed and ignored.
 fn look_for_cancel(dir: &Path) {
     let path = dir.join(CANCEL_FILE);
-    let Ok(how) = std::fs::read_to_string(&path) else { return };
+    let Ok(text) = std::fs::read_to_string(&path) else { return };
+    let mut lines = text.lines();
+    let (how, target) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    // This program holds the directory's lock, so a cancel for another is stale either way.
     let _ = std::fs::remove_file(&path);
+    if target.trim() != crate::lock::this_program() {
+        return;
+    }
     crate::set_stop_exit_status(130);
     if crate::request_stop() == 1 {
         tracing::warn!(target: "taskfarm", "cancelled: no new process starts; waiting for the running ones to finish");

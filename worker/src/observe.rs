@@ -127,7 +127,7 @@ pub fn cancel(path: &Path, now: bool, resume: impl Fn(&Path) -> String) -> Resul
     let Some(holder) = RunLock::holder(&dir)? else {
         return Err(WorkerError::NotRunning { dir: dir.clone(), resume: resume(&dir) });
     };
-    taskfarm::status::request_cancel(&dir, now)?;
+    taskfarm::status::request_cancel(&dir, &holder, now)?;
     let how = if now {
         "it stops now; running processes are cut short and run again on --resume"
     } else {
