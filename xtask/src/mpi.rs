@@ -930,7 +930,7 @@ fn pid_of(program: &str, marker: &str, rank: Option<u32>) -> Option<u32> {
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
             let first = args.next()?;
-            if !Path::new(first.as_ref()).file_name().is_some_and(|n| n == program) {
+            if Path::new(first.as_ref()).file_name().is_none_or(|n| n != program) {
                 return None;
             }
             if !String::from_utf8_lossy(&cmdline).contains(marker) {
