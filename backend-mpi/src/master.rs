@@ -201,11 +201,24 @@ impl Retries {
     /// Settles the record of an attempt that `from` ran, given as its head and journal
     /// frame: a success at the first attempt is journaled as it is; a failure waits to run
     /// again elsewhere or, at the last attempt, is closed with the reasons of every attempt.
+    /// A finished process whose record was too large for the journal is not a failure: its
+    /// stand-in is the last attempt (its reason as `execute_job` would leave it, with every
+    /// attempt counted).
     fn settle(&mut self, head: RecordHead, frame: &[u8], from: Rank) -> Result<Settled, Error> {
         let failed_before = self.in_flight.get(&head.id).is_some_and(|attempts| !attempts.reasons.is_empty());
         if head.status == Status::Finished && !failed_before {
             self.in_flight.remove(&head.id);
             return Ok(Settled::AsFramed);
+        }
+        if head.too_large {
+            // Not a failure of the process (its record is a stand-in that says it was too
+            // large for the journal): its last attempt, as on every other backend.
+            let Some(attempts) = self.in_flight.remove(&head.id).filter(|a| !a.reasons.is_empty()) else {
+                return Ok(Settled::AsFramed);
+            };
+            let mut record = backend_core::journal::decode_frame(frame)?;
+            record.attempts = u32::try_from(attempts.reasons.len() + 1).unwrap_or(u32::MAX);
+            return Ok(Settled::Closed(Box::new(record)));
         }
         let record = backend_core::journal::decode_frame(frame)?;
         Ok(self.settle_record(record, from).map_or(Settled::Again, |record| Settled::Closed(Box::new(record))))
@@ -623,6 +636,43 @@ mod tests {
         assert_eq!(last.attempts, 3);
         assert_eq!(last.reason.as_deref(), Some("attempt 1: boom; attempt 2: timed out after 1s; attempt 3: bang"));
         assert!(retries.in_flight.is_empty(), "nothing kept after the last attempt");
+    }
+
+    /// The head and frame of `record` as a worker frames it.
+    fn framed(record: &ProcessRecord) -> (RecordHead, Vec<u8>) {
+        let mut framed = crate::message::FramedRecords::new("h", Some(record.id), 1);
+        framed.push(record).expect("frames");
+        let records = framed.records(1).expect("reads");
+        let (head, frame) = records.first().expect("one record");
+        (*head, frame.to_vec())
+    }
+
+    #[test]
+    fn a_record_too_large_for_the_journal_is_never_retried() {
+        // A finished process whose output is larger than the journal takes: its stand-in
+        // record is a crash, but the process did not fail, so it runs once, as elsewhere.
+        let mut huge = record(5, Status::Finished, None);
+        huge.output = Value::Str("x".repeat(65 * 1024 * 1024));
+        let (head, frame) = framed(&huge);
+        assert_eq!(head.status, Status::Crashed, "the stand-in");
+        let mut retries = Retries::new(2);
+        retries.send(&[Job { id: 5, run: 0, params: Params::new(), process: Noop(5) }], 1).expect("encodes");
+        assert!(matches!(retries.settle(head, &frame, 1).expect("settles"), Settled::AsFramed));
+        assert!(retries.waiting.is_empty() && retries.in_flight.is_empty(), "nothing runs again");
+        // After a failed attempt, the stand-in closes the process with both attempts counted.
+        retries.send(&[Job { id: 5, run: 0, params: Params::new(), process: Noop(5) }], 1).expect("encodes");
+        assert!(retries.settle_record(record(5, Status::Crashed, Some("once")), 1).is_none());
+        let _ = retries.take_for::<Noop>(2, 3).expect("builds").expect("rank 2 may run it");
+        let Settled::Closed(last) = retries.settle(head, &frame, 2).expect("settles") else {
+            panic!("the stand-in is the last attempt");
+        };
+        assert_eq!((last.status, last.attempts), (Status::Crashed, 2));
+        assert!(last.reason.as_deref().is_some_and(|r| r.contains("more than the journal takes")), "{last:?}");
+        assert!(retries.waiting.is_empty() && retries.in_flight.is_empty());
+        // A crashed process is retried as before.
+        let (head, frame) = framed(&record(6, Status::Crashed, Some("boom")));
+        retries.send(&[Job { id: 6, run: 0, params: Params::new(), process: Noop(6) }], 1).expect("encodes");
+        assert!(matches!(retries.settle(head, &frame, 1).expect("settles"), Settled::Again));
     }
 
     #[test]
