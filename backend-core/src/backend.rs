@@ -216,7 +216,7 @@ pub struct Dispatch<P: Process> {
     pub jobs: JobSource<P>,
     /// The result directory (processes get it in their context).
     pub dir: PathBuf,
-    /// How many jobs there are, when known.
+    /// How many jobs `jobs` will yield, when known (for a resumed run, those still to run).
     pub len: Option<u64>,
     /// Timeout, retries and isolation: give them to [`execute_job`](crate::execute_job).
     pub options: RunOptions,
@@ -416,12 +416,18 @@ impl<P: Process> Lifecycle<P> {
         tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
         let collector = Collector { journal, board: self.board.clone(), progress };
         let options = operation.options();
+        // The dispatch's length is what the source will yield: a resumed run skips the ids
+        // recorded already (those of this operation: an id past its end is none of its jobs).
+        let to_run = match (&done, len) {
+            (Some(done), Some(len)) => Some(len.saturating_sub(done.iter().take_while(|&id| id < len).count() as u64)),
+            _ => len,
+        };
         let jobs = operation.into_jobs();
         let jobs: JobSource<P> = match done {
             Some(done) => Box::new(jobs.filter(move |job| !done.contains(job.id))),
             None => jobs,
         };
-        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len, options };
+        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len: to_run, options };
         self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
         Ok(())
     }
