@@ -695,7 +695,7 @@ fn scheduling(scratch: &Path, tally: &mut Tally) {
     let outcome =
         run_sleeps(scratch, "breadth-first-prefetch", 3, &[1.0; 4], 1, &["--prefetch", "4"]).and_then(|ran| {
             let ranks = ranks_of(&ran, 1.0);
-            if ranks.iter().filter(|r| **r == ranks[0]).count() != 2 {
+            if ranks.first().is_none_or(|first| ranks.iter().filter(|r| *r == first).count() != 2) {
                 bail!("the four ran on {ranks:?}");
             }
             Ok(())
