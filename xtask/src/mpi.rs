@@ -674,12 +674,18 @@ fn scheduling(scratch: &Path, tally: &mut Tally) {
     let distinct = |ranks: &[&str]| ranks.iter().collect::<std::collections::BTreeSet<_>>().len();
     for prefetch in ["1", "2"] {
         let name = format!("two 2 s processes among tiny ones ran on different ranks, -n 3 --prefetch {prefetch}");
-        let outcome =
-            run_sleeps(scratch, "long-among-tiny", 3, &[0.0, 0.0, 2.0, 2.0, 0.0, 0.0], 1, &["--prefetch", prefetch])
-                .and_then(|ran| match ranks_of(&ran, 2.0).as_slice() {
-                    [a, b] if a != b => Ok(()),
-                    ranks => bail!("the 2 s processes ran on {ranks:?}"),
-                });
+        let outcome = run_sleeps(
+            scratch,
+            &format!("long-among-tiny-{prefetch}"),
+            3,
+            &[0.0, 0.0, 2.0, 2.0, 0.0, 0.0],
+            1,
+            &["--prefetch", prefetch],
+        )
+        .and_then(|ran| match ranks_of(&ran, 2.0).as_slice() {
+            [a, b] if a != b => Ok(()),
+            ranks => bail!("the 2 s processes ran on {ranks:?}"),
+        });
         tally.record(&name, outcome);
     }
     let name = "3 × sleep 1 on 3 worker ranks: one on each, -n 4";
@@ -945,13 +951,15 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
     let case = scratch.join(format!("signal-{stop:?}"));
     std::fs::create_dir_all(&case)?;
     let d = case.display();
-    // x = 2 and 3 wait for the file `go` (40 s at most); 0, 1, 4 and 5 end at once.
+    // x = 4 and 5 wait for the file `go` (40 s at most); 0 to 3 end at once. The short ones
+    // come first: the master queues nothing behind a process of unknown duration, so a short
+    // one after a long one would wait for a worker.
     let spec = case.join("slow.toml");
     std::fs::write(
         &spec,
         format!(
             "name = \"slow\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", '''echo $$ >> {d}/pids; i=0; \
-             if [ {{x}} = 2 ] || [ {{x}} = 3 ]; then while [ ! -e {d}/go ] && [ $i -lt 400 ]; do sleep 0.1; \
+             if [ {{x}} = 4 ] || [ {{x}} = 5 ]; then while [ ! -e {d}/go ] && [ $i -lt 400 ]; do sleep 0.1; \
              i=$((i + 1)); done; fi; echo {{x}}''']\n[parameter_ranges]\nx = [0, 1, 2, 3, 4, 5]\n"
         ),
     )?;
@@ -998,7 +1006,7 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
     expect_in(&said, "--resume")?;
     let (_, rows) = read_results(&results)?;
     let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
-    for id in ["0", "1", "4", "5"] {
+    for id in ["0", "1", "2", "3"] {
         if !ids.contains(id) {
             bail!("process {id} finished before the signal but is not in results.csv: {ids:?}");
         }
