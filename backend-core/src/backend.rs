@@ -222,7 +222,7 @@ pub struct Dispatch<P: Process> {
     pub jobs: JobSource<P>,
     /// The result directory (processes get it in their context).
     pub dir: PathBuf,
-    /// How many jobs there are, when known.
+    /// How many jobs `jobs` will yield, when known (for a resumed run, those still to run).
     pub len: Option<u64>,
     /// Timeout, retries and isolation: give them to [`execute_job`](crate::execute_job).
     pub options: RunOptions,
@@ -441,6 +441,12 @@ impl<P: Process> Lifecycle<P> {
         let collector = Collector { journal, board: self.board.clone(), progress };
         let options = operation.options();
         self.source_failure = operation.source_failure();
+        // The dispatch's length is what the source will yield: a resumed run skips the ids
+        // recorded already (those of this operation: an id past its end is none of its jobs).
+        let to_run = match (&done, len) {
+            (Some(done), Some(len)) => Some(len.saturating_sub(done.iter().take_while(|&id| id < len).count() as u64)),
+            _ => len,
+        };
         let jobs = match len {
             Some(_) => operation.into_jobs(),
             None => counted(operation.into_jobs(), self.board.clone()),
@@ -449,7 +455,7 @@ impl<P: Process> Lifecycle<P> {
             Some(done) => Box::new(jobs.filter(move |job| !done.contains(job.id))),
             None => jobs,
         };
-        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len, options };
+        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len: to_run, options };
         self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
         Ok(())
     }

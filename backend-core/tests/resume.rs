@@ -85,3 +85,24 @@ fn a_corrupt_record_in_the_middle_costs_only_itself() {
     assert_eq!(after.records.last().map(|r| r.id), lost.first().copied());
     assert_same_outcomes(&reference.dir, &first.dir);
 }
+
+#[test]
+fn a_resumed_dispatch_counts_only_the_jobs_it_will_yield() {
+    let base = tempfile::tempdir().unwrap();
+    for fraction in [0.0, 0.3, 1.0] {
+        let dir = interrupted_run(base.path(), fraction);
+        let recorded = read_journal(&dir.join(files::JOURNAL)).unwrap().records.len() as u64;
+        let mut lifecycle = backend_core::Lifecycle::<Probe>::new("test");
+        lifecycle.stage_in(conformance_operation(base.path()).resume_from(&dir, true)).unwrap();
+        let mut seen = None;
+        lifecycle
+            .execute_here(|dispatch, _| {
+                seen = Some((dispatch.len, dispatch.jobs.count() as u64));
+                Ok(())
+            })
+            .unwrap();
+        let (len, yielded) = seen.unwrap();
+        assert_eq!(len, Some(yielded), "{recorded} of 46 recorded");
+        lifecycle.cleanup().unwrap();
+    }
+}

@@ -51,14 +51,21 @@
 //!
 //! # Scheduling
 //!
-//! Each worker keeps `prefetch` units in flight (default 2), so it never waits for the
-//! master. With `threads_per_rank` T > 1 (one rank per node, a thread per core) a worker
-//! rank runs T processes at once on a thread pool (`backend_local::ThreadExecutor`) while
-//! its main thread alone talks MPI, and keeps T + prefetch − 1 units in flight; records
-//! name the thread (`rank-2/thread-5`). A process that asks for k threads
-//! (`Operation::with_threads`) occupies k of them, and an operation whose processes ask for
+//! The master deals units breadth first: the next unit goes to the worker with the fewest
+//! threads of work in flight, so every worker gets its first unit before any gets a second.
+//! A worker's window is counted in threads: with `threads_per_rank` T (default 1) it holds
+//! T threads of work while the master knows nothing of how long processes take, and
+//! T × `prefetch` (default 2: T running, T waiting) once processes are measured short
+//! (under 50 ms) — so a process of unknown duration never waits in a queue behind another,
+//! and, near the end of the run, no worker queues work at all. A worker rank with T > 1
+//! (one rank per node, a thread per core) runs T processes at once on a thread pool
+//! (`backend_local::ThreadExecutor`) while its main thread alone talks MPI; records name
+//! the thread (`rank-2/thread-5`). A process that asks for k threads
+//! (`Operation::with_threads`) occupies k of them, in the window too, and an operation whose processes ask for
 //! more than T is refused before anything runs. A unit is one job, or a batch of jobs when
-//! processes are tiny (batches grow until a unit takes about 10 ms). Master and workers
+//! processes have been measured tiny (batches grow until a unit takes about 10 ms, hold at
+//! most half as many jobs as the latest short processes in a row, and shrink near the end;
+//! one long process sends every worker back to single jobs). Master and workers
 //! exchange one postcard-encoded message enum on one tag; a message that does not decode is
 //! an error, never a panic. Workers frame each record for the master's journal, so the
 //! master writes finished ones without decoding them, and a worker running a batch on its
@@ -82,6 +89,7 @@
 mod env;
 mod master;
 mod message;
+mod policy;
 mod worker;
 
 use std::time::{Duration, Instant};
@@ -207,8 +215,10 @@ impl From<Error> for backend_core::Error {
 /// Settings of the MPI backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MpiOptions {
-    /// How many units each worker keeps in flight (at least 1; default 2). A worker rank
-    /// with T threads keeps T + prefetch − 1 (T running, prefetch − 1 waiting).
+    /// How many units per thread each worker keeps in flight once processes are measured
+    /// short (at least 1; default 2). A worker rank with T threads then holds T × prefetch
+    /// threads of work (T running, T × (prefetch − 1) waiting); before that, and near the
+    /// end of the run, T (nothing waiting).
     pub prefetch: usize,
     /// How many processes each worker rank runs at once, on a pool of that many threads
     /// while its main thread alone talks MPI (at least 1; default 1: the main thread runs

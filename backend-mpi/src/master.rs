@@ -1,5 +1,6 @@
-//! The master (rank 0): pulls jobs lazily from the operation, keeps every worker `prefetch`
-//! units ahead (dynamic self-scheduling, units batched adaptively for tiny processes),
+//! The master (rank 0): pulls jobs lazily from the operation, hands them out as its
+//! [`Policy`] says (dynamic self-scheduling: breadth first, windows counted in threads,
+//! queues and batches only for processes measured short),
 //! journals results as they arrive (finished records as the workers framed them, without
 //! decoding them), runs each retry of a failed process on another rank (with
 //! two workers or more), and ends every worker cleanly — or, when it cannot go
@@ -18,15 +19,9 @@ use mpi::topology::{Communicator, Rank};
 
 use crate::env::{Mpi, ProcessRunning, Wire};
 use crate::message::{work_from_encoded, Message, RecordHead};
+use crate::policy::{Policy, MAX_BATCH};
 use crate::Error;
 
-/// A unit should run about this long, so dispatch costs stay far below run time.
-const UNIT_TARGET: Duration = Duration::from_millis(10);
-/// The largest batch of jobs in one unit.
-const MAX_BATCH: usize = 1024;
-/// The most units a worker may have in flight when its units are far shorter than
-/// `UNIT_TARGET` and cannot grow (batches at their cap): a deeper window hides the round trip.
-const MAX_WINDOW: usize = 16;
 /// While journaling a large unit, the master takes in arrived messages every this many records.
 const COLLECT_EVERY: usize = 128;
 /// How long the master polls (yielding the core between polls) before it falls back to the
@@ -55,10 +50,9 @@ pub(crate) fn run<P: Process>(
         return run_alone(mpi, jobs, &dir, &options, collector);
     }
     let mut wire = Wire::new(&mpi.world);
-    // A worker with T threads keeps T units running and `prefetch - 1` waiting, as a worker
-    // with one thread keeps one running and `prefetch - 1` waiting.
-    let window = prefetch + threads_per_rank.max(1) - 1;
-    let mut scheduler = Scheduler::new(mpi.size, window, jobs, len);
+    let workers = usize::try_from(mpi.size - 1).unwrap_or(0);
+    let policy = Policy::new(workers, prefetch, threads_per_rank, options.process_threads(), len, max_batch());
+    let mut scheduler = Scheduler::new(policy, jobs);
     // With two workers or more, the master runs each retry on another rank (a crash may be
     // the node's fault): workers run every job once. With one, the worker retries itself.
     let mut worker_options = options;
@@ -123,10 +117,6 @@ enum Ended {
 /// What the master knows of one worker.
 #[derive(Debug, Clone)]
 struct Slot {
-    /// Jobs per unit, adapted to how long the worker's processes take.
-    batch: usize,
-    /// Units to keep in flight: `prefetch`, deeper while units are tiny and batches capped.
-    window: usize,
     /// The units sent and not yet wholly answered, oldest first.
     units: Vec<Unit>,
     /// The worker's host, once a record named it.
@@ -159,10 +149,9 @@ impl Unit {
 
 struct Scheduler<P: Process> {
     slots: Vec<Slot>,
-    prefetch: usize,
+    /// Which worker gets the next unit and how large it is.
+    policy: Policy,
     jobs: JobSource<P>,
-    /// Jobs not yet sent, when the operation's length is known.
-    remaining: Option<u64>,
     exhausted: bool,
     /// Set when the master hands retries to other ranks.
     retries: Option<Retries>,
@@ -212,11 +201,24 @@ impl Retries {
     /// Settles the record of an attempt that `from` ran, given as its head and journal
     /// frame: a success at the first attempt is journaled as it is; a failure waits to run
     /// again elsewhere or, at the last attempt, is closed with the reasons of every attempt.
+    /// A finished process whose record was too large for the journal is not a failure: its
+    /// stand-in is the last attempt (its reason as `execute_job` would leave it, with every
+    /// attempt counted).
     fn settle(&mut self, head: RecordHead, frame: &[u8], from: Rank) -> Result<Settled, Error> {
         let failed_before = self.in_flight.get(&head.id).is_some_and(|attempts| !attempts.reasons.is_empty());
         if head.status == Status::Finished && !failed_before {
             self.in_flight.remove(&head.id);
             return Ok(Settled::AsFramed);
+        }
+        if head.too_large {
+            // Not a failure of the process (its record is a stand-in that says it was too
+            // large for the journal): its last attempt, as on every other backend.
+            let Some(attempts) = self.in_flight.remove(&head.id).filter(|a| !a.reasons.is_empty()) else {
+                return Ok(Settled::AsFramed);
+            };
+            let mut record = backend_core::journal::decode_frame(frame)?;
+            record.attempts = u32::try_from(attempts.reasons.len() + 1).unwrap_or(u32::MAX);
+            return Ok(Settled::Closed(Box::new(record)));
         }
         let record = backend_core::journal::decode_frame(frame)?;
         Ok(self.settle_record(record, from).map_or(Settled::Again, |record| Settled::Closed(Box::new(record))))
@@ -285,16 +287,12 @@ fn may_retry_on(tried: &[Rank], worker: Rank, workers: usize) -> bool {
 }
 
 impl<P: Process> Scheduler<P> {
-    fn new(size: Rank, prefetch: usize, jobs: JobSource<P>, len: Option<u64>) -> Self {
-        let workers = usize::try_from(size - 1).unwrap_or(0);
+    fn new(policy: Policy, jobs: JobSource<P>) -> Self {
+        let workers = policy.workers();
         Scheduler {
-            slots: vec![
-                Slot { batch: 1, window: prefetch, units: Vec::new(), host: None, last_heard: Instant::now() };
-                workers
-            ],
-            prefetch,
+            slots: vec![Slot { units: Vec::new(), host: None, last_heard: Instant::now() }; workers],
+            policy,
             jobs,
-            remaining: len,
             exhausted: false,
             retries: None,
         }
@@ -308,13 +306,7 @@ impl<P: Process> Scheduler<P> {
     }
 
     fn run(&mut self, wire: &mut Wire<'_>, collector: &mut Collector) -> Result<Ended, Error> {
-        for worker in 1..=self.slots.len() as Rank {
-            for _ in 0..self.prefetch {
-                if !self.send_unit(wire, collector, worker)? {
-                    break;
-                }
-            }
-        }
+        self.fill(wire, collector)?;
         let mut stop_deadline = None;
         while self.slots.iter().any(|slot| !slot.units.is_empty()) {
             let Some((from, bytes)) = receive_or_stop(wire, &mut stop_deadline) else {
@@ -327,7 +319,6 @@ impl<P: Process> Scheduler<P> {
             match Message::<P>::decode(from, &bytes)? {
                 Message::Results(framed) => {
                     let records = framed.records(from)?;
-                    let prefetch = self.prefetch;
                     let slot = self.slot(from)?;
                     // A unit is named by its first job's id (the oldest, for one without jobs).
                     let position = match framed.unit {
@@ -344,17 +335,14 @@ impl<P: Process> Scheduler<P> {
                     if slot.host.is_none() && !records.is_empty() {
                         slot.host = Some(framed.host.clone());
                     }
-                    if framed.ends_unit {
-                        let unit = slot.units.remove(position);
-                        slot.batch = adapted_batch(slot.batch, unit.returned, unit.run_s);
-                        slot.window = adapted_window(slot.window, slot.batch, prefetch, unit.run_s);
-                        let window = slot.window;
-                        // Refill first, so the worker's queue never runs dry while we journal.
-                        while self.slot(from)?.units.len() < window {
-                            if !self.send_unit(wire, collector, from)? {
-                                break;
-                            }
-                        }
+                    let ended = framed.ends_unit.then(|| slot.units.remove(position));
+                    for (head, _) in &records {
+                        self.policy.measured(head.duration_s);
+                    }
+                    if let Some(unit) = ended {
+                        self.policy.unit_done(worker_index(from), unit.ids.len(), unit.run_s);
+                        // Refill first, so no worker's queue runs dry while we journal.
+                        self.fill(wire, collector)?;
                     }
                     let mut again = false;
                     for (i, (head, frame)) in records.into_iter().enumerate() {
@@ -372,7 +360,7 @@ impl<P: Process> Scheduler<P> {
                         }
                     }
                     if again {
-                        self.send_retries(wire)?;
+                        self.fill(wire, collector)?;
                     }
                 }
                 Message::Log(lines) => backend_core::oplog::append_forwarded(&lines),
@@ -413,7 +401,7 @@ impl<P: Process> Scheduler<P> {
         if let Some(retries) = self.retries.as_ref().filter(|r| !r.waiting.is_empty()) {
             report.push_str(&format!("; {} failed processes were waiting to run again", retries.waiting.len()));
         }
-        match self.remaining {
+        match self.policy.remaining() {
             Some(n) => report.push_str(&format!("; {n} processes were not handed out")),
             None if !self.exhausted => report.push_str("; more processes were not handed out"),
             None => {}
@@ -423,16 +411,17 @@ impl<P: Process> Scheduler<P> {
         tracing::info!(target: "taskfarm", "{report}");
     }
 
-    /// Sends waiting retries to workers with room in their window, least loaded first.
-    fn send_retries(&mut self, wire: &mut Wire<'_>) -> Result<(), Error> {
-        let workers = self.slots.len();
-        let mut order: Vec<Rank> = (1..=workers as Rank).collect();
-        order.sort_by_key(|&w| self.slots[w as usize - 1].units.len());
-        for worker in order {
-            while self.slot(worker)?.units.len() < self.slot(worker)?.window {
-                if !self.send_retry(wire, worker)? {
+    /// Sends units while the policy names a worker with room (the least loaded first, see
+    /// [`Policy`]), a waiting retry before any new job, until there is nothing to send.
+    fn fill(&mut self, wire: &mut Wire<'_>, collector: &mut Collector) -> Result<(), Error> {
+        // Workers that nothing is left for (retries wait only for ranks that have not run them).
+        let mut nothing_for = vec![false; self.slots.len()];
+        while let Some(w) = self.policy.next_worker(|w| nothing_for[w]) {
+            if !self.send_unit(wire, collector, worker_rank(w))? {
+                if self.exhausted && self.retries.as_ref().is_none_or(|r| r.waiting.is_empty()) {
                     break;
                 }
+                nothing_for[w] = true;
             }
         }
         Ok(())
@@ -447,6 +436,7 @@ impl<P: Process> Scheduler<P> {
         }
         let Some((id, bytes)) = retries.take_for::<P>(worker, workers)? else { return Ok(false) };
         wire.send(worker, &bytes);
+        self.policy.sent_retry(worker_index(worker));
         let slot = self.slot(worker)?;
         slot.units.push(Unit::new(vec![id]));
         Ok(true)
@@ -461,12 +451,7 @@ impl<P: Process> Scheduler<P> {
         if self.exhausted {
             return Ok(false);
         }
-        let mut batch = self.slot(worker)?.batch;
-        if let Some(remaining) = self.remaining {
-            // Near the end, smaller units keep every worker busy to the last process.
-            let share = remaining / (self.slots.len() * self.prefetch).max(1) as u64;
-            batch = batch.min(usize::try_from(share).unwrap_or(usize::MAX).max(1));
-        }
+        let batch = self.policy.batch(worker_index(worker));
         let unit: Vec<Job<P>> = self.jobs.by_ref().take(batch).collect();
         if unit.is_empty() {
             self.exhausted = true;
@@ -480,35 +465,21 @@ impl<P: Process> Scheduler<P> {
         };
         collector.board().started(count);
         wire.send(worker, &bytes);
-        self.remaining = self.remaining.map(|r| r.saturating_sub(count));
+        self.policy.sent(worker_index(worker), ids.len());
         let slot = self.slot(worker)?;
         slot.units.push(Unit::new(ids));
         Ok(true)
     }
 }
 
-/// The next batch size for a worker whose last unit came back as `records` that ran
-/// `run_s` in all: aims at units
-/// of `UNIT_TARGET`, growing at most twofold per unit.
-fn adapted_batch(batch: usize, records: usize, run_s: f64) -> usize {
-    if records == 0 {
-        return batch;
-    }
-    let mean = run_s / records as f64;
-    let wanted = UNIT_TARGET.as_secs_f64() / mean.max(1e-7);
-    let wanted = if wanted.is_finite() { wanted as usize } else { MAX_BATCH };
-    wanted.clamp(1, (batch * 2).min(max_batch()))
+/// The index of worker rank `rank` among the workers (rank 1 is worker 0).
+fn worker_index(rank: Rank) -> usize {
+    usize::try_from(rank - 1).unwrap_or(usize::MAX)
 }
 
-/// The next window for a worker: deeper (up to `MAX_WINDOW`) while its units take far less
-/// than `UNIT_TARGET` although batches are at their cap; back to `prefetch` otherwise, so
-/// long processes never queue behind each other.
-fn adapted_window(window: usize, batch: usize, prefetch: usize, unit_s: f64) -> usize {
-    if batch >= max_batch() && unit_s < UNIT_TARGET.as_secs_f64() / 4.0 {
-        (window * 2).clamp(prefetch, MAX_WINDOW.max(prefetch))
-    } else {
-        prefetch
-    }
+/// The rank of the worker of index `w`.
+fn worker_rank(w: usize) -> Rank {
+    Rank::try_from(w + 1).unwrap_or(Rank::MAX)
 }
 
 /// The next message: polled for `SPIN_BEFORE_SLEEP` (yielding the core between polls), then
@@ -665,6 +636,43 @@ mod tests {
         assert_eq!(last.attempts, 3);
         assert_eq!(last.reason.as_deref(), Some("attempt 1: boom; attempt 2: timed out after 1s; attempt 3: bang"));
         assert!(retries.in_flight.is_empty(), "nothing kept after the last attempt");
+    }
+
+    /// The head and frame of `record` as a worker frames it.
+    fn framed(record: &ProcessRecord) -> (RecordHead, Vec<u8>) {
+        let mut framed = crate::message::FramedRecords::new("h", Some(record.id), 1);
+        framed.push(record).expect("frames");
+        let records = framed.records(1).expect("reads");
+        let (head, frame) = records.first().expect("one record");
+        (*head, frame.to_vec())
+    }
+
+    #[test]
+    fn a_record_too_large_for_the_journal_is_never_retried() {
+        // A finished process whose output is larger than the journal takes: its stand-in
+        // record is a crash, but the process did not fail, so it runs once, as elsewhere.
+        let mut huge = record(5, Status::Finished, None);
+        huge.output = Value::Str("x".repeat(65 * 1024 * 1024));
+        let (head, frame) = framed(&huge);
+        assert_eq!(head.status, Status::Crashed, "the stand-in");
+        let mut retries = Retries::new(2);
+        retries.send(&[Job { id: 5, run: 0, params: Params::new(), process: Noop(5) }], 1).expect("encodes");
+        assert!(matches!(retries.settle(head, &frame, 1).expect("settles"), Settled::AsFramed));
+        assert!(retries.waiting.is_empty() && retries.in_flight.is_empty(), "nothing runs again");
+        // After a failed attempt, the stand-in closes the process with both attempts counted.
+        retries.send(&[Job { id: 5, run: 0, params: Params::new(), process: Noop(5) }], 1).expect("encodes");
+        assert!(retries.settle_record(record(5, Status::Crashed, Some("once")), 1).is_none());
+        let _ = retries.take_for::<Noop>(2, 3).expect("builds").expect("rank 2 may run it");
+        let Settled::Closed(last) = retries.settle(head, &frame, 2).expect("settles") else {
+            panic!("the stand-in is the last attempt");
+        };
+        assert_eq!((last.status, last.attempts), (Status::Crashed, 2));
+        assert!(last.reason.as_deref().is_some_and(|r| r.contains("more than the journal takes")), "{last:?}");
+        assert!(retries.waiting.is_empty() && retries.in_flight.is_empty());
+        // A crashed process is retried as before.
+        let (head, frame) = framed(&record(6, Status::Crashed, Some("boom")));
+        retries.send(&[Job { id: 6, run: 0, params: Params::new(), process: Noop(6) }], 1).expect("encodes");
+        assert!(matches!(retries.settle(head, &frame, 1).expect("settles"), Settled::Again));
     }
 
     #[test]

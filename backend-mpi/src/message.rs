@@ -89,6 +89,10 @@ pub(crate) struct RecordHead {
     pub(crate) duration_s: f64,
     /// The length of its frame.
     len: u32,
+    /// Whether the frame is the stand-in for a finished process's record too large for the
+    /// journal (see [`encode_frame`]): a crash in the journal, but no failure of the
+    /// process, so it is never run again.
+    pub(crate) too_large: bool,
 }
 
 impl FramedRecords {
@@ -114,7 +118,10 @@ impl FramedRecords {
         let status = encode_frame(record, &mut self.frames)?;
         let len = u32::try_from(self.frames.len() - start)
             .map_err(|_| Error::Encode { what: "results", reason: "a record is larger than 4 GiB".into() })?;
-        self.heads.push(RecordHead { id: record.id, status, duration_s: record.duration_s, len });
+        // Only a finished process's record turns into a crash by being too large; a failed
+        // one stays a failure (and is retried as one) whatever its size.
+        let too_large = record.status == Status::Finished && status != Status::Finished;
+        self.heads.push(RecordHead { id: record.id, status, duration_s: record.duration_s, len, too_large });
         Ok(())
     }
 

@@ -7,8 +7,9 @@
 //! so the worker never waits for a busy master), the last chunk when the unit is done.
 //! With `threads_per_rank` T > 1 the main thread only talks MPI: it hands every job of every
 //! unit it receives to a [`ThreadExecutor`] of T threads, gathers the records per unit and
-//! sends a unit's records as soon as its last job is done. The master keeps T + prefetch − 1
-//! units in flight on such a rank, so no thread waits for it.
+//! sends a unit's records as soon as its last job is done. The master keeps up to
+//! T × prefetch threads of work in flight on such a rank once processes are measured short,
+//! so no thread waits for it.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

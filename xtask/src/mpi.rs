@@ -337,6 +337,7 @@ pub fn test(ci: bool) -> Result<()> {
         Ok(worker) => {
             worker_end_to_end(&scratch, &mut tally, ci, &worker);
             ranks_against_threads(&scratch, &mut tally);
+            scheduling(&scratch, &mut tally);
             worker_rank_killed(&scratch, &mut tally);
             signals_mid_run(&scratch, &mut tally);
         }
@@ -609,6 +610,118 @@ fn ranks_against_threads(scratch: &Path, tally: &mut Tally) {
     tally.record(name, outcome.map(drop));
 }
 
+/// One row of a scheduling case: the process's `s` parameter (how long it sleeps), the rank
+/// that ran it (`rank-2` of `rank-2/thread-1`) and when it started.
+struct Ran {
+    s: f64,
+    rank: String,
+    started_at: f64,
+}
+
+/// Runs `sh -c "sleep {s}; echo {s}"` for each of `sleeps` through the worker under
+/// `mpirun -n ranks` with `extra` arguments (and `threads` per process), and returns its rows.
+fn run_sleeps(
+    scratch: &Path,
+    name: &str,
+    ranks: u32,
+    sleeps: &[f64],
+    threads: u32,
+    extra: &[&str],
+) -> Result<Vec<Ran>> {
+    let spec = scratch.join(format!("{name}.toml"));
+    let settings: Vec<String> = sleeps.iter().map(|s| format!("{{s = {s:?}}}")).collect();
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"{name}\"\nkind = \"command\"\nthreads = {threads}\n\
+             command = [\"sh\", \"-c\", \"sleep {{s}}; echo {{s}}\"]\nparameter_settings = [{}]\n",
+            settings.join(", ")
+        ),
+    )?;
+    let results = scratch.join(format!("{name}-results"));
+    let mut args = vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let outcome = run_with_timeout(scratch, launch(&oversubscribed(ranks, args))?)?;
+    expect_success(&outcome)?;
+    let (header, rows) = read_results(&results)?;
+    let column = |name: &str| header.iter().position(|h| h == name).with_context(|| format!("no {name} column"));
+    let (s, worker, started) = (column("s")?, column("worker")?, column("started_at")?);
+    let field = |row: &Vec<String>, i: usize| row.get(i).cloned().unwrap_or_default();
+    let ran: Vec<Ran> = rows
+        .iter()
+        .map(|row| -> Result<Ran> {
+            Ok(Ran {
+                s: field(row, s).parse().context("s is not a number")?,
+                rank: field(row, worker).split('/').next().unwrap_or_default().to_owned(),
+                started_at: field(row, started).parse().context("started_at is not a number")?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    if ran.len() != sleeps.len() {
+        bail!("{} rows for {} processes", ran.len(), sleeps.len());
+    }
+    Ok(ran)
+}
+
+/// The ranks that ran the processes sleeping `s` seconds.
+fn ranks_of(ran: &[Ran], s: f64) -> Vec<&str> {
+    ran.iter().filter(|r| r.s == s).map(|r| r.rank.as_str()).collect()
+}
+
+/// The master's scheduling, checked by where processes ran (never by how long the run took):
+/// breadth-first dealing, long processes side by side, windows counted in threads.
+fn scheduling(scratch: &Path, tally: &mut Tally) {
+    let distinct = |ranks: &[&str]| ranks.iter().collect::<std::collections::BTreeSet<_>>().len();
+    for prefetch in ["1", "2"] {
+        let name = format!("two 2 s processes among tiny ones ran on different ranks, -n 3 --prefetch {prefetch}");
+        let outcome = run_sleeps(
+            scratch,
+            &format!("long-among-tiny-{prefetch}"),
+            3,
+            &[0.0, 0.0, 2.0, 2.0, 0.0, 0.0],
+            1,
+            &["--prefetch", prefetch],
+        )
+        .and_then(|ran| match ranks_of(&ran, 2.0).as_slice() {
+            [a, b] if a != b => Ok(()),
+            ranks => bail!("the 2 s processes ran on {ranks:?}"),
+        });
+        tally.record(&name, outcome);
+    }
+    let name = "3 × sleep 1 on 3 worker ranks: one on each, -n 4";
+    let outcome = run_sleeps(scratch, "breadth-first", 4, &[1.0, 1.0, 1.0], 1, &[]).and_then(|ran| {
+        let ranks = ranks_of(&ran, 1.0);
+        if distinct(&ranks) != 3 {
+            bail!("the three ran on {ranks:?}");
+        }
+        Ok(())
+    });
+    tally.record(name, outcome);
+    let name = "4 × sleep 1 on 2 worker ranks with --prefetch 4: two on each";
+    let outcome =
+        run_sleeps(scratch, "breadth-first-prefetch", 3, &[1.0; 4], 1, &["--prefetch", "4"]).and_then(|ran| {
+            let ranks = ranks_of(&ran, 1.0);
+            if ranks.first().is_none_or(|first| ranks.iter().filter(|r| *r == first).count() != 2) {
+                bail!("the four ran on {ranks:?}");
+            }
+            Ok(())
+        });
+    tally.record(name, outcome);
+    let name = "2-thread processes on 2-thread ranks: none waits on the rank of a 3 s process, -n 3";
+    let outcome =
+        run_sleeps(scratch, "thread-window", 3, &[0.1, 3.0, 0.5, 0.5, 0.5, 0.5], 2, &["--threads-per-rank", "2"])
+            .and_then(|ran| {
+                let long = ran.iter().find(|r| r.s == 3.0).context("no 3 s process")?;
+                let behind: Vec<f64> =
+                    ran.iter().filter(|r| r.rank == long.rank && r.started_at > long.started_at).map(|r| r.s).collect();
+                if !behind.is_empty() {
+                    bail!("processes of {behind:?} s ran on {} after its 3 s process", long.rank);
+                }
+                Ok(())
+            });
+    tally.record(name, outcome);
+}
+
 /// kill -9 of one worker rank mid-run: the job ends non-zero (as MPI jobs do), the journal
 /// keeps what finished, and `--resume` on fewer ranks runs every process exactly once.
 fn worker_rank_killed(scratch: &Path, tally: &mut Tally) {
@@ -848,13 +961,15 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
     let case = scratch.join(format!("signal-{stop:?}"));
     std::fs::create_dir_all(&case)?;
     let d = case.display();
-    // x = 2 and 3 wait for the file `go` (40 s at most); 0, 1, 4 and 5 end at once.
+    // x = 4 and 5 wait for the file `go` (40 s at most); 0 to 3 end at once. The short ones
+    // come first: the master queues nothing behind a process of unknown duration, so a short
+    // one after a long one would wait for a worker.
     let spec = case.join("slow.toml");
     std::fs::write(
         &spec,
         format!(
             "name = \"slow\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", '''echo $$ >> {d}/pids; i=0; \
-             if [ {{x}} = 2 ] || [ {{x}} = 3 ]; then while [ ! -e {d}/go ] && [ $i -lt 400 ]; do sleep 0.1; \
+             if [ {{x}} = 4 ] || [ {{x}} = 5 ]; then while [ ! -e {d}/go ] && [ $i -lt 400 ]; do sleep 0.1; \
              i=$((i + 1)); done; fi; echo {{x}}''']\n[parameter_ranges]\nx = [0, 1, 2, 3, 4, 5]\n"
         ),
     )?;
@@ -912,7 +1027,7 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
     expect_in(&said, "--resume")?;
     let (_, rows) = read_results(&results)?;
     let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
-    for id in ["0", "1", "4", "5"] {
+    for id in ["0", "1", "2", "3"] {
         if !ids.contains(id) {
             bail!("process {id} finished before the signal but is not in results.csv: {ids:?}");
         }
