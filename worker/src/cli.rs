@@ -199,10 +199,11 @@ fn install_signal_handlers() {
             if is_mpi_worker_rank() {
                 // A worker rank's records are the master's once sent: a signal to a worker
                 // rank (mpirun tearing the job down, or one rank stopped on its own) ends it
-                // now, with the processes it runs; the master journals what arrived,
-                // consolidates and reports what was unfinished. Leaving from this thread
-                // skips MPI's finalization, which the master would never join.
-                backend_core::kill_running_children();
+                // now; the master journals what arrived, consolidates and reports what was
+                // unfinished. The processes it runs die with it (the guardian kills their
+                // groups once it is gone): killed before it, they would be reported to the
+                // master as crashed. Leaving from this thread skips MPI's finalization,
+                // which the master would never join.
                 std::process::exit(i32::from(code));
             }
             if taskfarm::lock::held_dir().is_none() {

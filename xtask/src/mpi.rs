@@ -883,6 +883,19 @@ pub(crate) fn read_results(base: &Path) -> Result<(Vec<String>, Vec<Vec<String>>
 /// Checks that the `results.csv` under `serial` and under `mpi` have the same rows (but for
 /// the columns of when and where) and that the MPI run used 2 ranks or more.
 pub(crate) fn compare_results(serial: &Path, mpi: &Path) -> Result<()> {
+    let got = compare_rows(serial, mpi)?;
+    let (got_header, got) = got;
+    let worker = got_header.iter().position(|h| h == "worker").context("results.csv has no worker column")?;
+    let ranks: BTreeSet<&str> = got.iter().filter_map(|r| r.get(worker).map(String::as_str)).collect();
+    if ranks.len() < 2 {
+        bail!("the processes ran on {ranks:?}: expected at least 2 ranks");
+    }
+    Ok(())
+}
+
+/// Checks that the `results.csv` under `serial` and under `mpi` have the same rows (but for
+/// the columns of when and where); returns the second's header and rows.
+pub(crate) fn compare_rows(serial: &Path, mpi: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
     let ((want_header, want), (got_header, got)) = (read_results(serial)?, read_results(mpi)?);
     if want_header != got_header {
         bail!("results.csv headers differ: {want_header:?} vs {got_header:?}");
@@ -894,12 +907,7 @@ pub(crate) fn compare_results(serial: &Path, mpi: &Path) -> Result<()> {
     if strip(&want) != strip(&got) {
         bail!("results.csv rows differ between serial and mpi ({} vs {} rows)", want.len(), got.len());
     }
-    let worker = got_header.iter().position(|h| h == "worker").context("results.csv has no worker column")?;
-    let ranks: BTreeSet<&str> = got.iter().filter_map(|r| r.get(worker).map(String::as_str)).collect();
-    if ranks.len() < 2 {
-        bail!("the processes ran on {ranks:?}: expected at least 2 ranks");
-    }
-    Ok(())
+    Ok((got_header, got))
 }
 
 /// A small CSV reader (RFC 4180 quoting), enough to compare two results.csv files.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::mpi::{compare_results, on_path, read_results, running_as_root};
+use crate::mpi::{compare_rows, on_path, read_results, running_as_root};
 use crate::{cargo, root, run_checked, target_dir, Tally};
 
 /// How long a case may take before it counts as hung.
@@ -223,7 +223,7 @@ fn batch_script_from_a_fresh_directory(cluster: &Cluster) -> Result<()> {
         .args(["run", "command_sweep.toml", "--backend", "serial", "--quiet", "--results", "serial"])
         .current_dir(&dir);
     expect_ok(serial, "the serial run")?;
-    compare_results(&dir.join("serial"), &dir.join("results")).with_context(|| said.clone())
+    compare_rows(&dir.join("serial"), &dir.join("results")).map(drop).with_context(|| said.clone())
 }
 
 /// `taskfarm-worker submit --worker ./custom_worker --wait`: a user's own worker binary, its
@@ -246,7 +246,7 @@ fn submit_a_custom_worker(cluster: &Cluster) -> Result<()> {
     let mut serial = Command::new(&worker);
     serial.args(["run", "rosenbrock.toml", "--backend", "serial", "--quiet", "--results", "serial"]).current_dir(&dir);
     expect_ok(serial, "the serial run")?;
-    compare_results(&dir.join("serial"), &dir.join("results")).with_context(|| said.clone())
+    compare_rows(&dir.join("serial"), &dir.join("results")).map(drop).with_context(|| said.clone())
 }
 
 /// A job cancelled with `scancel` while it runs, then resumed in a second job: every process
@@ -304,8 +304,12 @@ fn scancel_then_resume(cluster: &Cluster) -> Result<()> {
         .arg(&run_dir)
         .current_dir(&dir);
     expect_ok(resume, "sbatch --wait of the resume").with_context(|| job_outputs(&dir))?;
-    let (_, rows) = read_results(&dir.join("results"))?;
+    let (header, rows) = read_results(&dir.join("results"))?;
     let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
+    let status = header.iter().position(|h| h == "status").context("results.csv has no status column")?;
+    if let Some(row) = rows.iter().find(|r| r.get(status).is_none_or(|s| s != "finished")) {
+        bail!("a process the cancel cut short was recorded as failed: {row:?}");
+    }
     let records = journal_records(&run_dir.join("journal"));
     if rows.len() != total || ids.len() != total || records != total {
         bail!(
