@@ -293,6 +293,10 @@ where
         Command::Cancel { dir, now } => crate::observe::cancel(&dir, now, |d| resume_command(d, false)),
     };
     result.unwrap_or_else(|e| {
+        // Under mpirun every rank reads the same spec and meets the same error: rank 0 says it.
+        if is_mpi_worker_rank() {
+            return if e.is_io() { EXIT_IO } else { EXIT_BAD_INPUT };
+        }
         eprintln!("error: {e}");
         if let Some(dir) = e.resumable_dir() {
             eprintln!("taskfarm: what finished is in the journal; to finish the run: {}", resume_command(dir, false));

@@ -796,3 +796,21 @@ fn a_backend_but_mpi_under_an_mpi_launcher_of_several_ranks_is_refused() {
         assert_eq!(out.status.code(), Some(0), "{env:?}: {}", text(&out.stderr));
     }
 }
+
+#[test]
+fn under_mpirun_only_rank_0_reports_bad_input() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("bad.toml"), "kind = \"no_such_kind\"\n").expect("the spec is written");
+    for (rank, speaks) in [("0", true), ("1", false), ("3", false)] {
+        let out = std::process::Command::new(common::WORKER)
+            .args(["validate", "bad.toml"])
+            .env("OMPI_COMM_WORLD_SIZE", "4")
+            .env("OMPI_COMM_WORLD_RANK", rank)
+            .current_dir(dir.path())
+            .output()
+            .expect("the worker binary starts");
+        assert_eq!(out.status.code(), Some(2), "rank {rank}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.contains("no_such_kind"), speaks, "rank {rank}: {stderr}");
+    }
+}
