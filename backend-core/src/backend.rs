@@ -3,7 +3,7 @@
 //! they arrive, and `Lifecycle`, the state machine behind the trait's calls.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -80,6 +80,8 @@ struct Counters {
     crashed: AtomicU64,
     running: AtomicU64,
     total: AtomicU64,
+    /// The longest process of the run so far, in microseconds.
+    longest_us: AtomicU64,
 }
 
 const UNKNOWN_TOTAL: u64 = u64::MAX;
@@ -122,6 +124,17 @@ impl StatusBoard {
         };
     }
 
+    /// Notes how long a process that ended ran.
+    fn ran(&self, duration_s: f64) {
+        let us = if duration_s.is_finite() && duration_s > 0.0 { (duration_s * 1e6) as u64 } else { 0 };
+        self.0.longest_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// The longest a process of this run has run so far (zero before any ended).
+    pub fn longest(&self) -> Duration {
+        Duration::from_micros(self.0.longest_us.load(Ordering::Relaxed))
+    }
+
     /// The counts now.
     pub fn snapshot(&self) -> StatusCounts {
         let total = self.0.total.load(Ordering::Relaxed);
@@ -154,6 +167,7 @@ impl Collector {
             return Ok(());
         }
         let journaled = self.journal.append(record)?;
+        self.board.ran(record.duration_s);
         if journaled != Status::Finished {
             let reason = match (journaled == record.status, record.reason.as_deref()) {
                 (true, Some(reason)) => reason,
@@ -167,9 +181,9 @@ impl Collector {
     }
 
     /// Accepts the record of a process that ended as a journal frame made by
-    /// [`encode_frame`](crate::journal::encode_frame) (on an MPI worker), with its status: it
-    /// is journaled as it is, and a failed one is decoded to be logged.
-    pub fn record_frame(&mut self, status: Status, frame: &[u8]) -> Result<()> {
+    /// [`encode_frame`](crate::journal::encode_frame) (on an MPI worker), with its status and
+    /// how long it ran: it is journaled as it is, and a failed one is decoded to be logged.
+    pub fn record_frame(&mut self, status: Status, duration_s: f64, frame: &[u8]) -> Result<()> {
         crate::subprocess::check_children()?;
         if stop_now_requested() {
             self.board.unstarted(1);
@@ -181,6 +195,7 @@ impl Collector {
             log_failed(&record, status, record.reason.as_deref().unwrap_or("no reason given"));
         }
         self.journal.append_frame(frame)?;
+        self.board.ran(duration_s);
         self.ended(status);
         Ok(())
     }
@@ -248,6 +263,9 @@ pub struct Summary {
     /// What was skipped or ignored of the journal: corrupt records (those processes have
     /// no record and run on `--resume`) and a torn end.
     pub damage: Damage,
+    /// Whether the operation's deadline stopped it from starting processes: the processes
+    /// without a record run on `--resume`.
+    pub deadline_reached: bool,
     /// Whether this summary is the operation's report or a worker's note that it served.
     pub role: Role,
     /// Whether the run was stopped early by a stop request (Ctrl-C): processes without a
@@ -331,6 +349,8 @@ pub struct Lifecycle<P: Process> {
     status: Option<StatusWriter>,
     /// Where the operation's job source leaves the error that stopped it early.
     source_failure: crate::operation::SourceFailure,
+    /// Set when the operation's deadline stopped it from starting processes.
+    deadline_reached: Arc<AtomicBool>,
 }
 
 impl<P: Process> std::fmt::Debug for Lifecycle<P> {
@@ -354,6 +374,7 @@ impl<P: Process> Lifecycle<P> {
             lock: None,
             status: None,
             source_failure: Default::default(),
+            deadline_reached: Arc::default(),
         }
     }
 
@@ -440,6 +461,7 @@ impl<P: Process> Lifecycle<P> {
         tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
         let collector = Collector { journal, board: self.board.clone(), progress };
         let options = operation.options();
+        let deadline = operation.deadline();
         self.source_failure = operation.source_failure();
         // The dispatch's length is what the source will yield: a resumed run skips the ids
         // recorded already (those of this operation: an id past its end is none of its jobs).
@@ -453,6 +475,10 @@ impl<P: Process> Lifecycle<P> {
         };
         let jobs: JobSource<P> = match done {
             Some(done) => Box::new(jobs.filter(move |job| !done.contains(job.id))),
+            None => jobs,
+        };
+        let jobs = match deadline {
+            Some(deadline) => until_deadline(jobs, deadline, self.board.clone(), Arc::clone(&self.deadline_reached)),
             None => jobs,
         };
         let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len: to_run, options };
@@ -588,6 +614,7 @@ impl<P: Process> Lifecycle<P> {
             },
             role: Role::Coordinator,
             interrupted: stop_requested(),
+            deadline_reached: self.deadline_reached.load(Ordering::SeqCst),
         };
         if let Some(status) = self.status.take() {
             let complete = summary.missing() == 0 && !summary.interrupted;
@@ -635,6 +662,29 @@ fn counted<P: Process>(mut jobs: JobSource<P>, board: StatusBoard) -> JobSource<
             }
             None
         }
+    }))
+}
+
+/// The jobs of `jobs` while the longest process of the run so far, started now, would end
+/// before `deadline.at - deadline.margin`; checked before each job is pulled, so once one
+/// would not, no process starts and the source ends (see [`Deadline`](crate::Deadline)).
+fn until_deadline<P: Process>(
+    jobs: JobSource<P>,
+    deadline: crate::Deadline,
+    board: StatusBoard,
+    reached: Arc<AtomicBool>,
+) -> JobSource<P> {
+    let last_start = deadline.at.checked_sub(deadline.margin).unwrap_or(std::time::UNIX_EPOCH);
+    Box::new(jobs.take_while(move |_| {
+        let fits = std::time::SystemTime::now().checked_add(board.longest()).is_some_and(|end| end <= last_start);
+        if !fits && !reached.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                target: "taskfarm",
+                "the deadline is near: no new process starts (the longest so far took {:.1} s); the running ones finish",
+                board.longest().as_secs_f64()
+            );
+        }
+        fits
     }))
 }
 

@@ -42,7 +42,7 @@ pub use execute::{
     set_stop_exit_status, stop_exit_status, stop_now_requested, stop_requested, text_tail, Isolation, RunOptions,
     MAX_TIMEOUT_SECONDS,
 };
-pub use operation::{JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};
+pub use operation::{Deadline, JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};
 pub use process::{Job, Process, ProcessContext, ProcessError};
 pub use progress::{ProgressDisplay, ProgressMode};
 pub use record::{

@@ -34,6 +34,20 @@ pub struct Operation<P: Process> {
     resume: Option<Resume>,
     options: RunOptions,
     failure: SourceFailure,
+    deadline: Option<Deadline>,
+}
+
+/// When an operation stops starting processes: a wall-clock time (e.g. the end of a batch
+/// allocation) and a margin kept free before it (to journal, consolidate and leave). A
+/// process starts only if the longest process of the run so far would end before
+/// `at - margin`; once one would not, no other starts, the running ones finish, and the
+/// run ends resumable ([`Summary::deadline_reached`](crate::Summary::deadline_reached)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// When the run must have ended.
+    pub at: std::time::SystemTime,
+    /// The time kept free before `at`.
+    pub margin: Duration,
 }
 
 /// Why an operation's lazy source stopped before its end (its `make` failed): the source
@@ -220,6 +234,7 @@ impl<P: Process> Operation<P> {
             resume: None,
             options: RunOptions::default(),
             failure: SourceFailure::default(),
+            deadline: None,
         })
     }
 
@@ -322,6 +337,18 @@ impl<P: Process> Operation<P> {
     pub fn resume_from(mut self, dir: impl Into<PathBuf>, rerun_crashed: bool) -> Self {
         self.resume = Some(Resume { dir: dir.into(), rerun_crashed });
         self
+    }
+
+    /// Stops starting processes in time for `deadline` (see [`Deadline`]). Not part of the
+    /// spec: a resumed run has a deadline of its own.
+    pub fn with_deadline(mut self, deadline: Deadline) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The deadline given with [`with_deadline`](Self::with_deadline), if any.
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.deadline
     }
 
     /// The run this operation resumes, if any.

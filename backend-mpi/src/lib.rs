@@ -425,6 +425,7 @@ impl<P: Process> Backend<P> for MpiBackend<P> {
                     wall: part.wall,
                     damage: backend_core::journal::Damage::default(),
                     interrupted: false,
+                    deadline_reached: false,
                     role: Role::Worker { worker: u32::try_from(self.mpi.rank).unwrap_or(0), processes },
                 })
             }

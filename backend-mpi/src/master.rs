@@ -351,9 +351,9 @@ impl<P: Process> Scheduler<P> {
                             wire.collect();
                         }
                         match &mut self.retries {
-                            None => collector.record_frame(head.status, frame)?,
+                            None => collector.record_frame(head.status, head.duration_s, frame)?,
                             Some(retries) => match retries.settle(head, frame, from)? {
-                                Settled::AsFramed => collector.record_frame(head.status, frame)?,
+                                Settled::AsFramed => collector.record_frame(head.status, head.duration_s, frame)?,
                                 Settled::Closed(record) => collector.record(&record)?,
                                 Settled::Again => again = true,
                             },

@@ -41,6 +41,8 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_IO: u8 = 3;
 /// The run was interrupted by Ctrl-C (SIGINT): 128 + 2.
 pub const EXIT_SIGINT: u8 = 130;
+/// The run stopped at its deadline with processes left: resumable (`EX_TEMPFAIL`).
+pub const EXIT_UNFINISHED: u8 = 75;
 /// The run was interrupted by SIGTERM: 128 + 15.
 pub const EXIT_SIGTERM: u8 = 143;
 
@@ -57,7 +59,7 @@ const SHOWN: usize = 5;
     name = "taskfarm-worker",
     version,
     about = "Runs an operation spec (TOML or YAML) on the serial, local or mpi backend.",
-    after_help = "Exit status: 0 all processes finished, 1 some crashed, 2 bad input or usage."
+    after_help = "Exit status: 0 all processes finished, 1 some crashed, 2 bad input or usage, 3 an I/O failure, 75 stopped at --deadline (resumable), 130/143 stopped by SIGINT/SIGTERM (resumable)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -143,6 +145,20 @@ struct RunArgs {
     /// With --resume: run the processes that crashed again too.
     #[arg(long, requires = "resume")]
     rerun_crashed: bool,
+    /// Start no process that would not end before this time: a duration from now (`90m`,
+    /// `2h`) or a time (`2026-12-02T18:00:00Z`). Inside a Slurm allocation: its end, unless
+    /// given. The run then ends resumable, with exit status 75.
+    #[arg(long, value_name = "TIME")]
+    deadline: Option<String>,
+    /// Time kept free before the deadline, to journal and consolidate (default: 10 % of the
+    /// time left, between 10 s and 60 s).
+    #[arg(long, value_name = "DURATION", value_parser = taskfarm::parse_duration)]
+    deadline_margin: Option<Duration>,
+    /// In a Slurm job started by the batch script: when the deadline leaves processes
+    /// without a record, submit a job that resumes the run after this one, up to N
+    /// allocations in all.
+    #[arg(long = "continue", value_name = "N", value_parser = at_least_one)]
+    continue_up_to: Option<usize>,
     /// Accept a --pool-size or --threads-per-rank above 64 threads per core of this machine.
     #[arg(long)]
     force: bool,
@@ -344,6 +360,12 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
     if let Some(dir) = &args.resume {
         operation = operation.resume_from(dir, args.rerun_crashed);
     }
+    // Only the coordinator dispatches (under mpirun every rank reads the arguments).
+    if !is_mpi_worker_rank() {
+        if let Some(deadline) = crate::allocation::deadline(args.deadline.as_deref(), args.deadline_margin)? {
+            operation = operation.with_deadline(deadline);
+        }
+    }
     // Backend::run's steps, so that a failure after staging can name the run's directory.
     backend.stage_in(operation)?;
     let dir = taskfarm::lock::held_dir();
@@ -358,6 +380,26 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         return Ok(EXIT_OK);
     }
     report(&summary);
+    crate::allocation::note(&summary);
+    if summary.deadline_reached && summary.missing() > 0 {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "stopped at the deadline: no process that could not end before it started; to finish the run:"
+        );
+        let _ = writeln!(out, "  {}", resume_command(&summary.dir, false));
+        if let Some(cap) = args.continue_up_to {
+            let cap = u32::try_from(cap).unwrap_or(u32::MAX);
+            match crate::allocation::continue_run(&summary, cap) {
+                Ok(Some(said)) => {
+                    let _ = writeln!(out, "{said}");
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!("error: {e}"),
+            }
+        }
+        return Ok(EXIT_UNFINISHED);
+    }
     if summary.interrupted {
         let code = match SIGNAL_EXIT.load(Ordering::SeqCst) {
             0 => EXIT_SIGINT,
@@ -423,6 +465,7 @@ fn report_run(registry: &Registry, dir: &std::path::Path, json: bool) -> Result<
             "total_at_least": count.at_least(),
             "missing_at_least": count.at_least().saturating_sub(report.recorded),
             "running": holder,
+            "allocations": crate::allocation::allocations(dir),
             "report": report,
         });
         let _ = writeln!(out, "{object}");
@@ -430,6 +473,9 @@ fn report_run(registry: &Registry, dir: &std::path::Path, json: bool) -> Result<
     }
     let _ = writeln!(out, "run: {} (operation `{}`, kind `{}`)", dir.display(), spec.name(), spec.kind());
     let _ = write!(out, "{report}");
+    if let Some(allocations) = crate::allocation::describe(dir) {
+        let _ = writeln!(out, "{allocations}");
+    }
     let count = spec.count_within(COUNT_BUDGET)?;
     let missing = count.at_least().saturating_sub(report.recorded);
     let resume = resume_command(dir, false);

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
+    /// A command-line option has a value it cannot take.
+    #[error("{0}")]
+    Usage(String),
     /// `submit` could not hand the job to Slurm.
     #[error("could not submit the job: {0}")]
     Submit(String),

@@ -254,3 +254,42 @@ fn one_writer_per_result_directory() {
     resume_and_check(dir.path(), &run_dir, 4, "local");
     assert_no_survivors(dir.path());
 }
+
+#[test]
+fn a_deadline_stops_starting_processes_in_time_and_the_run_resumes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("timed.toml"),
+        "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.4; echo {x}\"]\n\
+         parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19] }\n",
+    )
+    .expect("the spec is written");
+    let started = Instant::now();
+    let out = run(
+        &["run", "timed.toml", "--quiet", "--backend", "serial", "--deadline", "3s", "--deadline-margin", "1s"],
+        dir.path(),
+    );
+    let took = started.elapsed();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(75), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("stopped at the deadline") && stdout.contains("--resume"), "{stdout}");
+    let run_dir = common::result_dir(&dir.path().join("results"), "timed");
+    let rows = backend_core::results::read_results_jsonl(&run_dir).expect("results.jsonl");
+    assert!(!rows.is_empty() && rows.len() < 20, "{} rows", rows.len());
+    assert!(rows.iter().all(|r| r.get("status").and_then(|s| s.as_str()) == Some("finished")), "none cut short");
+    // Nothing started after the deadline's margin: the run ended before the deadline.
+    assert!(took < Duration::from_secs(30), "the run ended ({took:?})");
+    let journal = read_journal(&run_dir.join("journal")).expect("the journal");
+    let last_end = journal.records.iter().map(|r| r.started_at + r.duration_s).fold(0.0, f64::max);
+    let first_start = journal.records.iter().map(|r| r.started_at).fold(f64::INFINITY, f64::min);
+    assert!(
+        last_end - first_start < 3.0,
+        "the last process ended {:.2} s after the first started",
+        last_end - first_start
+    );
+    // The resume finishes it.
+    let spec = run_dir.join("operation.toml");
+    let out = run(&["run", &spec.to_string_lossy(), "--resume", &run_dir.to_string_lossy(), "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(backend_core::results::read_results_jsonl(&run_dir).expect("results.jsonl").len(), 20);
+}

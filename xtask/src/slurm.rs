@@ -56,6 +56,10 @@ pub fn slurm_test(ci: bool) -> Result<()> {
         submit_a_custom_worker(&cluster)
     });
     tally.record("scancel mid-run, then --resume: nothing lost, nothing run twice", scancel_then_resume(&cluster));
+    tally.record(
+        "a sweep longer than its 1-minute allocations, --continue: every process once, none cut by the limit",
+        continue_across_allocations(&cluster),
+    );
     drop(cluster);
     tally.finish()
 }
@@ -338,6 +342,72 @@ fn job_outputs(dir: &Path) -> String {
         }
     }
     found.join("\n")
+}
+
+/// A sweep that needs about three 1-minute allocations, submitted with `--continue`: each
+/// allocation stops starting processes before its end, resubmits the run, and the chain
+/// ends with every process recorded once, none of them failed (none cut by the limit).
+fn continue_across_allocations(cluster: &Cluster) -> Result<()> {
+    let dir = cluster.case_dir("continue")?;
+    copy_into(&release("taskfarm-worker"), &dir)?;
+    // 110 × 2 s on one worker rank with 2 threads: about 96 thread-seconds fit in a minute
+    // after the 10 s margin and the start.
+    let total = 110;
+    let xs: Vec<String> = (0..total).map(|x| x.to_string()).collect();
+    std::fs::write(
+        dir.join("long.toml"),
+        format!(
+            "name = \"long\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 2; echo {{x}}\"]\n\
+             [parameter_ranges]\nx = [{}]\n",
+            xs.join(", ")
+        ),
+    )?;
+    let script = copy_into(&root().join("examples/slurm/sweep.sbatch"), &dir)?;
+    let mut sbatch = cluster.command("sbatch");
+    sbatch.args(["--parsable", "--time=1"]).arg(&script).args(["long.toml", "--continue", "6"]).current_dir(&dir);
+    let first = expect_ok(sbatch, "sbatch")?.trim().to_owned();
+    eprintln!("xtask:   job {first} and its follow-ups (about 3 minutes)");
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        if squeue_is_empty(cluster)? {
+            // A follow-up is submitted before its predecessor ends: an empty queue is the end.
+            std::thread::sleep(Duration::from_secs(2));
+            if squeue_is_empty(cluster)? {
+                break;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("the chain of jobs from {first} did not end in 10 minutes:\n{}", job_outputs(&dir));
+        }
+    }
+    let run_dir = std::fs::canonicalize(dir.join("results/long/latest"))?;
+    let (header, rows) = read_results(&dir.join("results")).with_context(|| job_outputs(&dir))?;
+    let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
+    let status = header.iter().position(|h| h == "status").context("results.csv has no status column")?;
+    if let Some(row) = rows.iter().find(|r| r.get(status).is_none_or(|s| s != "finished")) {
+        bail!("a process was not finished (cut by the time limit?): {row:?}");
+    }
+    let records = journal_records(&run_dir.join("journal"));
+    let allocations = std::fs::read_to_string(run_dir.join("allocations.jsonl")).unwrap_or_default().lines().count();
+    if rows.len() != total || ids.len() != total || records != total {
+        bail!(
+            "{} rows, {} distinct ids and {records} journal records, expected {total} each:\n{}",
+            rows.len(),
+            ids.len(),
+            job_outputs(&dir)
+        );
+    }
+    if !(2..=4).contains(&allocations) {
+        bail!("the run went through {allocations} allocations, expected about 3:\n{}", job_outputs(&dir));
+    }
+    let report = Command::new(release("taskfarm-worker")).arg("report").arg(&run_dir).output()?;
+    let report = String::from_utf8_lossy(&report.stdout).into_owned();
+    if !report.contains(&format!("allocations: job {first} (")) {
+        bail!("report does not name the allocations:\n{report}");
+    }
+    eprintln!("xtask:   {}", report.lines().find(|l| l.starts_with("allocations:")).unwrap_or_default());
+    Ok(())
 }
 
 fn squeue_is_empty(cluster: &Cluster) -> Result<bool> {
