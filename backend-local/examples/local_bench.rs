@@ -2,7 +2,7 @@
 //! backend against a raw rayon `par_iter` over the same closures (efficiency), and the
 //! throughput of 1 µs processes. Prints `BENCH <key> <value>` lines that the xtask parses.
 //!
-//! Run: `cargo run --release -p backend-local --example local_bench [processes]`.
+//! Run: `cargo run --release -p taskfarm-backend-local --example local_bench [processes]`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -168,6 +168,14 @@ pub fn continue_run(summary: &Summary, cap: u32) -> Result<Option<String>, Worke
         sbatch.arg(format!("--time={limit}"));
     }
     sbatch.env("TASKFARM_WORKER", &worker);
+    // This program is rank 0 of an MPI job inside a Slurm job: the follow-up job must not
+    // inherit their variables (its own mpirun would take them for its own).
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if ["OMPI_", "PMIX_", "PMI_", "OPAL_", "ORTE_"].iter().any(|p| name_text.starts_with(p)) {
+            sbatch.env_remove(&name);
+        }
+    }
     sbatch
         .arg(&script)
         .arg(summary.dir.join(taskfarm::results::files::OPERATION))

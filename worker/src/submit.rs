@@ -15,7 +15,7 @@ use crate::registry::Registry;
 use crate::spec::Spec;
 
 /// The batch script, as shipped in `examples/slurm/`.
-pub const BATCH_SCRIPT: &str = include_str!("../../examples/slurm/sweep.sbatch");
+pub const BATCH_SCRIPT: &str = include_str!("../slurm/sweep.sbatch");
 
 /// What `submit` was asked for.
 #[derive(Debug, clap::Args)]

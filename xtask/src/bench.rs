@@ -106,7 +106,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     )?;
     if mpi {
         run_checked(
-            cargo().args(["build", "--release", "-p", "backend-mpi", "--example", "mpi_bench"]),
+            cargo().args(["build", "--release", "-p", "taskfarm-backend-mpi", "--example", "mpi_bench"]),
             "build the MPI benchmark",
         )?;
     }

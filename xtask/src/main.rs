@@ -158,13 +158,16 @@ fn ci_mode() -> bool {
 
 fn test() -> Result<()> {
     run_checked(
-        cargo().args(["test", "--workspace", "--exclude", "backend-mpi"]),
+        cargo().args(["test", "--workspace", "--exclude", "taskfarm-backend-mpi"]),
         "cargo test (all crates but backend-mpi)",
     )?;
     if mpi::found() || ci_mode() {
         // backend-mpi's unit tests need libmpi to link, not mpirun to run; its scenario
         // test (`--test mpi_scenarios`) runs under mpirun in `mpi::test`.
-        run_checked(cargo().args(["test", "-p", "backend-mpi", "--lib"]), "cargo test -p backend-mpi --lib")?;
+        run_checked(
+            cargo().args(["test", "-p", "taskfarm-backend-mpi", "--lib"]),
+            "cargo test -p taskfarm-backend-mpi --lib",
+        )?;
     }
     mpi::test(ci_mode())
 }

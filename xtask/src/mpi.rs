@@ -349,9 +349,9 @@ pub fn test(ci: bool) -> Result<()> {
 
 /// Builds backend-mpi's MPI test program and returns its path.
 pub(crate) fn scenario_binary() -> Result<PathBuf> {
-    eprintln!("xtask: build the MPI tests (cargo test -p backend-mpi --no-run)");
+    eprintln!("xtask: build the MPI tests (cargo test -p taskfarm-backend-mpi --no-run)");
     let output = cargo()
-        .args(["test", "-p", "backend-mpi", "--test", "mpi_scenarios", "--no-run", "--message-format=json"])
+        .args(["test", "-p", "taskfarm-backend-mpi", "--test", "mpi_scenarios", "--no-run", "--message-format=json"])
         .stderr(Stdio::inherit())
         .output()
         .context("could not start cargo")?;
