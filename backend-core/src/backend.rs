@@ -398,6 +398,7 @@ impl<P: Process> Lifecycle<P> {
                 return Err(Error::NotARun { path: dir, missing });
             }
         }
+        crate::results::check_format(&dir)?;
         check_same_spec(&dir, operation.spec())?;
         // Before the journal is read: a run still writing it would change it under us.
         self.lock = Some(RunLock::acquire(&dir)?);

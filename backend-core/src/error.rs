@@ -176,6 +176,24 @@ pub enum Error {
         /// Its value now.
         now: String,
     },
+    /// A result directory of a newer format than this taskfarm reads.
+    #[error("{} was written by a newer taskfarm (result directory format {found}; this one reads up to {supported}): use that taskfarm or a newer one to read or resume it", path.display())]
+    FormatTooNew {
+        /// The result directory.
+        path: PathBuf,
+        /// The version it says.
+        found: String,
+        /// The newest version this taskfarm reads.
+        supported: u32,
+    },
+    /// A journal of a newer format than this taskfarm reads.
+    #[error("{} is a journal of a newer taskfarm ({found}; this one reads v1): use that taskfarm or a newer one to read or resume it", path.display())]
+    JournalTooNew {
+        /// The journal.
+        path: PathBuf,
+        /// The header's version, e.g. `v2`.
+        found: String,
+    },
     /// Another run holds the result directory.
     #[error("{} is in use by a run that is still going ({holder}): wait for it to end or stop it first; two runs in one directory would run processes twice", path.display())]
     RunInProgress {

@@ -409,6 +409,12 @@ pub fn read_journal_from(input: impl Read, path: &Path, mut each: impl FnMut(u64
     let got = window.fill(JOURNAL_HEADER.len()).map_err(io)?;
     let header = &window.available()[..got.min(JOURNAL_HEADER.len())];
     if header != &JOURNAL_HEADER[..header.len()] {
+        // `taskfarm-journal v1\n`: another version says so in the same place.
+        let prefix = &JOURNAL_HEADER[..JOURNAL_HEADER.len() - 3];
+        if header.starts_with(prefix) {
+            let found = String::from_utf8_lossy(&header[prefix.len()..]).trim().to_owned();
+            return Err(Error::JournalTooNew { path: path.to_owned(), found });
+        }
         return Err(Error::NotAJournal { path: path.to_owned() });
     }
     let mut damage = Damage::default();

@@ -83,9 +83,37 @@ fn point_latest_at(parent: &Path, name: &str) {
     }
 }
 
+/// The version of the result directory's formats (`operation.toml` and the journal's
+/// records) that this taskfarm writes, and the newest it reads; it reads every older one.
+/// It changes only when an older taskfarm could no longer read what this one writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// How `operation.toml` says its format version: its first line, a TOML comment (so that
+/// the file stays a spec that runs as it is). A file without it is of version 1 (taskfarm
+/// 0.1 wrote none).
+const FORMAT_LINE: &str = "# taskfarm result directory format ";
+
+/// Refuses a result directory written by a newer taskfarm, with a sentence naming the
+/// versions; reads the format line of its `operation.toml` (a missing file passes: the
+/// caller says what it needs).
+pub fn check_format(dir: &Path) -> Result<()> {
+    let path = dir.join(files::OPERATION);
+    let Ok(text) = fs::read_to_string(&path) else { return Ok(()) };
+    let Some(version) = text.lines().next().and_then(|line| line.strip_prefix(FORMAT_LINE)) else {
+        return Ok(());
+    };
+    match version.trim().parse::<u32>() {
+        Ok(found) if found <= FORMAT_VERSION => Ok(()),
+        _ => Err(Error::FormatTooNew {
+            path: dir.to_owned(),
+            found: version.trim().to_owned(),
+            supported: FORMAT_VERSION,
+        }),
+    }
+}
+
 /// Writes `operation.toml`, the spec as run.
 pub fn write_operation_toml(dir: &Path, spec: &Params) -> Result<()> {
-    let text = operation_toml_text(spec)?;
+    let text = format!("{FORMAT_LINE}{FORMAT_VERSION}\n{}", operation_toml_text(spec)?);
     let path = dir.join(files::OPERATION);
     fs::write(&path, text).map_err(|e| Error::io("write", &path, e))
 }

@@ -451,6 +451,7 @@ fn report_run(registry: &Registry, dir: &std::path::Path, json: bool) -> Result<
     if !spec_path.is_file() || !dir.join(taskfarm::results::files::JOURNAL).is_file() {
         return Err(taskfarm::CoreError::NotARun { path: dir.to_owned(), missing: "operation.toml or journal" }.into());
     }
+    taskfarm::results::check_format(dir)?;
     let spec = Spec::load(&spec_path, registry)?;
     let report = taskfarm::report::RunReport::from_dir(dir)?;
     let mut out = std::io::stdout().lock();

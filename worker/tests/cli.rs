@@ -775,6 +775,13 @@ fn a_backend_but_mpi_under_an_mpi_launcher_of_several_ranks_is_refused() {
             .expect("the worker binary starts");
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
+        assert!(!dir.path().join("results").exists(), "{env:?}: nothing runs");
+        // Every rank refuses; rank 0 says why, for them all.
+        let rank = env.iter().find(|(k, _)| ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"].contains(k));
+        if rank.is_some_and(|(_, r)| *r != "0") {
+            assert_eq!(stderr, "", "{env:?}: a rank other than 0 is silent");
+            continue;
+        }
         let backend = if backend.is_empty() { "local" } else { backend };
         assert!(stderr.starts_with("error: this program is one of "), "{env:?}: {stderr}");
         assert!(stderr.contains(&format!("the {backend} backend would run the whole operation once in every rank")));
