@@ -170,6 +170,11 @@ impl CommandKind {
         }
     }
 
+    /// Every template of `config` that can name placeholders, as far as it is well formed.
+    fn all_templates(config: &Params) -> Vec<String> {
+        Self::templates(config).unwrap_or_default()
+    }
+
     fn stdout_lines(config: &Params) -> Result<usize, KindError> {
         match config.get("stdout_lines") {
             None => Ok(1),
@@ -194,6 +199,20 @@ impl Kind for CommandKind {
 
     fn enforces_timeout(&self) -> bool {
         true
+    }
+
+    fn placeholders(&self, config: &Params) -> Option<Vec<String>> {
+        let mut names = Vec::new();
+        for template in Self::all_templates(config) {
+            for piece in parse_template(&template).unwrap_or_default() {
+                if let Piece::Placeholder { name, .. } = piece {
+                    if !FIELDS.contains(&name.as_str()) && !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        Some(names)
     }
 
     fn validate(&self, spec: &KindSpec<'_>) -> Result<(), KindError> {

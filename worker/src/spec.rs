@@ -41,12 +41,17 @@ use crate::registry::{KindSpec, Registry, SpecProcess};
 use crate::WorkerError;
 
 /// The top-level keys that belong to the spec itself; every other key is the kind's.
-pub const SPEC_KEYS: [&str; 12] = [
+pub const SPEC_KEYS: [&str; 17] = [
     "name",
     "kind",
     "parameter_ranges",
     "parameter_settings",
     "constraints",
+    "link",
+    "parameter_groups",
+    "parameter_samples",
+    "constants",
+    "sweep",
     "runs",
     "backend",
     "timeout",
@@ -92,10 +97,12 @@ impl Format {
 struct Header {
     name: Option<String>,
     kind: String,
-    parameter_ranges: Option<UniqueMap<Vec<Value>>>,
-    parameter_settings: Option<Vec<UniqueMap<Value>>>,
-    #[serde(default)]
-    constraints: Vec<String>,
+    // Read by `sweep::read` from the document; declared so that a key given twice in them
+    // is named with its line.
+    #[serde(rename = "parameter_ranges")]
+    _ranges: Option<UniqueMap<Value>>,
+    #[serde(rename = "parameter_settings")]
+    _settings: Option<Vec<UniqueMap<Value>>>,
     #[serde(default = "one")]
     runs: u32,
     backend: Option<String>,
@@ -202,7 +209,12 @@ impl Spec {
                 (header, document)
             }
         };
-        let config: Params = document.0.into_iter().filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str())).collect();
+        let document_params: Params = document.0;
+        let config: Params = document_params
+            .iter()
+            .filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
 
         let kind = registry.get(&header.kind).ok_or_else(|| WorkerError::UnknownKind {
             path: path.to_owned(),
@@ -258,41 +270,38 @@ impl Spec {
             ));
         }
 
-        // The settings of distinct sets of parameter names, each with its position: a kind
-        // is checked against each (a placeholder must have a value in every setting).
-        let mut shapes: Vec<(usize, Params)> = Vec::new();
-        let (space, space_key) = match (header.parameter_ranges, header.parameter_settings) {
-            (Some(_), Some(_)) => {
-                return Err(spec_error(
-                    at("parameter_settings"),
-                    "give either `parameter_ranges` or `parameter_settings`, not both".into(),
-                ))
-            }
-            (Some(ranges), None) => {
-                (ParameterSpace::ranges(ranges.0).map_err(|e| space_error("parameter_ranges", e))?, "parameter_ranges")
-            }
-            (None, Some(settings)) => (
-                {
-                    let settings: Vec<Params> = settings.into_iter().map(|s| s.0).collect();
-                    shapes = setting_shapes(&settings);
-                    ParameterSpace::settings(settings).map_err(|e| space_error("parameter_settings", e))?
-                },
-                "parameter_settings",
-            ),
-            (None, None) => (ParameterSpace::single(), "runs"),
-        };
+        // A plain top-level value that the kind's templates name is a constant.
+        let mut config = config;
+        let mut constants = Params::new();
+        if let Some(named) = kind.placeholders(&config) {
+            let (taken, rest): (Params, Params) = config.into_iter().partition(|(key, value)| {
+                !named.contains(key)
+                    || !matches!(
+                        value,
+                        Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_) | Value::Str(_)
+                    )
+            });
+            config = taken;
+            constants = rest;
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let crate::sweep::Read { space, parts } =
+            crate::sweep::read(&document_params, constants, dir).map_err(|f| match f {
+                crate::sweep::Fault::Spec(key, message) => spec_error(at(&key), message),
+                crate::sweep::Fault::Core(key, source) => space_error(&key, source),
+            })?;
+        let space_key = ["sweep", "parameter_ranges", "parameter_groups", "parameter_samples", "parameter_settings"]
+            .into_iter()
+            .find(|k| document_params.contains_key(*k))
+            .unwrap_or("runs");
         if let Some(name) = space.names().iter().find(|n| RESERVED_PARAMETERS.contains(&n.as_str())) {
             return Err(spec_error(
-                at(space_key),
+                at(name).or(at(space_key)),
                 format!(
                     "`{name}` cannot be a parameter name: {} are columns of results.csv already",
                     RESERVED_PARAMETERS.join(", ")
                 ),
             ));
-        }
-        let mut space = space;
-        for constraint in &header.constraints {
-            space = space.constrain(constraint).map_err(|e| space_error("constraints", e))?;
         }
         let parameter_names = space.names().to_vec();
         let probe = space.clone();
@@ -324,23 +333,19 @@ impl Spec {
             })?
             .with_spec(as_run)
             .with_options(options);
-        let kind_error = |e: crate::KindError, setting: Option<(usize, &Params)>| {
+        let kind_error = |e: crate::KindError, part: Option<&str>| {
             let line = e.key.as_deref().and_then(at);
-            let message = match setting {
-                Some((index, setting)) => {
-                    let names = setting.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>();
-                    let names = if names.is_empty() { "no parameters".to_owned() } else { names.join(", ") };
-                    format!("parameter setting {} (of {names}): {}", index + 1, e.message)
-                }
+            let message = match part {
+                Some(label) => format!("{label}: {}", e.message),
                 None => e.message,
             };
             spec_error(line, message)
         };
-        if shapes.len() > 1 {
-            for (index, setting) in &shapes {
-                let names: Vec<String> = setting.keys().cloned().collect();
-                kind.validate(&KindSpec { config: &config, parameter_names: &names, first: setting })
-                    .map_err(|e| kind_error(e, Some((*index, setting))))?;
+        if !parts.is_empty() {
+            for (label, first) in &parts {
+                let names: Vec<String> = first.keys().cloned().collect();
+                kind.validate(&KindSpec { config: &config, parameter_names: &names, first })
+                    .map_err(|e| kind_error(e, Some(label)))?;
             }
         } else {
             // The first combination the constraints admit, if counting met one (looking for
@@ -456,17 +461,6 @@ impl Spec {
     pub fn into_operation(self) -> Operation<SpecProcess> {
         self.operation
     }
-}
-
-/// The first setting of each distinct set of parameter names, with its position.
-fn setting_shapes(settings: &[Params]) -> Vec<(usize, Params)> {
-    let mut seen = std::collections::HashSet::new();
-    settings
-        .iter()
-        .enumerate()
-        .filter(|(_, setting)| seen.insert(setting.keys().cloned().collect::<Vec<_>>()))
-        .map(|(index, setting)| (index, setting.clone()))
-        .collect()
 }
 
 /// The reliability options of a spec; an error names its key and says what is wrong.
@@ -803,7 +797,8 @@ mod tests {
         "[a-z][a-z0-9_]{0,5}".prop_filter("not a reserved name", |n| !RESERVED_PARAMETERS.contains(&n.as_str()))
     }
 
-    /// A spec document: `parameter_ranges` or `parameter_settings`, and `runs`.
+    /// A spec document: `parameter_ranges` (linked or not), `parameter_settings`,
+    /// `parameter_samples` or `sweep` blocks, `runs`, and maybe constants.
     fn spec_document() -> impl proptest::strategy::Strategy<Value = Params> {
         use proptest::prelude::*;
         let ranges = proptest::collection::vec((parameter_name(), proptest::collection::vec(spec_value(), 1..4)), 1..4)
@@ -817,15 +812,78 @@ mod tests {
                     let list = settings.into_iter().map(|s| Value::Map(s.into_iter().collect())).collect();
                     ("parameter_settings", Value::List(list))
                 });
-        (prop_oneof![ranges, settings], 1u32..3).prop_map(|((key, space), runs)| {
-            let mut doc = Params::new();
-            doc.insert("name".into(), Value::from("roundtrip"));
-            doc.insert("kind".into(), Value::from("command"));
-            doc.insert("command".into(), Value::List(vec![Value::from("true")]));
-            doc.insert("runs".into(), Value::Int(i64::from(runs)));
-            doc.insert(key.into(), space);
-            doc
-        })
+        // Two linked parameters of equal length, crossed with a third.
+        let linked = (
+            proptest::collection::vec((spec_value(), spec_value()), 1..4),
+            proptest::collection::vec(spec_value(), 1..3),
+        )
+            .prop_map(|(pairs, other)| {
+                let (a, b): (Vec<Value>, Vec<Value>) = pairs.into_iter().unzip();
+                let table: Params = [
+                    ("la".to_owned(), Value::List(a)),
+                    ("o".to_owned(), Value::List(other)),
+                    ("lb".to_owned(), Value::List(b)),
+                ]
+                .into_iter()
+                .collect();
+                ("parameter_ranges", Value::Map(table))
+            });
+        // Blocks of a union, each with a constant of its own.
+        let union = proptest::collection::vec(
+            (parameter_name(), proptest::collection::vec(spec_value(), 1..3), spec_value()),
+            1..3,
+        )
+        .prop_map(|blocks| {
+            let list = blocks
+                .into_iter()
+                .map(|(name, values, constant)| {
+                    let mut block = Params::new();
+                    block.insert(
+                        "parameter_ranges".into(),
+                        Value::Map([(name, Value::List(values))].into_iter().collect()),
+                    );
+                    block.insert(
+                        "constants".into(),
+                        Value::Map([("k_block".to_owned(), constant)].into_iter().collect()),
+                    );
+                    Value::Map(block)
+                })
+                .collect();
+            ("sweep", Value::List(list))
+        });
+        let samples = (1i64..5, 0i64..1000, proptest::bool::ANY).prop_map(|(n, seed, lhs)| {
+            let table: Params = [
+                ("method".to_owned(), Value::from(if lhs { "latin_hypercube" } else { "random" })),
+                ("samples".to_owned(), Value::Int(n)),
+                ("seed".to_owned(), Value::Int(seed)),
+                ("x".to_owned(), Value::from("uniform(-1, 2.5)")),
+                ("c".to_owned(), Value::from("choice([1, \"a\", 2.5])")),
+            ]
+            .into_iter()
+            .collect();
+            ("parameter_samples", Value::Map(table))
+        });
+        let constants = proptest::option::of(proptest::collection::vec(("k_[a-z]{1,3}", spec_value()), 1..3));
+        (prop_oneof![ranges, settings, linked, union, samples], 1u32..3, constants).prop_map(
+            |((key, space), runs, constants)| {
+                let mut doc = Params::new();
+                doc.insert("name".into(), Value::from("roundtrip"));
+                doc.insert("kind".into(), Value::from("command"));
+                doc.insert("command".into(), Value::List(vec![Value::from("true")]));
+                doc.insert("runs".into(), Value::Int(i64::from(runs)));
+                if key == "parameter_ranges" && matches!(&space, Value::Map(t) if t.contains_key("la")) {
+                    doc.insert(
+                        "link".into(),
+                        Value::List(vec![Value::List(vec![Value::from("la"), Value::from("lb")])]),
+                    );
+                }
+                doc.insert(key.into(), space);
+                if let Some(constants) = constants {
+                    doc.insert("constants".into(), Value::Map(constants.into_iter().collect()));
+                }
+                doc
+            },
+        )
     }
 
     /// Equality of values as a run sees them: NaN equals NaN.

@@ -625,6 +625,42 @@ fn bad_input_is_one_sentence_and_exit_2() {
             files: &[("spec.toml", LONG_NAME)],
             expected: &["spec.toml, line 1: the operation name is 306 characters long", "at most 255"],
         },
+        Case {
+            what: "linked lists of unequal length",
+            args: &["validate", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\nlink = [[\"a\", \"b\"]]\n[parameter_ranges]\na = [1, 2, 3]\nb = [1, 2]\n",
+            )],
+            expected: &["spec.toml, line 3: the linked parameters must have lists of the same length", "`a` has 3 values, `b` has 2 values"],
+        },
+        Case {
+            what: "a sweep block with an unknown field",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\n[[sweep]]\nsolver = \"cg\"\nparameter_range = { tol = [1] }\n",
+            )],
+            expected: &["spec.toml, line 5: `parameter_range` in sweep block 1 is not a key of a sweep block"],
+        },
+        Case {
+            what: "a sampled distribution with lo >= hi",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"echo\", \"{x}\"]\n[parameter_samples]\nsamples = 4\nx = \"uniform(2, 1)\"\n",
+            )],
+            expected: &["spec.toml, line 3: the sampled parameter `x` = \"uniform(2, 1)\": lo (2) must be below hi (1)"],
+        },
+        Case {
+            what: "a glob that matches nothing",
+            args: &["validate", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"cat\", \"{input}\"]\n[parameter_ranges]\ninput = { glob = \"data/*.csv\" }\n",
+            )],
+            expected: &["spec.toml, line 4: the glob `data/*.csv` of `input` matches no file"],
+        },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
     let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
@@ -813,4 +849,44 @@ fn under_mpirun_only_rank_0_reports_bad_input() {
         let stderr = text(&out.stderr);
         assert_eq!(stderr.contains("no_such_kind"), speaks, "rank {rank}: {stderr}");
     }
+}
+
+/// Runs an example spec on serial and local, checks the rows agree, and runs the
+/// `operation.toml` it wrote again: the same processes under the same ids.
+fn example_runs_alike(file: &str, name: &str) -> Vec<String> {
+    let spec = specs_dir().join(file);
+    let expected = validated_count(&spec);
+    let base = tempfile::tempdir().expect("a temporary directory");
+    for backend in ["serial", "local"] {
+        let out = run_spec(&spec, backend, &base.path().join(backend));
+        assert_eq!(out.status.code(), Some(0), "{file} on {backend}: {}", text(&out.stderr));
+    }
+    let serial = result_dir(&base.path().join("serial"), name);
+    backend_core::testing::assert_same_results(&serial, &result_dir(&base.path().join("local"), name));
+    let again = base.path().join("again");
+    let out = run_spec(&serial.join("operation.toml"), "serial", &again);
+    assert_eq!(out.status.code(), Some(0), "{file} from operation.toml: {}", text(&out.stderr));
+    backend_core::testing::assert_same_results(&serial, &result_dir(&again, name));
+    let rows = csv_rows(&serial);
+    assert_eq!(rows.len(), expected, "{file}");
+    let header = std::fs::read_to_string(serial.join("results.csv")).expect("results.csv");
+    std::iter::once(header.lines().next().unwrap_or_default().to_owned()).chain(rows).collect()
+}
+
+#[test]
+fn constants_linked_parameters_and_unions_run_alike_everywhere() {
+    let rows = example_runs_alike("constants.toml", "constants");
+    assert!(rows[0].starts_with("id,run,alpha,model,steps,"), "{rows:?}");
+    assert!(rows[3].contains("3,lj,3000,finished") && rows[3].contains(",9000,lj"), "{rows:?}");
+
+    let rows = example_runs_alike("linked.toml", "linked");
+    assert_eq!(rows.len(), 7);
+    assert!(rows[6].starts_with("5,0,3,30,1,finished"), "{rows:?}");
+    assert!(rows[6].contains("alpha=3 beta=30 gamma=1"), "{rows:?}");
+
+    let rows = example_runs_alike("union.toml", "union");
+    assert!(rows[0].starts_with("id,run,tol,solver,size,"), "{rows:?}");
+    assert!(rows[3].starts_with("2,0,1e-6,cg,100,finished"), "{rows:?}");
+    assert!(rows[5].starts_with("4,0,,direct,100,finished"), "the missing column is empty: {rows:?}");
+    assert!(rows[6].starts_with("5,1,,direct,100,finished"), "{rows:?}");
 }
