@@ -272,6 +272,8 @@ impl Spec {
 
         // A plain top-level value that the kind's templates name is a constant.
         let mut config = config;
+        inline_template_files(&mut config, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|m| spec_error(at("template_file"), m))?;
         let mut constants = Params::new();
         if let Some(named) = kind.placeholders(&config) {
             let (taken, rest): (Params, Params) = config.into_iter().partition(|(key, value)| {
@@ -463,6 +465,32 @@ impl Spec {
     }
 }
 
+/// Replaces each `template_file` of `[[command_files]]` by its text as `template` (read
+/// relative to `dir`), so operation.toml holds the template a run used and a resume does
+/// not depend on the file.
+fn inline_template_files(config: &mut Params, dir: &Path) -> Result<(), String> {
+    let Some(Value::List(files)) = config.get_mut("command_files") else { return Ok(()) };
+    for file in files {
+        let Value::Map(entry) = file else { continue };
+        let Some(name) = entry.get("template_file") else { continue };
+        if entry.contains_key("template") {
+            return Err("a [[command_files]] entry takes `template` or `template_file`, not both".into());
+        }
+        let Value::Str(name) = name else { return Err("`template_file` must be a path (a string)".into()) };
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let full = dir.join(name);
+        let text = crate::limits::read_bounded(&full)
+            .map_err(|e| format!("the `template_file` {} cannot be read: {e}", full.display()))?
+            .ok_or_else(|| format!("the `template_file` {} is larger than a spec may be", full.display()))?;
+        let name = name.clone();
+        entry.shift_remove("template_file");
+        let at = entry.get_index_of("path").map_or(entry.len(), |i| i + 1);
+        entry.shift_insert(at, "template".into(), Value::Str(text));
+        tracing::debug!("command file template {name} read");
+    }
+    Ok(())
+}
+
 /// The reliability options of a spec; an error names its key and says what is wrong.
 fn run_options(
     timeout: &Option<Value>,
@@ -540,7 +568,7 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|line| {
             let trimmed = line.trim_end();
-            if trimmed == format!("[{key}]") {
+            if trimmed == format!("[{key}]") || trimmed == format!("[[{key}]]") {
                 return true;
             }
             let rest = [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]

@@ -661,6 +661,31 @@ fn bad_input_is_one_sentence_and_exit_2() {
             )],
             expected: &["spec.toml, line 4: the glob `data/*.csv` of `input` matches no file"],
         },
+        Case {
+            what: "an env value that is not a string",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = [\"true\"]\nenv = { OMP_NUM_THREADS = 4 }\n")],
+            expected: &["spec.toml, line 3: `env.OMP_NUM_THREADS` must be a string template", "write numbers in quotes"],
+        },
+        Case {
+            what: "a command file outside the scratch directory",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\n[[command_files]]\npath = \"../x.yaml\"\ntemplate = \"a\"\n",
+            )],
+            expected: &["spec.toml, line 3: the file `../x.yaml` of `command_files` has a `..` component"],
+        },
+        Case {
+            what: "a command file template with an unknown placeholder",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\n[[command_files]]\npath = \"in.yaml\"\ntemplate = \"a: ${__beta__}\"\n\
+                 [parameter_ranges]\nalpha = [1]\n",
+            )],
+            expected: &["spec.toml, line 3: the placeholder `{__beta__}` in `command_files` is not a parameter: the parameters are alpha"],
+        },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
     let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
@@ -889,4 +914,21 @@ fn constants_linked_parameters_and_unions_run_alike_everywhere() {
     assert!(rows[3].starts_with("2,0,1e-6,cg,100,finished"), "{rows:?}");
     assert!(rows[5].starts_with("4,0,,direct,100,finished"), "the missing column is empty: {rows:?}");
     assert!(rows[6].starts_with("5,1,,direct,100,finished"), "{rows:?}");
+}
+
+#[test]
+fn env_cwd_and_command_files_reach_the_command() {
+    let rows = example_runs_alike("env_cwd.toml", "env_cwd");
+    assert!(rows[4].starts_with("3,1,2,finished") && rows[4].contains("threads=2 seed=1 dir=3"), "{rows:?}");
+    let rows = example_runs_alike("command_files.toml", "command_files");
+    assert!(rows[4].contains("alpha: 1.5 solver: gmres seed: 0"), "the file has the values: {rows:?}");
+    // The file is in the process's scratch directory, one per process.
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let out = run_spec(&specs_dir().join("command_files.toml"), "local", base.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dir = result_dir(base.path(), "command_files");
+    for id in 0..4 {
+        let file = std::fs::read_to_string(dir.join(format!("scratch/{id}/input.yaml"))).expect("input.yaml");
+        assert!(file.starts_with(&format!("alpha: {}\n", if id < 2 { "0.5" } else { "1.5" })), "{file}");
+    }
 }
