@@ -932,3 +932,23 @@ fn env_cwd_and_command_files_reach_the_command() {
         assert!(file.starts_with(&format!("alpha: {}\n", if id < 2 { "0.5" } else { "1.5" })), "{file}");
     }
 }
+
+#[test]
+fn input_files_and_samples_run_alike_everywhere() {
+    let rows = example_runs_alike("inputs.toml", "inputs");
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows[1].contains("/examples/specs/data/a.csv,small,finished") && rows[1].contains("a.csv small 2"),
+        "{rows:?}"
+    );
+    assert!(rows[4].contains("b.csv large 3"), "sorted, and the lines in file order: {rows:?}");
+    let rows = example_runs_alike("samples.toml", "samples");
+    let kept = rows.len() - 1;
+    assert!(kept > 2 && kept < 16, "the constraint rejects some of the 16 samples: {rows:?}");
+    for row in &rows[1..] {
+        let cells: Vec<&str> = row.split(',').collect();
+        let (lr, width): (f64, i64) = (cells[3].parse().expect("lr"), cells[4].parse().expect("width"));
+        assert!((1e-4..1e-1).contains(&lr) && (16..257).contains(&width), "{row}");
+        assert!(lr < 0.01 || width > 128, "{row}");
+    }
+}
