@@ -164,6 +164,11 @@ fn pyspace_placeholder(text: &str) -> Option<String> {
     ok.then(|| name.to_owned())
 }
 
+thread_local! {
+    /// Set while `validate --show` renders templates: nothing is made on disk.
+    static PREVIEW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The built-in `command` kind.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CommandKind;
@@ -377,6 +382,35 @@ impl Kind for CommandKind {
         Ok(())
     }
 
+    fn preview(&self, config: &Params, id: u64, run: u32, params: &Params) -> Vec<String> {
+        let here = taskfarm::Location::here("validate");
+        let result_dir = std::path::Path::new("<result dir>");
+        let ctx = ProcessContext::new(id, run, params, result_dir, &here);
+        PREVIEW.with(|p| p.set(true));
+        let show = |template: &str, in_script: bool| {
+            render(template, &ctx, in_script).unwrap_or_else(|e| format!("<{}>", e.reason))
+        };
+        let mut lines = Vec::new();
+        if let Ok(templates) = Self::templates(config) {
+            let script = shell::script_index(&templates);
+            let argv: Vec<String> =
+                templates.iter().enumerate().map(|(i, t)| format!("{:?}", show(t, script == Some(i)))).collect();
+            lines.push(format!("argv: [{}]", argv.join(", ")));
+        }
+        for (name, template) in Self::env(config).unwrap_or_default() {
+            lines.push(format!("env: {name}={}", show(&template, false)));
+        }
+        if let Ok(Some(cwd)) = Self::cwd(config) {
+            lines.push(format!("cwd: {}", show(&cwd, false)));
+        }
+        for file in Self::files(config).unwrap_or_default() {
+            lines.push(format!("file {}:", show(&file.path, false)));
+            lines.extend(show(&file.template, false).lines().map(|l| format!("  {l}")));
+        }
+        PREVIEW.with(|p| p.set(false));
+        lines
+    }
+
     fn run(&self, config: &Params, ctx: &ProcessContext<'_>) -> Result<Value, ProcessError> {
         let templates = Self::templates(config).map_err(|e| ProcessError::msg(e.message))?;
         let stdout_lines = Self::stdout_lines(config).map_err(|e| ProcessError::msg(e.message))?;
@@ -541,6 +575,10 @@ fn placeholder_value(name: &str, ctx: &ProcessContext<'_>) -> Result<Value, Proc
         "run" => Value::from(ctx.run()),
         "id" => Value::Int(i64::try_from(ctx.id()).unwrap_or(i64::MAX)),
         "result_dir" => Value::Str(ctx.result_dir().to_string_lossy().into_owned()),
+        // A preview names the scratch directory without making it.
+        "scratch_dir" if PREVIEW.with(std::cell::Cell::get) => {
+            Value::Str(ctx.result_dir().join("scratch").join(ctx.id().to_string()).to_string_lossy().into_owned())
+        }
         "scratch_dir" => {
             let dir = ctx
                 .scratch_dir()

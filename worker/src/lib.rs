@@ -43,6 +43,7 @@ mod json;
 pub mod limits;
 pub mod observe;
 pub mod pi;
+pub mod quick;
 mod registry;
 pub mod shell;
 pub mod spec;

@@ -45,6 +45,13 @@ pub trait Kind: Send + Sync + 'static {
         None
     }
 
+    /// What one process will run, for `validate --show`: lines such as the argv of a
+    /// command, with the placeholders filled in (the result directory is not known yet).
+    /// The default shows nothing beyond the parameters.
+    fn preview(&self, _config: &Params, _id: u64, _run: u32, _params: &Params) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether the kind stops its processes at their deadline by itself, so a `timeout`
     /// works in thread isolation (the `command` kind kills its child process group). Kinds
     /// that say `false` (the default) need `isolation = "subprocess"` for a timeout.

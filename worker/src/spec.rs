@@ -391,6 +391,11 @@ impl Spec {
         })
     }
 
+    /// How many parameter combinations there are before the constraints.
+    pub fn unconstrained_len(&self) -> u64 {
+        self.space.unconstrained_len()
+    }
+
     /// The spec file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -686,6 +686,18 @@ fn bad_input_is_one_sentence_and_exit_2() {
             )],
             expected: &["spec.toml, line 3: the placeholder `{__beta__}` in `command_files` is not a parameter: the parameters are alpha"],
         },
+        Case {
+            what: "--param without =",
+            args: &["run", "--command", "echo {x}", "--param", "x"],
+            files: &[],
+            expected: &["`--param x`: a parameter is NAME=VALUES", "`=` is missing"],
+        },
+        Case {
+            what: "--command with an unknown placeholder",
+            args: &["run", "--command", "echo {y}", "--param", "x=1..3"],
+            files: &[],
+            expected: &["the command line: the placeholder `{y}` in `command` is not a parameter"],
+        },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
     let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
@@ -951,4 +963,44 @@ fn input_files_and_samples_run_alike_everywhere() {
         assert!((1e-4..1e-1).contains(&lr) && (16..257).contains(&width), "{row}");
         assert!(lr < 0.01 || width > 128, "{row}");
     }
+}
+
+#[test]
+fn a_sweep_without_a_spec_file_runs_and_resumes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out =
+        worker(&["run", "--command", "echo {x}-{run}", "--param", "x=1..5", "--runs", "2", "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result = result_dir(&dir.path().join("results"), "command");
+    let rows = csv_rows(&result);
+    assert_eq!(rows.len(), 10);
+    assert!(rows[9].starts_with("9,1,5,finished") && rows[9].contains(",5-1,"), "{rows:?}");
+    // A resume of its directory, from its operation.toml or from the same arguments.
+    let spec = result.join("operation.toml");
+    let (spec, result) = (spec.to_string_lossy().into_owned(), result.to_string_lossy().into_owned());
+    let out = worker(&["run", &spec, "--resume", &result, "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let args =
+        ["run", "--command", "echo {x}-{run}", "--param", "x=1..5", "--runs", "2", "--resume", &result, "--quiet"];
+    let out = worker(&args, dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A spec on standard input.
+    let mut child = std::process::Command::new(common::WORKER)
+        .args(["validate", "-", "--show", "1"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the worker starts");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"kind = 'command'\ncommand = 'sim {a}'\nenv = { A = '{a}' }\nparameter_ranges = { a = [7, 8] }\n")
+        .expect("written");
+    let out = child.wait_with_output().expect("it ends");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("processes: 2") && stdout.contains("argv: [\"sh\", \"-c\", \"sim 7\"]"), "{stdout}");
+    assert!(stdout.contains("env: A=7") && !stdout.contains("sim 8"), "{stdout}");
 }
