@@ -1004,3 +1004,16 @@ fn a_sweep_without_a_spec_file_runs_and_resumes() {
     assert!(stdout.contains("processes: 2") && stdout.contains("argv: [\"sh\", \"-c\", \"sim 7\"]"), "{stdout}");
     assert!(stdout.contains("env: A=7") && !stdout.contains("sim 8"), "{stdout}");
 }
+
+#[test]
+fn durations_as_people_write_them() {
+    let rows = example_runs_alike("durations.toml", "durations");
+    assert_eq!(rows.len(), 3);
+    let as_run = {
+        let base = tempfile::tempdir().expect("a temporary directory");
+        let out = run_spec(&specs_dir().join("durations.toml"), "serial", base.path());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        std::fs::read_to_string(result_dir(base.path(), "durations").join("operation.toml")).expect("operation.toml")
+    };
+    assert!(as_run.contains("timeout = \"5400s\""), "{as_run}");
+}
