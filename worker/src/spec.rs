@@ -199,13 +199,18 @@ impl Spec {
         }
         let (header, document): (Header, UniqueMap<Value>) = match format {
             Format::Toml => {
+                let document: UniqueMap<Value> = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
+                pyspace_keys(&document.0).map_err(|(key, m)| spec_error(at(key), m))?;
                 let header = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
-                let document = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
                 (header, document)
             }
             Format::Yaml => {
+                let document: Result<UniqueMap<Value>, _> = serde_yaml_ng::from_str(text);
+                if let Ok(document) = &document {
+                    pyspace_keys(&document.0).map_err(|(key, m)| spec_error(at(key), m))?;
+                }
                 let header = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, path, &e))?;
-                let document = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, path, &e))?;
+                let document = document.map_err(|e| yaml_error(text, path, &e))?;
                 (header, document)
             }
         };
@@ -468,6 +473,26 @@ impl Spec {
     pub fn into_operation(self) -> Operation<SpecProcess> {
         self.operation
     }
+}
+
+/// Keys of pySPACE's operation specs that taskfarm does not implement, with what to use
+/// instead: one sentence naming the key rather than "missing field kind" or "not a spec key".
+fn pyspace_keys(document: &Params) -> Result<(), (&'static str, String)> {
+    const KEYS: [(&str, &str); 7] = [
+        ("type", "taskfarm runs processes of a `kind` (`taskfarm-worker kinds`): replace `type` by e.g. kind = \"command\" with a `command` that runs your node chain"),
+        ("input_path", "name the inputs as a parameter instead, e.g. parameter_ranges = { input = { glob = \"data/*\" } }, and use {input} in the command"),
+        ("templates", "write the template as [[command_files]] (path and template, or template_file) and run it with a `command`"),
+        ("node_chain", "write the node chain as [[command_files]] (path and template_file) and run it with a `command`"),
+        ("configuration_template", "write it as [[command_files]] with path and template_file"),
+        ("hide_parameters", "every parameter is a column of results.csv; leave it out"),
+        ("storage_format", "results go to results.csv and results.jsonl; leave it out"),
+    ];
+    for (key, instead) in KEYS {
+        if document.contains_key(key) {
+            return Err((key, format!("`{key}` is a pySPACE key that taskfarm does not implement: {instead}")));
+        }
+    }
+    Ok(())
 }
 
 /// Replaces each `template_file` of `[[command_files]]` by its text as `template` (read

@@ -1017,3 +1017,23 @@ fn durations_as_people_write_them() {
     };
     assert!(as_run.contains("timeout = \"5400s\""), "{as_run}");
 }
+
+#[test]
+fn pyspace_specs_run_as_written() {
+    let rows = example_runs_alike("pyspace.yaml", "pyspace");
+    assert_eq!(rows.len(), 7, "pySPACE's count: 3 combinations x 2 runs: {rows:?}");
+    assert!(rows[0].starts_with("id,run,__LOWER_CUTOFF__,__UPPER_CUTOFF__,"), "{rows:?}");
+    assert!(rows[4].contains("lower: 0.1 upper: 0.5 run: 1"), "{rows:?}");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("op.yaml"), "type: node_chain\nparameter_ranges:\n  __A__: [1]\n").expect("written");
+    let out = worker(&["validate", "op.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: op.yaml, line 1: `type` is a pySPACE key that taskfarm does not implement"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("op.yaml"), "kind: command\ncommand: 'true'\ninput_path: data\n").expect("written");
+    let stderr = text(&worker(&["validate", "op.yaml"], dir.path()).stderr);
+    assert!(stderr.contains("line 3: `input_path` is a pySPACE key") && stderr.contains("glob"), "{stderr}");
+}
