@@ -58,6 +58,13 @@ pub enum Error {
         /// The number.
         value: u64,
     },
+    /// Linked parameters, samples, constants or sub-sweeps that do not fit together (lists
+    /// of unequal length, a distribution with `lo >= hi`, a constant named like a parameter).
+    #[error("{why}")]
+    InvalidParameters {
+        /// What is wrong and what to write instead, as a sentence.
+        why: String,
+    },
     /// The operation has more processes than a 64-bit id can number.
     #[error("the operation has more processes than taskfarm can number ({what}, more than 18446744073709551615 = 2^64 - 1): split it into several operations, e.g. one per value of a parameter")]
     TooManyProcesses {

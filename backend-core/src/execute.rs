@@ -84,8 +84,9 @@ impl RunOptions {
     }
 }
 
-/// Reads a duration: a number of seconds (`30`, `1.5`) or a number with a unit
-/// (`250ms`, `30s`, `5m`, `2h`). The error is a sentence.
+/// Reads a duration: a number of seconds (`30`, `1.5`), a number with a unit (`250ms`,
+/// `30s`, `5m`, `2h`), or what humantime reads (`1h30m`, `2d`, `1m 30s`). The error is a
+/// sentence.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
@@ -98,10 +99,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => f64::NAN,
     };
     let value: f64 = number.parse().unwrap_or(f64::NAN);
-    seconds_to_duration(value * scale).ok_or_else(|| {
+    // Compound and other units ("1h30m", "2d", "1day 2h") as humantime reads them.
+    let seconds = match value * scale {
+        s if s.is_nan() => humantime::parse_duration(text).map_or(f64::NAN, |d| d.as_secs_f64()),
+        s => s,
+    };
+    seconds_to_duration(seconds).ok_or_else(|| {
         format!(
             "`{text}` is not a duration: write a positive number of seconds below {MAX_TIMEOUT_SECONDS:e}, or e.g. \
-             \"250ms\", \"30s\", \"5m\", \"2h\""
+             \"250ms\", \"30s\", \"5m\", \"2h\", \"1h30m\", \"2d\""
         )
     })
 }
@@ -248,7 +254,11 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "soon", "-3s", "0", "3 weeks", "1.2.3s", "s"] {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("3 weeks"), Ok(Duration::from_secs(1_814_400)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        for bad in ["", "soon", "-3s", "0", "0s", "1.2.3s", "s", "3 fortnights", "1h-30m"] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("is not a duration"), "{bad}: {err}");
         }

@@ -25,6 +25,7 @@ mod progress;
 mod record;
 pub mod report;
 pub mod results;
+pub mod sample;
 mod serial;
 mod space;
 pub mod status;

@@ -78,8 +78,12 @@ enum Command {
     Run(RunArgs),
     /// Parses and checks a spec, counts its processes and shows the first few; runs nothing.
     Validate {
-        /// The spec file (.toml, .yaml or .yml).
+        /// The spec file (.toml, .yaml or .yml), or `-` for a spec on standard input.
         spec: PathBuf,
+        /// How many processes to show as they will run (for the command kind: the argv,
+        /// env, cwd and files; for other kinds: the fields).
+        #[arg(long, value_name = "N")]
+        show: Option<usize>,
     },
     /// Lists the process kinds this worker knows, with a line of help each.
     Kinds,
@@ -119,8 +123,11 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The spec file (.toml, .yaml or .yml).
-    spec: PathBuf,
+    /// The spec file (.toml, .yaml or .yml), or `-` for a spec on standard input.
+    #[arg(required_unless_present = "command")]
+    spec: Option<PathBuf>,
+    #[command(flatten)]
+    quick: crate::quick::QuickArgs,
     /// serial, local or mpi (default: the spec's `backend`, else local).
     #[arg(long, value_name = "NAME")]
     backend: Option<String>,
@@ -296,7 +303,7 @@ where
     let quiet = cli.quiet;
     let result = match cli.command {
         Command::Run(args) => run(&registry, args, quiet),
-        Command::Validate { spec } => validate(&registry, spec).map(|()| EXIT_OK),
+        Command::Validate { spec, show } => validate(&registry, spec, show).map(|()| EXIT_OK),
         Command::Kinds => {
             kinds(&registry);
             Ok(EXIT_OK)
@@ -326,7 +333,7 @@ where
 }
 
 fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerError> {
-    let spec = Spec::load(&args.spec, registry)?;
+    let spec = crate::quick::load(args.spec.as_deref(), &args.quick, registry)?;
     let backend_name = args.backend.as_deref().or(spec.backend()).unwrap_or("local").to_owned();
     let mut options = BackendOptions::default();
     if let Some(n) = args.pool_size {
@@ -524,20 +531,29 @@ fn resume_command(dir: &std::path::Path, rerun_crashed: bool) -> String {
     format!("{program} run {} --resume {}{flag}", spec.display(), dir.display())
 }
 
-fn validate(registry: &Registry, path: PathBuf) -> Result<(), WorkerError> {
-    let spec = Spec::load(&path, registry)?;
+fn validate(registry: &Registry, path: PathBuf, show: Option<usize>) -> Result<(), WorkerError> {
+    let spec = crate::quick::load(Some(&path), &Default::default(), registry)?;
     let mut out = std::io::stdout().lock();
     let parameters =
         if spec.parameter_names().is_empty() { "none".to_owned() } else { spec.parameter_names().join(", ") };
     let _ = writeln!(out, "{}: operation `{}` of kind `{}`", path.display(), spec.name(), spec.kind());
     let _ = writeln!(out, "parameters: {parameters}");
     let count = spec.count_within(COUNT_BUDGET)?;
-    let _ = writeln!(out, "processes: {} ({} run(s) each)", describe_count(count), spec.runs());
+    let _ =
+        writeln!(out, "processes: {} ({} run(s) each){}", describe_count(count), spec.runs(), removed(&spec, count));
     // Only processes counting met: finding more could take as long as counting did.
-    let shown = count.at_least().min(SHOWN as u64);
+    let shown = count.at_least().min(show.unwrap_or(SHOWN) as u64);
+    let kind = registry.get(spec.kind());
     for job in spec.into_operation().into_jobs().take(shown as usize) {
         let params: Vec<String> = job.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "  #{} run {}: {}", job.id, job.run, params.join(" "));
+        if show.is_some() {
+            for line in
+                kind.as_ref().map(|k| k.preview(&job.process.config, job.id, job.run, &job.params)).unwrap_or_default()
+            {
+                let _ = writeln!(out, "      {line}");
+            }
+        }
     }
     match count {
         Count::Exact(total) if total > shown => {
@@ -550,6 +566,22 @@ fn validate(registry: &Registry, path: PathBuf) -> Result<(), WorkerError> {
     }
     let _ = writeln!(out, "ok: the spec is valid (nothing was run)");
     Ok(())
+}
+
+/// `; 20 combinations, 5 removed by the constraints` when constraints removed any.
+fn removed(spec: &Spec, count: Count) -> String {
+    match count {
+        Count::Exact(n) => {
+            let all = spec.unconstrained_len();
+            let kept = n / u64::from(spec.runs().max(1));
+            if all > kept {
+                format!("; {all} combinations, {} removed by the constraints", all - kept)
+            } else {
+                String::new()
+            }
+        }
+        Count::AtLeast { .. } => String::new(),
+    }
 }
 
 /// How long `validate` and `report` count the processes of a constrained space.

@@ -88,6 +88,17 @@ pub fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
                 chars.next();
                 text.push('}');
             }
+            '$' if template[at + 1..].starts_with("{__") && pyspace_placeholder(&template[at + 1..]).is_some() => {
+                // pySPACE's `${__alpha__}`: the placeholder `__alpha__`, without the `$`.
+                let name = pyspace_placeholder(&template[at + 1..]).unwrap_or_default();
+                for _ in 0..name.chars().count() + 2 {
+                    chars.next();
+                }
+                if !text.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut text)));
+                }
+                pieces.push(Piece::Placeholder { name, raw: false });
+            }
             '{' => {
                 let mut name = String::new();
                 let mut closed = false;
@@ -142,11 +153,35 @@ pub fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
     Ok(pieces)
 }
 
+/// The name of pySPACE's placeholder `{__NAME__}` at the start of `text`, if it is one.
+fn pyspace_placeholder(text: &str) -> Option<String> {
+    let end = text.find('}')?;
+    let name = &text[1..end];
+    let ok = name.len() > 4
+        && name.starts_with("__")
+        && name.ends_with("__")
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+    ok.then(|| name.to_owned())
+}
+
+thread_local! {
+    /// Set while `validate --show` renders templates: nothing is made on disk.
+    static PREVIEW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The built-in `command` kind.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CommandKind;
 
-const FIELDS: [&str; 2] = ["command", "stdout_lines"];
+const FIELDS: [&str; 5] = ["command", "stdout_lines", "env", "cwd", "command_files"];
+
+/// One file a process's command reads, written into its scratch directory from a template.
+struct CommandFile {
+    /// The path in the scratch directory (a template).
+    path: String,
+    /// The content (a template).
+    template: String,
+}
 
 impl CommandKind {
     /// The argument templates of a spec's `command` field.
@@ -167,6 +202,76 @@ impl CommandKind {
                 items.iter().map(|item| item.as_str().map(str::to_owned).ok_or_else(wrong)).collect()
             }
             Some(_) => Err(wrong()),
+        }
+    }
+
+    /// Every template of `config` that can name placeholders, as far as it is well formed.
+    fn all_templates(config: &Params) -> Vec<String> {
+        let mut all = Self::templates(config).unwrap_or_default();
+        all.extend(Self::env(config).unwrap_or_default().into_iter().map(|(_, v)| v));
+        all.extend(Self::cwd(config).ok().flatten());
+        for file in Self::files(config).unwrap_or_default() {
+            all.extend([file.path, file.template]);
+        }
+        all
+    }
+
+    /// `env = { NAME = "template", ... }`.
+    fn env(config: &Params) -> Result<Vec<(String, String)>, KindError> {
+        match config.get("env") {
+            None => Ok(Vec::new()),
+            Some(Value::Map(map)) => map
+                .iter()
+                .map(|(name, value)| match value {
+                    Value::Str(template) if !name.is_empty() && !name.contains('=') => {
+                        Ok((name.clone(), template.clone()))
+                    }
+                    other => Err(KindError::at(
+                        "env",
+                        format!(
+                            "`env.{name}` must be a string template such as \"{{threads}}\", not {other} ({}): write \
+                             numbers in quotes",
+                            other.type_name()
+                        ),
+                    )),
+                })
+                .collect(),
+            Some(_) => Err(KindError::at(
+                "env",
+                "`env` must be a table of strings, as env = { OMP_NUM_THREADS = \"{threads}\" }",
+            )),
+        }
+    }
+
+    /// `cwd = "template"`.
+    fn cwd(config: &Params) -> Result<Option<String>, KindError> {
+        match config.get("cwd") {
+            None => Ok(None),
+            Some(Value::Str(template)) if !template.is_empty() => Ok(Some(template.clone())),
+            Some(_) => Err(KindError::at("cwd", "`cwd` must be a path template, such as \"{scratch_dir}\"")),
+        }
+    }
+
+    /// `[[command_files]]` entries: `path` and `template` (spec loading turns a
+    /// `template_file` into its `template`).
+    fn files(config: &Params) -> Result<Vec<CommandFile>, KindError> {
+        let usage = "each [[command_files]] entry needs `path` (relative to the scratch directory) and `template` \
+                     (or `template_file`)";
+        match config.get("command_files") {
+            None => Ok(Vec::new()),
+            Some(Value::List(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::Map(map) => match (map.get("path"), map.get("template")) {
+                        (Some(Value::Str(path)), Some(Value::Str(template))) if map.len() == 2 => {
+                            Ok(CommandFile { path: path.clone(), template: template.clone() })
+                        }
+                        _ => Err(KindError::at("command_files", usage)),
+                    },
+                    _ => Err(KindError::at("command_files", usage)),
+                })
+                .collect(),
+            Some(_) => Err(KindError::at("command_files", usage)),
         }
     }
 
@@ -196,10 +301,56 @@ impl Kind for CommandKind {
         true
     }
 
+    fn placeholders(&self, config: &Params) -> Option<Vec<String>> {
+        let mut names = Vec::new();
+        for template in Self::all_templates(config) {
+            for piece in parse_template(&template).unwrap_or_default() {
+                if let Piece::Placeholder { name, .. } = piece {
+                    if !FIELDS.contains(&name.as_str()) && !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        Some(names)
+    }
+
     fn validate(&self, spec: &KindSpec<'_>) -> Result<(), KindError> {
         check_keys("command", spec.config, &FIELDS)?;
         let templates = Self::templates(spec.config)?;
         Self::stdout_lines(spec.config)?;
+        let mut plain: Vec<(&str, String)> = Self::env(spec.config)?.into_iter().map(|(_, t)| ("env", t)).collect();
+        plain.extend(Self::cwd(spec.config)?.map(|t| ("cwd", t)));
+        for file in Self::files(spec.config)? {
+            let literal: String = parse_template(&file.path)
+                .map_err(|e| KindError::at("command_files", e))?
+                .into_iter()
+                .map(|p| match p {
+                    Piece::Text(t) => t,
+                    Piece::Placeholder { .. } => "x".into(),
+                })
+                .collect();
+            if let Some(why) = escapes_scratch(&literal) {
+                return Err(KindError::at(
+                    "command_files",
+                    format!(
+                        "the file `{}` of `command_files` {why}: write a path relative to the scratch directory",
+                        file.path
+                    ),
+                ));
+            }
+            plain.push(("command_files", file.path));
+            plain.push(("command_files", file.template));
+        }
+        for (key, template) in &plain {
+            for piece in parse_template(template).map_err(|e| KindError::at(*key, e))? {
+                if let Piece::Placeholder { name, .. } = piece {
+                    if resolve(&name, spec.parameter_names).is_none() {
+                        return Err(unknown_placeholder(key, &name, spec.parameter_names));
+                    }
+                }
+            }
+        }
         let script = shell::script_index(&templates);
         for (i, template) in templates.iter().enumerate() {
             let pieces = parse_template(template).map_err(|e| KindError::at("command", e))?;
@@ -223,25 +374,41 @@ impl Kind for CommandKind {
                     }
                     lexer.placeholder();
                 }
-                let known = spec.parameter_names.contains(&name) || BUILTIN_PLACEHOLDERS.contains(&&*name);
-                if !known {
-                    let parameters = if spec.parameter_names.is_empty() {
-                        "there are no parameters".to_owned()
-                    } else {
-                        format!("the parameters are {}", spec.parameter_names.join(", "))
-                    };
-                    return Err(KindError::at(
-                        "command",
-                        format!(
-                            "the placeholder `{{{name}}}` in `command` is not a parameter: {parameters}, and {} are \
-                             always known (write `{{{{` and `}}}}` for literal braces)",
-                            BUILTIN_PLACEHOLDERS.join(", ")
-                        ),
-                    ));
+                if resolve(&name, spec.parameter_names).is_none() {
+                    return Err(unknown_placeholder("command", &name, spec.parameter_names));
                 }
             }
         }
         Ok(())
+    }
+
+    fn preview(&self, config: &Params, id: u64, run: u32, params: &Params) -> Vec<String> {
+        let here = taskfarm::Location::here("validate");
+        let result_dir = std::path::Path::new("<result dir>");
+        let ctx = ProcessContext::new(id, run, params, result_dir, &here);
+        PREVIEW.with(|p| p.set(true));
+        let show = |template: &str, in_script: bool| {
+            render(template, &ctx, in_script).unwrap_or_else(|e| format!("<{}>", e.reason))
+        };
+        let mut lines = Vec::new();
+        if let Ok(templates) = Self::templates(config) {
+            let script = shell::script_index(&templates);
+            let argv: Vec<String> =
+                templates.iter().enumerate().map(|(i, t)| format!("{:?}", show(t, script == Some(i)))).collect();
+            lines.push(format!("argv: [{}]", argv.join(", ")));
+        }
+        for (name, template) in Self::env(config).unwrap_or_default() {
+            lines.push(format!("env: {name}={}", show(&template, false)));
+        }
+        if let Ok(Some(cwd)) = Self::cwd(config) {
+            lines.push(format!("cwd: {}", show(&cwd, false)));
+        }
+        for file in Self::files(config).unwrap_or_default() {
+            lines.push(format!("file {}:", show(&file.path, false)));
+            lines.extend(show(&file.template, false).lines().map(|l| format!("  {l}")));
+        }
+        PREVIEW.with(|p| p.set(false));
+        lines
     }
 
     fn run(&self, config: &Params, ctx: &ProcessContext<'_>) -> Result<Value, ProcessError> {
@@ -249,7 +416,30 @@ impl Kind for CommandKind {
         let stdout_lines = Self::stdout_lines(config).map_err(|e| ProcessError::msg(e.message))?;
         let argv = render_argv(&templates, ctx)?;
         let (program, args) = argv.split_first().ok_or_else(|| ProcessError::msg("the command is empty"))?;
+        for file in Self::files(config).map_err(|e| ProcessError::msg(e.message))? {
+            let path = render(&file.path, ctx, false)?;
+            if let Some(why) = escapes_scratch(&path) {
+                return Err(ProcessError::msg(format!("the command file `{path}` {why}")));
+            }
+            let dir = ctx
+                .scratch_dir()
+                .map_err(|e| ProcessError::msg(format!("the scratch directory could not be made: {e}")))?;
+            let target = dir.join(&path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| ProcessError::msg(format!("{} could not be made: {e}", parent.display())))?;
+            }
+            std::fs::write(&target, render(&file.template, ctx, false)?).map_err(|e| {
+                ProcessError::msg(format!("the command file {} could not be written: {e}", target.display()))
+            })?;
+        }
         let mut command = Command::new(program);
+        for (name, template) in Self::env(config).map_err(|e| ProcessError::msg(e.message))? {
+            command.env(name, render(&template, ctx, false)?);
+        }
+        if let Some(cwd) = Self::cwd(config).map_err(|e| ProcessError::msg(e.message))? {
+            command.current_dir(render(&cwd, ctx, false)?);
+        }
         command
             .args(args)
             .env("TASKFARM_ID", ctx.id().to_string())
@@ -325,15 +515,70 @@ fn render(template: &str, ctx: &ProcessContext<'_>, in_script: bool) -> Result<S
     Ok(out)
 }
 
+/// Why a path relative to the scratch directory would leave it, if it would: an absolute
+/// path, or a `..` component.
+fn escapes_scratch(path: &str) -> Option<&'static str> {
+    let path = std::path::Path::new(path);
+    if path.is_absolute() {
+        return Some("is an absolute path, outside the scratch directory");
+    }
+    if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Some("has a `..` component, which could leave the scratch directory");
+    }
+    if path.as_os_str().is_empty() {
+        return Some("is empty");
+    }
+    None
+}
+
+/// The name a placeholder stands for among `parameters` (and the built-ins): itself, or,
+/// in pySPACE's spelling `{__alpha__}`, `alpha`.
+fn resolve(name: &str, parameters: &[String]) -> Option<String> {
+    let known = |n: &str| parameters.iter().any(|p| p == n) || BUILTIN_PLACEHOLDERS.contains(&n);
+    if known(name) {
+        return Some(name.to_owned());
+    }
+    let inner = name.strip_prefix("__")?.strip_suffix("__")?;
+    known(inner).then(|| inner.to_owned())
+}
+
+fn unknown_placeholder(key: &str, name: &str, parameters: &[String]) -> KindError {
+    let listed = if parameters.is_empty() {
+        "there are no parameters".to_owned()
+    } else {
+        format!("the parameters are {}", parameters.join(", "))
+    };
+    KindError::at(
+        key,
+        format!(
+            "the placeholder `{{{name}}}` in `{key}` is not a parameter: {listed}, and {} are always known (write \
+             `{{{{` and `}}}}` for literal braces)",
+            BUILTIN_PLACEHOLDERS.join(", ")
+        ),
+    )
+}
+
 /// The value of the placeholder `{name}` for the process of `ctx`.
 fn placeholder_value(name: &str, ctx: &ProcessContext<'_>) -> Result<Value, ProcessError> {
     if let Some(value) = ctx.params().get(name) {
         return Ok(value.clone());
     }
+    if let Some(value) = name.strip_prefix("__").and_then(|n| n.strip_suffix("__")).and_then(|n| ctx.params().get(n)) {
+        return Ok(value.clone());
+    }
+    if let Some(inner) = name.strip_prefix("__").and_then(|n| n.strip_suffix("__")) {
+        if BUILTIN_PLACEHOLDERS.contains(&inner) {
+            return placeholder_value(inner, ctx);
+        }
+    }
     Ok(match name {
         "run" => Value::from(ctx.run()),
         "id" => Value::Int(i64::try_from(ctx.id()).unwrap_or(i64::MAX)),
         "result_dir" => Value::Str(ctx.result_dir().to_string_lossy().into_owned()),
+        // A preview names the scratch directory without making it.
+        "scratch_dir" if PREVIEW.with(std::cell::Cell::get) => {
+            Value::Str(ctx.result_dir().join("scratch").join(ctx.id().to_string()).to_string_lossy().into_owned())
+        }
         "scratch_dir" => {
             let dir = ctx
                 .scratch_dir()

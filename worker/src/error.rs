@@ -25,6 +25,14 @@ pub enum WorkerError {
         /// The command that resumes it.
         resume: String,
     },
+    /// A command-line argument is malformed (e.g. `--param` without `=`).
+    #[error("`{argument}`: {why}")]
+    Argument {
+        /// The argument as given.
+        argument: String,
+        /// What is wrong and what to write, as a sentence.
+        why: String,
+    },
     /// The spec file's name does not say its format.
     #[error("the spec file {} must end in .toml, .yaml or .yml", path.display())]
     UnknownExtension {

@@ -44,10 +44,12 @@ mod json;
 pub mod limits;
 pub mod observe;
 pub mod pi;
+pub mod quick;
 mod registry;
 pub mod shell;
 pub mod spec;
 pub mod submit;
+mod sweep;
 mod typed;
 
 pub use cli::{main_with, run_with_args, EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM};

@@ -36,6 +36,22 @@ pub trait Kind: Send + Sync + 'static {
     /// [`crate::spec::SPEC_KEYS`]) and its parameters. A key the kind does not take must be an error.
     fn validate(&self, spec: &KindSpec<'_>) -> Result<(), KindError>;
 
+    /// The placeholders the kind's templates in `config` name, when it has templates: a
+    /// plain top-level value of a spec (a number, string or boolean) that is not one of the
+    /// kind's fields and that a template names (`steps = 3000` with `{steps}`) is then a
+    /// constant, a parameter every process has. `None` (the default): every top-level key
+    /// is the kind's.
+    fn placeholders(&self, _config: &Params) -> Option<Vec<String>> {
+        None
+    }
+
+    /// What one process will run, for `validate --show`: lines such as the argv of a
+    /// command, with the placeholders filled in (the result directory is not known yet).
+    /// The default shows nothing beyond the parameters.
+    fn preview(&self, _config: &Params, _id: u64, _run: u32, _params: &Params) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether the kind stops its processes at their deadline by itself, so a `timeout`
     /// works in thread isolation (the `command` kind kills its child process group). Kinds
     /// that say `false` (the default) need `isolation = "subprocess"` for a timeout.

@@ -41,12 +41,17 @@ use crate::registry::{KindSpec, Registry, SpecProcess};
 use crate::WorkerError;
 
 /// The top-level keys that belong to the spec itself; every other key is the kind's.
-pub const SPEC_KEYS: [&str; 12] = [
+pub const SPEC_KEYS: [&str; 17] = [
     "name",
     "kind",
     "parameter_ranges",
     "parameter_settings",
     "constraints",
+    "link",
+    "parameter_groups",
+    "parameter_samples",
+    "constants",
+    "sweep",
     "runs",
     "backend",
     "timeout",
@@ -92,10 +97,12 @@ impl Format {
 struct Header {
     name: Option<String>,
     kind: String,
-    parameter_ranges: Option<UniqueMap<Vec<Value>>>,
-    parameter_settings: Option<Vec<UniqueMap<Value>>>,
-    #[serde(default)]
-    constraints: Vec<String>,
+    // Read by `sweep::read` from the document; declared so that a key given twice in them
+    // is named with its line.
+    #[serde(rename = "parameter_ranges")]
+    _ranges: Option<UniqueMap<Value>>,
+    #[serde(rename = "parameter_settings")]
+    _settings: Option<Vec<UniqueMap<Value>>>,
     #[serde(default = "one")]
     runs: u32,
     backend: Option<String>,
@@ -192,17 +199,27 @@ impl Spec {
         }
         let (header, document): (Header, UniqueMap<Value>) = match format {
             Format::Toml => {
+                let document: UniqueMap<Value> = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
+                pyspace_keys(&document.0).map_err(|(key, m)| spec_error(at(key), m))?;
                 let header = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
-                let document = toml::from_str(text).map_err(|e| toml_error(text, path, &e))?;
                 (header, document)
             }
             Format::Yaml => {
+                let document: Result<UniqueMap<Value>, _> = serde_yaml_ng::from_str(text);
+                if let Ok(document) = &document {
+                    pyspace_keys(&document.0).map_err(|(key, m)| spec_error(at(key), m))?;
+                }
                 let header = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, path, &e))?;
-                let document = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(text, path, &e))?;
+                let document = document.map_err(|e| yaml_error(text, path, &e))?;
                 (header, document)
             }
         };
-        let config: Params = document.0.into_iter().filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str())).collect();
+        let document_params: Params = document.0;
+        let config: Params = document_params
+            .iter()
+            .filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
 
         let kind = registry.get(&header.kind).ok_or_else(|| WorkerError::UnknownKind {
             path: path.to_owned(),
@@ -258,41 +275,40 @@ impl Spec {
             ));
         }
 
-        // The settings of distinct sets of parameter names, each with its position: a kind
-        // is checked against each (a placeholder must have a value in every setting).
-        let mut shapes: Vec<(usize, Params)> = Vec::new();
-        let (space, space_key) = match (header.parameter_ranges, header.parameter_settings) {
-            (Some(_), Some(_)) => {
-                return Err(spec_error(
-                    at("parameter_settings"),
-                    "give either `parameter_ranges` or `parameter_settings`, not both".into(),
-                ))
-            }
-            (Some(ranges), None) => {
-                (ParameterSpace::ranges(ranges.0).map_err(|e| space_error("parameter_ranges", e))?, "parameter_ranges")
-            }
-            (None, Some(settings)) => (
-                {
-                    let settings: Vec<Params> = settings.into_iter().map(|s| s.0).collect();
-                    shapes = setting_shapes(&settings);
-                    ParameterSpace::settings(settings).map_err(|e| space_error("parameter_settings", e))?
-                },
-                "parameter_settings",
-            ),
-            (None, None) => (ParameterSpace::single(), "runs"),
-        };
+        // A plain top-level value that the kind's templates name is a constant.
+        let mut config = config;
+        inline_template_files(&mut config, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|m| spec_error(at("template_file"), m))?;
+        let mut constants = Params::new();
+        if let Some(named) = kind.placeholders(&config) {
+            let (taken, rest): (Params, Params) = config.into_iter().partition(|(key, value)| {
+                !named.contains(key)
+                    || !matches!(
+                        value,
+                        Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_) | Value::Str(_)
+                    )
+            });
+            config = taken;
+            constants = rest;
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let crate::sweep::Read { space, parts } =
+            crate::sweep::read(&document_params, constants, dir).map_err(|f| match f {
+                crate::sweep::Fault::Spec(key, message) => spec_error(at(&key), message),
+                crate::sweep::Fault::Core(key, source) => space_error(&key, source),
+            })?;
+        let space_key = ["sweep", "parameter_ranges", "parameter_groups", "parameter_samples", "parameter_settings"]
+            .into_iter()
+            .find(|k| document_params.contains_key(*k))
+            .unwrap_or("runs");
         if let Some(name) = space.names().iter().find(|n| RESERVED_PARAMETERS.contains(&n.as_str())) {
             return Err(spec_error(
-                at(space_key),
+                at(name).or(at(space_key)),
                 format!(
                     "`{name}` cannot be a parameter name: {} are columns of results.csv already",
                     RESERVED_PARAMETERS.join(", ")
                 ),
             ));
-        }
-        let mut space = space;
-        for constraint in &header.constraints {
-            space = space.constrain(constraint).map_err(|e| space_error("constraints", e))?;
         }
         let parameter_names = space.names().to_vec();
         let probe = space.clone();
@@ -324,23 +340,19 @@ impl Spec {
             })?
             .with_spec(as_run)
             .with_options(options);
-        let kind_error = |e: crate::KindError, setting: Option<(usize, &Params)>| {
+        let kind_error = |e: crate::KindError, part: Option<&str>| {
             let line = e.key.as_deref().and_then(at);
-            let message = match setting {
-                Some((index, setting)) => {
-                    let names = setting.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>();
-                    let names = if names.is_empty() { "no parameters".to_owned() } else { names.join(", ") };
-                    format!("parameter setting {} (of {names}): {}", index + 1, e.message)
-                }
+            let message = match part {
+                Some(label) => format!("{label}: {}", e.message),
                 None => e.message,
             };
             spec_error(line, message)
         };
-        if shapes.len() > 1 {
-            for (index, setting) in &shapes {
-                let names: Vec<String> = setting.keys().cloned().collect();
-                kind.validate(&KindSpec { config: &config, parameter_names: &names, first: setting })
-                    .map_err(|e| kind_error(e, Some((*index, setting))))?;
+        if !parts.is_empty() {
+            for (label, first) in &parts {
+                let names: Vec<String> = first.keys().cloned().collect();
+                kind.validate(&KindSpec { config: &config, parameter_names: &names, first })
+                    .map_err(|e| kind_error(e, Some(label)))?;
             }
         } else {
             // The first combination the constraints admit, if counting met one (looking for
@@ -382,6 +394,11 @@ impl Spec {
                 Count::AtLeast { admitted: admitted.saturating_mul(runs), examined, of }
             }
         })
+    }
+
+    /// How many parameter combinations there are before the constraints.
+    pub fn unconstrained_len(&self) -> u64 {
+        self.space.unconstrained_len()
     }
 
     /// The spec file.
@@ -458,15 +475,50 @@ impl Spec {
     }
 }
 
-/// The first setting of each distinct set of parameter names, with its position.
-fn setting_shapes(settings: &[Params]) -> Vec<(usize, Params)> {
-    let mut seen = std::collections::HashSet::new();
-    settings
-        .iter()
-        .enumerate()
-        .filter(|(_, setting)| seen.insert(setting.keys().cloned().collect::<Vec<_>>()))
-        .map(|(index, setting)| (index, setting.clone()))
-        .collect()
+/// Keys of pySPACE's operation specs that taskfarm does not implement, with what to use
+/// instead: one sentence naming the key rather than "missing field kind" or "not a spec key".
+fn pyspace_keys(document: &Params) -> Result<(), (&'static str, String)> {
+    const KEYS: [(&str, &str); 7] = [
+        ("type", "taskfarm runs processes of a `kind` (`taskfarm-worker kinds`): replace `type` by e.g. kind = \"command\" with a `command` that runs your node chain"),
+        ("input_path", "name the inputs as a parameter instead, e.g. parameter_ranges = { input = { glob = \"data/*\" } }, and use {input} in the command"),
+        ("templates", "write the template as [[command_files]] (path and template, or template_file) and run it with a `command`"),
+        ("node_chain", "write the node chain as [[command_files]] (path and template_file) and run it with a `command`"),
+        ("configuration_template", "write it as [[command_files]] with path and template_file"),
+        ("hide_parameters", "every parameter is a column of results.csv; leave it out"),
+        ("storage_format", "results go to results.csv and results.jsonl; leave it out"),
+    ];
+    for (key, instead) in KEYS {
+        if document.contains_key(key) {
+            return Err((key, format!("`{key}` is a pySPACE key that taskfarm does not implement: {instead}")));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces each `template_file` of `[[command_files]]` by its text as `template` (read
+/// relative to `dir`), so operation.toml holds the template a run used and a resume does
+/// not depend on the file.
+fn inline_template_files(config: &mut Params, dir: &Path) -> Result<(), String> {
+    let Some(Value::List(files)) = config.get_mut("command_files") else { return Ok(()) };
+    for file in files {
+        let Value::Map(entry) = file else { continue };
+        let Some(name) = entry.get("template_file") else { continue };
+        if entry.contains_key("template") {
+            return Err("a [[command_files]] entry takes `template` or `template_file`, not both".into());
+        }
+        let Value::Str(name) = name else { return Err("`template_file` must be a path (a string)".into()) };
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let full = dir.join(name);
+        let text = crate::limits::read_bounded(&full)
+            .map_err(|e| format!("the `template_file` {} cannot be read: {e}", full.display()))?
+            .ok_or_else(|| format!("the `template_file` {} is larger than a spec may be", full.display()))?;
+        let name = name.clone();
+        entry.shift_remove("template_file");
+        let at = entry.get_index_of("path").map_or(entry.len(), |i| i + 1);
+        entry.shift_insert(at, "template".into(), Value::Str(text));
+        tracing::debug!("command file template {name} read");
+    }
+    Ok(())
 }
 
 /// The reliability options of a spec; an error names its key and says what is wrong.
@@ -546,7 +598,7 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|line| {
             let trimmed = line.trim_end();
-            if trimmed == format!("[{key}]") {
+            if trimmed == format!("[{key}]") || trimmed == format!("[[{key}]]") {
                 return true;
             }
             let rest = [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]
@@ -803,7 +855,8 @@ mod tests {
         "[a-z][a-z0-9_]{0,5}".prop_filter("not a reserved name", |n| !RESERVED_PARAMETERS.contains(&n.as_str()))
     }
 
-    /// A spec document: `parameter_ranges` or `parameter_settings`, and `runs`.
+    /// A spec document: `parameter_ranges` (linked or not), `parameter_settings`,
+    /// `parameter_samples` or `sweep` blocks, `runs`, and maybe constants.
     fn spec_document() -> impl proptest::strategy::Strategy<Value = Params> {
         use proptest::prelude::*;
         let ranges = proptest::collection::vec((parameter_name(), proptest::collection::vec(spec_value(), 1..4)), 1..4)
@@ -817,15 +870,78 @@ mod tests {
                     let list = settings.into_iter().map(|s| Value::Map(s.into_iter().collect())).collect();
                     ("parameter_settings", Value::List(list))
                 });
-        (prop_oneof![ranges, settings], 1u32..3).prop_map(|((key, space), runs)| {
-            let mut doc = Params::new();
-            doc.insert("name".into(), Value::from("roundtrip"));
-            doc.insert("kind".into(), Value::from("command"));
-            doc.insert("command".into(), Value::List(vec![Value::from("true")]));
-            doc.insert("runs".into(), Value::Int(i64::from(runs)));
-            doc.insert(key.into(), space);
-            doc
-        })
+        // Two linked parameters of equal length, crossed with a third.
+        let linked = (
+            proptest::collection::vec((spec_value(), spec_value()), 1..4),
+            proptest::collection::vec(spec_value(), 1..3),
+        )
+            .prop_map(|(pairs, other)| {
+                let (a, b): (Vec<Value>, Vec<Value>) = pairs.into_iter().unzip();
+                let table: Params = [
+                    ("la".to_owned(), Value::List(a)),
+                    ("o".to_owned(), Value::List(other)),
+                    ("lb".to_owned(), Value::List(b)),
+                ]
+                .into_iter()
+                .collect();
+                ("parameter_ranges", Value::Map(table))
+            });
+        // Blocks of a union, each with a constant of its own.
+        let union = proptest::collection::vec(
+            (parameter_name(), proptest::collection::vec(spec_value(), 1..3), spec_value()),
+            1..3,
+        )
+        .prop_map(|blocks| {
+            let list = blocks
+                .into_iter()
+                .map(|(name, values, constant)| {
+                    let mut block = Params::new();
+                    block.insert(
+                        "parameter_ranges".into(),
+                        Value::Map([(name, Value::List(values))].into_iter().collect()),
+                    );
+                    block.insert(
+                        "constants".into(),
+                        Value::Map([("k_block".to_owned(), constant)].into_iter().collect()),
+                    );
+                    Value::Map(block)
+                })
+                .collect();
+            ("sweep", Value::List(list))
+        });
+        let samples = (1i64..5, 0i64..1000, proptest::bool::ANY).prop_map(|(n, seed, lhs)| {
+            let table: Params = [
+                ("method".to_owned(), Value::from(if lhs { "latin_hypercube" } else { "random" })),
+                ("samples".to_owned(), Value::Int(n)),
+                ("seed".to_owned(), Value::Int(seed)),
+                ("x".to_owned(), Value::from("uniform(-1, 2.5)")),
+                ("c".to_owned(), Value::from("choice([1, \"a\", 2.5])")),
+            ]
+            .into_iter()
+            .collect();
+            ("parameter_samples", Value::Map(table))
+        });
+        let constants = proptest::option::of(proptest::collection::vec(("k_[a-z]{1,3}", spec_value()), 1..3));
+        (prop_oneof![ranges, settings, linked, union, samples], 1u32..3, constants).prop_map(
+            |((key, space), runs, constants)| {
+                let mut doc = Params::new();
+                doc.insert("name".into(), Value::from("roundtrip"));
+                doc.insert("kind".into(), Value::from("command"));
+                doc.insert("command".into(), Value::List(vec![Value::from("true")]));
+                doc.insert("runs".into(), Value::Int(i64::from(runs)));
+                if key == "parameter_ranges" && matches!(&space, Value::Map(t) if t.contains_key("la")) {
+                    doc.insert(
+                        "link".into(),
+                        Value::List(vec![Value::List(vec![Value::from("la"), Value::from("lb")])]),
+                    );
+                }
+                doc.insert(key.into(), space);
+                if let Some(constants) = constants {
+                    doc.insert("constants".into(), Value::Map(constants.into_iter().collect()));
+                }
+                doc
+            },
+        )
     }
 
     /// Equality of values as a run sees them: NaN equals NaN.

@@ -625,6 +625,79 @@ fn bad_input_is_one_sentence_and_exit_2() {
             files: &[("spec.toml", LONG_NAME)],
             expected: &["spec.toml, line 1: the operation name is 306 characters long", "at most 255"],
         },
+        Case {
+            what: "linked lists of unequal length",
+            args: &["validate", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\nlink = [[\"a\", \"b\"]]\n[parameter_ranges]\na = [1, 2, 3]\nb = [1, 2]\n",
+            )],
+            expected: &["spec.toml, line 3: the linked parameters must have lists of the same length", "`a` has 3 values, `b` has 2 values"],
+        },
+        Case {
+            what: "a sweep block with an unknown field",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\n[[sweep]]\nsolver = \"cg\"\nparameter_range = { tol = [1] }\n",
+            )],
+            expected: &["spec.toml, line 5: `parameter_range` in sweep block 1 is not a key of a sweep block"],
+        },
+        Case {
+            what: "a sampled distribution with lo >= hi",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"echo\", \"{x}\"]\n[parameter_samples]\nsamples = 4\nx = \"uniform(2, 1)\"\n",
+            )],
+            expected: &["spec.toml, line 3: the sampled parameter `x` = \"uniform(2, 1)\": lo (2) must be below hi (1)"],
+        },
+        Case {
+            what: "a glob that matches nothing",
+            args: &["validate", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"cat\", \"{input}\"]\n[parameter_ranges]\ninput = { glob = \"data/*.csv\" }\n",
+            )],
+            expected: &["spec.toml, line 4: the glob `data/*.csv` of `input` matches no file"],
+        },
+        Case {
+            what: "an env value that is not a string",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"command\"\ncommand = [\"true\"]\nenv = { OMP_NUM_THREADS = 4 }\n")],
+            expected: &["spec.toml, line 3: `env.OMP_NUM_THREADS` must be a string template", "write numbers in quotes"],
+        },
+        Case {
+            what: "a command file outside the scratch directory",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\n[[command_files]]\npath = \"../x.yaml\"\ntemplate = \"a\"\n",
+            )],
+            expected: &["spec.toml, line 3: the file `../x.yaml` of `command_files` has a `..` component"],
+        },
+        Case {
+            what: "a command file template with an unknown placeholder",
+            args: &["run", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"command\"\ncommand = [\"true\"]\n[[command_files]]\npath = \"in.yaml\"\ntemplate = \"a: ${__beta__}\"\n\
+                 [parameter_ranges]\nalpha = [1]\n",
+            )],
+            expected: &["spec.toml, line 3: the placeholder `{__beta__}` in `command_files` is not a parameter: the parameters are alpha"],
+        },
+        Case {
+            what: "--param without =",
+            args: &["run", "--command", "echo {x}", "--param", "x"],
+            files: &[],
+            expected: &["`--param x`: a parameter is NAME=VALUES", "`=` is missing"],
+        },
+        Case {
+            what: "--command with an unknown placeholder",
+            args: &["run", "--command", "echo {y}", "--param", "x=1..3"],
+            files: &[],
+            expected: &["the command line: the placeholder `{y}` in `command` is not a parameter"],
+        },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
     ];
     let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
@@ -820,4 +893,154 @@ fn under_mpirun_only_rank_0_reports_bad_input() {
         let stderr = text(&out.stderr);
         assert_eq!(stderr.contains("no_such_kind"), speaks, "rank {rank}: {stderr}");
     }
+}
+
+/// Runs an example spec on serial and local, checks the rows agree, and runs the
+/// `operation.toml` it wrote again: the same processes under the same ids.
+fn example_runs_alike(file: &str, name: &str) -> Vec<String> {
+    let spec = specs_dir().join(file);
+    let expected = validated_count(&spec);
+    let base = tempfile::tempdir().expect("a temporary directory");
+    for backend in ["serial", "local"] {
+        let out = run_spec(&spec, backend, &base.path().join(backend));
+        assert_eq!(out.status.code(), Some(0), "{file} on {backend}: {}", text(&out.stderr));
+    }
+    let serial = result_dir(&base.path().join("serial"), name);
+    backend_core::testing::assert_same_results(&serial, &result_dir(&base.path().join("local"), name));
+    let again = base.path().join("again");
+    let out = run_spec(&serial.join("operation.toml"), "serial", &again);
+    assert_eq!(out.status.code(), Some(0), "{file} from operation.toml: {}", text(&out.stderr));
+    backend_core::testing::assert_same_results(&serial, &result_dir(&again, name));
+    let rows = csv_rows(&serial);
+    assert_eq!(rows.len(), expected, "{file}");
+    let header = std::fs::read_to_string(serial.join("results.csv")).expect("results.csv");
+    std::iter::once(header.lines().next().unwrap_or_default().to_owned()).chain(rows).collect()
+}
+
+#[test]
+fn constants_linked_parameters_and_unions_run_alike_everywhere() {
+    let rows = example_runs_alike("constants.toml", "constants");
+    assert!(rows[0].starts_with("id,run,alpha,model,steps,"), "{rows:?}");
+    assert!(rows[3].contains("3,lj,3000,finished") && rows[3].contains(",9000,lj"), "{rows:?}");
+
+    let rows = example_runs_alike("linked.toml", "linked");
+    assert_eq!(rows.len(), 7);
+    assert!(rows[6].starts_with("5,0,3,30,1,finished"), "{rows:?}");
+    assert!(rows[6].contains("alpha=3 beta=30 gamma=1"), "{rows:?}");
+
+    let rows = example_runs_alike("union.toml", "union");
+    assert!(rows[0].starts_with("id,run,tol,solver,size,"), "{rows:?}");
+    assert!(rows[3].starts_with("2,0,1e-6,cg,100,finished"), "{rows:?}");
+    assert!(rows[5].starts_with("4,0,,direct,100,finished"), "the missing column is empty: {rows:?}");
+    assert!(rows[6].starts_with("5,1,,direct,100,finished"), "{rows:?}");
+}
+
+#[test]
+fn env_cwd_and_command_files_reach_the_command() {
+    let rows = example_runs_alike("env_cwd.toml", "env_cwd");
+    assert!(rows[4].starts_with("3,1,2,finished") && rows[4].contains("threads=2 seed=1 dir=3"), "{rows:?}");
+    let rows = example_runs_alike("command_files.toml", "command_files");
+    assert!(rows[4].contains("alpha: 1.5 solver: gmres seed: 0"), "the file has the values: {rows:?}");
+    // The file is in the process's scratch directory, one per process.
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let out = run_spec(&specs_dir().join("command_files.toml"), "local", base.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dir = result_dir(base.path(), "command_files");
+    for id in 0..4 {
+        let file = std::fs::read_to_string(dir.join(format!("scratch/{id}/input.yaml"))).expect("input.yaml");
+        assert!(file.starts_with(&format!("alpha: {}\n", if id < 2 { "0.5" } else { "1.5" })), "{file}");
+    }
+}
+
+#[test]
+fn input_files_and_samples_run_alike_everywhere() {
+    let rows = example_runs_alike("inputs.toml", "inputs");
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows[1].contains("/examples/specs/data/a.csv,small,finished") && rows[1].contains("a.csv small 2"),
+        "{rows:?}"
+    );
+    assert!(rows[4].contains("b.csv large 3"), "sorted, and the lines in file order: {rows:?}");
+    let rows = example_runs_alike("samples.toml", "samples");
+    let kept = rows.len() - 1;
+    assert!(kept > 2 && kept < 16, "the constraint rejects some of the 16 samples: {rows:?}");
+    for row in &rows[1..] {
+        let cells: Vec<&str> = row.split(',').collect();
+        let (lr, width): (f64, i64) = (cells[3].parse().expect("lr"), cells[4].parse().expect("width"));
+        assert!((1e-4..1e-1).contains(&lr) && (16..257).contains(&width), "{row}");
+        assert!(lr < 0.01 || width > 128, "{row}");
+    }
+}
+
+#[test]
+fn a_sweep_without_a_spec_file_runs_and_resumes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out =
+        worker(&["run", "--command", "echo {x}-{run}", "--param", "x=1..5", "--runs", "2", "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result = result_dir(&dir.path().join("results"), "command");
+    let rows = csv_rows(&result);
+    assert_eq!(rows.len(), 10);
+    assert!(rows[9].starts_with("9,1,5,finished") && rows[9].contains(",5-1,"), "{rows:?}");
+    // A resume of its directory, from its operation.toml or from the same arguments.
+    let spec = result.join("operation.toml");
+    let (spec, result) = (spec.to_string_lossy().into_owned(), result.to_string_lossy().into_owned());
+    let out = worker(&["run", &spec, "--resume", &result, "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let args =
+        ["run", "--command", "echo {x}-{run}", "--param", "x=1..5", "--runs", "2", "--resume", &result, "--quiet"];
+    let out = worker(&args, dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A spec on standard input.
+    let mut child = std::process::Command::new(common::WORKER)
+        .args(["validate", "-", "--show", "1"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the worker starts");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"kind = 'command'\ncommand = 'sim {a}'\nenv = { A = '{a}' }\nparameter_ranges = { a = [7, 8] }\n")
+        .expect("written");
+    let out = child.wait_with_output().expect("it ends");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("processes: 2") && stdout.contains("argv: [\"sh\", \"-c\", \"sim 7\"]"), "{stdout}");
+    assert!(stdout.contains("env: A=7") && !stdout.contains("sim 8"), "{stdout}");
+}
+
+#[test]
+fn durations_as_people_write_them() {
+    let rows = example_runs_alike("durations.toml", "durations");
+    assert_eq!(rows.len(), 3);
+    let as_run = {
+        let base = tempfile::tempdir().expect("a temporary directory");
+        let out = run_spec(&specs_dir().join("durations.toml"), "serial", base.path());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        std::fs::read_to_string(result_dir(base.path(), "durations").join("operation.toml")).expect("operation.toml")
+    };
+    assert!(as_run.contains("timeout = \"5400s\""), "{as_run}");
+}
+
+#[test]
+fn pyspace_specs_run_as_written() {
+    let rows = example_runs_alike("pyspace.yaml", "pyspace");
+    assert_eq!(rows.len(), 7, "pySPACE's count: 3 combinations x 2 runs: {rows:?}");
+    assert!(rows[0].starts_with("id,run,__LOWER_CUTOFF__,__UPPER_CUTOFF__,"), "{rows:?}");
+    assert!(rows[4].contains("lower: 0.1 upper: 0.5 run: 1"), "{rows:?}");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("op.yaml"), "type: node_chain\nparameter_ranges:\n  __A__: [1]\n").expect("written");
+    let out = worker(&["validate", "op.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: op.yaml, line 1: `type` is a pySPACE key that taskfarm does not implement"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("op.yaml"), "kind: command\ncommand: 'true'\ninput_path: data\n").expect("written");
+    let stderr = text(&worker(&["validate", "op.yaml"], dir.path()).stderr);
+    assert!(stderr.contains("line 3: `input_path` is a pySPACE key") && stderr.contains("glob"), "{stderr}");
 }
