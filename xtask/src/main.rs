@@ -8,6 +8,7 @@
 mod bench;
 mod cluster;
 mod mpi;
+mod release;
 mod slurm;
 
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ enum Task {
     /// Runs taskfarm through a one-node Slurm cluster made here (needs root, slurm-wlm, munge):
     /// see xtask/src/slurm.rs.
     SlurmTest,
+    /// Checks a release without publishing: package, dry-run publish, install, docs, a crate
+    /// that depends on taskfarm by version: see xtask/src/release.rs.
+    ReleaseCheck,
     /// What CI runs: format check, clippy with warnings as errors, the tests.
     Ci,
 }
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Task::Ci => ci().map(|()| 0),
         Task::ClusterTest(args) => cluster::cluster_test(args).map(|()| 0),
         Task::SlurmTest => slurm::slurm_test(ci_mode()).map(|()| 0),
+        Task::ReleaseCheck => release::release_check(ci_mode()).map(|()| 0),
         Task::Bench(args) => bench::bench(args).map(|()| 0),
     };
     match result {

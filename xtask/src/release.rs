@@ -1,0 +1,147 @@
+//! `cargo xtask release-check`: everything a release needs, without publishing anything:
+//! the library crates package (`cargo package`, each built from its package alone) and a
+//! dry-run publish goes through in dependency order; `cargo install` of the worker works
+//! with and without MPI, and the installed binary runs an example spec outside the checkout;
+//! the docs build with warnings denied; and a crate that depends on the facade by version
+//! (the registry replaced by the local packages through `[patch]`) builds and runs the
+//! README's example.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, mpi, root, run_checked, target_dir};
+
+/// The crates a release publishes, in dependency order.
+const PUBLISHED: [&str; 5] =
+    ["taskfarm-backend-core", "taskfarm-backend-local", "taskfarm-backend-mpi", "taskfarm", "taskfarm-worker"];
+
+pub fn release_check(ci: bool) -> Result<()> {
+    let with_mpi = mpi::found() || ci;
+    let mut packaged: Vec<&str> = PUBLISHED.to_vec();
+    if !with_mpi {
+        eprintln!("xtask: mpirun/mpicc not found: taskfarm-backend-mpi is left out of the package checks");
+        packaged.retain(|c| *c != "taskfarm-backend-mpi");
+    }
+    let selection: Vec<String> = packaged.iter().flat_map(|c| ["-p".to_owned(), (*c).to_owned()]).collect();
+    run_checked(cargo().arg("package").args(&selection), "cargo package (each crate built from its package)")?;
+    // The packages were built above: the dry run checks the order and the registry's rules.
+    run_checked(
+        cargo().args(["publish", "--dry-run", "--no-verify"]).args(&selection),
+        "cargo publish --dry-run (in dependency order)",
+    )?;
+
+    let scratch = std::env::temp_dir().join(format!("taskfarm-release-check-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let outcome = (|| -> Result<()> {
+        let mut features: Vec<Option<&str>> = vec![None];
+        if with_mpi {
+            features.push(Some("mpi"));
+        }
+        for feature in features {
+            let install = scratch.join(format!("install-{}", feature.unwrap_or("default")));
+            let mut command = cargo();
+            command.args(["install", "--locked", "--path", "worker", "--root"]).arg(&install);
+            // The workspace's own target directory: what the tests built is reused.
+            command.arg("--target-dir").arg(target_dir());
+            if let Some(feature) = feature {
+                command.args(["--features", feature]);
+            }
+            run_checked(&mut command, &format!("cargo install --path worker{}", feature_note(feature)))?;
+            runs_outside_the_checkout(&install.join("bin/taskfarm-worker"), &scratch)?;
+        }
+        let mut docs = cargo();
+        docs.env("RUSTDOCFLAGS", "-D warnings").args(["doc", "--no-deps"]).args(&selection);
+        run_checked(&mut docs, "cargo doc --no-deps with warnings denied")?;
+        a_crate_depending_by_version(&scratch)
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome?;
+    eprintln!("xtask: release check passed");
+    Ok(())
+}
+
+fn feature_note(feature: Option<&str>) -> String {
+    feature.map(|f| format!(" --features {f}")).unwrap_or_default()
+}
+
+/// The installed worker runs an example spec in a directory that holds only that spec.
+fn runs_outside_the_checkout(worker: &Path, scratch: &Path) -> Result<()> {
+    let dir = scratch.join("outside");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(root().join("examples/specs/pi.toml"), dir.join("pi.toml"))?;
+    let out = Command::new(worker)
+        .args(["run", "pi.toml", "--backend", "local", "--quiet"])
+        .current_dir(&dir)
+        .output()
+        .with_context(|| format!("could not start {}", worker.display()))?;
+    if !out.status.success() {
+        bail!("the installed worker failed outside the checkout: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    eprintln!("xtask: the installed {} ran examples/specs/pi.toml outside the checkout", worker.display());
+    Ok(())
+}
+
+/// A new crate with `taskfarm = "0.1"` (the registry replaced by the workspace's packages
+/// through `[patch.crates-io]`) builds and runs the README's library example.
+fn a_crate_depending_by_version(scratch: &Path) -> Result<()> {
+    let dir = scratch.join("uses-taskfarm");
+    std::fs::create_dir_all(dir.join("src"))?;
+    let root = root();
+    let root = root.display();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"uses-taskfarm\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+             [dependencies]\ntaskfarm = \"0.1\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n\
+             [patch.crates-io]\ntaskfarm = {{ path = \"{root}\" }}\n\
+             taskfarm-backend-core = {{ path = \"{root}/backend-core\" }}\n\
+             taskfarm-backend-local = {{ path = \"{root}/backend-local\" }}\n\n[workspace]\n"
+        ),
+    )?;
+    std::fs::write(dir.join("src/main.rs"), README_EXAMPLE)?;
+    let mut run = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    run.arg("run").arg("--quiet").current_dir(&dir).env("CARGO_TARGET_DIR", target_dir().join("uses-taskfarm"));
+    run_checked(&mut run, "a crate depending on taskfarm = \"0.1\" builds and runs the README example")?;
+    Ok(())
+}
+
+/// The README's library example, as a program.
+const README_EXAMPLE: &str = r#"//! The README's library example, built against `taskfarm = "0.1"`.
+use serde::{Deserialize, Serialize};
+use taskfarm::{create_backend, BackendOptions, Operation, ParameterSpace, ParamsExt, Process, ProcessContext, ProcessError};
+
+#[derive(Serialize, Deserialize)]
+struct Sim {
+    alpha: f64,
+    seed: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Measured {
+    energy: f64,
+}
+
+impl Process for Sim {
+    type Output = Measured;
+    fn run(&self, _ctx: &ProcessContext) -> Result<Measured, ProcessError> {
+        Ok(Measured { energy: self.alpha * f64::from(self.seed) })
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("uses-taskfarm-{}", std::process::id()));
+    let space = ParameterSpace::ranges([("alpha", vec![0.1, 0.2])])?.constrain("alpha > 0")?;
+    let operation = Operation::try_sweep("demo", space, 3, |p, run| {
+        Ok(Sim { alpha: p.f64("alpha")?, seed: run })
+    })?
+    .with_results_base(&dir);
+    let summary = create_backend("local", &BackendOptions::default())?.run(operation)?;
+    println!("{} finished, {} crashed: {}", summary.finished, summary.crashed, summary.results_csv().display());
+    assert_eq!(summary.finished, 6);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+"#;
