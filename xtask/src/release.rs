@@ -25,6 +25,7 @@ pub fn release_check(ci: bool) -> Result<()> {
         packaged.retain(|c| *c != "taskfarm-backend-mpi");
     }
     let selection: Vec<String> = packaged.iter().flat_map(|c| ["-p".to_owned(), (*c).to_owned()]).collect();
+    forget_unpacked_packages()?;
     run_checked(cargo().arg("package").args(&selection), "cargo package (each crate built from its package)")?;
     // The packages were built above: the dry run checks the order and the registry's rules.
     run_checked(
@@ -59,6 +60,28 @@ pub fn release_check(ci: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     outcome?;
     eprintln!("xtask: release check passed");
+    Ok(())
+}
+
+/// Cargo verifies a package against its siblings through a temporary local registry, whose
+/// crates it unpacks into `$CARGO_HOME/registry/src/-<hash>/` and never unpacks again for the
+/// same name and version: a second check would build against the first one's sources. So
+/// the unpacked copies of this workspace's crates go first.
+fn forget_unpacked_packages() -> Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let Ok(sources) = std::fs::read_dir(home.join("registry/src")) else { return Ok(()) };
+    for source in sources.flatten().filter(|s| s.file_name().to_string_lossy().starts_with('-')) {
+        for krate in std::fs::read_dir(source.path())?.flatten() {
+            let name = krate.file_name().to_string_lossy().into_owned();
+            if PUBLISHED.iter().any(|p| name.starts_with(&format!("{p}-"))) {
+                std::fs::remove_dir_all(krate.path())
+                    .with_context(|| format!("could not remove {}", krate.path().display()))?;
+            }
+        }
+    }
     Ok(())
 }
 
