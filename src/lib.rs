@@ -32,16 +32,17 @@
 
 pub use backend_core::{
     execute_job, journal, lock, oplog, parse_duration, report, request_stop, results, run_child_if_requested, run_job,
-    set_stop_exit_status, status, stop_requested, Backend, Count, Deadline, Error as CoreError, Isolation, Job,
-    Location, Operation, ParameterSpace, Params, ParamsExt, Process, ProcessContext, ProcessError, ProcessRecord,
-    ProgressMode, Role, RunOptions, SerialBackend, Status, StatusCounts, Summary, Value,
+    set_stop_exit_status, status, stop_requested, Backend, BackendKind, Count, Deadline, Error as CoreError, Isolation,
+    Job, Location, Operation, ParameterSpace, Params, ParamsExt, Process, ProcessContext, ProcessError, ProcessRecord,
+    ProgressMode, Role, RunOptions, SerialBackend, Status, StatusCounts, Summary, UnknownBackend, Value,
 };
 #[cfg(feature = "local")]
 pub use backend_local::{process_pool, LocalBackend};
 #[cfg(feature = "mpi")]
 pub use backend_mpi::{MpiBackend, MpiOptions};
 
-/// The backends there are, whether or not this build has them.
+/// The names of the backends there are, whether or not this build has them (see
+/// [`BackendKind`]).
 pub const BACKENDS: [&str; 3] = ["serial", "local", "mpi"];
 
 /// Settings that some backends use; the others ignore them.
@@ -82,7 +83,7 @@ impl BackendOptions {
 #[non_exhaustive]
 pub enum Error {
     /// No backend has this name.
-    #[error("there is no backend called `{name}`: choose one of {}", BACKENDS.join(", "))]
+    #[error("there is no backend called `{name}`: choose one of {}", BackendKind::names())]
     UnknownBackend {
         /// The name asked for.
         name: String,
@@ -122,15 +123,16 @@ pub enum Error {
 /// program that means to run a copy in each rank.)
 #[cfg_attr(not(any(feature = "local", feature = "mpi")), allow(unused_variables))]
 pub fn create_backend<P: Process>(name: &str, options: &BackendOptions) -> Result<Box<dyn Backend<P>>, Error> {
-    refuse_under_many_ranks(name, MpiLaunch::detect())?;
-    match name {
-        "serial" => Ok(Box::new(SerialBackend::new())),
+    let kind: BackendKind = name.parse().map_err(|_| Error::UnknownBackend { name: name.to_owned() })?;
+    refuse_under_many_ranks(kind, MpiLaunch::detect())?;
+    match kind {
+        BackendKind::Serial => Ok(Box::new(SerialBackend::new())),
         #[cfg(feature = "local")]
-        "local" => Ok(Box::new(LocalBackend::new(options.pool_size)?)),
+        BackendKind::Local => Ok(Box::new(LocalBackend::new(options.pool_size)?)),
         #[cfg(not(feature = "local"))]
-        "local" => Err(Error::NotInThisBuild { name: name.into(), feature: "local" }),
+        BackendKind::Local => Err(Error::NotInThisBuild { name: name.into(), feature: "local" }),
         #[cfg(feature = "mpi")]
-        "mpi" => {
+        BackendKind::Mpi => {
             let default = MpiOptions::default();
             Ok(Box::new(MpiBackend::new(MpiOptions {
                 prefetch: options.prefetch.unwrap_or(default.prefetch),
@@ -138,14 +140,18 @@ pub fn create_backend<P: Process>(name: &str, options: &BackendOptions) -> Resul
             })?))
         }
         #[cfg(not(feature = "mpi"))]
-        "mpi" => Err(Error::NotInThisBuild { name: name.into(), feature: "mpi" }),
-        other => Err(Error::UnknownBackend { name: other.into() }),
+        BackendKind::Mpi => Err(Error::NotInThisBuild { name: name.into(), feature: "mpi" }),
     }
 }
 
 /// Whether this build has the backend called `name`.
 pub fn has_backend(name: &str) -> bool {
-    (name == "serial") || (name == "local" && cfg!(feature = "local")) || (name == "mpi" && cfg!(feature = "mpi"))
+    match name.parse() {
+        Ok(BackendKind::Serial) => true,
+        Ok(BackendKind::Local) => cfg!(feature = "local"),
+        Ok(BackendKind::Mpi) => cfg!(feature = "mpi"),
+        Err(_) => false,
+    }
 }
 
 /// An MPI job of more than one rank that this program was started in, as the launcher's
@@ -194,11 +200,9 @@ impl MpiLaunch {
 }
 
 /// The error for a backend other than `mpi` in an MPI job of several ranks.
-fn refuse_under_many_ranks(name: &str, launch: Option<MpiLaunch>) -> Result<(), Error> {
+fn refuse_under_many_ranks(kind: BackendKind, launch: Option<MpiLaunch>) -> Result<(), Error> {
     match launch {
-        Some(launch) if name != "mpi" && BACKENDS.contains(&name) => {
-            Err(Error::ManyRanks { backend: name.to_owned(), launch })
-        }
+        Some(launch) if kind != BackendKind::Mpi => Err(Error::ManyRanks { backend: kind.to_string(), launch }),
         _ => Ok(()),
     }
 }
@@ -232,8 +236,8 @@ mod tests {
     #[test]
     fn only_the_mpi_backend_runs_in_several_ranks() {
         let job = launch(&[("OMPI_COMM_WORLD_SIZE", "4")]);
-        for name in ["serial", "local"] {
-            let err = refuse_under_many_ranks(name, job.clone()).unwrap_err();
+        for (kind, name) in [(BackendKind::Serial, "serial"), (BackendKind::Local, "local")] {
+            let err = refuse_under_many_ranks(kind, job.clone()).unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, Error::ManyRanks { .. }), "{text}");
             assert!(
@@ -244,9 +248,10 @@ mod tests {
             );
             assert!(text.contains("`--backend mpi`"), "{text}");
         }
-        assert!(refuse_under_many_ranks("mpi", job.clone()).is_ok());
-        assert!(refuse_under_many_ranks("serial", None).is_ok());
-        // An unknown name is still reported as unknown.
-        assert!(refuse_under_many_ranks("cloud", job).is_ok());
+        assert!(refuse_under_many_ranks(BackendKind::Mpi, job).is_ok());
+        assert!(refuse_under_many_ranks(BackendKind::Serial, None).is_ok());
+        // An unknown name is reported as unknown, under a launcher too.
+        let err = create_backend::<backend_core::testing::Probe>("cloud", &BackendOptions::default()).err();
+        assert!(matches!(err, Some(Error::UnknownBackend { .. })), "{err:?}");
     }
 }

@@ -360,10 +360,10 @@ impl<P: Process> std::fmt::Debug for Lifecycle<P> {
 }
 
 impl<P: Process> Lifecycle<P> {
-    /// A lifecycle for the backend called `backend`.
-    pub fn new(backend: &'static str) -> Self {
+    /// A lifecycle for `backend`.
+    pub fn new(backend: crate::BackendKind) -> Self {
         Lifecycle {
-            backend,
+            backend: backend.as_str(),
             state: State::Idle,
             board: StatusBoard::default(),
             name: String::new(),

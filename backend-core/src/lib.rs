@@ -17,6 +17,7 @@ mod error;
 mod execute;
 mod guard;
 pub mod journal;
+mod kind;
 pub mod lock;
 mod operation;
 pub mod oplog;
@@ -43,6 +44,7 @@ pub use execute::{
     set_stop_exit_status, stop_exit_status, stop_now_requested, stop_requested, text_tail, Isolation, RunOptions,
     MAX_TIMEOUT_SECONDS,
 };
+pub use kind::{BackendKind, UnknownBackend};
 pub use operation::{Deadline, JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};
 pub use process::{Job, Process, ProcessContext, ProcessError};
 pub use progress::{ProgressDisplay, ProgressMode};

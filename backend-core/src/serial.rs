@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::{execute_job, Backend, Lifecycle, Location, Operation, Process, Result, StatusCounts, Summary};
+use crate::{
+    execute_job, Backend, BackendKind, Lifecycle, Location, Operation, Process, Result, StatusCounts, Summary,
+};
 
 /// Runs one process at a time, in id order: simple, deterministic, the reference.
 #[derive(Debug)]
@@ -13,7 +15,7 @@ pub struct SerialBackend<P: Process> {
 
 impl<P: Process> Default for SerialBackend<P> {
     fn default() -> Self {
-        SerialBackend { lifecycle: Lifecycle::new("serial") }
+        SerialBackend { lifecycle: Lifecycle::new(BackendKind::Serial) }
     }
 }
 
@@ -26,7 +28,7 @@ impl<P: Process> SerialBackend<P> {
 
 impl<P: Process> Backend<P> for SerialBackend<P> {
     fn name(&self) -> &'static str {
-        "serial"
+        BackendKind::Serial.as_str()
     }
 
     fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {

@@ -92,7 +92,7 @@ fn a_resumed_dispatch_counts_only_the_jobs_it_will_yield() {
     for fraction in [0.0, 0.3, 1.0] {
         let dir = interrupted_run(base.path(), fraction);
         let recorded = read_journal(&dir.join(files::JOURNAL)).unwrap().records.len() as u64;
-        let mut lifecycle = backend_core::Lifecycle::<Probe>::new("test");
+        let mut lifecycle = backend_core::Lifecycle::<Probe>::new(backend_core::BackendKind::Serial);
         lifecycle.stage_in(conformance_operation(base.path()).resume_from(&dir, true)).unwrap();
         let mut seen = None;
         lifecycle

@@ -36,7 +36,7 @@ impl<P: Process> LocalBackend<P> {
             Some(n) => n,
             None => default_pool_size(),
         };
-        Ok(LocalBackend { lifecycle: Lifecycle::new("local"), pool_size })
+        Ok(LocalBackend { lifecycle: Lifecycle::new(backend_core::BackendKind::Local), pool_size })
     }
 
     /// How many threads run processes.
@@ -52,7 +52,7 @@ pub fn default_pool_size() -> usize {
 
 impl<P: Process> Backend<P> for LocalBackend<P> {
     fn name(&self) -> &'static str {
-        "local"
+        backend_core::BackendKind::Local.as_str()
     }
 
     fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {

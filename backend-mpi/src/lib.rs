@@ -296,7 +296,7 @@ impl<P: Process> MpiBackend<P> {
         }
         let mpi = env::start()?;
         let part = if mpi.rank == 0 {
-            Part::Master { lifecycle: Box::new(Lifecycle::new("mpi")), released: true }
+            Part::Master { lifecycle: Box::new(Lifecycle::new(backend_core::BackendKind::Mpi)), released: true }
         } else {
             Part::Worker(WorkerPart::default())
         };
@@ -336,7 +336,7 @@ impl<P: Process> MpiBackend<P> {
 
 impl<P: Process> Backend<P> for MpiBackend<P> {
     fn name(&self) -> &'static str {
-        "mpi"
+        backend_core::BackendKind::Mpi.as_str()
     }
 
     fn stage_in(&mut self, operation: Operation<P>) -> backend_core::Result<()> {

@@ -353,13 +353,15 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         }
     }
     options = options.threads_per_rank(threads_per_rank);
-    match backend_name.as_str() {
-        "mpi" => spec.check_threads(threads_per_rank, "each MPI worker rank has")?,
-        "local" => {
+    let kind: taskfarm::BackendKind =
+        backend_name.parse().map_err(|e: taskfarm::UnknownBackend| WorkerError::Usage(e.to_string()))?;
+    match kind {
+        taskfarm::BackendKind::Mpi => spec.check_threads(threads_per_rank, "each MPI worker rank has")?,
+        taskfarm::BackendKind::Local => {
             let pool = args.pool_size.unwrap_or_else(backend_local_pool_size);
             spec.check_threads(pool, "the local pool has")?;
         }
-        _ => {}
+        taskfarm::BackendKind::Serial => {}
     }
     let mut backend = create_backend(&backend_name, &options)?;
     let progress = if quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
