@@ -192,9 +192,12 @@ pub(crate) fn tick_label(value: f64) -> String {
 fn draw(path: &Path, timeline: &Timeline) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let lanes = timeline.lanes_in_order();
     let labels: Vec<String> = lanes.iter().map(|l| l.label.clone()).collect();
+    // The y axis grows upwards: the first lane in order gets the highest value, so lanes
+    // read top to bottom in natural order.
+    let top_row = lanes.len().saturating_sub(1);
     let mut row_of = vec![0usize; lanes.len()];
     for (row, lane) in lanes.iter().enumerate() {
-        row_of[lane.lane as usize] = row;
+        row_of[lane.lane as usize] = top_row - row;
     }
     let (t0, t1) = timeline.span();
     let span = if t1 > t0 { t1 - t0 } else { 1.0 };
@@ -238,7 +241,7 @@ fn draw(path: &Path, timeline: &Timeline) -> std::result::Result<(), Box<dyn std
             if (y - i).abs() > 1e-6 || i < 0.0 {
                 return String::new();
             }
-            labels.get(i as usize).cloned().unwrap_or_default()
+            top_row.checked_sub(i as usize).and_then(|row| labels.get(row)).cloned().unwrap_or_default()
         })
         .draw()?;
     chart.draw_series(timeline.bars.iter().map(|bar| {
