@@ -94,6 +94,14 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         html: bool,
     },
+    /// Prints what a process wrote: its stdout on stdout, its stderr on stderr (kept by a
+    /// `command` spec with output = "files" or "log").
+    Log {
+        /// The run's result directory, or results/<name> for the latest run.
+        dir: PathBuf,
+        /// The process id (the `id` column of results.csv).
+        id: u64,
+    },
     /// Shows where a run stands, live or not: counts, rate, ETA, the longest-running
     /// processes, crashes so far by reason; for a stopped run, the command that finishes it.
     Status {
@@ -291,6 +299,10 @@ where
         Command::Report { dir, json, html } => {
             crate::observe::run_dir(&dir).and_then(|dir| report_run(&registry, &dir, json, html))
         }
+        Command::Log { dir, id } => crate::observe::run_dir(&dir).and_then(|dir| {
+            crate::output::print(&dir, id, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
+                .map(|()| EXIT_OK)
+        }),
         Command::Status { dir, watch } => crate::observe::status(&dir, watch, |d| resume_command(d, false)),
         Command::Submit(args) => crate::submit::submit(&registry, args),
         Command::Cancel { dir, now } => crate::observe::cancel(&dir, now, |d| resume_command(d, false)),

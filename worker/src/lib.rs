@@ -42,6 +42,7 @@ mod error;
 mod json;
 pub mod limits;
 pub mod observe;
+pub mod output;
 pub mod pi;
 mod registry;
 pub mod shell;
