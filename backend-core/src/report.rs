@@ -103,7 +103,8 @@ pub struct Tally {
     first: f64,
     last: f64,
     slowest_kept: usize,
-    workers: BTreeMap<String, WorkerLoad>,
+    /// By host, then worker.
+    workers: BTreeMap<String, BTreeMap<String, WorkerLoad>>,
     groups: BTreeMap<String, CrashGroup>,
 }
 
@@ -160,8 +161,20 @@ impl Tally {
         }
         self.first = self.first.min(r.started_at);
         self.last = self.last.max(r.started_at + r.duration_s);
-        let name = format!("{}/{}", r.location.host, r.location.worker);
-        let load = self.workers.entry(name.clone()).or_insert(WorkerLoad { name, processes: 0, busy_s: 0.0 });
+        // Looked up by host, then worker, without making a name per record.
+        let (host, worker) = (&r.location.host, &r.location.worker);
+        let workers = match self.workers.get_mut(host.as_str()) {
+            Some(workers) => workers,
+            None => self.workers.entry(host.clone()).or_default(),
+        };
+        let load = match workers.get_mut(worker.as_str()) {
+            Some(load) => load,
+            None => workers.entry(worker.clone()).or_insert(WorkerLoad {
+                name: format!("{host}/{worker}"),
+                processes: 0,
+                busy_s: 0.0,
+            }),
+        };
         load.processes += 1;
         load.busy_s += r.duration_s;
         let slowest = &mut report.slowest;
@@ -176,7 +189,7 @@ impl Tally {
     pub fn finish(self) -> RunReport {
         let mut report = self.report;
         report.wall_s = if self.last > self.first { self.last - self.first } else { 0.0 };
-        report.workers = self.workers.into_values().collect();
+        report.workers = self.workers.into_values().flat_map(BTreeMap::into_values).collect();
         report.workers.sort_by(|a, b| natural_cmp(&a.name, &b.name));
         let mut groups: Vec<CrashGroup> = self.groups.into_values().collect();
         groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
