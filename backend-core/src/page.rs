@@ -398,7 +398,7 @@ fn workers_section(html: &mut String, report: &RunReport) {
 }
 
 fn crashes_section(html: &mut String, report: &RunReport) {
-    html.push_str("<h2>Crashes</h2>\n");
+    html.push_str("<h2>Crashes and timeouts</h2>\n");
     if report.crash_groups.is_empty() {
         html.push_str("<p class=\"note\">No process crashed or timed out.</p>\n");
         return;
@@ -521,5 +521,10 @@ mod tests {
         assert_eq!(tick_step(10.0, 10.0), 1.0);
         assert_eq!(tick_step(0.37, 10.0), 0.05);
         assert_eq!(tick_step(7300.0, 10.0), 1000.0);
+        assert_eq!(tick_label(0.1 + 0.2), "0.3");
+        assert_eq!(tick_label(150.0), "150");
+        assert_eq!(tick_label(2.5), "2.5");
+        assert_eq!(tick_label(0.00001), "0.00001");
+        assert_eq!(tick_label(-0.0), "0");
     }
 }
