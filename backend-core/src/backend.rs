@@ -256,8 +256,10 @@ pub struct Summary {
     pub total: Option<u64>,
     /// How many finished.
     pub finished: u64,
-    /// How many crashed.
+    /// How many crashed (timed-out ones included).
     pub crashed: u64,
+    /// Of the crashed, how many ran past their timeout (0 in an MPI worker rank's summary).
+    pub timed_out: u64,
     /// Wall time from `execute` to the end.
     pub wall: Duration,
     /// What was skipped or ignored of the journal: corrupt records (those processes have
@@ -608,6 +610,7 @@ impl<P: Process> Lifecycle<P> {
             total: self.board.snapshot().total,
             finished: consolidated.finished,
             crashed: consolidated.crashed,
+            timed_out: consolidated.timed_out,
             wall: self.wall,
             damage: Damage {
                 torn_tail: consolidated.damage.torn_tail.or_else(|| self.resumed_torn_tail.clone()),

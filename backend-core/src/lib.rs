@@ -21,6 +21,7 @@ mod kind;
 pub mod lock;
 mod operation;
 pub mod oplog;
+pub mod page;
 mod process;
 mod progress;
 mod record;

@@ -48,8 +48,13 @@ impl ProgressDisplay {
         let bar = (mode == ProgressMode::Bar).then(|| {
             let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(4));
             let style = ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta}) {msg}",
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({rate}, ETA {eta}) {msg}",
             )
+            .map(|style| {
+                style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&rate_text(state.per_sec()));
+                })
+            })
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar.set_prefix(name.to_owned());
@@ -99,6 +104,7 @@ impl ProgressDisplay {
         let done = counts.finished + counts.crashed;
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
+        let rate_shown = rate_text(rate);
         // Until the source of an operation of unknown length ends, what has started is a
         // lower bound of the total.
         let total =
@@ -108,8 +114,28 @@ impl ProgressDisplay {
             _ => String::new(),
         };
         format!(
-            "{}: {done}/{total} done ({} crashed, {} running), {rate:.1}/s{eta}",
+            "{}: {done}/{total} done ({} crashed, {} running), {rate_shown}{eta}",
             self.name, counts.crashed, counts.running
         )
+    }
+}
+
+/// A rate of processes as the progress display shows it: always two decimals (`0.05/s`,
+/// `12.00/s`, `48213.57/s`), so the line does not change width or precision as it runs.
+pub fn rate_text(rate: f64) -> String {
+    let rate = if rate.is_finite() && rate >= 0.0 { rate } else { 0.0 };
+    format!("{rate:.2}/s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_have_two_decimals() {
+        assert_eq!(rate_text(0.049), "0.05/s");
+        assert_eq!(rate_text(12.0), "12.00/s");
+        assert_eq!(rate_text(48213.5712), "48213.57/s");
+        assert_eq!(rate_text(f64::NAN), "0.00/s");
     }
 }

@@ -26,7 +26,7 @@ pub struct RunReport {
     pub timed_out: u64,
     /// From the first start to the last end, in seconds.
     pub wall_s: f64,
-    /// Per worker (`host/worker`): processes run and seconds busy, sorted by name.
+    /// Per worker (`host/worker`): processes run and seconds busy, in natural order of names (`thread-2` before `thread-10`).
     pub workers: Vec<WorkerLoad>,
     /// The slowest processes, slowest first: (id, seconds, parameters as `k=v`).
     pub slowest: Vec<(u64, f64, String)>,
@@ -76,68 +76,11 @@ impl RunReport {
 
     /// Computes the report of these records.
     pub fn from_records<'a>(records: impl IntoIterator<Item = &'a ProcessRecord>) -> Self {
-        let mut report = RunReport {
-            recorded: 0,
-            finished: 0,
-            crashed: 0,
-            timed_out: 0,
-            wall_s: 0.0,
-            workers: Vec::new(),
-            slowest: Vec::new(),
-            crash_groups: Vec::new(),
-            damage: Damage::default(),
-        };
-        let (mut first, mut last) = (f64::INFINITY, f64::NEG_INFINITY);
-        let mut workers: BTreeMap<String, WorkerLoad> = BTreeMap::new();
-        let mut groups: BTreeMap<String, CrashGroup> = BTreeMap::new();
-        let mut slowest: Vec<(u64, f64, String)> = Vec::new();
+        let mut tally = Tally::new(SLOWEST);
         for r in records {
-            report.recorded += 1;
-            match r.status {
-                Status::Finished => report.finished += 1,
-                Status::Crashed | Status::TimedOut => {
-                    report.crashed += 1;
-                    report.timed_out += u64::from(r.status == Status::TimedOut);
-                    let reason = r.reason.clone().unwrap_or_else(|| "no reason given".into());
-                    let group = groups.entry(reason.clone()).or_insert_with(|| CrashGroup {
-                        reason,
-                        count: 0,
-                        ids: Vec::new(),
-                        stderr_line: None,
-                    });
-                    group.count += 1;
-                    if group.ids.len() < GROUP_IDS || group.ids.last().is_some_and(|&last| r.id < last) {
-                        let line =
-                            r.stderr_tail.as_deref().and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()));
-                        if group.ids.first().is_none_or(|&first| r.id < first) {
-                            group.stderr_line = line.map(|l| l.trim().to_owned());
-                        }
-                        group.ids.push(r.id);
-                        group.ids.sort_unstable();
-                        group.ids.truncate(GROUP_IDS);
-                    }
-                }
-            }
-            first = first.min(r.started_at);
-            last = last.max(r.started_at + r.duration_s);
-            let name = format!("{}/{}", r.location.host, r.location.worker);
-            let load = workers.entry(name.clone()).or_insert(WorkerLoad { name, processes: 0, busy_s: 0.0 });
-            load.processes += 1;
-            load.busy_s += r.duration_s;
-            if slowest.len() < SLOWEST || slowest.last().is_some_and(|s| s.1 < r.duration_s) {
-                let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                slowest.push((r.id, r.duration_s, params.join(" ")));
-                slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
-                slowest.truncate(SLOWEST);
-            }
+            tally.add(r);
         }
-        report.wall_s = if last > first { last - first } else { 0.0 };
-        report.workers = workers.into_values().collect();
-        report.slowest = slowest;
-        let mut groups: Vec<CrashGroup> = groups.into_values().collect();
-        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
-        report.crash_groups = groups;
-        report
+        tally.finish()
     }
 
     /// Busy time of all workers over (wall time × workers): 1.0 when no worker ever idled.
@@ -148,6 +91,153 @@ impl RunReport {
             busy / capacity
         } else {
             0.0
+        }
+    }
+}
+
+/// A [`RunReport`] gathered one record at a time (the latest record of each id, each once),
+/// in memory bounded by the number of workers and crash reasons, not of processes.
+#[derive(Debug)]
+pub struct Tally {
+    report: RunReport,
+    first: f64,
+    last: f64,
+    slowest_kept: usize,
+    /// By host, then worker.
+    workers: BTreeMap<String, BTreeMap<String, WorkerLoad>>,
+    groups: BTreeMap<String, CrashGroup>,
+}
+
+impl Tally {
+    /// An empty tally that keeps the `slowest` slowest processes.
+    pub fn new(slowest: usize) -> Self {
+        Tally {
+            report: RunReport {
+                recorded: 0,
+                finished: 0,
+                crashed: 0,
+                timed_out: 0,
+                wall_s: 0.0,
+                workers: Vec::new(),
+                slowest: Vec::new(),
+                crash_groups: Vec::new(),
+                damage: Damage::default(),
+            },
+            first: f64::INFINITY,
+            last: f64::NEG_INFINITY,
+            slowest_kept: slowest,
+            workers: BTreeMap::new(),
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// Counts one process's record.
+    pub fn add(&mut self, r: &ProcessRecord) {
+        let report = &mut self.report;
+        report.recorded += 1;
+        match r.status {
+            Status::Finished => report.finished += 1,
+            Status::Crashed | Status::TimedOut => {
+                report.crashed += 1;
+                report.timed_out += u64::from(r.status == Status::TimedOut);
+                let reason = r.reason.clone().unwrap_or_else(|| "no reason given".into());
+                let group = self.groups.entry(reason.clone()).or_insert_with(|| CrashGroup {
+                    reason,
+                    count: 0,
+                    ids: Vec::new(),
+                    stderr_line: None,
+                });
+                group.count += 1;
+                if group.ids.len() < GROUP_IDS || group.ids.last().is_some_and(|&last| r.id < last) {
+                    let line = r.stderr_tail.as_deref().and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()));
+                    if group.ids.first().is_none_or(|&first| r.id < first) {
+                        group.stderr_line = line.map(|l| l.trim().to_owned());
+                    }
+                    group.ids.push(r.id);
+                    group.ids.sort_unstable();
+                    group.ids.truncate(GROUP_IDS);
+                }
+            }
+        }
+        self.first = self.first.min(r.started_at);
+        self.last = self.last.max(r.started_at + r.duration_s);
+        // Looked up by host, then worker, without making a name per record.
+        let (host, worker) = (&r.location.host, &r.location.worker);
+        let workers = match self.workers.get_mut(host.as_str()) {
+            Some(workers) => workers,
+            None => self.workers.entry(host.clone()).or_default(),
+        };
+        let load = match workers.get_mut(worker.as_str()) {
+            Some(load) => load,
+            None => workers.entry(worker.clone()).or_insert(WorkerLoad {
+                name: format!("{host}/{worker}"),
+                processes: 0,
+                busy_s: 0.0,
+            }),
+        };
+        load.processes += 1;
+        load.busy_s += r.duration_s;
+        let slowest = &mut report.slowest;
+        if slowest.len() < self.slowest_kept || slowest.last().is_some_and(|s| s.1 < r.duration_s) {
+            slowest.push((r.id, r.duration_s, params_text(&r.params)));
+            slowest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            slowest.truncate(self.slowest_kept);
+        }
+    }
+
+    /// The report of what was added (its `damage` is left empty).
+    pub fn finish(self) -> RunReport {
+        let mut report = self.report;
+        report.wall_s = if self.last > self.first { self.last - self.first } else { 0.0 };
+        report.workers = self.workers.into_values().flat_map(BTreeMap::into_values).collect();
+        report.workers.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        let mut groups: Vec<CrashGroup> = self.groups.into_values().collect();
+        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        report.crash_groups = groups;
+        report
+    }
+}
+
+/// Parameters as `k=v k=v`, as the report and the page show them.
+pub fn params_text(params: &crate::Params) -> String {
+    let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    params.join(" ")
+}
+
+/// Orders names as people count: runs of digits by their value, so `thread-2` comes before
+/// `thread-10` and `rank-2/thread-1` before `rank-10/thread-0`; other text by its bytes.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (digits(a), digits(b));
+                let trim = |s: &[u8]| {
+                    let zeros = s.iter().take_while(|&&c| c == b'0').count();
+                    s[zeros..].to_vec()
+                };
+                let (ta, tb) = (trim(&a[..na]), trim(&b[..nb]));
+                // Without leading zeros, a longer run is a larger number; runs of one length
+                // compare digit by digit. Equal values with more leading zeros come later.
+                let order = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(&tb)).then(na.cmp(&nb));
+                if order != Ordering::Equal {
+                    return order;
+                }
+                a = &a[na..];
+                b = &b[nb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
         }
     }
 }
@@ -243,5 +333,43 @@ mod tests {
         let text = report.to_string();
         assert!(text.contains("utilisation: 90.0% over 2 workers"), "{text}");
         assert!(text.contains("2 × boom"), "{text}");
+    }
+
+    #[test]
+    fn names_are_ordered_as_people_count() {
+        let mut names = vec![
+            "thread-10",
+            "thread-2",
+            "rank-10/thread-0",
+            "rank-2/thread-1",
+            "rank-2/thread-10",
+            "rank-2/thread-2",
+            "thread-02",
+            "a",
+            "",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "",
+                "a",
+                "rank-2/thread-1",
+                "rank-2/thread-2",
+                "rank-2/thread-10",
+                "rank-10/thread-0",
+                "thread-2",
+                "thread-02",
+                "thread-10"
+            ]
+        );
+    }
+
+    #[test]
+    fn workers_are_listed_in_natural_order() {
+        let records = [record(0, "thread-10", 0.0, 1.0, None), record(1, "thread-2", 0.0, 1.0, None)];
+        let report = RunReport::from_records(&records);
+        let names: Vec<&str> = report.workers.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["h/thread-2", "h/thread-10"]);
     }
 }

@@ -30,6 +30,9 @@ pub mod files {
     pub const OPERATION_LOG: &str = "operation.log";
     /// Which worker ran which process when, and the histogram of durations.
     pub const TIMELINE_SVG: &str = "timeline.svg";
+    /// One self-contained page: the summary, the timeline, the durations, the workers, the
+    /// crashes and the slowest processes.
+    pub const REPORT_HTML: &str = "report.html";
 }
 
 /// The columns every results row starts with, before the parameters.
@@ -182,14 +185,17 @@ pub struct Consolidated {
     pub recorded: u64,
     /// Of those, finished.
     pub finished: u64,
-    /// Of those, crashed.
+    /// Of those, crashed (timed-out ones included).
     pub crashed: u64,
+    /// Of the crashed, those that ran past their timeout.
+    pub timed_out: u64,
     /// What was skipped or ignored of the journal (corrupt records, a torn end).
     pub damage: Damage,
 }
 
-/// Reads the journal of `dir` and (re)writes `results.csv`, `results.jsonl` and
-/// `crashed.jsonl`: one row per process id, the latest record of each, sorted by id.
+/// Reads the journal of `dir` and (re)writes `results.csv`, `results.jsonl`,
+/// `crashed.jsonl`, `timeline.svg` and `report.html`: one row per process id, the latest
+/// record of each, sorted by id.
 /// Each file is written beside and renamed into place, so an interruption never leaves a
 /// half-written file where a complete one was.
 pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
@@ -201,23 +207,8 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     // timeline's span, then the files. Records are read back one at a time, in id order,
     // streamed when the journal is nearly in id order (see `Order`).
     let journal = Journal::open(dir)?;
-    let mut order = Order::Streamed { window: REORDER_WINDOW, decoded_limit: HELD_RECORDS };
-    let mut indexed_damage = None;
-    let (first, damage) = loop {
-        let mut first = FirstPass::default();
-        match journal.visit_latest(&order, |record| {
-            first.add(&record);
-            Ok(())
-        })? {
-            Visit::Done { damage } => break (first, indexed_damage.unwrap_or(damage)),
-            Visit::OutOfOrder => {
-                let (latest, damage) = journal.latest_offsets()?;
-                order = Order::Indexed(latest);
-                indexed_damage = Some(damage);
-            }
-        }
-    };
-    let FirstPass { params, outputs, mut timeline, recorded, finished } = first;
+    let (first, order, damage) = first_pass(&journal)?;
+    let FirstPass { params, outputs, mut timeline, tally, recorded, finished } = first;
     let columns = Columns::new(&params, &outputs);
 
     // Second pass: the three files, side by side, then each renamed into place.
@@ -265,19 +256,96 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
         let _ = fs::remove_file(&tmp);
     }
     drawn?;
+    let report = crate::report::RunReport { damage: damage.clone(), ..tally.finish() };
+    write_page_file(dir, &report, &timeline)?;
 
-    Ok(Consolidated { recorded, finished, crashed: recorded - finished, damage })
+    Ok(Consolidated { recorded, finished, crashed: recorded - finished, timed_out: report.timed_out, damage })
 }
 
-/// What the first pass of consolidation gathers: the columns, the timeline's first pass and
-/// the counts.
-#[derive(Default)]
+/// (Re)writes `report.html` of the result directory `dir` from its journal, as
+/// consolidation does, and returns its path.
+pub fn write_report_page(dir: &Path) -> Result<PathBuf> {
+    let journal = Journal::open(dir)?;
+    let (first, order, damage) = first_pass(&journal)?;
+    let FirstPass { mut timeline, tally, .. } = first;
+    let second = journal.visit_latest(&order, |record| {
+        timeline.count(&record);
+        Ok(())
+    })?;
+    if !matches!(second, Visit::Done { .. }) {
+        return Err(Error::Internal(format!("the journal in {} changed while it was read", dir.display())));
+    }
+    let report = crate::report::RunReport { damage, ..tally.finish() };
+    write_page_file(dir, &report, &timeline)
+}
+
+/// Writes `report.html` beside and renames it into place.
+fn write_page_file(
+    dir: &Path,
+    report: &crate::report::RunReport,
+    timeline: &crate::timeline::Timeline,
+) -> Result<PathBuf> {
+    // A run's directory is `<results>/<name>/<timestamp>`: the operation's name is its parent's.
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "operation".to_owned());
+    let html = crate::page::render(crate::page::PageHeading { name: &name, dir }, report, timeline);
+    // A name of this program's own: `report --html` may write the page of a run that is
+    // still going, whose consolidation writes it too.
+    let tmp = dir.join(format!(".{}.{}.tmp", files::REPORT_HTML, std::process::id()));
+    let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let mut out = Staged::writing_to(Box::new(file), tmp, dir.join(files::REPORT_HTML));
+    out.out.write_all(html.as_bytes()).map_err(|e| Error::io("write", &out.tmp, e))?;
+    out.commit()?;
+    Ok(dir.join(files::REPORT_HTML))
+}
+
+/// The first pass of consolidation over the latest record of each id, in id order: the
+/// columns, the timeline's first pass, the report's tally and the counts; and the order in
+/// which the journal is visited (streamed, or by an index when it is far from id order).
+fn first_pass(journal: &Journal) -> Result<(FirstPass, Order, Damage)> {
+    let mut order = Order::Streamed { window: REORDER_WINDOW, decoded_limit: HELD_RECORDS };
+    let mut indexed_damage = None;
+    loop {
+        let mut first = FirstPass::default();
+        match journal.visit_latest(&order, |record| {
+            first.add(&record);
+            Ok(())
+        })? {
+            Visit::Done { damage } => return Ok((first, order, indexed_damage.unwrap_or(damage))),
+            Visit::OutOfOrder => {
+                let (latest, damage) = journal.latest_offsets()?;
+                order = Order::Indexed(latest);
+                indexed_damage = Some(damage);
+            }
+        }
+    }
+}
+
+/// What the first pass of consolidation gathers: the columns, the timeline's first pass, the
+/// page's report and the counts.
 struct FirstPass {
     params: IndexSet<String>,
     outputs: IndexSet<String>,
     timeline: crate::timeline::Timeline,
+    tally: crate::report::Tally,
     recorded: u64,
     finished: u64,
+}
+
+impl Default for FirstPass {
+    fn default() -> Self {
+        FirstPass {
+            params: IndexSet::new(),
+            outputs: IndexSet::new(),
+            timeline: crate::timeline::Timeline::default(),
+            tally: crate::report::Tally::new(crate::page::PAGE_SLOWEST),
+            recorded: 0,
+            finished: 0,
+        }
+    }
 }
 
 impl FirstPass {
@@ -293,6 +361,7 @@ impl FirstPass {
             }
         }
         self.timeline.add(record);
+        self.tally.add(record);
         self.recorded += 1;
         self.finished += u64::from(record.status == Status::Finished);
     }

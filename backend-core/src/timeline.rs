@@ -8,6 +8,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::report::natural_cmp;
 use crate::{Error, Location, ProcessRecord, Result, Status};
 
 /// Above this many processes the timeline shows only the histogram: a bar per process would
@@ -24,13 +25,16 @@ pub const TIMED_OUT_COLOUR: RGBColor = RGBColor(230, 145, 20);
 /// Bars of the histogram of durations, from 0 to the longest.
 const BINS: usize = 30;
 
-/// One process's bar: which lane, when, how long, how it ended.
-#[derive(Debug, Clone, Copy)]
-struct Bar {
-    lane: u32,
-    start: f64,
-    duration: f32,
-    status: Status,
+/// One process's bar: which lane, when, how long, how it ended, and what the page's tooltip
+/// says of it (its id and parameters).
+#[derive(Debug, Clone)]
+pub(crate) struct Bar {
+    pub(crate) lane: u32,
+    pub(crate) start: f64,
+    pub(crate) duration: f32,
+    pub(crate) status: Status,
+    pub(crate) id: u64,
+    pub(crate) params: Box<str>,
 }
 
 /// What the picture needs of a run, gathered one record at a time in two passes over the
@@ -77,7 +81,14 @@ impl Timeline {
             self.bars = Vec::new();
             return;
         }
-        self.bars.push(Bar { lane, start: r.started_at, duration: r.duration_s as f32, status: r.status });
+        self.bars.push(Bar {
+            lane,
+            start: r.started_at,
+            duration: r.duration_s as f32,
+            status: r.status,
+            id: r.id,
+            params: crate::report::params_text(&r.params).into_boxed_str(),
+        });
     }
 
     /// Second pass, after every record was added: counts one process's duration in the
@@ -91,30 +102,108 @@ impl Timeline {
     }
 
     /// Draws `timeline.svg` into `path`.
-    pub fn write(self, path: &Path) -> Result<()> {
+    pub fn write(&self, path: &Path) -> Result<()> {
         draw(path, self).map_err(|e| Error::io("draw", path, std::io::Error::other(e.to_string())))
+    }
+
+    /// The lanes in the order they are drawn — by host, then worker, in natural order
+    /// (`thread-2` before `thread-10`) — each with its label (the worker, or `host/worker`
+    /// when there are several hosts), its full name `host/worker` and its lane number.
+    pub(crate) fn lanes_in_order(&self) -> Vec<LaneLabel> {
+        let mut hosts: Vec<&String> = self.lanes.keys().collect();
+        hosts.sort_by(|a, b| natural_cmp(a, b));
+        let several_hosts = hosts.len() > 1;
+        let mut lanes = Vec::with_capacity(self.lane_count as usize);
+        for host in hosts {
+            let mut workers: Vec<(&String, &u32)> = self.lanes[host].iter().collect();
+            workers.sort_by(|a, b| natural_cmp(a.0, b.0));
+            for (worker, &lane) in workers {
+                let full = format!("{host}/{worker}");
+                let label = if several_hosts { full.clone() } else { worker.clone() };
+                lanes.push(LaneLabel { label, full, lane });
+            }
+        }
+        lanes
+    }
+
+    /// The bars kept (none when there were more than [`MAX_BARS`] processes).
+    pub(crate) fn bars(&self) -> &[Bar] {
+        &self.bars
+    }
+
+    /// Whether there were more than [`MAX_BARS`] processes, so no bar was kept.
+    pub(crate) fn too_many_bars(&self) -> bool {
+        self.too_many_bars
+    }
+
+    /// The first start and the last end, in seconds since the epoch (0, 0 without records).
+    pub(crate) fn span(&self) -> (f64, f64) {
+        (self.first_start.unwrap_or(0.0), self.last_end.unwrap_or(0.0))
+    }
+
+    /// The histogram: the longest duration and the count of each of its equal bins from 0
+    /// to the longest (empty before the second pass).
+    pub(crate) fn histogram(&self) -> (f64, &[u32]) {
+        (self.longest, &self.counts)
     }
 }
 
-fn draw(path: &Path, timeline: Timeline) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    // Lanes in a stable order (by host, then worker), whatever order they appeared in.
-    let lanes: Vec<(&str, &str, u32)> = timeline
-        .lanes
-        .iter()
-        .flat_map(|(host, workers)| workers.iter().map(move |(worker, &lane)| (host.as_str(), worker.as_str(), lane)))
-        .collect();
-    let several_hosts = timeline.lanes.len() > 1;
-    let labels: Vec<String> = lanes
-        .iter()
-        .map(|&(host, worker, _)| if several_hosts { format!("{host}/{worker}") } else { worker.to_owned() })
-        .collect();
-    let mut row_of = vec![0usize; lanes.len()];
-    for (row, &(_, _, lane)) in lanes.iter().enumerate() {
-        row_of[lane as usize] = row;
+/// One lane of the timeline: what it is called, and which lane number its bars carry.
+#[derive(Debug, Clone)]
+pub(crate) struct LaneLabel {
+    /// Shown beside the lane.
+    pub(crate) label: String,
+    /// `host/worker`.
+    pub(crate) full: String,
+    /// The number bars of this lane carry.
+    pub(crate) lane: u32,
+}
+
+/// The unit of a time axis spanning `span` seconds — seconds up to 5 minutes, then minutes
+/// up to 3 hours, then hours — as its name and its length in seconds.
+pub(crate) fn time_unit(span: f64) -> (&'static str, f64) {
+    if span <= 300.0 {
+        ("s", 1.0)
+    } else if span <= 3.0 * 3600.0 {
+        ("min", 60.0)
+    } else {
+        ("h", 3600.0)
     }
-    let t0 = timeline.first_start.unwrap_or(0.0);
-    let t1 = timeline.last_end.unwrap_or(0.0);
+}
+
+/// A tick label: the value with at most 4 significant decimals and no trailing zeros
+/// (`0.3`, not `0.30000000000000004`; `12`, not `12.000`).
+pub(crate) fn tick_label(value: f64) -> String {
+    let magnitude = value.abs();
+    let decimals = if magnitude >= 100.0 || magnitude == 0.0 {
+        0
+    } else {
+        (3 - magnitude.log10().floor() as i32).clamp(1, 6) as usize
+    };
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    if text == "-0" {
+        "0".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+fn draw(path: &Path, timeline: &Timeline) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let lanes = timeline.lanes_in_order();
+    let labels: Vec<String> = lanes.iter().map(|l| l.label.clone()).collect();
+    // The y axis grows upwards: the first lane in order gets the highest value, so lanes
+    // read top to bottom in natural order.
+    let top_row = lanes.len().saturating_sub(1);
+    let mut row_of = vec![0usize; lanes.len()];
+    for (row, lane) in lanes.iter().enumerate() {
+        row_of[lane.lane as usize] = top_row - row;
+    }
+    let (t0, t1) = timeline.span();
     let span = if t1 > t0 { t1 - t0 } else { 1.0 };
+    let (unit, unit_s) = time_unit(span);
+    // Room for the longest label at about 7 pixels a character.
+    let label_px = (labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32 * 7 + 20).clamp(80, 400);
 
     let lane_px = 22u32;
     let timeline_px = 120 + lane_px * labels.len().max(1) as u32;
@@ -132,12 +221,19 @@ fn draw(path: &Path, timeline: Timeline) -> std::result::Result<(), Box<dyn std:
         .caption(caption, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(35)
-        .y_label_area_size(140)
+        .y_label_area_size(label_px)
         .build_cartesian_2d(0f64..span * 1.02, -0.5f64..lanes_f - 0.5)?;
+    let x_desc = match unit {
+        "s" => "seconds since the first process started".to_owned(),
+        "min" => "minutes since the first process started".to_owned(),
+        _ => "hours since the first process started".to_owned(),
+    };
     chart
         .configure_mesh()
         .disable_y_mesh()
-        .x_desc("seconds since the first process started")
+        .x_desc(x_desc)
+        .x_labels(10)
+        .x_label_formatter(&|x| tick_label(x / unit_s))
         .y_labels(labels.len().max(1) * 2 + 1)
         .y_label_formatter(&|y| {
             // One label per lane, at the lane's centre (whole numbers).
@@ -145,7 +241,7 @@ fn draw(path: &Path, timeline: Timeline) -> std::result::Result<(), Box<dyn std:
             if (y - i).abs() > 1e-6 || i < 0.0 {
                 return String::new();
             }
-            labels.get(i as usize).cloned().unwrap_or_default()
+            top_row.checked_sub(i as usize).and_then(|row| labels.get(row)).cloned().unwrap_or_default()
         })
         .draw()?;
     chart.draw_series(timeline.bars.iter().map(|bar| {
@@ -164,15 +260,21 @@ fn draw(path: &Path, timeline: Timeline) -> std::result::Result<(), Box<dyn std:
     // Histogram of durations, BINS bins from 0 to the longest.
     let bins = BINS;
     let longest = timeline.longest.max(1e-9);
-    let counts = timeline.counts;
+    let counts = &timeline.counts;
     let highest = counts.iter().copied().max().unwrap_or(1).max(1);
     let mut hist = ChartBuilder::on(&bottom)
         .caption("Process durations", ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(35)
-        .y_label_area_size(140)
+        .y_label_area_size(label_px)
         .build_cartesian_2d(0f64..longest, 0u32..highest + highest / 10 + 1)?;
-    hist.configure_mesh().disable_x_mesh().x_desc("duration (s)").y_desc("processes").draw()?;
+    hist.configure_mesh()
+        .disable_x_mesh()
+        .x_desc("duration (s)")
+        .y_desc("processes")
+        .x_labels(10)
+        .x_label_formatter(&|x| tick_label(*x))
+        .draw()?;
     let width = longest / bins as f64;
     hist.draw_series(counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, &c)| {
         let x0 = i as f64 * width;

@@ -422,6 +422,7 @@ impl<P: Process> Backend<P> for MpiBackend<P> {
                     total: None,
                     finished: served.finished,
                     crashed: served.crashed,
+                    timed_out: 0,
                     wall: part.wall,
                     damage: backend_core::journal::Damage::default(),
                     interrupted: false,

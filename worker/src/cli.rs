@@ -96,6 +96,17 @@ enum Command {
         /// Print the report as one JSON object, for scripts.
         #[arg(long)]
         json: bool,
+        /// (Re)write the run's report.html (the page consolidation writes) and print its path.
+        #[arg(long, conflicts_with = "json")]
+        html: bool,
+    },
+    /// Prints what a process wrote: its stdout on stdout, its stderr on stderr (kept by a
+    /// `command` spec with output = "files" or "log").
+    Log {
+        /// The run's result directory, or results/<name> for the latest run.
+        dir: PathBuf,
+        /// The process id (the `id` column of results.csv).
+        id: u64,
     },
     /// Shows where a run stands, live or not: counts, rate, ETA, the longest-running
     /// processes, crashes so far by reason; for a stopped run, the command that finishes it.
@@ -308,9 +319,13 @@ where
             kinds(&registry);
             Ok(EXIT_OK)
         }
-        Command::Report { dir, json } => {
-            crate::observe::run_dir(&dir).and_then(|dir| report_run(&registry, &dir, json))
+        Command::Report { dir, json, html } => {
+            crate::observe::run_dir(&dir).and_then(|dir| report_run(&registry, &dir, json, html))
         }
+        Command::Log { dir, id } => crate::observe::run_dir(&dir).and_then(|dir| {
+            crate::output::print(&dir, id, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
+                .map(|()| EXIT_OK)
+        }),
         Command::Status { dir, watch } => crate::observe::status(&dir, watch, |d| resume_command(d, false)),
         Command::Submit(args) => crate::submit::submit(&registry, args),
         Command::Cancel { dir, now } => crate::observe::cancel(&dir, now, |d| resume_command(d, false)),
@@ -429,13 +444,18 @@ fn backend_local_pool_size() -> usize {
 
 fn report(summary: &Summary) {
     let total = summary.total.map(|t| format!(" of {t}")).unwrap_or_default();
+    // A timed-out process is counted as timed out, not as crashed.
+    let timed_out = match summary.timed_out {
+        0 => String::new(),
+        n => format!(", {n} timed out"),
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "{}: {} finished, {} crashed{total} in {:.2} s on the {} backend",
+        "{}: {} finished, {} crashed{timed_out}{total} in {:.2} s on the {} backend",
         summary.name,
         summary.finished,
-        summary.crashed,
+        summary.crashed.saturating_sub(summary.timed_out),
         summary.wall.as_secs_f64(),
         summary.backend
     );
@@ -455,12 +475,17 @@ fn report(summary: &Summary) {
     let _ = writeln!(out, "results: {}", summary.results_csv().display());
 }
 
-fn report_run(registry: &Registry, dir: &std::path::Path, json: bool) -> Result<u8, WorkerError> {
+fn report_run(registry: &Registry, dir: &std::path::Path, json: bool, html: bool) -> Result<u8, WorkerError> {
     let spec_path = dir.join(taskfarm::results::files::OPERATION);
     if !spec_path.is_file() || !dir.join(taskfarm::results::files::JOURNAL).is_file() {
         return Err(taskfarm::CoreError::NotARun { path: dir.to_owned(), missing: "operation.toml or journal" }.into());
     }
     taskfarm::results::check_format(dir)?;
+    if html {
+        let page = taskfarm::results::write_report_page(dir)?;
+        let _ = writeln!(std::io::stdout().lock(), "{}", page.display());
+        return Ok(EXIT_OK);
+    }
     let spec = Spec::load(&spec_path, registry)?;
     let report = taskfarm::report::RunReport::from_dir(dir)?;
     let mut out = std::io::stdout().lock();

@@ -5,6 +5,7 @@
 //! kind = "command"
 //! command = ["sh", "-c", "./sim --alpha {alpha} --seed {run} > out-{id}.txt"]
 //! stdout_lines = 1          # optional: how many last lines of stdout to keep (default 1)
+//! output = "tail"           # optional: "tail" (default), "files" or "log" (see below)
 //! ```
 //!
 //! Placeholders: `{name}` (or `{name:raw}`, below) of every parameter, `{run}` (the run number), `{id}` (the process
@@ -28,6 +29,9 @@
 //! object, its fields are the output (columns of `results.csv`); otherwise the output is
 //! `{ stdout = "<the last stdout_lines lines>" }`. Any other exit status (or a signal) means
 //! crashed, with the status as the reason and the last lines of stderr as the stderr tail.
+//! `output = "files"` also keeps each process's whole stdout and stderr in
+//! `logs/<id>.out` and `logs/<id>.err`, and `output = "log"` in one `output.log` per run
+//! with an index (see [`crate::output`]; `taskfarm-worker log DIR ID` prints either).
 //!
 //! **Values are data.** A placeholder in an argument that no shell parses is replaced by
 //! the value's text as it is: the argument is passed to the program as one argument. In the
@@ -47,6 +51,7 @@ use backend_core::text_tail;
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
 use crate::json;
+use crate::output::OutputMode;
 use crate::registry::{check_keys, Kind, KindError, KindSpec};
 use crate::shell;
 
@@ -173,7 +178,7 @@ thread_local! {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CommandKind;
 
-const FIELDS: [&str; 5] = ["command", "stdout_lines", "env", "cwd", "command_files"];
+const FIELDS: [&str; 6] = ["command", "stdout_lines", "env", "cwd", "command_files", "output"];
 
 /// One file a process's command reads, written into its scratch directory from a template.
 struct CommandFile {
@@ -285,6 +290,20 @@ impl CommandKind {
             )),
         }
     }
+
+    fn output_mode(config: &Params) -> Result<OutputMode, KindError> {
+        let Some(value) = config.get("output") else { return Ok(OutputMode::Tail) };
+        match value.as_str().and_then(OutputMode::parse) {
+            Some(mode) => Ok(mode),
+            None => Err(KindError::at(
+                "output",
+                format!(
+                    "`output` must be \"tail\" (the default: the record keeps stdout's last lines and the end of \
+                     stderr), \"files\" (logs/<id>.out and .err) or \"log\" (one output.log with an index), not {value}"
+                ),
+            )),
+        }
+    }
 }
 
 impl Kind for CommandKind {
@@ -351,6 +370,7 @@ impl Kind for CommandKind {
                 }
             }
         }
+        Self::output_mode(spec.config)?;
         let script = shell::script_index(&templates);
         for (i, template) in templates.iter().enumerate() {
             let pieces = parse_template(template).map_err(|e| KindError::at("command", e))?;
@@ -414,6 +434,7 @@ impl Kind for CommandKind {
     fn run(&self, config: &Params, ctx: &ProcessContext<'_>) -> Result<Value, ProcessError> {
         let templates = Self::templates(config).map_err(|e| ProcessError::msg(e.message))?;
         let stdout_lines = Self::stdout_lines(config).map_err(|e| ProcessError::msg(e.message))?;
+        let output_mode = Self::output_mode(config).map_err(|e| ProcessError::msg(e.message))?;
         let argv = render_argv(&templates, ctx)?;
         let (program, args) = argv.split_first().ok_or_else(|| ProcessError::msg("the command is empty"))?;
         for file in Self::files(config).map_err(|e| ProcessError::msg(e.message))? {
@@ -451,6 +472,14 @@ impl Kind for CommandKind {
         let own_group = !backend_core::in_child();
         let output = backend_core::run_with_deadline(command, None, ctx.deadline(), own_group)
             .map_err(|e| ProcessError::msg(format!("the command `{program}` could not be started: {e}")))?;
+        if let Err(e) = crate::output::keep(output_mode, ctx.result_dir(), ctx.id(), &output.stdout, &output.stderr) {
+            // The record is still right; only the full output is lost, and the log says so.
+            tracing::warn!(
+                "the output of the command `{program}` could not be kept in {} (under MPI without a shared file \
+                 system, output = \"files\" and \"log\" keep only what runs on the master's host): {e}",
+                ctx.result_dir().display()
+            );
+        }
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stderr_tail = text_tail(&stderr, STDERR_TAIL_LINES, STDERR_TAIL_BYTES);

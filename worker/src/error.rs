@@ -33,6 +33,16 @@ pub enum WorkerError {
         /// What is wrong and what to write, as a sentence.
         why: String,
     },
+    /// `log DIR ID` found no output of that process.
+    #[error("no output of process {id} in {}: {why}", dir.display())]
+    NoOutput {
+        /// The result directory.
+        dir: PathBuf,
+        /// The process.
+        id: u64,
+        /// Why none was found.
+        why: String,
+    },
     /// The spec file's name does not say its format.
     #[error("the spec file {} must end in .toml, .yaml or .yml", path.display())]
     UnknownExtension {

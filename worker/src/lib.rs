@@ -43,6 +43,7 @@ mod error;
 mod json;
 pub mod limits;
 pub mod observe;
+pub mod output;
 pub mod pi;
 pub mod quick;
 mod registry;

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -338,6 +338,45 @@ fn command_rows(worker: &Path, scratch: &Path, cores: usize) -> Result<Vec<Row>>
         taskfarm / xargs,
         Target::AtMost(1.1),
     )];
+    // The same processes writing a line each, with their output kept in one output.log
+    // (output = "log") against kept only in the record (output = "tail", the default),
+    // taking turns so both see the same machine.
+    let output_spec = |mode: &str| -> Result<PathBuf> {
+        let path = scratch.join(format!("echo_{mode}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"bench_echo_{mode}\"\nkind = \"command\"\noutput = \"{mode}\"\n\
+                 command = [\"echo\", \"process {{i}}\"]\n\n[parameter_ranges]\ni = [{}]\n",
+                ids.join(", ")
+            ),
+        )?;
+        Ok(path)
+    };
+    let (tail_spec, log_spec) = (output_spec("tail")?, output_spec("log")?);
+    let run_spec = |spec: &Path, what: &str| {
+        time(
+            Command::new(worker)
+                .stdin(Stdio::null())
+                .args(["run"])
+                .arg(spec)
+                .args(["--backend", "local", "--quiet", "--results"])
+                .arg(scratch.join("results")),
+            what,
+        )
+    };
+    let (mut tail, mut log) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..2 {
+        tail = tail.min(run_spec(&tail_spec, "taskfarm-worker run (2000 x echo, output = \"tail\")")?);
+        log = log.min(run_spec(&log_spec, "taskfarm-worker run (2000 x echo, output = \"log\")")?);
+    }
+    rows.push(Row::new(
+        "Command kind, 2000 x `echo`: output = \"log\" vs \"tail\"",
+        format!("{log:.2}s"),
+        format!("{tail:.2}s output = \"tail\""),
+        log / tail,
+        Target::AtMost(1.1),
+    ));
     if on_path("parallel").is_some() {
         let mut command = with_list("parallel", &["-j", &cores, "true"])?;
         eprintln!("xtask: bench: parallel -j {cores} true < list");
