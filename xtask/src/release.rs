@@ -26,7 +26,12 @@ pub fn release_check(ci: bool) -> Result<()> {
     }
     let selection: Vec<String> = packaged.iter().flat_map(|c| ["-p".to_owned(), (*c).to_owned()]).collect();
     forget_unpacked_packages()?;
-    run_checked(cargo().arg("package").args(&selection), "cargo package (each crate built from its package)")?;
+    let verify_dir = target_dir().join("release-check");
+    forget_builds_of_packages(&verify_dir)?;
+    run_checked(
+        cargo().arg("package").arg("--target-dir").arg(&verify_dir).args(&selection),
+        "cargo package (each crate built from its package)",
+    )?;
     // The packages were built above: the dry run checks the order and the registry's rules.
     run_checked(
         cargo().args(["publish", "--dry-run", "--no-verify"]).args(&selection),
@@ -80,6 +85,21 @@ fn forget_unpacked_packages() -> Result<()> {
                 std::fs::remove_dir_all(krate.path())
                     .with_context(|| format!("could not remove {}", krate.path().display()))?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// The packages' files carry a fixed modification time, so cargo would take an earlier
+/// check's build of a package for this one's: the builds of this workspace's packages in the
+/// check's own target directory go first (their dependencies' builds are kept).
+fn forget_builds_of_packages(verify_dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(verify_dir.join("debug/.fingerprint")) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if PUBLISHED.iter().any(|p| name.starts_with(&format!("{p}-"))) {
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("could not remove {}", entry.path().display()))?;
         }
     }
     Ok(())
