@@ -20,6 +20,8 @@ pub mod journal;
 pub mod lock;
 mod operation;
 pub mod oplog;
+#[cfg(unix)]
+pub mod persistent;
 mod process;
 mod progress;
 mod record;
@@ -43,7 +45,7 @@ pub use execute::{
     MAX_TIMEOUT_SECONDS,
 };
 pub use operation::{JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};
-pub use process::{Job, Process, ProcessContext, ProcessError};
+pub use process::{Job, Process, ProcessContext, ProcessError, CANNOT_RUN_MARK};
 pub use progress::{ProgressDisplay, ProgressMode};
 pub use record::{
     inside_process, panic_message, run_job, run_job_until, run_job_with, this_host, Location, ProcessRecord, Status,

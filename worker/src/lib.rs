@@ -40,9 +40,13 @@ pub mod cli;
 pub mod command;
 mod error;
 mod json;
+#[cfg(unix)]
+pub mod jsonl;
 pub mod limits;
 pub mod observe;
 pub mod pi;
+#[cfg(unix)]
+pub mod python;
 mod registry;
 pub mod shell;
 pub mod spec;
