@@ -166,6 +166,9 @@ impl Collector {
             self.board.unstarted(1);
             return Ok(());
         }
+        if record.status != Status::Finished {
+            check_cannot_run(record.reason.as_deref())?;
+        }
         let journaled = self.journal.append(record)?;
         self.board.ran(record.duration_s);
         if journaled != Status::Finished {
@@ -192,6 +195,7 @@ impl Collector {
         if status != Status::Finished {
             let record = crate::journal::decode_frame(frame)?;
             crate::subprocess::check_reason(record.reason.as_deref())?;
+            check_cannot_run(record.reason.as_deref())?;
             log_failed(&record, status, record.reason.as_deref().unwrap_or("no reason given"));
         }
         self.journal.append_frame(frame)?;
@@ -215,6 +219,17 @@ impl Collector {
     pub fn finish(&mut self) -> Result<()> {
         self.progress.finish(&self.board.snapshot());
         self.journal.sync()
+    }
+}
+
+/// Fails the run when a failed record's reason says that no process can run (see
+/// [`ProcessError::cannot_run`](crate::ProcessError::cannot_run)); the error is that
+/// reason (its last attempt's, after retries), without the mark.
+fn check_cannot_run(reason: Option<&str>) -> Result<()> {
+    let mark = crate::process::CANNOT_RUN_MARK;
+    match reason.and_then(|r| r.rfind(mark).map(|at| &r[at + mark.len()..])) {
+        Some(why) => Err(crate::Error::CannotRun(why.to_owned())),
+        None => Ok(()),
     }
 }
 

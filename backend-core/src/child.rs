@@ -13,6 +13,9 @@
 //!   run on under init while `--resume` starts them again.
 //!
 //! A child that leaves its process group on purpose (`setsid`) is beyond reach.
+//!
+//! A child that lives for many processes (a persistent interpreter) is run through
+//! [`crate::persistent`] instead, with the same process group, registration and guardian.
 
 use std::collections::BTreeSet;
 use std::process::{Command, ExitStatus, Stdio};
@@ -75,10 +78,11 @@ pub fn run_with_deadline(
 static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
 /// Keeps a child's process group in [`LIVE_GROUPS`] and with the guardian while it lives.
-struct LiveGroup(u32);
+#[derive(Debug)]
+pub(crate) struct LiveGroup(u32);
 
 impl LiveGroup {
-    fn new(pgid: u32) -> Self {
+    pub(crate) fn new(pgid: u32) -> Self {
         let mut groups = LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner);
         groups.insert(pgid);
         crate::guard::watch(pgid);
@@ -104,7 +108,7 @@ pub fn kill_running_children() {
 }
 
 /// Sends SIGKILL to the process group `pgid`; false when there is no such group.
-fn kill_group(pgid: u32) -> bool {
+pub(crate) fn kill_group(pgid: u32) -> bool {
     #[cfg(unix)]
     if let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) {
         return rustix::process::kill_process_group(pid, rustix::process::Signal::KILL).is_ok();
@@ -370,7 +374,7 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
 /// Whether the process `pid` is gone (or a zombie) within a few seconds: tests check that
 /// nothing was left behind (a SIGKILL takes a moment to land).
 #[cfg(test)]
-fn gone_soon(pid: u32) -> bool {
+pub(crate) fn gone_soon(pid: u32) -> bool {
     let alive = || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))

@@ -231,6 +231,10 @@ pub enum Error {
          anything else (taskfarm_worker::main_with does it)"
     )]
     ChildWithoutEntry,
+    /// A process said that no process of the operation can run (see
+    /// [`ProcessError::cannot_run`](crate::ProcessError::cannot_run)).
+    #[error("{0}")]
+    CannotRun(String),
     /// A backend's setting is out of range.
     #[error("{0}")]
     InvalidOption(String),

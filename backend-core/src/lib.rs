@@ -22,6 +22,8 @@ pub mod lock;
 mod operation;
 pub mod oplog;
 pub mod page;
+#[cfg(unix)]
+pub mod persistent;
 mod process;
 mod progress;
 mod record;
@@ -47,7 +49,7 @@ pub use execute::{
 };
 pub use kind::{BackendKind, UnknownBackend};
 pub use operation::{Deadline, JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};
-pub use process::{Job, Process, ProcessContext, ProcessError};
+pub use process::{Job, Process, ProcessContext, ProcessError, CANNOT_RUN_MARK};
 pub use progress::{ProgressDisplay, ProgressMode};
 pub use record::{
     inside_process, panic_message, run_job, run_job_until, run_job_with, this_host, Location, ProcessRecord, Status,

@@ -4,7 +4,8 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -72,12 +73,23 @@ pub struct ProcessContext<'a> {
     location: &'a Location,
     deadline: Option<Instant>,
     threads: usize,
+    /// Nanoseconds of the run spent starting something later processes share.
+    setup_ns: AtomicU64,
 }
 
 impl<'a> ProcessContext<'a> {
     /// A context for the process `id`; backends make these, tests may too.
     pub fn new(id: u64, run: u32, params: &'a Params, result_dir: &'a Path, location: &'a Location) -> Self {
-        ProcessContext { id, run, params, result_dir, location, deadline: None, threads: 1 }
+        ProcessContext {
+            id,
+            run,
+            params,
+            result_dir,
+            location,
+            deadline: None,
+            threads: 1,
+            setup_ns: AtomicU64::new(0),
+        }
     }
 
     /// Gives the process `threads` threads of its worker (the operation's `threads` option;
@@ -107,6 +119,20 @@ impl<'a> ProcessContext<'a> {
     /// child process group at the deadline). In subprocess isolation the child is killed.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// Says that `time` of this run went to starting something that later processes of
+    /// this worker share (the persistent program of the `jsonl` and `python` kinds): it is
+    /// left out of the process's `duration_s`, and its `started_at` moves past it, so a
+    /// slow start-up is not taken for a slow process. Calls add up.
+    pub fn exclude_setup(&self, time: Duration) {
+        let ns = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self.setup_ns.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(ns)));
+    }
+
+    /// The start-up time given to [`Self::exclude_setup`] so far.
+    pub fn setup_time(&self) -> Duration {
+        Duration::from_nanos(self.setup_ns.load(Ordering::Relaxed))
     }
 
     /// The process's id in the operation.
@@ -143,6 +169,10 @@ impl<'a> ProcessContext<'a> {
     }
 }
 
+/// What starts the reason of a [`ProcessError::cannot_run`]; a reason that holds it stops
+/// the run (it travels in the record, so an MPI master learns it from a worker rank).
+pub const CANNOT_RUN_MARK: &str = "[no process can run] ";
+
 /// Why a process failed. Any `std::error::Error` converts into it, so `?` works in `run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessError {
@@ -164,6 +194,15 @@ impl ProcessError {
     /// The process stopped at its deadline: recorded as timed out with this reason.
     pub fn timed_out(reason: impl fmt::Display) -> Self {
         ProcessError { timed_out: true, ..ProcessError::msg(reason) }
+    }
+
+    /// A failure that means no process of the operation can run in this worker (its
+    /// persistent program exits at start-up): the run stops with this reason as its one
+    /// error ([`Error::CannotRun`](crate::Error::CannotRun)) instead of recording a crash
+    /// for every process. The record that carries it is not journaled, so `--resume` runs
+    /// the process again.
+    pub fn cannot_run(reason: impl fmt::Display) -> Self {
+        ProcessError::msg(format!("{CANNOT_RUN_MARK}{reason}"))
     }
 
     /// Adds the tail of the process's stderr.

@@ -138,7 +138,10 @@ pub(crate) fn run_attempt<P: Process>(
     let result = catch_unwind(AssertUnwindSafe(|| job.process.run(&ctx)));
     crate::oplog::set_current(None);
     INSIDE_PROCESS.with(|inside| inside.set(was_inside));
-    let duration_s = clock.elapsed().as_secs_f64();
+    let elapsed = clock.elapsed().as_secs_f64();
+    // Start-up shared with later processes is not the process's time (see `exclude_setup`).
+    let setup = ctx.setup_time().as_secs_f64().min(elapsed);
+    let (started_at, duration_s) = (started_at + setup, elapsed - setup);
     let (status, output, reason, stderr_tail) = match result {
         Ok(Ok(output)) => match Value::from_serialize(&output) {
             Ok(value) => (Status::Finished, value, None, None),

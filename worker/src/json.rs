@@ -22,6 +22,51 @@ pub fn parse(text: &str) -> Result<Value, String> {
     Ok(value)
 }
 
+/// Writes `value` as one line of JSON as Python's `json` module reads it: standard JSON,
+/// with non-finite floats as the bare words `NaN`, `Infinity` and `-Infinity` (standard
+/// JSON has no such numbers; `json.loads` reads these back as floats).
+pub fn write(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(n) => out.push_str(&n.to_string()),
+        Value::UInt(n) => out.push_str(&n.to_string()),
+        Value::Float(f) if f.is_nan() => out.push_str("NaN"),
+        Value::Float(f) if f.is_infinite() => out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" }),
+        Value::Float(f) => {
+            out.push_str(&serde_json::Number::from_f64(*f).map_or_else(|| "null".into(), |n| n.to_string()))
+        }
+        Value::Str(s) => write_str(s, out),
+        Value::List(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write(item, out);
+            }
+            out.push(']');
+        }
+        Value::Map(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(key, out);
+                out.push(':');
+                write(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A JSON string literal (serde_json's escaping: no newline is ever written raw).
+pub fn write_str(text: &str, out: &mut String) {
+    out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+}
+
 struct Parser<'a> {
     text: &'a str,
     at: usize,
@@ -206,6 +251,18 @@ mod tests {
             parse(r#"{"$float": "NaN"}"#).unwrap(),
             Value::Map([("$float".to_owned(), Value::from("NaN"))].into_iter().collect())
         );
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        let text = r#"{"a":1,"b":[true,null,-0.5,NaN,Infinity,-Infinity],"c":{"d":"e\"\n"},"u":18446744073709551615}"#;
+        let value = parse(text).unwrap();
+        let mut out = String::new();
+        write(&value, &mut out);
+        assert_eq!(out, text);
+        let mut out = String::new();
+        write(&Value::Float(0.1), &mut out);
+        assert_eq!(out, "0.1");
     }
 
     #[test]

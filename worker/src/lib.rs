@@ -41,10 +41,14 @@ pub mod cli;
 pub mod command;
 mod error;
 mod json;
+#[cfg(unix)]
+pub mod jsonl;
 pub mod limits;
 pub mod observe;
 pub mod output;
 pub mod pi;
+#[cfg(unix)]
+pub mod python;
 pub mod quick;
 mod registry;
 pub mod shell;

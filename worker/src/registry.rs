@@ -29,6 +29,13 @@ pub trait Kind: Send + Sync + 'static {
     /// The name a spec uses in `kind = "..."`.
     fn name(&self) -> &str;
 
+    /// Whether the kind takes the spec's `[constants]` table among its fields too (a
+    /// persistent program gets them at start-up, before any process), besides every
+    /// process seeing them with its parameters.
+    fn takes_constants(&self) -> bool {
+        false
+    }
+
     /// One line of help, shown by `taskfarm-worker kinds`.
     fn help(&self) -> &str;
 
@@ -155,13 +162,17 @@ impl Registry {
         Registry::default()
     }
 
-    /// A registry of the built-in kinds: `command` and `monte_carlo_pi`.
+    /// A registry of the built-in kinds: `command`, `monte_carlo_pi`, and (on Unix) `jsonl`
+    /// and `python`.
     pub fn with_builtins() -> Self {
-        Registry::new().register_kind(crate::command::CommandKind).register::<crate::pi::MonteCarloPi>(
+        let registry = Registry::new().register_kind(crate::command::CommandKind).register::<crate::pi::MonteCarloPi>(
             "monte_carlo_pi",
             "estimates pi from `samples` random points (seeded by `seed`, default 0, and the run number) \
              -> estimate, error",
-        )
+        );
+        #[cfg(unix)]
+        let registry = registry.register_kind(crate::jsonl::JsonlKind).register_kind(crate::python::PythonKind);
+        registry
     }
 
     /// Registers the [`Process`] type `P` as the kind `name`.

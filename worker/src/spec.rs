@@ -215,7 +215,7 @@ impl Spec {
             }
         };
         let document_params: Params = document.0;
-        let config: Params = document_params
+        let mut config: Params = document_params
             .iter()
             .filter(|(k, _)| !SPEC_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -227,6 +227,11 @@ impl Spec {
             kind: header.kind.clone(),
             known: registry.names().join(", "),
         })?;
+        if kind.takes_constants() {
+            if let Some(constants) = document_params.get("constants") {
+                config.insert("constants".into(), constants.clone());
+            }
+        }
 
         // operation.toml is TOML, which has no null: a null would vanish from it, so a run
         // repeated or resumed from it would be another run.

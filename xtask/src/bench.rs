@@ -6,7 +6,8 @@
 //! without batching, 1/2/4 workers), load balance (heavy-tailed sleeps on 4 workers, against
 //! the lower bound and a static round-robin split), local backend (efficiency against raw
 //! rayon, throughput of 1 µs processes), command kind (2,000 runs of `true` against
-//! `xargs -P`, and GNU parallel when installed), and the master's peak RSS at 10^5 and 10^6
+//! `xargs -P`, and GNU parallel when installed), the `python` kind (see [`crate::bench_python`];
+//! `--only python` runs these rows alone), and the master's peak RSS at 10^5 and 10^6
 //! processes. The programs measured are `backend-mpi/examples/mpi_bench.rs`,
 //! `backend-local/examples/local_bench.rs` and the release `taskfarm-worker`.
 
@@ -33,11 +34,14 @@ pub struct BenchArgs {
     /// Skips the memory row at 10^6 processes (the longest row).
     #[arg(long)]
     pub quick: bool,
+    /// Runs only one group of rows: `python` (the persistent `python` kind's rows).
+    #[arg(long, value_parser = ["python"])]
+    pub only: Option<String>,
 }
 
 /// One row of the table.
 #[derive(Debug, Clone, serde::Serialize)]
-struct Row {
+pub(crate) struct Row {
     /// What is measured.
     name: String,
     /// taskfarm's figure, with its unit.
@@ -53,13 +57,13 @@ struct Row {
 }
 
 impl Row {
-    fn new(name: impl Into<String>, taskfarm: String, baseline: String, ratio: f64, target: Target) -> Self {
+    pub(crate) fn new(name: impl Into<String>, taskfarm: String, baseline: String, ratio: f64, target: Target) -> Self {
         Row { name: name.into(), taskfarm, baseline, ratio, target: target.describe(), met: target.met(ratio) }
     }
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Target {
+pub(crate) enum Target {
     AtLeast(f64),
     AtMost(f64),
     None,
@@ -90,6 +94,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mpi = !args.no_mpi && crate::mpi::found();
     if !mpi && !args.no_mpi {
         eprintln!("xtask: mpirun/mpicc not found: the MPI rows are skipped");
+    }
+    if args.only.as_deref() == Some("python") {
+        let scratch = target_dir().join("bench").join(format!("scratch-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).with_context(|| format!("could not create {}", scratch.display()))?;
+        let rows = crate::bench_python::rows(&scratch, mpi, true);
+        let _ = std::fs::remove_dir_all(&scratch);
+        return finish(started, cores, &rows?);
     }
     run_checked(
         cargo().args([
@@ -122,12 +133,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     rows.extend(local_rows(&examples.join("local_bench"))?);
     rows.extend(command_rows(&release_worker(), &scratch, cores)?);
+    rows.extend(crate::bench_python::rows(&scratch, mpi, false)?);
     if mpi {
         rows.extend(memory_rows(&examples.join("mpi_bench"), args.quick)?);
     }
     let _ = std::fs::remove_dir_all(&scratch);
+    finish(started, cores, &rows)
+}
 
-    print_table(&rows);
+/// Prints the table of `rows` and writes it as JSON under `target/bench/`.
+fn finish(started: Instant, cores: usize, rows: &[Row]) -> Result<()> {
+    print_table(rows);
     let out_dir = target_dir().join("bench");
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let path = out_dir.join(format!("{stamp}.json"));

@@ -6,6 +6,7 @@
 //! Not for anything a user's program needs: the xtask only drives cargo and mpirun.
 
 mod bench;
+mod bench_python;
 mod cluster;
 mod mpi;
 mod release;

@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cargo, release_worker, root, run_checked, target_dir, Tally};
 
+mod persistent;
+
 /// How to get MPI, said whenever mpirun is missing.
 const INSTALL_HINT: &str =
     "install Open MPI (Debian/Ubuntu: `sudo apt-get install libopenmpi-dev openmpi-bin libclang-dev`); \
@@ -336,6 +338,7 @@ pub fn test(ci: bool) -> Result<()> {
     match build_worker() {
         Ok(worker) => {
             worker_end_to_end(&scratch, &mut tally, ci, &worker);
+            persistent::cases(&scratch, &mut tally, &worker);
             ranks_against_threads(&scratch, &mut tally);
             scheduling(&scratch, &mut tally);
             worker_rank_killed(&scratch, &mut tally);

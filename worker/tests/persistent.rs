@@ -1,0 +1,168 @@
+//! The persistent-program kinds `python` and `jsonl` through the real `taskfarm-worker`
+//! binary on the local backend: the example sweep gives the same rows as on the serial
+//! backend, and each fault costs what it should — a dying interpreter one process, a timeout
+//! one process, a malformed line one process, a retry runs on another interpreter, and an
+//! interpreter that dies at start-up is one error, not a crashed row per process.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{result_dir, specs_dir, text, worker_no_panic as run};
+
+/// `id -> (status, reason)` from results.jsonl.
+fn rows(dir: &Path) -> BTreeMap<u64, (String, String)> {
+    let mut rows = BTreeMap::new();
+    for row in backend_core::results::read_results_jsonl(dir).expect("results.jsonl") {
+        let id = row["id"].as_u64().expect("an id");
+        let status = row["status"].as_str().unwrap_or_default().to_owned();
+        let reason = row["reason"].as_str().unwrap_or_default().to_owned();
+        rows.insert(id, (status, reason));
+    }
+    rows
+}
+
+#[test]
+fn the_python_example_gives_the_same_rows_on_serial_and_local() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = specs_dir().join("../..");
+    let spec = specs_dir().join("python_sweep.toml");
+    let spec = spec.to_str().expect("a UTF-8 path");
+    for backend in ["serial", "local"] {
+        let results = dir.path().join(backend);
+        let results = results.to_str().expect("a UTF-8 path");
+        let out = run(&["run", spec, "--backend", backend, "--pool-size", "2", "--results", results, "--quiet"], &root);
+        assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    }
+    let serial = result_dir(&dir.path().join("serial"), "python_sweep");
+    let local = result_dir(&dir.path().join("local"), "python_sweep");
+    backend_core::testing::assert_same_results(&serial, &local);
+    assert_eq!(rows(&local).len(), 28);
+}
+
+const FAULTS: &str = r#"
+import os, signal, sys, time
+
+def load():
+    return os.getpid()
+
+def run(x, state, scratch_dir):
+    if x == 1:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if x == 2:
+        sys.exit(3)
+    if x == 3:
+        time.sleep(60)
+    if x == 4:
+        raise ValueError("x is 4")
+    if x == 5:
+        # Fails on the first interpreter that runs it: finishes only if the retry runs on another.
+        mark = os.path.join(scratch_dir, "failed-on")
+        if not os.path.exists(mark):
+            open(mark, "w").write(str(state))
+            raise RuntimeError("first attempt")
+        if open(mark).read() == str(state):
+            raise RuntimeError("retried on the same interpreter")
+    return {"pid": state}
+"#;
+
+#[test]
+fn each_fault_of_a_python_process_costs_that_process_only() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("faults.py"), FAULTS).expect("the module is written");
+    std::fs::write(
+        dir.path().join("faults.toml"),
+        r#"name = "faults"
+kind = "python"
+file = "faults.py"
+function = "run"
+setup = "load"
+timeout = "2s"
+retries = 1
+parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7] }
+"#,
+    )
+    .expect("the spec is written");
+    let out = run(&["run", "faults.toml", "--pool-size", "2", "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    let rows = rows(&result_dir(&dir.path().join("results"), "faults"));
+    let expect = |id: u64, status: &str, reason: &str| {
+        let (s, r) = &rows[&id];
+        assert_eq!(s, status, "process {id}: {r}");
+        assert!(r.contains(reason), "process {id}: {r}");
+    };
+    for id in [0, 5, 6, 7] {
+        expect(id, "finished", "");
+    }
+    expect(1, "crashed", "was killed by signal 11 (SIGSEGV) while it ran this process");
+    expect(2, "crashed", "exited with status 3 while it ran this process");
+    expect(3, "timed_out", "ran past its timeout");
+    expect(4, "crashed", "attempt 2: ValueError: x is 4");
+    let out = run(&["report", "results/faults"], dir.path());
+    assert!(text(&out.stdout).contains("ValueError: x is 4"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn an_interpreter_that_dies_at_start_up_is_one_error() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("broken.py"),
+        "def load():\n    raise RuntimeError('no data here')\n\ndef run():\n    pass\n",
+    )
+    .expect("the module is written");
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        r#"name = "broken"
+kind = "python"
+file = "broken.py"
+function = "run"
+setup = "load"
+retries = 2
+parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] }
+"#,
+    )
+    .expect("the spec is written");
+    let out = run(&["run", "broken.toml", "--pool-size", "2", "--quiet"], dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}{stderr}", text(&out.stdout));
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert!(stderr.contains("exited with status 1 before it was ready: RuntimeError: no data here"), "{stderr}");
+    assert!(!stderr.contains("[no process can run]"), "the mark is not shown: {stderr}");
+    let journal =
+        backend_core::journal::read_journal(&result_dir(&dir.path().join("results"), "broken").join("journal"))
+            .expect("the journal is readable");
+    assert!(journal.records.is_empty(), "no crashed records: {:?}", journal.records.len());
+    // A missing module is found at validation, before anything runs.
+    std::fs::write(dir.path().join("broken.py"), "import no_such_module_xyz\n").expect("the module is written");
+    let out = run(&["validate", "broken.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("No module named 'no_such_module_xyz'"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_malformed_line_is_a_crash_that_names_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("lines.toml"),
+        r#"name = "lines"
+kind = "jsonl"
+program = ["sh", "-c", '''while read -r line; do
+  id=${line#*\"id\":}; id=${id%%,*}
+  case "$line" in *'"x":1'*) echo 'this is not json';; *) echo "{\"id\": $id, \"output\": {\"pid\": $$}}";; esac
+done''']
+parameter_ranges = { x = [0, 1, 2, 3] }
+"#,
+    )
+    .expect("the spec is written");
+    let out = run(&["run", "lines.toml", "--backend", "serial", "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    let rows = rows(&result_dir(&dir.path().join("results"), "lines"));
+    assert_eq!(rows[&1].0, "crashed");
+    assert!(rows[&1].1.contains("wrote a line that is not JSON") && rows[&1].1.contains("`this is not json`"));
+    for id in [0, 2, 3] {
+        assert_eq!(rows[&id].0, "finished", "{id}: {}", rows[&id].1);
+    }
+}
