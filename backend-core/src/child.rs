@@ -42,7 +42,7 @@ pub struct ChildOutcome {
 /// process group of its own when `own_group`, and waits for its direct child to exit or
 /// `deadline` to pass; past the deadline the whole group is killed (SIGKILL) and the
 /// outcome's `status` is `None`. After the exit, output is read for [`EXIT_GRACE`] more at
-/// most, then the group is killed (see the [module docs](self)).
+/// most, then the group is killed.
 /// (`process_group(0)` keeps spawning on the fast `posix_spawn` path.)
 pub fn run_with_deadline(
     mut command: Command,

@@ -55,7 +55,7 @@ impl Isolation {
     }
 }
 
-/// The reliability options of an operation (see the [module docs](self)), and how many
+/// The reliability options of an operation (see [`execute_job`]), and how many
 /// threads each process takes. Serde is for backends that send them to their workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunOptions {

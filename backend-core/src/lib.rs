@@ -9,7 +9,7 @@
 //! backends live in their own crates and build on [`Lifecycle`], [`Collector`] and
 //! [`run_job`], so every backend records, journals and consolidates the same way.
 //!
-//! With the feature `testing`, [`testing`] holds the conformance suite every backend passes.
+//! With the feature `testing`, `testing` holds the conformance suite every backend passes.
 
 mod backend;
 mod child;

@@ -6,7 +6,7 @@
 //! in a process group of its own (unless `own_group` is false, inside a subprocess-isolation
 //! child whose group the worker kills), registered for "stop now"
 //! ([`kill_running_children`](crate::kill_running_children)) and with the
-//! [guardian](crate::guard), so it dies with the program that started it, even by SIGKILL.
+//! guardian (the process that kills a dead program's children), so it dies with the program that started it, even by SIGKILL.
 //! Dropping a `LineChild` closes its stdin, gives it [`EXIT_GRACE`] to exit, then kills its
 //! process group.
 //!

@@ -94,7 +94,7 @@ pub fn run_job<P: Process>(job: &Job<P>, result_dir: &Path, location: &Location)
 }
 
 /// Like [`run_job`], with a deadline the process sees in its context. An error the process
-/// marks as a timeout ([`ProcessError::timed_out`]) is recorded as timed out.
+/// marks as a timeout ([`ProcessError::timed_out`](crate::ProcessError::timed_out)) is recorded as timed out.
 pub fn run_job_until<P: Process>(
     job: &Job<P>,
     result_dir: &Path,

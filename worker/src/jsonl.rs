@@ -13,7 +13,7 @@
 //!
 //! **One program per worker slot.** Each thread that runs processes (a thread of the local
 //! pool, an MPI worker rank, a thread of a rank with `threads_per_rank > 1`) starts the
-//! program at its first process and keeps it for the next ones: [`Pool`] holds it in a
+//! program at its first process and keeps it for the next ones: `Pool` holds it in a
 //! thread-local slot. A slot keeps one program; a process of another spec (other argv)
 //! replaces it. The program runs as a command does: in a process group of its own,
 //! registered with the guardian, so it dies with the worker, and it is closed (stdin

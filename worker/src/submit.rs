@@ -35,7 +35,7 @@ pub struct SubmitArgs {
     /// `taskfarm_worker::main_with` and the `mpi` feature works the same way.
     #[arg(long, value_name = "PATH")]
     pub worker: Option<PathBuf>,
-    /// Where result directories go: <DIR>/<name>/<UTC timestamp>/.
+    /// Where result directories go: `<DIR>/<name>/<UTC timestamp>/`.
     #[arg(long, value_name = "DIR", default_value = "results")]
     pub results: PathBuf,
     /// Wait until the job ends (`sbatch --wait`) and exit with its status.

@@ -3,7 +3,7 @@
 //!
 //! Layout: a header line `taskfarm-journal v1\n`, then records, each a little-endian `u32`
 //! payload length, a little-endian `u32` CRC-32 of the payload, and the payload (a
-//! [`ProcessRecord`] as JSON). A torn or corrupt tail (power loss, `kill -9`) is detected
+//! [`ProcessRecord`](crate::ProcessRecord) as JSON). A torn or corrupt tail (power loss, `kill -9`) is detected
 //! by its length or checksum, reported, and ignored: never fatal.
 //!
 //! The module holds one concept per file: [`frame`](self#frames) (a record's bytes:
