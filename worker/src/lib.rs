@@ -37,18 +37,14 @@
 //! This crate is not for defining backends or the result directory: those are `taskfarm`'s.
 
 pub mod allocation;
+mod builtins;
 pub mod cli;
-pub mod command;
 mod error;
 mod json;
-#[cfg(unix)]
-pub mod jsonl;
+mod kind;
 pub mod limits;
 pub mod observe;
 pub mod output;
-pub mod pi;
-#[cfg(unix)]
-pub mod python;
 pub mod quick;
 mod registry;
 pub mod shell;
@@ -57,7 +53,11 @@ pub mod submit;
 mod sweep;
 mod typed;
 
+pub use builtins::{command, pi};
+#[cfg(unix)]
+pub use builtins::{jsonl, python};
 pub use cli::{main_with, run_with_args, EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM};
 pub use error::WorkerError;
-pub use registry::{check_keys, Kind, KindError, KindSpec, Registry, SpecProcess};
+pub use kind::{check_keys, Kind, KindError, KindSpec};
+pub use registry::{Registry, SpecProcess};
 pub use spec::Spec;

@@ -37,7 +37,8 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use taskfarm::{CoreError, Count, Operation, ParameterSpace, Params, Value};
 
-use crate::registry::{KindSpec, Registry, SpecProcess};
+use crate::kind::KindSpec;
+use crate::registry::{Registry, SpecProcess};
 use crate::WorkerError;
 
 /// The top-level keys that belong to the spec itself; every other key is the kind's.

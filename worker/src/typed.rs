@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, Error as _, IntoDeserialize
 use serde::forward_to_deserialize_any;
 use taskfarm::{Params, Process, ProcessContext, ProcessError, Value};
 
-use crate::registry::{check_keys, Kind, KindError, KindSpec};
+use crate::kind::{check_keys, Kind, KindError, KindSpec};
 
 /// A [`Process`] type registered as a kind (see [`crate::Registry::register`]).
 pub(crate) struct TypedKind<P> {

@@ -51,8 +51,8 @@ use backend_core::text_tail;
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
 use crate::json;
+use crate::kind::{check_keys, Kind, KindError, KindSpec};
 use crate::output::OutputMode;
-use crate::registry::{check_keys, Kind, KindError, KindSpec};
 use crate::shell;
 
 /// The placeholders every command template may use besides the parameters.

@@ -31,7 +31,7 @@
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
 use crate::jsonl::{constants, duration_field, program_exists, Pool, ProgramSpec};
-use crate::registry::{check_keys, Kind, KindError, KindSpec};
+use crate::kind::{check_keys, Kind, KindError, KindSpec};
 
 /// The shim, run as `python3 -c SHIM --function NAME ...`.
 const SHIM: &str = include_str!("python_shim.py");

@@ -45,7 +45,7 @@ use backend_core::text_tail;
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
 use crate::json;
-use crate::registry::{check_keys, Kind, KindError, KindSpec};
+use crate::kind::{check_keys, Kind, KindError, KindSpec};
 
 /// How many lines of stderr a crash record keeps.
 const STDERR_TAIL_LINES: usize = 20;
