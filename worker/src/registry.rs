@@ -2,7 +2,7 @@
 //! the one process type the worker runs (and sends between MPI ranks).
 //!
 //! This module is for naming and looking up kinds. It is not for reading spec files
-//! ([`crate::spec`]) nor for the built-in kinds themselves ([`crate::command`],
+//! ([`crate::spec`]) nor for the built-in kinds themselves (`builtins`: [`crate::command`],
 //! [`crate::pi`]).
 //!
 //! Under MPI every rank runs the same binary with the same arguments, so the kinds a worker

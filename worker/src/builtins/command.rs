@@ -475,6 +475,7 @@ impl Kind for CommandKind {
         if let Err(e) = crate::output::keep(output_mode, ctx.result_dir(), ctx.id(), &output.stdout, &output.stderr) {
             // The record is still right; only the full output is lost, and the log says so.
             tracing::warn!(
+                target: "taskfarm_worker::command",
                 "the output of the command `{program}` could not be kept in {} (under MPI without a shared file \
                  system, output = \"files\" and \"log\" keep only what runs on the master's host): {e}",
                 ctx.result_dir().display()
@@ -485,7 +486,7 @@ impl Kind for CommandKind {
         let stderr_tail = text_tail(&stderr, STDERR_TAIL_LINES, STDERR_TAIL_BYTES);
         match output.status {
             Some(status) if status.success() => {
-                tracing::debug!("`{program}` exited with status 0, {} bytes on stdout", output.stdout.len());
+                tracing::debug!(target: "taskfarm_worker::command", "`{program}` exited with status 0, {} bytes on stdout", output.stdout.len());
                 Ok(output_of(&stdout, stdout_lines))
             }
             Some(status) => {
@@ -629,7 +630,7 @@ fn output_of(stdout: &str, lines: usize) -> Value {
             Ok(object @ Value::Map(_)) => return object,
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!("the last line of stdout looks like a JSON object but is not ({e}): kept as `stdout`")
+                tracing::warn!(target: "taskfarm_worker::command", "the last line of stdout looks like a JSON object but is not ({e}): kept as `stdout`")
             }
         }
     }

@@ -187,13 +187,14 @@ fn start(spec: &ProgramSpec, ctx: &ProcessContext<'_>) -> Result<Slot, ProcessEr
             Ok(LineEvent::Line(line)) if is_ready_line(&line) => break,
             Ok(LineEvent::Line(line)) => {
                 tracing::warn!(
+                    target: "taskfarm_worker::jsonl",
                     "the program {} wrote a line before its ready line (ignored): {}",
                     spec.label,
                     quote(&line)
                 );
             }
             Ok(LineEvent::Overlong) => {
-                tracing::warn!("the program {} wrote an overlong line before its ready line (ignored)", spec.label)
+                tracing::warn!(target: "taskfarm_worker::jsonl", "the program {} wrote an overlong line before its ready line (ignored)", spec.label)
             }
             Ok(LineEvent::Exited(status)) => {
                 return Err(start_failed(
@@ -219,6 +220,7 @@ fn start(spec: &ProgramSpec, ctx: &ProcessContext<'_>) -> Result<Slot, ProcessEr
     slot.ready = true;
     set_start_state(&spec.argv, StartState::Ready);
     tracing::info!(
+        target: "taskfarm_worker::jsonl",
         "started the program {} (pid {}) for {}: ready in {:.3} s",
         spec.label,
         slot.child.id(),

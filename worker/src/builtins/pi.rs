@@ -61,7 +61,7 @@ impl Process for MonteCarloPi {
             }
         }
         let estimate = 4.0 * inside as f64 / self.samples as f64;
-        tracing::debug!("{inside} of {} samples inside the quarter circle: pi ~ {estimate}", self.samples);
+        tracing::debug!(target: "taskfarm_worker::pi", "{inside} of {} samples inside the quarter circle: pi ~ {estimate}", self.samples);
         Ok(PiEstimate { estimate, error: (estimate - std::f64::consts::PI).abs() })
     }
 }
