@@ -20,6 +20,7 @@ pub mod journal;
 pub mod lock;
 mod operation;
 pub mod oplog;
+pub mod predict;
 mod process;
 mod progress;
 mod record;

@@ -34,6 +34,10 @@ pub struct Operation<P: Process> {
     resume: Option<Resume>,
     options: RunOptions,
     failure: SourceFailure,
+    /// Result directories of earlier runs to learn durations from.
+    history: Vec<PathBuf>,
+    /// How many jobs the look-ahead window holds (1: in order).
+    lookahead: usize,
 }
 
 /// Why an operation's lazy source stopped before its end (its `make` failed): the source
@@ -220,6 +224,8 @@ impl<P: Process> Operation<P> {
             resume: None,
             options: RunOptions::default(),
             failure: SourceFailure::default(),
+            history: Vec::new(),
+            lookahead: crate::predict::DEFAULT_LOOKAHEAD,
         })
     }
 
@@ -322,6 +328,33 @@ impl<P: Process> Operation<P> {
     pub fn resume_from(mut self, dir: impl Into<PathBuf>, rerun_crashed: bool) -> Self {
         self.resume = Some(Resume { dir: dir.into(), rerun_crashed });
         self
+    }
+
+    /// Learns durations from earlier runs of this operation before it starts: each of
+    /// `dirs` is a result directory (`results/<name>/<timestamp>`) or holds several
+    /// (`results/<name>`). `stage_in` refuses one that is not a run of this operation.
+    pub fn with_history(mut self, dirs: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.history.extend(dirs);
+        self
+    }
+
+    /// The result directories this operation learns durations from.
+    pub fn history(&self) -> &[PathBuf] {
+        &self.history
+    }
+
+    /// Sets how many jobs the backend pulls ahead of the one it hands out (default
+    /// [`DEFAULT_LOOKAHEAD`](crate::predict::DEFAULT_LOOKAHEAD)): among them it hands out the
+    /// one predicted longest once predictions are trusted (see [`crate::predict`]). 1 hands
+    /// out every job in id order.
+    pub fn with_lookahead(mut self, jobs: usize) -> Self {
+        self.lookahead = jobs.max(1);
+        self
+    }
+
+    /// How many jobs the backend pulls ahead.
+    pub fn lookahead(&self) -> usize {
+        self.lookahead
     }
 
     /// The run this operation resumes, if any.

@@ -13,7 +13,7 @@ pub struct SerialBackend<P: Process> {
 
 impl<P: Process> Default for SerialBackend<P> {
     fn default() -> Self {
-        SerialBackend { lifecycle: Lifecycle::new("serial") }
+        SerialBackend { lifecycle: Lifecycle::new("serial").in_order() }
     }
 }
 

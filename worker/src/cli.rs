@@ -143,6 +143,11 @@ struct RunArgs {
     /// With --resume: run the processes that crashed again too.
     #[arg(long, requires = "resume")]
     rerun_crashed: bool,
+    /// Learn how long processes take from earlier runs of this operation (a result
+    /// directory, or results/<name> for all its runs), to start the longest first and
+    /// predict the ETA; repeatable.
+    #[arg(long, value_name = "DIR")]
+    history: Vec<PathBuf>,
     /// Accept a --pool-size or --threads-per-rank above 64 threads per core of this machine.
     #[arg(long)]
     force: bool,
@@ -340,7 +345,8 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
     }
     let mut backend = create_backend(&backend_name, &options)?;
     let progress = if quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
-    let mut operation = spec.into_operation().with_results_base(&args.results).with_progress(progress);
+    let mut operation =
+        spec.into_operation().with_results_base(&args.results).with_progress(progress).with_history(args.history);
     if let Some(dir) = &args.resume {
         operation = operation.resume_from(dir, args.rerun_crashed);
     }

@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Skips the memory row at 10^6 processes (the longest row).
     #[arg(long)]
     pub quick: bool,
+    /// Runs only these groups of rows (repeatable): dispatch, balance, hybrid, local,
+    /// command, memory, learn, e2e. Default: all but e2e.
+    #[arg(long, value_name = "GROUP")]
+    pub only: Vec<String>,
 }
 
 /// One row of the table.
@@ -114,15 +118,36 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let scratch = target_dir().join("bench").join(format!("scratch-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("could not create {}", scratch.display()))?;
 
+    let wants = |group: &str| {
+        if args.only.is_empty() {
+            group != "e2e"
+        } else {
+            args.only.iter().any(|g| g == group)
+        }
+    };
     let mut rows = Vec::new();
-    if mpi {
+    if mpi && wants("dispatch") {
         rows.extend(dispatch_rows(&examples.join("mpi_bench"), args.noops)?);
+    }
+    if mpi && wants("balance") {
         rows.extend(balance_rows(&examples.join("mpi_bench"))?);
+    }
+    if mpi && wants("hybrid") {
         rows.push(hybrid_row(&examples.join("mpi_bench"))?);
     }
-    rows.extend(local_rows(&examples.join("local_bench"))?);
-    rows.extend(command_rows(&release_worker(), &scratch, cores)?);
-    if mpi {
+    if wants("learn") {
+        rows.extend(learn_rows_local(&examples.join("local_bench"))?);
+        if mpi {
+            rows.extend(learn_rows_mpi(&examples.join("mpi_bench"))?);
+        }
+    }
+    if wants("local") {
+        rows.extend(local_rows(&examples.join("local_bench"))?);
+    }
+    if wants("command") {
+        rows.extend(command_rows(&release_worker(), &scratch, cores)?);
+    }
+    if mpi && wants("memory") {
         rows.extend(memory_rows(&examples.join("mpi_bench"), args.quick)?);
     }
     let _ = std::fs::remove_dir_all(&scratch);
@@ -264,6 +289,51 @@ fn balance_rows(program: &Path) -> Result<Vec<Row>> {
             Target::None,
         ),
     ])
+}
+
+/// The learnt-scheduling rows of one backend, from the `learn` and `in-order` runs of the
+/// same workload: makespan ÷ bound with learning, in order, and of the ideal in-order,
+/// static and LPT (perfect knowledge) schedules beside.
+fn learn_rows(backend: &str, learning: &Figures, in_order: &Figures) -> Result<Vec<Row>> {
+    let bound = figure(learning, "bound_s")?;
+    let (learnt, ordered) = (figure(learning, "makespan_s")?, figure(in_order, "makespan_s")?);
+    let (ideal, statically, lpt) =
+        (figure(learning, "ideal_in_order_s")?, figure(learning, "static_s")?, figure(learning, "lpt_s")?);
+    let name = format!("Learnt scheduling, {backend}, 400 shuffled sleeps growing with a parameter, 4 workers");
+    Ok(vec![
+        Row::new(
+            format!("{name}: makespan / bound, learning"),
+            format!("{learnt:.2}s"),
+            format!(
+                "bound {bound:.2}s; in order {ordered:.2}s = {:.3}x; ideal in order {:.3}x; static {:.3}x; LPT perfect {:.3}x",
+                ordered / bound,
+                ideal / bound,
+                statically / bound,
+                lpt / bound
+            ),
+            learnt / bound,
+            Target::AtMost(1.05),
+        ),
+        Row::new(
+            format!("{name}: makespan learning / ideal in order"),
+            format!("{learnt:.2}s"),
+            format!("{ideal:.2}s"),
+            learnt / ideal,
+            Target::AtMost(1.0),
+        ),
+    ])
+}
+
+fn learn_rows_local(program: &Path) -> Result<Vec<Row>> {
+    let learning = figures(&output_of(Command::new(program).arg("learn"), "local_bench learn")?);
+    let in_order = figures(&output_of(Command::new(program).arg("in-order"), "local_bench in-order")?);
+    learn_rows("local (4 threads)", &learning, &in_order)
+}
+
+fn learn_rows_mpi(program: &Path) -> Result<Vec<Row>> {
+    let learning = mpirun(5, program, &["learn"], &[])?;
+    let in_order = mpirun(5, program, &["in-order"], &[])?;
+    learn_rows("MPI (4 workers)", &learning, &in_order)
 }
 
 /// The efficiency row and the throughput row.
