@@ -62,7 +62,8 @@ const SHOWN: usize = 5;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// More log records on the console (-v: info, -vv: debug); operation.log gets them all.
+    /// More log records on the console (-v: info, -vv: debug); operation.log gets info and
+    /// up, and debug with -vv.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// No progress display and only errors on the console (the final summary is still printed).
@@ -472,7 +473,10 @@ fn install_logging(verbose: u8, quiet: bool) {
         (false, 1) => Level::INFO,
         (false, _) => Level::DEBUG,
     };
-    taskfarm::oplog::install(Some(console), Level::DEBUG);
+    // Processes may log a DEBUG line each (a million lines for a million processes): the
+    // file takes them with -vv only, like the console.
+    let file = if verbose >= 2 { Level::DEBUG } else { Level::INFO };
+    taskfarm::oplog::install(Some(console), file);
 }
 
 /// The command that finishes (or re-runs the crashed processes of) the run in `dir`.

@@ -147,6 +147,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if wants("command") {
         rows.extend(command_rows(&release_worker(), &scratch, cores)?);
     }
+    if wants("e2e") {
+        rows.extend(end_to_end_rows(&release_worker(), &scratch)?);
+    }
     if mpi && wants("memory") {
         rows.extend(memory_rows(&examples.join("mpi_bench"), args.quick)?);
     }
@@ -425,6 +428,59 @@ fn command_rows(worker: &Path, scratch: &Path, cores: usize) -> Result<Vec<Row>>
         eprintln!("xtask: bench: GNU parallel is not installed: its row is skipped");
     }
     let _ = std::io::stderr().flush();
+    Ok(rows)
+}
+
+/// `taskfarm-worker run` of 10^5 and 10^6 no-op processes (`monte_carlo_pi` of one sample)
+/// on the local backend, whole command: the wall time, and each file's size beside.
+fn end_to_end_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (count, target) in [(100_000u64, 0.5), (1_000_000, 5.0)] {
+        let spec = scratch.join(format!("noops_{count}.toml"));
+        let seeds: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"noops\"\nkind = \"monte_carlo_pi\"\nsamples = 1\nruns = {}\n\n[parameter_ranges]\nseed = [{}]\n",
+                count / 1000,
+                seeds.join(", ")
+            ),
+        )?;
+        let results = scratch.join(format!("e2e-{count}"));
+        eprintln!("xtask: bench: taskfarm-worker run ({count} no-ops, local backend)");
+        let started = Instant::now();
+        let status = Command::new(worker)
+            .args(["run"])
+            .arg(&spec)
+            .args(["--backend", "local", "--quiet", "--results"])
+            .arg(&results)
+            .stdout(Stdio::null())
+            .status()
+            .context("could not start taskfarm-worker")?;
+        let wall = started.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("taskfarm-worker run of {count} no-ops failed ({status})");
+        }
+        let run_dir = std::fs::read_dir(results.join("noops"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.join("journal").is_file())
+            .context("no result directory")?;
+        let mib = |file: &str| {
+            std::fs::metadata(run_dir.join(file)).map(|m| m.len() as f64 / (1 << 20) as f64).unwrap_or(0.0)
+        };
+        let sizes = ["journal", "results.jsonl", "results.csv", "operation.log"]
+            .map(|f| format!("{f} {:.0} MiB", mib(f)))
+            .join(", ");
+        rows.push(Row::new(
+            format!("End to end, taskfarm-worker run of {count} no-ops, local: wall time (s)"),
+            format!("{wall:.2}s"),
+            sizes,
+            wall,
+            Target::AtMost(target),
+        ));
+        let _ = std::fs::remove_dir_all(&results);
+    }
     Ok(rows)
 }
 
