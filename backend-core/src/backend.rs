@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::journal::{read_journal_with, Damage, JournalWriter, TornTail};
 use crate::lock::RunLock;
+use crate::predict::{Learner, Lookahead};
 use crate::results::{consolidate_dir, create_result_dir, files, to_toml_table, write_operation_toml};
 use crate::status::{RunState, StatusSource, StatusWriter};
 use crate::{
@@ -154,6 +155,10 @@ pub struct Collector {
     journal: JournalWriter,
     board: StatusBoard,
     progress: ProgressDisplay,
+    /// Learns each finished process's duration; gives the progress display its ETA.
+    learner: Learner,
+    /// When the progress display's ETA was last computed.
+    eta_at: Option<Instant>,
 }
 
 impl Collector {
@@ -171,6 +176,7 @@ impl Collector {
         }
         let journaled = self.journal.append(record)?;
         self.board.ran(record.duration_s);
+        self.learner.recorded(record.id, journaled, record.duration_s);
         if journaled != Status::Finished {
             let reason = match (journaled == record.status, record.reason.as_deref()) {
                 (true, Some(reason)) => reason,
@@ -207,7 +213,21 @@ impl Collector {
     /// Counts a journaled record on the board and the progress display.
     fn ended(&mut self, status: Status) {
         self.board.ended(status);
-        self.progress.update(&self.board.snapshot());
+        let counts = self.board.snapshot();
+        // The predicted ETA sums over the processes in flight: a few times a second is enough.
+        if self.eta_at.is_none_or(|at| at.elapsed() >= ETA_EVERY) {
+            self.eta_at = Some(Instant::now());
+            let left = counts.total.map(|t| t.saturating_sub(counts.finished + counts.crashed));
+            self.progress.set_predicted_eta(left.and_then(|left| self.learner.eta_s(left)));
+        }
+        self.progress.update(&counts);
+    }
+
+    /// The duration model and the jobs in flight: a backend that journals frames
+    /// ([`record_frame`](Self::record_frame)) tells it each record's id and duration
+    /// ([`Learner::recorded`]), and every backend says how many processes run at once.
+    pub fn learner(&self) -> &Learner {
+        &self.learner
     }
 
     /// The status board, to count processes as they start.
@@ -232,6 +252,8 @@ fn check_cannot_run(reason: Option<&str>) -> Result<()> {
         None => Ok(()),
     }
 }
+/// How often the collector computes the predicted ETA for the progress display.
+const ETA_EVERY: Duration = Duration::from_millis(250);
 
 /// Says in operation.log that a process failed (the console shows it with -v; the summary
 /// counts crashes).
@@ -368,6 +390,10 @@ pub struct Lifecycle<P: Process> {
     source_failure: crate::operation::SourceFailure,
     /// Set when the operation's deadline stopped it from starting processes.
     deadline_reached: Arc<AtomicBool>,
+    /// The duration model of the staged operation, and its jobs in flight.
+    learner: Learner,
+    /// Hands out jobs in id order whatever the predictions (the serial reference).
+    in_order: bool,
 }
 
 impl<P: Process> std::fmt::Debug for Lifecycle<P> {
@@ -392,7 +418,15 @@ impl<P: Process> Lifecycle<P> {
             status: None,
             source_failure: Default::default(),
             deadline_reached: Arc::default(),
+            learner: Learner::default(),
+            in_order: false,
         }
+    }
+
+    /// The same lifecycle, handing out jobs in id order whatever the predictions.
+    pub fn in_order(mut self) -> Self {
+        self.in_order = true;
+        self
     }
 
     /// `stage_in`: creates the result directory, writes `operation.toml`, opens the journal.
@@ -400,6 +434,7 @@ impl<P: Process> Lifecycle<P> {
     pub fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
         crate::subprocess::refuse_operation_in_child()?;
         refuse_unenforceable_timeout(&operation)?;
+        self.learner = Learner::default();
         if let Some(resume) = operation.resume().cloned() {
             return self.stage_in_resumed(operation, resume);
         }
@@ -422,8 +457,11 @@ impl<P: Process> Lifecycle<P> {
         let journal_path = dir.join(files::JOURNAL);
         let mut done = IdSet::default();
         let (mut finished, mut crashed) = (IdSet::default(), IdSet::default());
+        let learner = self.learner.clone();
         let damage = read_journal_with(&journal_path, |record| match record.status {
             Status::Finished => {
+                // A resumed run predicts from what its earlier run measured.
+                learner.learn(&record.params, record.duration_s);
                 finished.insert(record.id);
                 crashed.remove(record.id);
             }
@@ -453,6 +491,7 @@ impl<P: Process> Lifecycle<P> {
     pub fn stage_in_dir(&mut self, operation: Operation<P>, dir: PathBuf) -> Result<()> {
         crate::subprocess::refuse_operation_in_child()?;
         refuse_unenforceable_timeout(&operation)?;
+        self.learner = Learner::default();
         self.lock = Some(RunLock::acquire(&dir)?);
         let mut spec = operation.spec().clone();
         spec.insert("backend".into(), crate::Value::Str(self.backend.into()));
@@ -477,7 +516,12 @@ impl<P: Process> Lifecycle<P> {
         self.dir = dir.clone();
         crate::oplog::open(&dir)?;
         tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
-        let collector = Collector { journal, board: self.board.clone(), progress };
+        for history in operation.history() {
+            let learnt = self.learner.seed_from_dir(history, operation.name())?;
+            tracing::info!(target: "taskfarm", "learnt {learnt} durations from {}", history.display());
+        }
+        let learner = self.learner.clone();
+        let collector = Collector { journal, board: self.board.clone(), progress, learner, eta_at: None };
         let options = operation.options();
         let deadline = operation.deadline();
         self.source_failure = operation.source_failure();
@@ -487,6 +531,7 @@ impl<P: Process> Lifecycle<P> {
             (Some(done), Some(len)) => Some(len.saturating_sub(done.iter().take_while(|&id| id < len).count() as u64)),
             _ => len,
         };
+        let lookahead = if self.in_order { 1 } else { operation.lookahead() };
         let jobs = match len {
             Some(_) => operation.into_jobs(),
             None => counted(operation.into_jobs(), self.board.clone()),
@@ -495,6 +540,7 @@ impl<P: Process> Lifecycle<P> {
             Some(done) => Box::new(jobs.filter(move |job| !done.contains(job.id))),
             None => jobs,
         };
+        let jobs: JobSource<P> = Box::new(Lookahead::new(jobs, lookahead, self.learner.clone()));
         let jobs = match deadline {
             Some(deadline) => until_deadline(jobs, deadline, self.board.clone(), Arc::clone(&self.deadline_reached)),
             None => jobs,
@@ -556,7 +602,14 @@ impl<P: Process> Lifecycle<P> {
             name: self.name.clone(),
             backend: self.backend.to_owned(),
             board: self.board.clone(),
+            learner: self.learner.clone(),
         }));
+    }
+
+    /// The duration model of the staged operation (seeded from its history and, resumed,
+    /// from its own journal) and its jobs in flight.
+    pub fn learner(&self) -> &Learner {
+        &self.learner
     }
 
     /// `check_status`.

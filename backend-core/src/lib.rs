@@ -24,6 +24,7 @@ pub mod oplog;
 pub mod page;
 #[cfg(unix)]
 pub mod persistent;
+pub mod predict;
 mod process;
 mod progress;
 mod record;

@@ -35,6 +35,10 @@ pub struct Operation<P: Process> {
     options: RunOptions,
     failure: SourceFailure,
     deadline: Option<Deadline>,
+    /// Result directories of earlier runs to learn durations from.
+    history: Vec<PathBuf>,
+    /// How many jobs the look-ahead window holds (1: in order).
+    lookahead: usize,
 }
 
 /// When an operation stops starting processes: a wall-clock time (e.g. the end of a batch
@@ -235,6 +239,8 @@ impl<P: Process> Operation<P> {
             options: RunOptions::default(),
             failure: SourceFailure::default(),
             deadline: None,
+            history: Vec::new(),
+            lookahead: crate::predict::DEFAULT_LOOKAHEAD,
         })
     }
 
@@ -349,6 +355,33 @@ impl<P: Process> Operation<P> {
     /// The deadline given with [`with_deadline`](Self::with_deadline), if any.
     pub fn deadline(&self) -> Option<Deadline> {
         self.deadline
+    }
+
+    /// Learns durations from earlier runs of this operation before it starts: each of
+    /// `dirs` is a result directory (`results/<name>/<timestamp>`) or holds several
+    /// (`results/<name>`). `stage_in` refuses one that is not a run of this operation.
+    pub fn with_history(mut self, dirs: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.history.extend(dirs);
+        self
+    }
+
+    /// The result directories this operation learns durations from.
+    pub fn history(&self) -> &[PathBuf] {
+        &self.history
+    }
+
+    /// Sets how many jobs the backend pulls ahead of the one it hands out (default
+    /// [`DEFAULT_LOOKAHEAD`](crate::predict::DEFAULT_LOOKAHEAD)): among them it hands out the
+    /// one predicted longest once predictions are trusted (see [`crate::predict`]). 1 hands
+    /// out every job in id order.
+    pub fn with_lookahead(mut self, jobs: usize) -> Self {
+        self.lookahead = jobs.max(1);
+        self
+    }
+
+    /// How many jobs the backend pulls ahead.
+    pub fn lookahead(&self) -> usize {
+        self.lookahead
     }
 
     /// The run this operation resumes, if any.

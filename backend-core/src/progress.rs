@@ -2,6 +2,8 @@
 //! is not, nothing when quiet.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -35,6 +37,8 @@ pub struct ProgressDisplay {
     name: String,
     /// The crashed count the bar's message shows.
     crashed_shown: u64,
+    /// The ETA predicted from durations, in seconds as `f64` bits (NaN: none, the rate's).
+    predicted_eta: Arc<AtomicU64>,
 }
 
 impl ProgressDisplay {
@@ -45,6 +49,8 @@ impl ProgressDisplay {
             ProgressMode::Auto => ProgressMode::Lines,
             other => other,
         };
+        let predicted_eta = Arc::new(AtomicU64::new(f64::NAN.to_bits()));
+        let bar_eta = Arc::clone(&predicted_eta);
         let bar = (mode == ProgressMode::Bar).then(|| {
             let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(4));
             let style = ProgressStyle::with_template(
@@ -55,7 +61,13 @@ impl ProgressDisplay {
                     let _ = w.write_str(&rate_text(state.per_sec()));
                 })
             })
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            // The predicted ETA when there is one, else indicatif's (from the rate).
+            .with_key("eta", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let predicted = f64::from_bits(bar_eta.load(Ordering::Relaxed));
+                let eta = if predicted.is_finite() { Duration::from_secs_f64(predicted) } else { state.eta() };
+                let _ = write!(w, "{:#}", indicatif::HumanDuration(eta));
+            });
             bar.set_style(style);
             bar.set_prefix(name.to_owned());
             bar
@@ -68,7 +80,14 @@ impl ProgressDisplay {
             last_line: now,
             name: name.to_owned(),
             crashed_shown: 0,
+            predicted_eta,
         }
+    }
+
+    /// Sets the ETA predicted from durations (seconds), shown instead of the rate's.
+    pub fn set_predicted_eta(&mut self, eta_s: Option<f64>) {
+        let eta = eta_s.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(f64::NAN);
+        self.predicted_eta.store(eta.to_bits(), Ordering::Relaxed);
     }
 
     /// Shows the latest counts.
@@ -109,7 +128,9 @@ impl ProgressDisplay {
         // lower bound of the total.
         let total =
             counts.total.map(|t| t.to_string()).unwrap_or_else(|| format!("at least {}", done + counts.running));
+        let predicted = f64::from_bits(self.predicted_eta.load(Ordering::Relaxed));
         let eta = match counts.total {
+            _ if predicted.is_finite() => format!(", ETA {predicted:.0} s"),
             Some(t) if rate > 0.0 && t >= done => format!(", ETA {:.0} s", (t - done) as f64 / rate),
             _ => String::new(),
         };

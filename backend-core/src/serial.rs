@@ -15,7 +15,7 @@ pub struct SerialBackend<P: Process> {
 
 impl<P: Process> Default for SerialBackend<P> {
     fn default() -> Self {
-        SerialBackend { lifecycle: Lifecycle::new(BackendKind::Serial) }
+        SerialBackend { lifecycle: Lifecycle::new(BackendKind::Serial).in_order() }
     }
 }
 

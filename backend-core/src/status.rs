@@ -80,7 +80,8 @@ pub struct RunStatus {
     pub total: Option<u64>,
     /// Processes ended per second since the start (this run's, not a resumed run's earlier).
     pub rate: f64,
-    /// Seconds until the end at that rate, when the total is known.
+    /// Seconds until the end, when the total is known: from the predicted durations of what
+    /// is left once enough processes were measured (see [`crate::predict`]), else at `rate`.
     pub eta_s: Option<f64>,
     /// The longest-running processes, longest first (those of this program's threads; an
     /// MPI master lists none, its workers run elsewhere).
@@ -160,6 +161,8 @@ pub(crate) struct StatusSource {
     pub(crate) name: String,
     pub(crate) backend: String,
     pub(crate) board: StatusBoard,
+    /// The predictions behind the ETA.
+    pub(crate) learner: crate::predict::Learner,
 }
 
 /// The thread that keeps `status.json` and answers `cancel`, from `execute` to the end.
@@ -250,7 +253,10 @@ fn snapshot(
         running: counts.running,
         total: counts.total,
         rate,
-        eta_s: left.filter(|_| rate > 0.0).map(|left| left as f64 / rate),
+        // From the predictions once the model has learnt enough, else from the rate.
+        eta_s: left
+            .and_then(|left| source.learner.eta_s(left))
+            .or_else(|| left.filter(|_| rate > 0.0).map(|left| left as f64 / rate)),
         longest_running: longest_running(),
     }
 }
@@ -288,7 +294,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let board = StatusBoard::new(Some(10));
         board.started(2);
-        let source = StatusSource { dir: dir.path().to_owned(), name: "op".into(), backend: "local".into(), board };
+        let source = StatusSource {
+            dir: dir.path().to_owned(),
+            name: "op".into(),
+            backend: "local".into(),
+            board,
+            learner: Default::default(),
+        };
         let running = Running::new(7, "host/thread-1".into());
         let writer = StatusWriter::start(source);
         let start = Instant::now();

@@ -163,3 +163,75 @@ fn csv_without_run_columns(dir: &Path) -> Vec<Vec<String>> {
     }
     rows
 }
+
+/// The benchmark workload of learnt scheduling: `count` processes whose duration grows
+/// with their parameter `size` (heavy-tailed: most are small, a few large), times ±20 %
+/// noise, in shuffled order, scaled to `total` in all (fixed `seed`). Returns `(size,
+/// duration)` per process, in the order they are handed to the backend.
+pub fn learnable_workload(count: usize, total: std::time::Duration, seed: u64) -> Vec<(i64, std::time::Duration)> {
+    let mut state = seed.max(1);
+    let mut next = move || {
+        // xorshift64*: enough randomness for a benchmark's durations.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let raw: Vec<(i64, f64)> = (0..count)
+        .map(|_| {
+            // Pareto sizes (shape 1.3) from 1 to 100; the duration grows as size^1.5.
+            let size = (1.0 - next()).powf(-1.0 / 1.3).min(100.0).ceil() as i64;
+            let noise = 0.8 + 0.4 * next();
+            (size, (size as f64).powf(1.5) * noise)
+        })
+        .collect();
+    let sum: f64 = raw.iter().map(|(_, d)| d).sum();
+    raw.into_iter().map(|(size, d)| (size, total.mul_f64(d / sum))).collect()
+}
+
+/// The makespans, on `workers` workers, of schedules of `durations` (in this order) that
+/// the benchmark compares with: what a scheduler with no knowledge and no overhead achieves
+/// (`in_order`: each process in order to the first free worker; `static_split`: worker w
+/// gets processes w, w + W, ...), what knowing every duration in advance achieves (`lpt`:
+/// longest first to the first free worker), and the lower bound `max(longest, total / W)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedules {
+    /// The lower bound of any schedule.
+    pub bound: std::time::Duration,
+    /// The ideal in-order dynamic schedule.
+    pub in_order: std::time::Duration,
+    /// Static round-robin.
+    pub static_split: std::time::Duration,
+    /// Longest processing time first, with perfect knowledge.
+    pub lpt: std::time::Duration,
+}
+
+impl Schedules {
+    /// The schedules of `durations` on `workers` workers.
+    pub fn of(durations: &[std::time::Duration], workers: usize) -> Schedules {
+        use std::time::Duration;
+        let workers = workers.max(1);
+        let list = |order: &mut dyn Iterator<Item = Duration>| {
+            let mut free_at = vec![Duration::ZERO; workers];
+            for d in order {
+                if let Some(earliest) = free_at.iter_mut().min() {
+                    *earliest += d;
+                }
+            }
+            free_at.into_iter().max().unwrap_or_default()
+        };
+        let total: Duration = durations.iter().sum();
+        let longest = durations.iter().max().copied().unwrap_or_default();
+        let mut sorted = durations.to_vec();
+        sorted.sort_by(|a, b| b.cmp(a));
+        Schedules {
+            bound: longest.max(total / u32::try_from(workers).unwrap_or(u32::MAX)),
+            in_order: list(&mut durations.iter().copied()),
+            static_split: (0..workers)
+                .map(|w| durations.iter().skip(w).step_by(workers).sum::<Duration>())
+                .max()
+                .unwrap_or_default(),
+            lpt: list(&mut sorted.into_iter()),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The local-backend rows of `cargo xtask bench`: 100 µs CPU-bound processes on the local
 //! backend against a raw rayon `par_iter` over the same closures (efficiency), and the
-//! throughput of 1 µs processes. Prints `BENCH <key> <value>` lines that the xtask parses.
+//! throughput of 1 µs processes; with `learn` or `in-order`, the learnable workload (see
+//! `mpi_bench`) on a pool of 4 threads. Prints `BENCH <key> <value>` lines that the xtask parses.
 //!
 //! Run: `cargo run --release -p taskfarm-backend-local --example local_bench [processes]`.
 
@@ -51,7 +52,51 @@ fn calibrate(target: Duration) -> u64 {
     (target.as_secs_f64() / per_round[2]).max(1.0) as u64
 }
 
+/// Sleeps for some microseconds.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct Sleep {
+    us: u64,
+}
+
+impl Process for Sleep {
+    type Output = u64;
+    fn run(&self, _: &ProcessContext) -> Result<u64, ProcessError> {
+        std::thread::sleep(Duration::from_micros(self.us));
+        Ok(self.us)
+    }
+}
+
+/// `learn` / `in-order`: the learnable workload on a pool of `workers` threads, with the
+/// look-ahead window or in id order; prints the makespan and the schedules beside.
+fn learn(scenario: &str, workers: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let base = std::env::temp_dir().join(format!("taskfarm-local-bench-{}", std::process::id()));
+    let tasks = backend_core::testing::learnable_workload(400, Duration::from_secs(10), 42);
+    let durations: Vec<Duration> = tasks.iter().map(|(_, d)| *d).collect();
+    let schedules = backend_core::testing::Schedules::of(&durations, workers);
+    let jobs = tasks.into_iter().enumerate().map(|(id, (size, d))| backend_core::Job {
+        id: id as u64,
+        run: 0,
+        params: [("size".to_owned(), backend_core::Value::Int(size))].into_iter().collect(),
+        process: Sleep { us: d.as_micros() as u64 },
+    });
+    let lookahead = if scenario == "learn" { backend_core::predict::DEFAULT_LOOKAHEAD } else { 1 };
+    let operation = Operation::from_jobs("learn", Box::new(jobs), Some(durations.len() as u64))?
+        .with_lookahead(lookahead)
+        .with_results_base(&base);
+    let summary = LocalBackend::new(Some(workers))?.run(operation)?;
+    println!("BENCH makespan_s {:.4}", summary.wall.as_secs_f64());
+    println!("BENCH bound_s {:.4}", schedules.bound.as_secs_f64());
+    println!("BENCH ideal_in_order_s {:.4}", schedules.in_order.as_secs_f64());
+    println!("BENCH static_s {:.4}", schedules.static_split.as_secs_f64());
+    println!("BENCH lpt_s {:.4}", schedules.lpt.as_secs_f64());
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(scenario) = std::env::args().nth(1).filter(|a| a == "learn" || a == "in-order") {
+        return learn(&scenario, 4);
+    }
     let count: u64 = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(20_000);
     let pool = default_pool_size();
     let base = std::env::temp_dir().join(format!("taskfarm-local-bench-{}", std::process::id()));

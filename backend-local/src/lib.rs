@@ -89,6 +89,7 @@ impl<P: Process> Backend<P> for LocalBackend<P> {
 pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collector: &mut Collector) -> Result<()> {
     let board = collector.board().clone();
     let Dispatch { jobs, dir, options, .. } = dispatch;
+    collector.learner().set_slots(pool_size / options.process_threads().max(1));
     let config = ExecutorConfig { threads: pool_size, name: "taskfarm-local" };
     let executor = ThreadExecutor::pulling(
         config,

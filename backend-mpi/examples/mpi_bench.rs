@@ -9,6 +9,9 @@
 //!   of a static round-robin split and of the ideal dynamic schedule of the same durations.
 //! - `hybrid N T`: `N` processes of 2 ms on ranks of `T` threads each; prints the rate and
 //!   the master's CPU time.
+//! - `learn` / `in-order`: 400 sleeps whose durations grow with their parameter (heavy
+//!   tailed, shuffled, 10 s in all), with the look-ahead window or in id order; prints the
+//!   makespan, the bound, and the ideal in-order, static and LPT schedules' makespans.
 //! - `memory N`: `N` no-op processes; prints rank 0's peak RSS (VmHWM) at the end,
 //!   consolidation included.
 //!
@@ -137,7 +140,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("BENCH peak_rss_kib {}", peak_rss_kib());
             }
         }
-        other => return Err(format!("unknown scenario `{other}` (dispatch, balance, hybrid, memory)").into()),
+        "learn" | "in-order" => {
+            // The learnable workload (durations grow with a parameter, shuffled): with the
+            // look-ahead window (learning) or in id order; the schedules to compare beside.
+            let tasks = backend_core::testing::learnable_workload(400, Duration::from_secs(10), 42);
+            let workers = usize::try_from(world.size() - 1).unwrap_or(1).max(1);
+            let durations: Vec<Duration> = tasks.iter().map(|(_, d)| *d).collect();
+            let schedules = backend_core::testing::Schedules::of(&durations, workers);
+            let jobs = tasks.into_iter().enumerate().map(|(id, (size, d))| backend_core::Job {
+                id: id as u64,
+                run: 0,
+                params: [("size".to_owned(), backend_core::Value::Int(size))].into_iter().collect(),
+                process: Bench::SleepUs(d.as_micros() as u64),
+            });
+            let lookahead = if scenario == "learn" { backend_core::predict::DEFAULT_LOOKAHEAD } else { 1 };
+            let operation = Operation::from_jobs("learn", Box::new(jobs), Some(durations.len() as u64))?
+                .with_lookahead(lookahead)
+                .with_results_base(&base);
+            let summary = backend.run(operation)?;
+            if summary.is_report() {
+                println!("BENCH makespan_s {:.4}", summary.wall.as_secs_f64());
+                println!("BENCH bound_s {:.4}", schedules.bound.as_secs_f64());
+                println!("BENCH ideal_in_order_s {:.4}", schedules.in_order.as_secs_f64());
+                println!("BENCH static_s {:.4}", schedules.static_split.as_secs_f64());
+                println!("BENCH lpt_s {:.4}", schedules.lpt.as_secs_f64());
+            }
+        }
+        other => {
+            return Err(
+                format!("unknown scenario `{other}` (dispatch, balance, hybrid, memory, learn, in-order)").into()
+            )
+        }
     }
     if report {
         let _ = std::fs::remove_dir_all(&base);

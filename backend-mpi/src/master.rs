@@ -52,6 +52,7 @@ pub(crate) fn run<P: Process>(
     let mut wire = Wire::new(&mpi.world);
     let workers = usize::try_from(mpi.size - 1).unwrap_or(0);
     let policy = Policy::new(workers, prefetch, threads_per_rank, options.process_threads(), len, max_batch());
+    collector.learner().set_slots(workers * threads_per_rank.max(1) / options.process_threads().max(1));
     let mut scheduler = Scheduler::new(policy, jobs);
     // With two workers or more, the master runs each retry on another rank (a crash may be
     // the node's fault): workers run every job once. With one, the worker retries itself.
@@ -350,10 +351,20 @@ impl<P: Process> Scheduler<P> {
                             // A worker's results wait until they are taken (see `Wire::collect`).
                             wire.collect();
                         }
+                        // The model learns from the head: the frame stays undecoded.
+                        let learnt = |collector: &mut Collector| {
+                            collector.learner().recorded(head.id, head.status, head.duration_s);
+                        };
                         match &mut self.retries {
-                            None => collector.record_frame(head.status, head.duration_s, frame)?,
+                            None => {
+                                learnt(collector);
+                                collector.record_frame(head.status, head.duration_s, frame)?;
+                            }
                             Some(retries) => match retries.settle(head, frame, from)? {
-                                Settled::AsFramed => collector.record_frame(head.status, head.duration_s, frame)?,
+                                Settled::AsFramed => {
+                                    learnt(collector);
+                                    collector.record_frame(head.status, head.duration_s, frame)?;
+                                }
                                 Settled::Closed(record) => collector.record(&record)?,
                                 Settled::Again => again = true,
                             },

@@ -64,7 +64,8 @@ const SHOWN: usize = 5;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// More log records on the console (-v: info, -vv: debug); operation.log gets them all.
+    /// More log records on the console (-v: info, -vv: debug); operation.log gets info and
+    /// up, and debug with -vv.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// No progress display and only errors on the console (the final summary is still printed).
@@ -177,6 +178,11 @@ struct RunArgs {
     /// allocations in all.
     #[arg(long = "continue", value_name = "N", value_parser = at_least_one)]
     continue_up_to: Option<usize>,
+    /// Learn how long processes take from earlier runs of this operation (a result
+    /// directory, or results/<name> for all its runs), to start the longest first and
+    /// predict the ETA; repeatable.
+    #[arg(long, value_name = "DIR")]
+    history: Vec<PathBuf>,
     /// Accept a --pool-size or --threads-per-rank above 64 threads per core of this machine.
     #[arg(long)]
     force: bool,
@@ -380,7 +386,8 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
     }
     let mut backend = create_backend(&backend_name, &options)?;
     let progress = if quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
-    let mut operation = spec.into_operation().with_results_base(&args.results).with_progress(progress);
+    let mut operation =
+        spec.into_operation().with_results_base(&args.results).with_progress(progress).with_history(args.history);
     if let Some(dir) = &args.resume {
         operation = operation.resume_from(dir, args.rerun_crashed);
     }
@@ -547,7 +554,10 @@ fn install_logging(verbose: u8, quiet: bool) {
         (false, 1) => Level::INFO,
         (false, _) => Level::DEBUG,
     };
-    taskfarm::oplog::install(Some(console), Level::DEBUG);
+    // Processes may log a DEBUG line each (a million lines for a million processes): the
+    // file takes them with -vv only, like the console.
+    let file = if verbose >= 2 { Level::DEBUG } else { Level::INFO };
+    taskfarm::oplog::install(Some(console), file);
 }
 
 /// The command that finishes (or re-runs the crashed processes of) the run in `dir`.

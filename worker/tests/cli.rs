@@ -26,7 +26,8 @@ fn validated_count(spec: &Path) -> usize {
 
 fn run_spec(spec: &Path, backend: &str, base: &Path) -> Output {
     worker_no_panic(
-        &["run", &spec.to_string_lossy(), "--backend", backend, "--results", &base.to_string_lossy(), "--quiet"],
+        // -vv: operation.log takes the processes' DEBUG lines too.
+        &["run", &spec.to_string_lossy(), "--backend", backend, "--results", &base.to_string_lossy(), "--quiet", "-vv"],
         Path::new("."),
     )
 }

@@ -45,7 +45,8 @@ parameter_ranges = {{ x = [{}] }}
 
 fn start(dir: &Path, args: &[&str]) -> Child {
     Command::new(WORKER)
-        .args(["run", "faults.toml", "--quiet"])
+        // -vv: operation.log takes the commands' DEBUG lines, which say which ended.
+        .args(["run", "faults.toml", "--quiet", "-vv"])
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::piped())

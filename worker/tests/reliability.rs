@@ -46,7 +46,8 @@ parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7] }
 "#,
     )
     .expect("the spec is written");
-    let out = run(&["run", "faults.toml", "--quiet"], dir.path());
+    // -vv: operation.log takes the commands' DEBUG lines too.
+    let out = run(&["run", "faults.toml", "--quiet", "-vv"], dir.path());
     assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
     let rows = rows(&result_dir(&dir.path().join("results"), "faults"));
     assert_eq!(rows.len(), 8);

@@ -34,9 +34,10 @@ pub struct BenchArgs {
     /// Skips the memory row at 10^6 processes (the longest row).
     #[arg(long)]
     pub quick: bool,
-    /// Runs only one group of rows: `python` (the persistent `python` kind's rows).
-    #[arg(long, value_parser = ["python"])]
-    pub only: Option<String>,
+    /// Runs only these groups of rows (repeatable): dispatch, balance, hybrid, local,
+    /// command, memory, learn, e2e, python. Default: all but e2e.
+    #[arg(long, value_name = "GROUP")]
+    pub only: Vec<String>,
 }
 
 /// One row of the table.
@@ -95,7 +96,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if !mpi && !args.no_mpi {
         eprintln!("xtask: mpirun/mpicc not found: the MPI rows are skipped");
     }
-    if args.only.as_deref() == Some("python") {
+    if args.only.len() == 1 && args.only[0] == "python" {
         let scratch = target_dir().join("bench").join(format!("scratch-{}", std::process::id()));
         std::fs::create_dir_all(&scratch).with_context(|| format!("could not create {}", scratch.display()))?;
         let rows = crate::bench_python::rows(&scratch, mpi, true);
@@ -107,7 +108,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "build",
             "--release",
             "-p",
-            "backend-local",
+            "taskfarm-backend-local",
             "--example",
             "local_bench",
             "-p",
@@ -125,16 +126,42 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let scratch = target_dir().join("bench").join(format!("scratch-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("could not create {}", scratch.display()))?;
 
+    let wants = |group: &str| {
+        if args.only.is_empty() {
+            group != "e2e"
+        } else {
+            args.only.iter().any(|g| g == group)
+        }
+    };
     let mut rows = Vec::new();
-    if mpi {
+    if mpi && wants("dispatch") {
         rows.extend(dispatch_rows(&examples.join("mpi_bench"), args.noops)?);
+    }
+    if mpi && wants("balance") {
         rows.extend(balance_rows(&examples.join("mpi_bench"))?);
+    }
+    if mpi && wants("hybrid") {
         rows.push(hybrid_row(&examples.join("mpi_bench"))?);
     }
-    rows.extend(local_rows(&examples.join("local_bench"))?);
-    rows.extend(command_rows(&release_worker(), &scratch, cores)?);
-    rows.extend(crate::bench_python::rows(&scratch, mpi, false)?);
-    if mpi {
+    if wants("learn") {
+        rows.extend(learn_rows_local(&examples.join("local_bench"))?);
+        if mpi {
+            rows.extend(learn_rows_mpi(&examples.join("mpi_bench"))?);
+        }
+    }
+    if wants("local") {
+        rows.extend(local_rows(&examples.join("local_bench"))?);
+    }
+    if wants("command") {
+        rows.extend(command_rows(&release_worker(), &scratch, cores)?);
+    }
+    if wants("python") {
+        rows.extend(crate::bench_python::rows(&scratch, mpi, false)?);
+    }
+    if wants("e2e") {
+        rows.extend(end_to_end_rows(&release_worker(), &scratch)?);
+    }
+    if mpi && wants("memory") {
         rows.extend(memory_rows(&examples.join("mpi_bench"), args.quick)?);
     }
     let _ = std::fs::remove_dir_all(&scratch);
@@ -282,6 +309,51 @@ fn balance_rows(program: &Path) -> Result<Vec<Row>> {
     ])
 }
 
+/// The learnt-scheduling rows of one backend, from the `learn` and `in-order` runs of the
+/// same workload: makespan ÷ bound with learning, in order, and of the ideal in-order,
+/// static and LPT (perfect knowledge) schedules beside.
+fn learn_rows(backend: &str, learning: &Figures, in_order: &Figures) -> Result<Vec<Row>> {
+    let bound = figure(learning, "bound_s")?;
+    let (learnt, ordered) = (figure(learning, "makespan_s")?, figure(in_order, "makespan_s")?);
+    let (ideal, statically, lpt) =
+        (figure(learning, "ideal_in_order_s")?, figure(learning, "static_s")?, figure(learning, "lpt_s")?);
+    let name = format!("Learnt scheduling, {backend}, 400 shuffled sleeps growing with a parameter, 4 workers");
+    Ok(vec![
+        Row::new(
+            format!("{name}: makespan / bound, learning"),
+            format!("{learnt:.2}s"),
+            format!(
+                "bound {bound:.2}s; in order {ordered:.2}s = {:.3}x; ideal in order {:.3}x; static {:.3}x; LPT perfect {:.3}x",
+                ordered / bound,
+                ideal / bound,
+                statically / bound,
+                lpt / bound
+            ),
+            learnt / bound,
+            Target::AtMost(1.05),
+        ),
+        Row::new(
+            format!("{name}: makespan learning / ideal in order"),
+            format!("{learnt:.2}s"),
+            format!("{ideal:.2}s"),
+            learnt / ideal,
+            Target::AtMost(1.0),
+        ),
+    ])
+}
+
+fn learn_rows_local(program: &Path) -> Result<Vec<Row>> {
+    let learning = figures(&output_of(Command::new(program).arg("learn"), "local_bench learn")?);
+    let in_order = figures(&output_of(Command::new(program).arg("in-order"), "local_bench in-order")?);
+    learn_rows("local (4 threads)", &learning, &in_order)
+}
+
+fn learn_rows_mpi(program: &Path) -> Result<Vec<Row>> {
+    let learning = mpirun(5, program, &["learn"], &[])?;
+    let in_order = mpirun(5, program, &["in-order"], &[])?;
+    learn_rows("MPI (4 workers)", &learning, &in_order)
+}
+
 /// The efficiency row and the throughput row.
 fn local_rows(program: &Path) -> Result<Vec<Row>> {
     let f = figures(&output_of(&mut Command::new(program), "local_bench")?);
@@ -410,6 +482,59 @@ fn command_rows(worker: &Path, scratch: &Path, cores: usize) -> Result<Vec<Row>>
         eprintln!("xtask: bench: GNU parallel is not installed: its row is skipped");
     }
     let _ = std::io::stderr().flush();
+    Ok(rows)
+}
+
+/// `taskfarm-worker run` of 10^5 and 10^6 no-op processes (`monte_carlo_pi` of one sample)
+/// on the local backend, whole command: the wall time, and each file's size beside.
+fn end_to_end_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (count, target) in [(100_000u64, 0.5), (1_000_000, 5.0)] {
+        let spec = scratch.join(format!("noops_{count}.toml"));
+        let seeds: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"noops\"\nkind = \"monte_carlo_pi\"\nsamples = 1\nruns = {}\n\n[parameter_ranges]\nseed = [{}]\n",
+                count / 1000,
+                seeds.join(", ")
+            ),
+        )?;
+        let results = scratch.join(format!("e2e-{count}"));
+        eprintln!("xtask: bench: taskfarm-worker run ({count} no-ops, local backend)");
+        let started = Instant::now();
+        let status = Command::new(worker)
+            .args(["run"])
+            .arg(&spec)
+            .args(["--backend", "local", "--quiet", "--results"])
+            .arg(&results)
+            .stdout(Stdio::null())
+            .status()
+            .context("could not start taskfarm-worker")?;
+        let wall = started.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("taskfarm-worker run of {count} no-ops failed ({status})");
+        }
+        let run_dir = std::fs::read_dir(results.join("noops"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.join("journal").is_file())
+            .context("no result directory")?;
+        let mib = |file: &str| {
+            std::fs::metadata(run_dir.join(file)).map(|m| m.len() as f64 / (1 << 20) as f64).unwrap_or(0.0)
+        };
+        let sizes = ["journal", "results.jsonl", "results.csv", "operation.log"]
+            .map(|f| format!("{f} {:.0} MiB", mib(f)))
+            .join(", ");
+        rows.push(Row::new(
+            format!("End to end, taskfarm-worker run of {count} no-ops, local: wall time (s)"),
+            format!("{wall:.2}s"),
+            sizes,
+            wall,
+            Target::AtMost(target),
+        ));
+        let _ = std::fs::remove_dir_all(&results);
+    }
     Ok(rows)
 }
 
