@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::mpi::tail;
+use crate::runner::tail;
 use crate::{mpi, release_worker, root, Tally};
 
 /// The hosts, in hostfile order; tf-node1 runs mpirun and rank 0 (the master).
@@ -254,7 +254,7 @@ impl Drop for Cluster {
 }
 
 /// What one command came to.
-type Run = mpi::Outcome;
+type Run = crate::runner::Outcome;
 
 impl Run {
     fn expect_code(&self, what: &str, code: i32) -> Result<()> {
@@ -271,7 +271,7 @@ impl Run {
 /// Runs `command` with output to files and `RUN_TIMEOUT`; `during` is called every 50 ms
 /// with the time since the start (to act on the run from outside).
 fn run(state: &Path, command: Command, during: impl FnMut(Duration) -> Result<()>) -> Result<Run> {
-    mpi::run_to_files(state, "run", command, RUN_TIMEOUT, during)
+    crate::runner::run_to_files(state, "run", command, RUN_TIMEOUT, during)
 }
 
 /// Runs an mpirun `command` like [`run`], again (at most 3 times in all) when mpirun itself
@@ -306,7 +306,7 @@ struct Table {
 
 impl Table {
     fn read(base: &Path) -> Result<Table> {
-        let (header, rows) = mpi::read_results(base)?;
+        let (header, rows) = crate::results::read_results(base)?;
         Ok(Table { header, rows })
     }
 
@@ -368,7 +368,7 @@ fn sweep(cluster: &Cluster, spec: &Path) -> Result<()> {
     let args = ["run", &spec_arg, "--backend", "mpi", "--results", &results_arg, "--quiet"];
     run_mpi(cluster, || cluster.mpirun(&hostfile, 6, &args), Some(&cluster_dir))?.expect_code("the cluster run", 0)?;
     run(&cluster.state, cluster.serial(spec, &serial_dir), idle)?.expect_code("the serial run", 0)?;
-    mpi::compare_results(&serial_dir, &cluster_dir)?;
+    crate::results::compare_results(&serial_dir, &cluster_dir)?;
     let hosts = Table::read(&cluster_dir)?.ranks_by_host()?;
     eprintln!("xtask:   ranks that ran processes, by host: {}", describe_hosts(&hosts));
     let missing: Vec<&str> = NODES.iter().copied().filter(|n| !hosts.contains_key(*n)).collect();
@@ -400,8 +400,9 @@ fn remote_crash(cluster: &Cluster) -> Result<()> {
     if !NODES[1..].contains(&host) {
         bail!("the crash record names host `{host}`, expected a remote host (tf-node2 or tf-node3)");
     }
-    let crashed_jsonl = std::fs::read_to_string(mpi::find_results_csv(&dir)?.with_file_name("crashed.jsonl"))
-        .context("could not read crashed.jsonl")?;
+    let crashed_jsonl =
+        std::fs::read_to_string(crate::results::find_results_csv(&dir)?.with_file_name("crashed.jsonl"))
+            .context("could not read crashed.jsonl")?;
     let said = format!("x=3 fails on {host}");
     if !crashed_jsonl.contains(host) || !crashed_jsonl.contains(&said) {
         bail!("crashed.jsonl should name {host} and keep the stderr line `{said}`: {crashed_jsonl}");
@@ -479,7 +480,7 @@ fn link_loss(cluster: &Cluster) -> Result<()> {
     let mut unplugged: Option<Duration> = None;
     let outcome = run(&cluster.state, cluster.mpirun(&hostfile, 6, &args), |elapsed| {
         // Unplug once the run is well under way: 1.5 s in and a journal with records.
-        if unplugged.is_none() && elapsed >= Duration::from_millis(1500) && mpi::journal_len(&base) > 0 {
+        if unplugged.is_none() && elapsed >= Duration::from_millis(1500) && crate::results::journal_len(&base) > 0 {
             eprintln!("xtask:   unplugging {LOST} at {:.1} s", elapsed.as_secs_f64());
             hosts_sh(&cluster.scripts, &["link", LOST, "down"])?;
             unplugged = Some(elapsed);
@@ -522,7 +523,7 @@ fn link_loss(cluster: &Cluster) -> Result<()> {
         );
     }
     eprintln!("xtask:   the master said: stopped by a signal{}", report.lines().next().unwrap_or(""));
-    let dir = mpi::run_dir(&base)?;
+    let dir = crate::results::run_dir(&base)?;
     let journal = std::fs::read(dir.join("journal")).context("the journal of the interrupted run is missing")?;
     // The journal is readable: `report` reads it and counts its records.
     let report = run(&cluster.state, worker_command(cluster, &["report", &dir.to_string_lossy()]), idle)?;

@@ -10,6 +10,8 @@ mod bench_python;
 mod cluster;
 mod mpi;
 mod release;
+mod results;
+mod runner;
 mod slurm;
 
 use std::path::PathBuf;

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::mpi::{compare_rows, on_path, read_results, running_as_root};
+use crate::mpi::{on_path, running_as_root};
+use crate::results::{compare_rows, read_results};
 use crate::{cargo, root, run_checked, target_dir, Tally};
 
 /// How long a case may take before it counts as hung.
@@ -125,7 +126,7 @@ impl Cluster {
             }
             if start.elapsed() > Duration::from_secs(60) {
                 let log = std::fs::read_to_string(cluster.dir.join("slurmctld.log")).unwrap_or_default();
-                bail!("the Slurm node never became idle:\n{}", crate::mpi::tail(&log));
+                bail!("the Slurm node never became idle:\n{}", crate::runner::tail(&log));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -207,7 +208,7 @@ fn expect_ok(mut command: Command, what: &str) -> Result<String> {
     let out = command.output().with_context(|| format!("could not start {what}"))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
-        bail!("{what} exited with {:?}:\n{}", out.status.code(), crate::mpi::tail(&text));
+        bail!("{what} exited with {:?}:\n{}", out.status.code(), crate::runner::tail(&text));
     }
     Ok(text)
 }
@@ -337,7 +338,7 @@ fn job_outputs(dir: &Path) -> String {
                 stack.push(path);
             } else if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("taskfarm-")) {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                found.push(format!("{}:\n{}", path.display(), crate::mpi::tail(&text)));
+                found.push(format!("{}:\n{}", path.display(), crate::runner::tail(&text)));
             }
         }
     }

@@ -8,10 +8,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::{
-    compare_results, compare_rows, expect_failure, expect_in, expect_success, launch, oversubscribed, path_arg,
-    read_results, run_with_timeout,
-};
+use super::launch;
+use super::suite::{expect_failure, expect_in, expect_success, oversubscribed, path_arg, run_with_timeout};
+use crate::results::{compare_results, compare_rows, read_results};
 use crate::{root, Tally};
 
 /// The module of the fault cases: x = 1 segfaults, 2 calls sys.exit(3), 3 sleeps past the

@@ -1,0 +1,193 @@
+//! MPI runs stopped mid-way while long processes run and short ones have finished — a
+//! signal to mpirun, to rank 0, `kill -9` of a worker rank, `cancel` from outside — then
+//! resumed: what finished is consolidated, nothing survives, every process runs once.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::suite::{expect_in, expect_success, oversubscribed, path_arg, run_with_timeout};
+use super::{describe, launch};
+use crate::release_worker;
+use crate::results::{read_results, run_dir};
+use crate::runner::{run_to_files, tail};
+use crate::Tally;
+
+/// How a run under mpirun is stopped in [`signals_mid_run`].
+#[derive(Debug, Clone, Copy)]
+enum MpiStop {
+    /// `kill -INT` of mpirun, with Open MPI's own 1 s between its SIGTERM and SIGKILL to
+    /// the ranks (what a plain `mpirun` does).
+    IntToMpirun,
+    /// `kill -INT` of rank 0 alone.
+    IntToMaster,
+    /// `kill -9` of worker rank 1.
+    KillWorker,
+    /// `taskfarm-worker cancel DIR` from outside the job.
+    Cancel,
+}
+
+/// Stopped mid-run while long processes run and short ones have finished: the job ends
+/// (no rank is left waiting), every finished process is in results.csv and the journal,
+/// the resume command is printed, no command the run started survives, and `--resume`
+/// then runs every process exactly once.
+pub(super) fn signals_mid_run(scratch: &Path, tally: &mut Tally) {
+    for stop in [MpiStop::IntToMpirun, MpiStop::IntToMaster, MpiStop::KillWorker, MpiStop::Cancel] {
+        let name =
+            format!("{stop:?} while long processes run: finished ones consolidated, no survivors, then --resume");
+        let outcome = signal_case(scratch, stop);
+        tally.record(&name, outcome);
+    }
+}
+
+fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
+    let case = scratch.join(format!("signal-{stop:?}"));
+    std::fs::create_dir_all(&case)?;
+    let d = case.display();
+    // x = 4 and 5 wait for the file `go` (40 s at most); 0 to 3 end at once. The short ones
+    // come first: the master queues nothing behind a process of unknown duration, so a short
+    // one after a long one would wait for a worker.
+    let spec = case.join("slow.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"slow\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", '''echo $$ >> {d}/pids; i=0; \
+             if [ {{x}} = 4 ] || [ {{x}} = 5 ]; then while [ ! -e {d}/go ] && [ $i -lt 400 ]; do sleep 0.1; \
+             i=$((i + 1)); done; fi; echo {{x}}''']\n[parameter_ranges]\nx = [0, 1, 2, 3, 4, 5]\n"
+        ),
+    )?;
+    let results = case.join("results");
+    let args = vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()];
+    let mut command = launch(&oversubscribed(3, args))?;
+    if let MpiStop::IntToMpirun = stop {
+        command.env("OMPI_MCA_odls_base_sigkill_timeout", "1");
+    }
+    eprintln!("xtask: {}", describe(&command));
+    let mut signalled = false;
+    let outcome = run_to_files(&case, "run", command, Duration::from_secs(120), |_| {
+        // Once the four short processes are journaled (and only the long ones run).
+        if signalled || finished_in_log(&results) < 4 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let marker = path_arg(&spec);
+        if let MpiStop::Cancel = stop {
+            let dir = run_dir(&results)?;
+            eprintln!("xtask:   taskfarm-worker cancel {}", dir.display());
+            let cancel = Command::new(release_worker()).arg("cancel").arg(&dir).output()?;
+            if !cancel.status.success() {
+                bail!("cancel failed: {}", String::from_utf8_lossy(&cancel.stderr));
+            }
+            signalled = true;
+            return Ok(());
+        }
+        let (signal, pid) = match stop {
+            MpiStop::IntToMpirun => ("-INT", pid_of("mpirun", &marker, None)),
+            MpiStop::IntToMaster => ("-INT", pid_of("taskfarm-worker", &marker, Some(0))),
+            MpiStop::KillWorker => ("-KILL", pid_of("taskfarm-worker", &marker, Some(1))),
+            MpiStop::Cancel => return Ok(()),
+        };
+        let pid = pid.context("the process to signal was not found")?;
+        eprintln!("xtask:   kill {signal} {pid}");
+        Command::new("kill").args([signal, &pid.to_string()]).status()?;
+        signalled = true;
+        Ok(())
+    })?;
+    if !signalled {
+        bail!("the run ended before the short processes were journaled:\n{}", tail(&outcome.stderr));
+    }
+    if outcome.timed_out {
+        bail!("the job did not end after the signal:\n{}", tail(&outcome.stderr));
+    }
+    match stop {
+        MpiStop::IntToMaster | MpiStop::Cancel if outcome.code != Some(130) => {
+            bail!("exit {:?}, expected 130:\n{}", outcome.code, tail(&outcome.stderr))
+        }
+        _ if outcome.code == Some(0) => bail!("exit 0 after a signal"),
+        _ => {}
+    }
+    let said = format!("{}{}", outcome.stdout, outcome.stderr);
+    expect_in(&said, "--resume")?;
+    let (_, rows) = read_results(&results)?;
+    let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
+    for id in ["0", "1", "2", "3"] {
+        if !ids.contains(id) {
+            bail!("process {id} finished before the signal but is not in results.csv: {ids:?}");
+        }
+    }
+    expect_no_survivors(&case.join("pids"))?;
+    // The resume runs the rest at once (the long ones no longer wait) and only the rest.
+    std::fs::write(case.join("go"), "")?;
+    let dir = run_dir(&results)?;
+    let resume =
+        vec!["run".into(), path_arg(&dir.join("operation.toml")), "--resume".into(), path_arg(&dir), "--quiet".into()];
+    let resumed = run_with_timeout(&case, launch(&oversubscribed(3, resume))?)?;
+    expect_success(&resumed)?;
+    let (_, rows) = read_results(&results)?;
+    let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
+    if rows.len() != 6 || ids.len() != 6 {
+        bail!("after --resume: {} rows and {} distinct ids, expected 6", rows.len(), ids.len());
+    }
+    expect_no_survivors(&case.join("pids"))
+}
+
+/// How many commands `operation.log` under `base` says ended with status 0.
+fn finished_in_log(base: &Path) -> usize {
+    let log = run_dir(base).ok().and_then(|dir| std::fs::read_to_string(dir.join("operation.log")).ok());
+    log.map_or(0, |log| log.lines().filter(|l| l.contains("exited with status 0")).count())
+}
+
+/// The pid of a process whose command line starts with a program named `program`, names
+/// `marker`, and (when `rank` is given) whose environment makes it that MPI rank; the
+/// lowest such pid (a rank's forked helpers come after it).
+fn pid_of(program: &str, marker: &str, rank: Option<u32>) -> Option<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
+            let first = args.next()?;
+            if Path::new(first.as_ref()).file_name().is_none_or(|n| n != program) {
+                return None;
+            }
+            if !String::from_utf8_lossy(&cmdline).contains(marker) {
+                return None;
+            }
+            if let Some(rank) = rank {
+                let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+                let environ = std::fs::read(entry.path().join("environ")).ok()?;
+                if !environ.split(|&b| b == 0).any(|var| var == wanted.as_bytes()) {
+                    return None;
+                }
+            }
+            Some(pid)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.first().copied()
+}
+
+/// Fails when a pid listed in `pids` (one per line) still runs 10 s from now.
+fn expect_no_survivors(pids: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(pids).unwrap_or_default();
+    let start = Instant::now();
+    for pid in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+            let alive = stat.is_ok_and(|s| !s.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'));
+            if !alive {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("command {pid} started by the run still runs after the job ended");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
