@@ -215,6 +215,28 @@ mod tests {
     use crate::ProcessError;
     use serde::{Deserialize, Serialize};
 
+    /// Says whether `inside_process` holds on its own thread and, at the same moment, on
+    /// another thread.
+    #[derive(Serialize, Deserialize)]
+    struct Asks;
+
+    impl Process for Asks {
+        type Output = (bool, bool);
+        fn run(&self, _: &crate::ProcessContext<'_>) -> Result<(bool, bool), ProcessError> {
+            let elsewhere = std::thread::spawn(inside_process).join().unwrap_or(true);
+            Ok((inside_process(), elsewhere))
+        }
+    }
+
+    #[test]
+    fn only_the_thread_that_runs_a_process_is_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Job { id: 0, run: 0, params: crate::Params::new(), process: Asks };
+        let record = run_job(&job, dir.path(), &Location::here("test"));
+        assert_eq!(record.output, Value::List(vec![Value::Bool(true), Value::Bool(false)]));
+        assert!(!inside_process(), "and not after it");
+    }
+
     #[derive(Serialize, Deserialize)]
     struct Div(i64);
 

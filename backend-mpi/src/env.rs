@@ -4,7 +4,7 @@
 //! byte messages on one tag, polling with a sleeping backoff so no rank burns a core.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once, OnceLock, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -21,9 +21,6 @@ use crate::Error;
 static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
 /// The thread that initialized MPI: the only one that may talk MPI (`Funneled`).
 static MPI_THREAD: OnceLock<ThreadId> = OnceLock::new();
-/// How many processes are running under `run_job` on this rank: their panics are caught
-/// and recorded, so the panic hook must not abort the job for them.
-static RUNNING_PROCESSES: AtomicUsize = AtomicUsize::new(0);
 static PANIC_HOOK: Once = Once::new();
 /// Set when this rank must not finalize MPI at its end but abort the job: a master stopped
 /// by a signal leaves workers that may be inside a long process and would never join
@@ -130,8 +127,10 @@ fn install_panic_hook(rank: Rank) {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
-            if RUNNING_PROCESSES.load(Ordering::SeqCst) > 0 {
-                // A process panicked: `run_job` catches it and records a crash.
+            if backend_core::inside_process() {
+                // A process panicked on this thread: `run_job` catches it and records a
+                // crash. (Asked of the panicking thread only: a panic on the MPI thread
+                // while a pool thread runs a process still aborts.)
                 return;
             }
             if !mpi::environment::is_initialized() || mpi::environment::is_finalized() {
@@ -141,22 +140,6 @@ fn install_panic_hook(rank: Rank) {
             SimpleCommunicator::world().abort(101);
         }));
     });
-}
-
-/// Marks a process as running while it lives (see the panic hook).
-pub(crate) struct ProcessRunning(());
-
-impl ProcessRunning {
-    pub(crate) fn new() -> Self {
-        RUNNING_PROCESSES.fetch_add(1, Ordering::SeqCst);
-        ProcessRunning(())
-    }
-}
-
-impl Drop for ProcessRunning {
-    fn drop(&mut self) {
-        RUNNING_PROCESSES.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Waiting without burning a core: for the first 100 µs it only yields the core (a reply

@@ -17,7 +17,7 @@ use backend_core::{
 };
 use mpi::topology::{Communicator, Rank};
 
-use crate::env::{Mpi, ProcessRunning, Wire};
+use crate::env::{Mpi, Wire};
 use crate::message::{work_from_encoded, Message, RecordHead};
 use crate::policy::{Policy, MAX_BATCH};
 use crate::Error;
@@ -98,10 +98,7 @@ fn run_alone<P: Process>(
     let location = Location { host: mpi.host.clone(), worker: format!("rank-{}", mpi.rank) };
     for job in jobs {
         collector.board().started(1);
-        let record = {
-            let _running = ProcessRunning::new();
-            execute_job(job, dir, &location, options)
-        };
+        let record = execute_job(job, dir, &location, options);
         collector.record(&record)?;
     }
     Ok(())

@@ -19,7 +19,7 @@ use backend_core::{execute_job, Job, Location, Process, ProcessRecord, RunOption
 use backend_local::{ExecutorConfig, ThreadExecutor};
 use mpi::topology::Rank;
 
-use crate::env::{Mpi, ProcessRunning, Wire};
+use crate::env::{Mpi, Wire};
 use crate::message::{FramedRecords, Message, CHUNK_BYTES, TYPICAL_FRAME};
 use crate::Error;
 
@@ -221,7 +221,7 @@ impl<P: Process> Worker<'_, P> {
             self.served.dir.clone(),
             self.served.options,
             |i| Location { host: host.clone(), worker: format!("rank-{rank}/thread-{i}") },
-            ProcessRunning::new,
+            || (),
         );
         match started {
             Ok(executor) => {
@@ -380,10 +380,7 @@ impl<P: Process> Worker<'_, P> {
         let mut last_look = Instant::now();
         let count = unit.len();
         for (i, job) in unit.into_iter().enumerate() {
-            let record = {
-                let _running = ProcessRunning::new();
-                execute_job(job, &self.served.dir, location, &self.served.options)
-            };
+            let record = execute_job(job, &self.served.dir, location, &self.served.options);
             self.served.count(&record);
             if let Err(error) = framed.push(&record) {
                 return self.fail(error);
