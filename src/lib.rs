@@ -31,10 +31,11 @@
 //! ```
 
 pub use backend_core::{
-    execute_job, journal, lock, oplog, parse_duration, report, request_stop, results, run_child_if_requested, run_job,
-    set_stop_exit_status, status, stop_requested, Backend, BackendKind, Count, Deadline, Error as CoreError, Isolation,
-    Job, Location, Operation, ParameterSpace, Params, ParamsExt, Process, ProcessContext, ProcessError, ProcessRecord,
-    ProgressMode, Role, RunOptions, SerialBackend, Status, StatusCounts, Summary, UnknownBackend, Value,
+    default_pool_size, execute_job, journal, lock, oplog, parse_duration, report, request_stop, results,
+    run_child_if_requested, run_job, set_stop_exit_status, status, stop_requested, Backend, BackendKind, Count,
+    Deadline, Error as CoreError, Isolation, Job, Location, Operation, ParameterSpace, Params, ParamsExt, Process,
+    ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, RunOptions, SerialBackend, Status, StatusCounts,
+    Summary, UnknownBackend, Value,
 };
 #[cfg(feature = "local")]
 pub use backend_local::{process_pool, LocalBackend};

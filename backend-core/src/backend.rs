@@ -472,7 +472,7 @@ impl<P: Process> Lifecycle<P> {
         if let Some(torn) = &damage.torn_tail {
             // Records appended after a torn one would be skipped as damage: cut the tail off
             // first. Corrupt records in the middle stay; readers skip them.
-            truncate_at(&journal_path, torn.offset)?;
+            crate::journal::cut_at(&journal_path, torn.offset)?;
         }
         done.clone_from(&finished);
         if !resume.rerun_crashed {
@@ -857,16 +857,4 @@ fn check_same_spec(dir: &Path, spec: &Params) -> Result<()> {
     };
     let show = |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into());
     Err(Error::ResumeSpecDiffers { path: dir.to_owned(), was: show(was.get(&key)), now: show(now.get(&key)), key })
-}
-
-/// Cuts a journal at `offset`, dropping a torn tail (a journal torn inside its header
-/// starts afresh).
-fn truncate_at(path: &Path, offset: u64) -> Result<()> {
-    if offset == 0 {
-        std::fs::remove_file(path).map_err(|e| Error::io("remove the torn journal", path, e))?;
-        return JournalWriter::create(path).map(drop);
-    }
-    let file =
-        std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open the journal", path, e))?;
-    file.set_len(offset).map_err(|e| Error::io("truncate the torn tail of the journal", path, e))
 }

@@ -126,6 +126,12 @@ pub fn format_duration(duration: Duration) -> String {
     format!("{}s", duration.as_secs_f64())
 }
 
+/// The threads a pool has by default: one per core this program may use (the local
+/// backend's pool, the command line's limits on `--pool-size`).
+pub fn default_pool_size() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
 static STOP: AtomicU8 = AtomicU8::new(0);
 
 /// Asks every backend of this program to stop pulling jobs (a first Ctrl-C): processes

@@ -40,6 +40,24 @@ const LEADING: [&str; 2] = ["id", "run"];
 /// The columns after the parameters, before the output's fields.
 const TRAILING: [&str; 6] = ["status", "duration_s", "started_at", "host", "worker", "attempts"];
 
+/// Every column `results.csv` has whatever the operation: the leading ones, the ones after
+/// the parameters, and `reason` at the end. A parameter may not take one of these names.
+pub const FIXED_COLUMNS: [&str; LEADING.len() + TRAILING.len() + 1] = {
+    let mut out = [""; LEADING.len() + TRAILING.len() + 1];
+    let mut i = 0;
+    while i < LEADING.len() {
+        out[i] = LEADING[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < TRAILING.len() {
+        out[i + j] = TRAILING[j];
+        j += 1;
+    }
+    out[i + j] = "reason";
+    out
+};
+
 /// Creates a fresh result directory `<base>/<name>/<UTC timestamp>/` (with a `.N` suffix
 /// when two runs start in the same second).
 pub fn create_result_dir(base: &Path, name: &str) -> Result<PathBuf> {

@@ -45,10 +45,7 @@ impl<P: Process> LocalBackend<P> {
     }
 }
 
-/// One thread per core this process may use.
-pub fn default_pool_size() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
+pub use backend_core::default_pool_size;
 
 impl<P: Process> Backend<P> for LocalBackend<P> {
     fn name(&self) -> &'static str {

@@ -365,7 +365,7 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
     }
     let threads_per_rank = args.threads_per_rank.or(spec.threads_per_rank()).unwrap_or(1);
     if !args.force {
-        let cores = backend_local_pool_size();
+        let cores = taskfarm::default_pool_size();
         let limit = cores.saturating_mul(crate::limits::MAX_THREADS_PER_CORE);
         for (option, asked) in [("--pool-size", args.pool_size), ("--threads-per-rank", args.threads_per_rank)] {
             if let Some(asked) = asked.filter(|&n| n > limit) {
@@ -379,7 +379,7 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
     match kind {
         taskfarm::BackendKind::Mpi => spec.check_threads(threads_per_rank, "each MPI worker rank has")?,
         taskfarm::BackendKind::Local => {
-            let pool = args.pool_size.unwrap_or_else(backend_local_pool_size);
+            let pool = args.pool_size.unwrap_or_else(taskfarm::default_pool_size);
             spec.check_threads(pool, "the local pool has")?;
         }
         taskfarm::BackendKind::Serial => {}
@@ -442,11 +442,6 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         return Ok(code);
     }
     Ok(if summary.crashed == 0 && summary.missing() == 0 { EXIT_OK } else { EXIT_CRASHED })
-}
-
-/// The local backend's default pool: one thread per core.
-fn backend_local_pool_size() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn report(summary: &Summary) {

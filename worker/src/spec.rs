@@ -69,8 +69,7 @@ pub const MAX_THREADS: i64 = 4096;
 pub const MAX_RETRIES: i64 = 100;
 
 /// Parameter names that would clash with the fixed columns of `results.csv`.
-pub const RESERVED_PARAMETERS: [&str; 9] =
-    ["id", "run", "status", "duration_s", "started_at", "host", "worker", "attempts", "reason"];
+pub const RESERVED_PARAMETERS: [&str; 9] = taskfarm::results::FIXED_COLUMNS;
 
 /// The format of a spec file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -159,6 +159,17 @@ impl JournalWriter {
     }
 }
 
+/// Cuts a journal at `offset`, dropping a torn tail before a resumed run appends to it (a
+/// journal torn inside its header starts afresh).
+pub fn cut_at(path: &Path, offset: u64) -> Result<()> {
+    if offset == 0 {
+        std::fs::remove_file(path).map_err(|e| Error::io("remove the torn journal", path, e))?;
+        return JournalWriter::create(path).map(drop);
+    }
+    let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open the journal", path, e))?;
+    file.set_len(offset).map_err(|e| Error::io("truncate the torn tail of the journal", path, e))
+}
+
 impl Drop for JournalWriter {
     fn drop(&mut self) {
         self.lock().closing = true;
