@@ -30,6 +30,7 @@ mod serial;
 mod space;
 pub mod status;
 mod subprocess;
+pub mod summary;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timeline;

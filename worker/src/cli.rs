@@ -481,6 +481,7 @@ fn report_run(registry: &Registry, dir: &std::path::Path, json: bool) -> Result<
     }
     let _ = writeln!(out, "run: {} (operation `{}`, kind `{}`)", dir.display(), spec.name(), spec.kind());
     let _ = write!(out, "{report}");
+    crate::chain::print_summary(dir, &mut out);
     if let Some(allocations) = crate::allocation::describe(dir) {
         let _ = writeln!(out, "{allocations}");
     }

@@ -37,6 +37,7 @@
 //! This crate is not for defining backends or the result directory: those are `taskfarm`'s.
 
 pub mod allocation;
+pub mod chain;
 pub mod cli;
 pub mod command;
 mod error;
