@@ -303,10 +303,16 @@ where
     let quiet = cli.quiet;
     let result = match cli.command {
         Command::Run(args) => run(&registry, args, quiet),
+        Command::Validate { spec, .. } if crate::chain::is_chain_file(&spec) => {
+            crate::chain::validate(&registry, &spec).map(|()| EXIT_OK)
+        }
         Command::Validate { spec, show } => validate(&registry, spec, show).map(|()| EXIT_OK),
         Command::Kinds => {
             kinds(&registry);
             Ok(EXIT_OK)
+        }
+        Command::Report { dir, .. } if crate::chain::chain_dir(&dir).is_some() => {
+            crate::chain::report(&crate::chain::chain_dir(&dir).unwrap_or(dir))
         }
         Command::Report { dir, json } => {
             crate::observe::run_dir(&dir).and_then(|dir| report_run(&registry, &dir, json))
@@ -333,6 +339,14 @@ where
 }
 
 fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerError> {
+    if let Some(chain) = args.spec.as_deref().filter(|path| crate::chain::is_chain_file(path)) {
+        let (backend, pool_size, results, resume) = (args.backend, args.pool_size, args.results, args.resume);
+        return crate::chain::run(
+            registry,
+            chain,
+            crate::chain::ChainArgs { backend, pool_size, results, resume, quiet },
+        );
+    }
     let spec = crate::quick::load(args.spec.as_deref(), &args.quick, registry)?;
     let backend_name = args.backend.as_deref().or(spec.backend()).unwrap_or("local").to_owned();
     let mut options = BackendOptions::default();
