@@ -96,3 +96,191 @@ fn a_single_run_sweep_has_no_summary() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!result_dir(&results, "once").join("summary.csv").exists());
 }
+
+/// A three-stage chain: `simulate` (2 points × 2 runs; run 1 of x = 2 crashes), `double`
+/// (one process per finished row), `count` (one process over every finished row).
+const THREE_STAGES: &str = r#"kind = "chain"
+name = "three"
+
+[[stages]]
+name = "simulate"
+kind = "command"
+runs = 2
+outputs = ["energy"]
+command = ["sh", "-c", '''if [ {x} = 2 ] && [ {run} = 1 ]; then exit 1; fi; echo "{{\"energy\": $(( {x} * 10 + {run} ))}}"''']
+parameter_ranges = { x = [1, 2] }
+
+[[stages]]
+name = "double"
+from = "simulate"
+kind = "command"
+command = ["sh", "-c", '''echo "{{\"twice\": $(( {energy} * 2 )), \"of\": {from_id}}}"''']
+
+[[stages]]
+name = "count"
+from = "simulate"
+all = true
+kind = "command"
+command = ["sh", "-c", '''echo "{{\"n\": {rows}, \"lines\": $(grep -c energy {input})}}"''']
+"#;
+
+fn run_chain(chain: &Path, backend: &str, results: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", chain.to_str().unwrap_or_default(), "--backend", backend, "-q"];
+    args.extend(["--results", results.to_str().unwrap_or_default()]);
+    args.extend(extra);
+    worker_no_panic(&args, Path::new("."))
+}
+
+/// The rows of `results.jsonl` without what differs from run to run (times, places, paths).
+fn stable_rows(dir: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(dir.join("results.jsonl")).expect("results.jsonl");
+    text.lines()
+        .map(|l| {
+            let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l).expect("a JSON row");
+            for column in ["duration_s", "started_at", "host", "worker", "input"] {
+                row.remove(column);
+            }
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn a_chain_feeds_rows_groups_and_everything_to_later_stages_alike_on_every_backend() {
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let chain = base.path().join("three.toml");
+    std::fs::write(&chain, THREE_STAGES).expect("the chain is written");
+    let mut dirs = Vec::new();
+    for backend in ["serial", "local"] {
+        let results = base.path().join(backend);
+        let out = run_chain(&chain, backend, &results, &[]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "a process of simulate crashed: {stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("stage `double`: 1 crashed rows of stage `simulate` skipped (ids 3)"), "{stdout}");
+        assert!(stdout.contains("stage `double`: 3 finished, 0 crashed of 3"), "{stdout}");
+        let dir = result_dir(&results, "three");
+        assert!(dir.join("chain.toml").is_file());
+        let double = stable_rows(&dir.join("double"));
+        let twice: Vec<i64> = double.iter().map(|r| r["twice"].as_i64().unwrap_or(-1)).collect();
+        assert_eq!(twice, vec![20, 22, 40]);
+        assert_eq!(double[2]["from_id"], 2);
+        assert_eq!(double[2]["x"], 2);
+        let count = stable_rows(&dir.join("count"));
+        assert_eq!(
+            (count.len(), &count[0]["n"], &count[0]["lines"]),
+            (1, &serde_json::json!(3), &serde_json::json!(3))
+        );
+        let out = worker_no_panic(&["report", dir.to_str().unwrap_or_default()], Path::new("."));
+        let report = text(&out.stdout);
+        assert!(report.contains("stage `simulate`: 4 recorded, 3 finished, 1 crashed"), "{report}");
+        assert!(report.contains("stage `count`: 1 recorded, 1 finished, 0 crashed"), "{report}");
+        dirs.push(dir);
+    }
+    for stage in ["simulate", "double", "count"] {
+        assert_eq!(stable_rows(&dirs[0].join(stage)), stable_rows(&dirs[1].join(stage)), "stage {stage}");
+    }
+}
+
+#[test]
+fn require_all_fails_the_chain_on_a_crashed_row() {
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let chain = base.path().join("three.toml");
+    std::fs::write(
+        &chain,
+        THREE_STAGES.replace("from = \"simulate\"\nkind", "from = \"simulate\"\nrequire = \"all\"\nkind"),
+    )
+    .expect("the chain is written");
+    let out = run_chain(&chain, "serial", &base.path().join("r"), &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "stage `double`: it requires every row of stage `simulate` to have finished, but 1 crashed (ids 3)"
+        ),
+        "{stderr}"
+    );
+}
+
+/// Simulate: 4 quick processes; slow: one process of 0.4 s per row.
+const SLOW_SECOND_STAGE: &str = r#"kind = "chain"
+name = "slow"
+
+[[stages]]
+name = "simulate"
+kind = "command"
+command = ["sh", "-c", '''echo "{{\"energy\": {x}}}"''']
+parameter_ranges = { x = [1, 2, 3, 4, 5, 6, 7, 8] }
+
+[[stages]]
+name = "slow"
+from = "simulate"
+kind = "command"
+command = ["sh", "-c", '''sleep 0.4; echo "{{\"e\": {energy}}}"''']
+
+[[stages]]
+name = "last"
+from = "slow"
+all = true
+kind = "command"
+command = ["sh", "-c", '''echo "{{\"n\": {rows}}}"''']
+"#;
+
+/// Ids of the records in a stage's journal, each as often as it was recorded.
+fn journaled_ids(dir: &Path) -> Vec<u64> {
+    backend_core::journal::read_journal(&dir.join("journal"))
+        .map(|j| j.records.iter().map(|r| r.id).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_chain_killed_in_its_second_stage_resumes_with_every_process_once() {
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let chain = base.path().join("slow.toml");
+    std::fs::write(&chain, SLOW_SECOND_STAGE).expect("the chain is written");
+    let results = base.path().join("r");
+    let mut child = std::process::Command::new(common::WORKER)
+        .args(["run", chain.to_str().unwrap_or_default(), "--backend", "local", "--pool-size", "2", "-q"])
+        .args(["--results", results.to_str().unwrap_or_default()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the worker starts");
+    // Wait until the second stage has recorded some processes but not all.
+    let waited = std::time::Instant::now();
+    let dir = loop {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(60), "the second stage never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let Ok(entries) = std::fs::read_dir(results.join("slow")) else { continue };
+        let dirs: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| !p.is_symlink()).collect();
+        if let Some(dir) = dirs.first() {
+            let n = journaled_ids(&dir.join("slow")).len();
+            if (2..8).contains(&n) {
+                break dir.clone();
+            }
+        }
+    };
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(journaled_ids(&dir.join("slow")).len() < 8, "killed in the middle of the second stage");
+    assert!(!dir.join("last").exists(), "the third stage had not started");
+
+    let out = run_chain(&dir.join("chain.toml"), "local", &results, &["--resume", dir.to_str().unwrap_or_default()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("stage `simulate`: 8 finished, 0 crashed of 8"), "{stdout}");
+    for (stage, n) in [("simulate", 8), ("slow", 8), ("last", 1)] {
+        let mut ids = journaled_ids(&dir.join(stage));
+        ids.sort_unstable();
+        assert_eq!(ids, (0..n).collect::<Vec<u64>>(), "stage {stage}: every process recorded exactly once");
+    }
+    let last = stable_rows(&dir.join("last"));
+    assert_eq!(last[0]["n"], 8);
+
+    // A changed earlier stage is refused, naming it.
+    let changed = base.path().join("changed.toml");
+    std::fs::write(&changed, SLOW_SECOND_STAGE.replace("sleep 0.4", "sleep 0.1")).expect("written");
+    let out = run_chain(&changed, "local", &results, &["--resume", dir.to_str().unwrap_or_default()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("stage `slow` differs from the one this chain ran"), "{stderr}");
+}
