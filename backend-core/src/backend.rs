@@ -154,6 +154,8 @@ pub struct Collector {
     journal: JournalWriter,
     board: StatusBoard,
     progress: ProgressDisplay,
+    /// Told of each journaled record, when the operation's source decides from results.
+    observer: crate::adaptive::Observed,
 }
 
 impl Collector {
@@ -167,6 +169,9 @@ impl Collector {
             return Ok(());
         }
         let journaled = self.journal.append(record)?;
+        if let Some(observer) = &self.observer.0 {
+            observer(record);
+        }
         self.board.ran(record.duration_s);
         if journaled != Status::Finished {
             let reason = match (journaled == record.status, record.reason.as_deref()) {
@@ -195,6 +200,9 @@ impl Collector {
             log_failed(&record, status, record.reason.as_deref().unwrap_or("no reason given"));
         }
         self.journal.append_frame(frame)?;
+        if let Some(observer) = &self.observer.0 {
+            observer(&crate::journal::decode_frame(frame)?);
+        }
         self.board.ran(duration_s);
         self.ended(status);
         Ok(())
@@ -425,6 +433,14 @@ impl<P: Process> Lifecycle<P> {
         }
         let previously_crashed = if resume.rerun_crashed { 0 } else { crashed.count() };
         self.resumed_torn_tail = damage.torn_tail;
+        if let Some(observer) = operation.observer() {
+            // A source that decides from results learns what the earlier run recorded.
+            read_journal_with(&journal_path, |record| {
+                if done.contains(record.id) {
+                    observer(&record);
+                }
+            })?;
+        }
         let journal = JournalWriter::append_to(&journal_path)?;
         self.stage(operation, dir, journal, Some(done))?;
         self.board.preset(finished.count(), previously_crashed);
@@ -460,7 +476,8 @@ impl<P: Process> Lifecycle<P> {
         self.dir = dir.clone();
         crate::oplog::open(&dir)?;
         tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
-        let collector = Collector { journal, board: self.board.clone(), progress };
+        let observer = crate::adaptive::Observed(operation.observer());
+        let collector = Collector { journal, board: self.board.clone(), progress, observer };
         let options = operation.options();
         let deadline = operation.deadline();
         self.source_failure = operation.source_failure();

@@ -318,6 +318,19 @@ impl AdaptiveRuns {
         Ok(AdaptiveRuns { min, max, until: Until::parse(until)? })
     }
 
+    /// `runs = { min, max, until }` as a spec records it.
+    pub fn describe(&self) -> Value {
+        Value::Map(
+            [
+                ("min".to_owned(), Value::Int(i64::from(self.min))),
+                ("max".to_owned(), Value::Int(i64::from(self.max))),
+                ("until".to_owned(), Value::Str(self.until.text().to_owned())),
+            ]
+            .into_iter()
+            .collect(),
+        )
+    }
+
     /// Reads `runs = { min, max, until }` from a spec (`None` when `runs` is a number).
     pub fn from_spec(spec: &Params) -> Result<Option<AdaptiveRuns>> {
         let Some(Value::Map(runs)) = spec.get("runs") else { return Ok(None) };

@@ -367,6 +367,12 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         }
     }
     options = options.threads_per_rank(threads_per_rank);
+    if backend_name == "mpi" && spec.adaptive().is_some() {
+        return Err(WorkerError::Usage(
+            "adaptive runs (`runs = { min, max, until }`) run on the serial and local backends: use --backend local"
+                .into(),
+        ));
+    }
     match backend_name.as_str() {
         "mpi" => spec.check_threads(threads_per_rank, "each MPI worker rank has")?,
         "local" => {
@@ -554,8 +560,7 @@ fn validate(registry: &Registry, path: PathBuf, show: Option<usize>) -> Result<(
     let _ = writeln!(out, "{}: operation `{}` of kind `{}`", path.display(), spec.name(), spec.kind());
     let _ = writeln!(out, "parameters: {parameters}");
     let count = spec.count_within(COUNT_BUDGET)?;
-    let _ =
-        writeln!(out, "processes: {} ({} run(s) each){}", describe_count(count), spec.runs(), removed(&spec, count));
+    let _ = writeln!(out, "processes: {} ({}){}", describe_count(count), spec.describe_runs(), removed(&spec, count));
     // Only processes counting met: finding more could take as long as counting did.
     let shown = count.at_least().min(show.unwrap_or(SHOWN) as u64);
     let kind = registry.get(spec.kind());

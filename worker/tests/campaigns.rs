@@ -284,3 +284,122 @@ fn a_chain_killed_in_its_second_stage_resumes_with_every_process_once() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("stage `slow` differs from the one this chain ran"), "{stderr}");
 }
+
+/// The rows of `summary.csv`, as text.
+fn summary_rows(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("summary.csv")).expect("summary.csv").lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn adaptive_runs_give_each_point_the_same_runs_on_every_backend() {
+    let spec = common::specs_dir().join("pi_adaptive.toml");
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let mut dirs = Vec::new();
+    for backend in ["serial", "local"] {
+        let results = base.path().join(backend);
+        let out = worker_no_panic(
+            &[
+                "run",
+                spec.to_str().unwrap_or_default(),
+                "--backend",
+                backend,
+                "-q",
+                "--results",
+                results.to_str().unwrap_or_default(),
+            ],
+            Path::new("."),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        dirs.push(result_dir(&results, "pi_adaptive"));
+    }
+    assert_eq!(summary_rows(&dirs[0]), summary_rows(&dirs[1]), "the same runs and statistics per point");
+    assert_eq!(stable_rows(&dirs[0]), stable_rows(&dirs[1]), "the same rows");
+    let summary = csv_maps(&dirs[0].join("summary.csv"));
+    let rows = csv_maps(&dirs[0].join("results.csv"));
+    let mut stopped = Vec::new();
+    for point in &summary {
+        // Run numbers are dense per point: 0..runs.
+        let runs = cell(point, "runs") as usize;
+        let mut numbers: Vec<usize> =
+            rows.iter().filter(|r| r["samples"] == point["samples"]).map(|r| cell(r, "run") as usize).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (0..runs).collect::<Vec<_>>(), "runs of {}", point["samples"]);
+        assert!((4..=200).contains(&runs) && runs.is_multiple_of(4), "{runs}");
+        match point["stopped"].as_str() {
+            "converged" => assert!(cell(point, "estimate.ci95") < 0.01, "{point:?}"),
+            "max" => assert_eq!(runs, 200, "{point:?}"),
+            other => panic!("stopped: {other}"),
+        }
+        stopped.push(point["stopped"].clone());
+    }
+    assert!(stopped.contains(&"converged".to_owned()) && stopped.contains(&"max".to_owned()), "{stopped:?}");
+}
+
+/// Adaptive runs of a slow command: v is a fixed function of x and the run.
+const SLOW_ADAPTIVE: &str = r#"name = "slow_adaptive"
+kind = "command"
+runs = { min = 3, max = 24, until = "v.ci95 < 0.35 * abs(v.mean)" }
+command = ["sh", "-c", '''sleep 0.05; echo "{{\"v\": $(( {x} * 10 + ({run} * 7) % 10 ))}}"''']
+parameter_ranges = { x = [1, 2, 3] }
+"#;
+
+#[test]
+fn adaptive_runs_killed_and_resumed_decide_as_an_uninterrupted_run() {
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let spec = base.path().join("slow_adaptive.toml");
+    std::fs::write(&spec, SLOW_ADAPTIVE).expect("the spec is written");
+    let reference = base.path().join("reference");
+    let out = worker_no_panic(
+        &[
+            "run",
+            spec.to_str().unwrap_or_default(),
+            "--backend",
+            "serial",
+            "-q",
+            "--results",
+            reference.to_str().unwrap_or_default(),
+        ],
+        Path::new("."),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let reference = result_dir(&reference, "slow_adaptive");
+    let total = stable_rows(&reference).len();
+    assert!(total > 9, "some point needed more than its first runs ({total} processes)");
+
+    let results = base.path().join("killed");
+    let mut child = std::process::Command::new(common::WORKER)
+        .args(["run", spec.to_str().unwrap_or_default(), "--backend", "local", "--pool-size", "2", "-q"])
+        .args(["--results", results.to_str().unwrap_or_default()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the worker starts");
+    let waited = std::time::Instant::now();
+    let dir = loop {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(60), "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let Ok(entries) = std::fs::read_dir(results.join("slow_adaptive")) else { continue };
+        let dirs: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| !p.is_symlink()).collect();
+        if let Some(dir) = dirs.first() {
+            if (4..total - 2).contains(&journaled_ids(dir).len()) {
+                break dir.clone();
+            }
+        }
+    };
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let out = worker_no_panic(
+        &["run", dir.join("operation.toml").to_str().unwrap_or_default(), "--backend", "local", "-q"]
+            .into_iter()
+            .chain(["--resume", dir.to_str().unwrap_or_default()])
+            .collect::<Vec<_>>(),
+        Path::new("."),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let mut ids = journaled_ids(&dir);
+    ids.sort_unstable();
+    let unique: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "every process recorded once");
+    assert_eq!(summary_rows(&dir), summary_rows(&reference));
+    assert_eq!(stable_rows(&dir), stable_rows(&reference));
+}

@@ -718,6 +718,36 @@ fn bad_input_is_one_sentence_and_exit_2() {
         },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
         Case {
+            what: "adaptive runs whose min is above max",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = { min = 9, max = 3, until = \"estimate.ci95 < 0.1\" }\n")],
+            expected: &["spec.toml, line 3: adaptive runs need 1 <= min <= max, but min is 9 and max is 3"],
+        },
+        Case {
+            what: "an until condition that does not parse",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = { min = 2, max = 3, until = \"estimate.ci95 <\" }\n")],
+            expected: &["spec.toml, line 3: the condition `until = \"estimate.ci95 <\"` cannot be used: it is not a condition"],
+        },
+        Case {
+            what: "an until condition naming an unknown statistic",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = { min = 2, max = 3, until = \"estimate.width < 1\" }\n")],
+            expected: &["`estimate.width` is not `<field>.<statistic>` with a statistic among count, mean, std, sem, ci95"],
+        },
+        Case {
+            what: "an until condition naming a field the spec's outputs do not have",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\noutputs = [\"estimate\", \"error\"]\nruns = { min = 2, max = 3, until = \"energy.ci95 < 1\" }\n")],
+            expected: &["names the field `energy`, which is not among the `outputs` the spec declares: estimate, error"],
+        },
+        Case {
+            what: "adaptive runs with an unknown key",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = { min = 2, max = 3, unitl = \"x.mean > 1\" }\n")],
+            expected: &["spec.toml, line 3", "unknown field `unitl`"],
+        },
+        Case {
             what: "a chain whose stages read each other",
             args: &["run", "chain.toml"],
             files: &[("chain.toml", CYCLIC_CHAIN)],
