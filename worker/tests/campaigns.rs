@@ -403,3 +403,51 @@ fn adaptive_runs_killed_and_resumed_decide_as_an_uninterrupted_run() {
     assert_eq!(summary_rows(&dir), summary_rows(&reference));
     assert_eq!(stable_rows(&dir), stable_rows(&reference));
 }
+
+#[test]
+fn a_chain_built_in_code_runs_as_a_chain_file_does() {
+    use taskfarm::{Params, Value};
+    use taskfarm_worker::chain::{ChainArgs, ChainBuilder, Source};
+    let table = |pairs: Vec<(&str, Value)>| -> Params { pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect() };
+    let simulate = table(vec![
+        ("kind", Value::Str("monte_carlo_pi".into())),
+        ("runs", Value::Int(3)),
+        (
+            "parameter_ranges",
+            Value::Map(table(vec![("samples", Value::List(vec![Value::Int(100), Value::Int(1000)]))])),
+        ),
+    ]);
+    let analyse = table(vec![
+        ("kind", Value::Str("command".into())),
+        (
+            "command",
+            Value::List(["sh", "-c", "echo \"{{\\\"rows\\\": {rows}}}\""].map(|s| Value::Str(s.into())).to_vec()),
+        ),
+    ]);
+    let registry = taskfarm_worker::Registry::with_builtins();
+    let refused = ChainBuilder::new("built")
+        .stage("analyse", Source::Groups("simulate".into(), vec!["samples".into()]), analyse.clone())
+        .build(&registry);
+    assert!(refused.unwrap_err().to_string().contains("there is no such stage"));
+    let chain = ChainBuilder::new("built")
+        .stage("simulate", Source::Sweep, simulate)
+        .outputs(&["estimate", "error"])
+        .stage("analyse", Source::Groups("simulate".into(), vec!["samples".into()]), analyse)
+        .require_all()
+        .build(&registry)
+        .expect("a valid chain");
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let args = ChainArgs {
+        backend: Some("serial".into()),
+        pool_size: None,
+        results: base.path().to_owned(),
+        resume: None,
+        quiet: true,
+    };
+    let status = taskfarm_worker::chain::run_chain(&registry, &chain, args).expect("the chain runs");
+    assert_eq!(status, 0);
+    let dir = result_dir(base.path(), "built");
+    let rows = stable_rows(&dir.join("analyse"));
+    assert_eq!(rows.iter().map(|r| r["rows"].as_i64().unwrap_or(0)).collect::<Vec<_>>(), vec![3, 3]);
+    assert_eq!(summary_rows(&dir.join("simulate")).len(), 3, "a header and a row per sample size");
+}
