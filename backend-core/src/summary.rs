@@ -420,12 +420,10 @@ pub fn write_summary(dir: &Path) -> Result<()> {
                 param_names.iter().map(|n| params.get(n).map(Value::csv_cell).unwrap_or_default()).collect();
             row.extend([point.runs, point.finished, point.crashed].map(|n| n.to_string()));
             if let Some(adaptive) = &adaptive {
-                let stopped = if adaptive.until.holds(point) {
-                    "converged"
-                } else if point.runs >= u64::from(adaptive.max) {
-                    "max"
-                } else {
-                    "unfinished"
+                let stopped = match (adaptive.done(point), adaptive.until.holds(point)) {
+                    (true, true) => "converged",
+                    (true, false) => "max",
+                    (false, _) => "unfinished",
                 };
                 row.push(stopped.into());
             }

@@ -918,6 +918,17 @@ pub fn report(dir: &Path) -> Result<u8, WorkerError> {
     Ok(crate::EXIT_OK)
 }
 
+/// For a run with adaptive runs: how many of its `points` parameter points still need runs
+/// (none recorded, or `unfinished` in `summary.csv`); `None` for other runs.
+pub fn adaptive_points_left(spec: &Spec, dir: &Path) -> Option<u64> {
+    spec.adaptive()?;
+    let points = spec.count_within(std::time::Duration::from_secs(2)).ok()?.at_least() / u64::from(spec.runs().max(1));
+    let Ok(Some((header, rows))) = backend_core::summary::read_summary(dir) else { return Some(points) };
+    let stopped = header.iter().position(|h| h == "stopped")?;
+    let unfinished = rows.iter().filter(|r| r.get(stopped).map(String::as_str) == Some("unfinished")).count() as u64;
+    Some(points.saturating_sub(rows.len() as u64) + unfinished)
+}
+
 /// Writes the first rows of the run's `summary.csv` (statistics over runs), if it has one:
 /// the parameters, the counts and, per numeric field, its mean and the 95 % half width.
 pub fn print_summary(dir: &Path, out: &mut impl Write) {

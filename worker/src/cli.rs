@@ -509,11 +509,14 @@ fn report_run(registry: &Registry, dir: &std::path::Path, json: bool) -> Result<
     let missing = count.at_least().saturating_sub(report.recorded);
     let resume = resume_command(dir, false);
     let total = describe_count(count);
+    let adaptive_left = crate::chain::adaptive_points_left(&spec, dir).filter(|&n| n > 0);
     if let Some(holder) = taskfarm::lock::RunLock::holder(dir)? {
         let _ = writeln!(
             out,
             "running: the run is still going ({holder}); {missing} of {total} processes have no record yet"
         );
+    } else if let Some(left) = adaptive_left {
+        let _ = writeln!(out, "missing: {left} parameter points need more runs; to run them:\n  {resume}");
     } else if missing > 0 {
         let _ = writeln!(out, "missing: {missing} of {total} processes have no record; to run them:\n  {resume}");
     } else if count.exact().is_none() {

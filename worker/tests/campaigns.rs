@@ -388,6 +388,10 @@ fn adaptive_runs_killed_and_resumed_decide_as_an_uninterrupted_run() {
     };
     child.kill().expect("kill -9");
     let _ = child.wait();
+    let report =
+        |dir: &Path| text(&worker_no_panic(&["report", dir.to_str().unwrap_or_default()], Path::new(".")).stdout);
+    let before = report(&dir);
+    assert!(before.contains("parameter points need more runs; to run them:"), "{before}");
     let out = worker_no_panic(
         &["run", dir.join("operation.toml").to_str().unwrap_or_default(), "--backend", "local", "-q"]
             .into_iter()
@@ -402,6 +406,39 @@ fn adaptive_runs_killed_and_resumed_decide_as_an_uninterrupted_run() {
     assert_eq!(unique.len(), ids.len(), "every process recorded once");
     assert_eq!(summary_rows(&dir), summary_rows(&reference));
     assert_eq!(stable_rows(&dir), stable_rows(&reference));
+    let after = report(&dir);
+    assert!(after.contains("complete: every process has a record"), "{after}");
+}
+
+#[test]
+fn a_yaml_chain_validates_and_counts_its_stages() {
+    let base = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        base.path().join("sim.yaml"),
+        "kind: monte_carlo_pi\nruns: 2\nparameter_ranges:\n  samples: [10, 20, 30]\n",
+    )
+    .expect("written");
+    let chain = base.path().join("chain.yaml");
+    std::fs::write(
+        &chain,
+        "kind: chain\nstages:\n  - name: sim\n    spec: sim.yaml\n  - name: per_row\n    from: sim\n    kind: command\n    \
+         command: [echo, '{samples}', '{estimate}']\n",
+    )
+    .expect("written");
+    let out = worker_no_panic(&["validate", chain.to_str().unwrap_or_default()], Path::new("."));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("stage `sim` (kind `monte_carlo_pi`): 6 processes (2 run(s) each)"), "{stdout}");
+    assert!(stdout.contains("stage `per_row` (kind `command`): one process per finished row of `sim`"), "{stdout}");
+    let results = base.path().join("r");
+    let out = run_chain(&chain, "local", &results, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows = stable_rows(&result_dir(&results, "chain").join("per_row"));
+    assert_eq!(rows.len(), 6);
+    assert!(
+        rows.iter().all(|r| r["stdout"].as_str().is_some_and(|s| s.starts_with(&r["samples"].to_string()))),
+        "{rows:?}"
+    );
 }
 
 #[test]
