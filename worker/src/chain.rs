@@ -117,7 +117,9 @@ pub fn is_chain_file(path: &Path) -> bool {
     if path.as_os_str() == "-" || !path.is_file() {
         return false;
     }
-    read_document(path).is_ok_and(|doc| doc.get("kind").and_then(Value::as_str) == Some("chain"))
+    // Only a file that mentions `chain` is parsed here; the spec loader reads the others.
+    let mentions_chain = crate::limits::read_bounded(path).ok().flatten().is_some_and(|text| text.contains("chain"));
+    mentions_chain && read_document(path).is_ok_and(|doc| doc.get("kind").and_then(Value::as_str) == Some("chain"))
 }
 
 /// Reads a TOML or YAML file as a table.
@@ -127,6 +129,13 @@ fn read_document(path: &Path) -> Result<Params, WorkerError> {
         .map_err(|source| WorkerError::Read { path: path.to_owned(), source })?
         .ok_or_else(|| WorkerError::SpecTooLarge { path: path.to_owned(), limit: crate::limits::MAX_SPEC_BYTES })?;
     let bad = |message: String| WorkerError::Chain { path: path.to_owned(), message };
+    // Before parsing: a deeply nested document takes the YAML parser minutes.
+    if let Some(line) = crate::limits::line_too_deep(&text, crate::limits::MAX_SPEC_DEPTH) {
+        return Err(bad(format!(
+            "line {line}: lists and tables nest more than {} levels deep: write the values flatter",
+            crate::limits::MAX_SPEC_DEPTH
+        )));
+    }
     let value: Value = match format {
         Format::Toml => toml::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?,
         Format::Yaml => serde_yaml_ng::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?,
