@@ -30,6 +30,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+/// Statistics over runs (`summary.csv`) and adaptive runs ([`summary::AdaptiveRuns`], for
+/// [`Operation::try_sweep_adaptive`]).
+pub use backend_core::summary;
 pub use backend_core::{
     default_pool_size, execute_job, journal, lock, oplog, parse_duration, report, request_stop, results,
     run_child_if_requested, run_job, set_stop_exit_status, status, stop_requested, Backend, BackendKind, Count,

@@ -159,6 +159,8 @@ pub struct Collector {
     learner: Learner,
     /// When the progress display's ETA was last computed.
     eta_at: Option<Instant>,
+    /// Told of each journaled record, when the operation's source decides from results.
+    observer: crate::adaptive::Observed,
 }
 
 impl Collector {
@@ -175,6 +177,9 @@ impl Collector {
             check_cannot_run(record.reason.as_deref())?;
         }
         let journaled = self.journal.append(record)?;
+        if let Some(observer) = &self.observer.0 {
+            observer(record);
+        }
         self.board.ran(record.duration_s);
         self.learner.recorded(record.id, journaled, record.duration_s);
         if journaled != Status::Finished {
@@ -205,6 +210,9 @@ impl Collector {
             log_failed(&record, status, record.reason.as_deref().unwrap_or("no reason given"));
         }
         self.journal.append_frame(frame)?;
+        if let Some(observer) = &self.observer.0 {
+            observer(&crate::journal::decode_frame(frame)?);
+        }
         self.board.ran(duration_s);
         self.ended(status);
         Ok(())
@@ -480,6 +488,14 @@ impl<P: Process> Lifecycle<P> {
         }
         let previously_crashed = if resume.rerun_crashed { 0 } else { crashed.count() };
         self.resumed_torn_tail = damage.torn_tail;
+        if let Some(observer) = operation.observer() {
+            // A source that decides from results learns what the earlier run recorded.
+            read_journal_with(&journal_path, |record| {
+                if done.contains(record.id) {
+                    observer(&record);
+                }
+            })?;
+        }
         let journal = JournalWriter::append_to(&journal_path)?;
         self.stage(operation, dir, journal, Some(done))?;
         self.board.preset(finished.count(), previously_crashed);
@@ -521,7 +537,8 @@ impl<P: Process> Lifecycle<P> {
             tracing::info!(target: "taskfarm", "learnt {learnt} durations from {}", history.display());
         }
         let learner = self.learner.clone();
-        let collector = Collector { journal, board: self.board.clone(), progress, learner, eta_at: None };
+        let observer = crate::adaptive::Observed(operation.observer());
+        let collector = Collector { journal, board: self.board.clone(), progress, learner, eta_at: None, observer };
         let options = operation.options();
         let deadline = operation.deadline();
         self.source_failure = operation.source_failure();
@@ -531,7 +548,10 @@ impl<P: Process> Lifecycle<P> {
             (Some(done), Some(len)) => Some(len.saturating_sub(done.iter().take_while(|&id| id < len).count() as u64)),
             _ => len,
         };
-        let lookahead = if self.in_order { 1 } else { operation.lookahead() };
+        // A source that decides from results (adaptive runs) may wait in `next` for the
+        // records of the jobs it gave: a window that pulled ahead of those jobs, holding them
+        // unstarted, would wait for ever. Such a source runs in order.
+        let lookahead = if self.in_order || operation.observer().is_some() { 1 } else { operation.lookahead() };
         let jobs = match len {
             Some(_) => operation.into_jobs(),
             None => counted(operation.into_jobs(), self.board.clone()),

@@ -121,6 +121,22 @@ pub enum Error {
     /// `runs` is 0.
     #[error("`runs` must be at least 1")]
     ZeroRuns,
+    /// Adaptive runs whose `min` is 0 or above `max`.
+    #[error("adaptive runs need 1 <= min <= max, but min is {min} and max is {max}: raise max or lower min")]
+    BadRuns {
+        /// The runs every point gets.
+        min: u32,
+        /// The most runs a point gets.
+        max: u32,
+    },
+    /// An `until` condition of adaptive runs that cannot be used.
+    #[error("the condition `until = \"{until}\"` cannot be used: {reason}")]
+    BadUntil {
+        /// The condition as written.
+        until: String,
+        /// Why not.
+        reason: String,
+    },
     /// The operation's name cannot be a directory name.
     #[error("the operation name `{name}` cannot name a directory: use letters, digits, `-`, `_` and `.`")]
     InvalidName {

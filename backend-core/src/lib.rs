@@ -11,6 +11,7 @@
 //!
 //! With the feature `testing`, `testing` holds the conformance suite every backend passes.
 
+mod adaptive;
 mod backend;
 mod child;
 mod error;
@@ -35,11 +36,13 @@ mod serial;
 mod space;
 pub mod status;
 mod subprocess;
+pub mod summary;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timeline;
 mod value;
 
+pub use adaptive::RecordObserver;
 pub use backend::{Backend, Collector, Dispatch, Lifecycle, Role, StatusBoard, StatusCounts, Summary};
 pub use child::{describe_exit, kill_running_children, run_with_deadline, signal_name, ChildOutcome, EXIT_GRACE};
 pub use error::{Error, Result};

@@ -39,6 +39,7 @@ pub struct Operation<P: Process> {
     history: Vec<PathBuf>,
     /// How many jobs the look-ahead window holds (1: in order).
     lookahead: usize,
+    observer: Option<crate::adaptive::RecordObserver>,
 }
 
 /// When an operation stops starting processes: a wall-clock time (e.g. the end of a batch
@@ -60,7 +61,7 @@ pub struct Deadline {
 pub struct SourceFailure(std::sync::Arc<std::sync::Mutex<Option<Error>>>);
 
 impl SourceFailure {
-    fn set(&self, error: Error) {
+    pub(crate) fn set(&self, error: Error) {
         let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         slot.get_or_insert(error);
     }
@@ -186,6 +187,59 @@ impl<P: Process> Operation<P> {
         Ok(operation)
     }
 
+    /// A sweep with adaptive runs: each parameter point of `space` gets `runs.min` runs,
+    /// then `runs.min` more at a time while `runs.until` does not hold for the statistics of
+    /// its runs so far (see [`summary`](crate::summary)), up to `runs.max`; all points
+    /// proceed at once. Run `r` of the `p`-th point has id `p × max + r` (run numbers are
+    /// dense per point; ids are stable, so a resumed run decides as the first did). The
+    /// number of processes is not known in advance. The backend must not pull jobs on the
+    /// thread that collects records (the serial and local backends do not; the MPI
+    /// backend's master does, so it cannot run one).
+    ///
+    /// ```
+    /// # use backend_core::*;
+    /// # use backend_core::summary::AdaptiveRuns;
+    /// # use serde::{Serialize, Deserialize};
+    /// # #[derive(Serialize, Deserialize)] struct Sim { alpha: f64, run: u32 }
+    /// # impl Process for Sim { type Output = std::collections::BTreeMap<String, f64>;
+    /// #   fn run(&self, _: &ProcessContext) -> Result<Self::Output, ProcessError> {
+    /// #     Ok([("energy".to_owned(), self.alpha + f64::from(self.run % 3) * 0.01)].into()) } }
+    /// let space = ParameterSpace::ranges([("alpha", vec![1.0, 2.0])])?;
+    /// let runs = AdaptiveRuns::new(3, 30, "energy.ci95 < 0.05")?;
+    /// let op = Operation::try_sweep_adaptive("adaptive", space, runs, |p, run| Ok(Sim { alpha: p.f64("alpha")?, run }))?;
+    /// assert_eq!(op.len(), None);
+    /// # Ok::<(), backend_core::Error>(())
+    /// ```
+    pub fn try_sweep_adaptive(
+        name: impl Into<String>,
+        space: ParameterSpace,
+        runs: crate::summary::AdaptiveRuns,
+        make: impl Fn(&Params, u32) -> Result<P> + Send + 'static,
+    ) -> Result<Self> {
+        if space.count_within(SWEEP_COUNT_BUDGET)? == Count::Exact(0) {
+            return Err(Error::ConstraintsExcludeAll {
+                constraints: space.constraints().collect::<Vec<_>>().join(" && "),
+            });
+        }
+        if let Some(first) = space.iter().next() {
+            make(&first, 0)?;
+        }
+        let mut spec = space.describe();
+        spec.insert("runs".into(), runs.describe());
+        let failure = SourceFailure::default();
+        let (jobs, observer) = crate::adaptive::adaptive_source(space.into_iter_owned(), runs, make, failure.clone());
+        let mut operation = Self::from_parts(name.into(), jobs, None, spec)?;
+        operation.failure = failure;
+        operation.observer = Some(observer);
+        Ok(operation)
+    }
+
+    /// What the collector calls with each record it journals (and a resumed run with each
+    /// record it finds), for a source that decides from results: adaptive runs.
+    pub fn observer(&self) -> Option<crate::adaptive::RecordObserver> {
+        self.observer.clone()
+    }
+
     /// An operation of the given processes, one each, in order. The parameters of each are
     /// the process's own fields, so they appear in `results.csv`.
     pub fn from_processes<I>(name: impl Into<String>, processes: I) -> Result<Self>
@@ -241,6 +295,7 @@ impl<P: Process> Operation<P> {
             deadline: None,
             history: Vec::new(),
             lookahead: crate::predict::DEFAULT_LOOKAHEAD,
+            observer: None,
         })
     }
 

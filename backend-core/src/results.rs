@@ -265,6 +265,7 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     csv_out.commit()?;
     jsonl_out.commit()?;
     crashed_out.commit()?;
+    crate::summary::write_summary(dir)?;
 
     let tmp = dir.join(format!(".{}.tmp", files::TIMELINE_SVG));
     let drawn = timeline.write(&tmp).and_then(|()| {

@@ -320,10 +320,16 @@ where
     let quiet = cli.quiet;
     let result = match cli.command {
         Command::Run(args) => run(&registry, args, quiet),
+        Command::Validate { spec, .. } if crate::chain::is_chain_file(&spec) => {
+            crate::chain::validate(&registry, &spec).map(|()| EXIT_OK)
+        }
         Command::Validate { spec, show } => validate(&registry, spec, show).map(|()| EXIT_OK),
         Command::Kinds => {
             kinds(&registry);
             Ok(EXIT_OK)
+        }
+        Command::Report { dir, .. } if crate::chain::chain_dir(&dir).is_some() => {
+            crate::chain::report(&crate::chain::chain_dir(&dir).unwrap_or(dir))
         }
         Command::Report { dir, json, html } => {
             crate::observe::run_dir(&dir).and_then(|dir| report_run(&registry, &dir, json, html))
@@ -354,6 +360,14 @@ where
 }
 
 fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerError> {
+    if let Some(chain) = args.spec.as_deref().filter(|path| crate::chain::is_chain_file(path)) {
+        let (backend, pool_size, results, resume) = (args.backend, args.pool_size, args.results, args.resume);
+        return crate::chain::run(
+            registry,
+            chain,
+            crate::chain::ChainArgs { backend, pool_size, results, resume, quiet },
+        );
+    }
     let spec = crate::quick::load(args.spec.as_deref(), &args.quick, registry)?;
     let backend_name = args.backend.as_deref().or(spec.backend()).unwrap_or("local").to_owned();
     let mut options = BackendOptions::default();
@@ -374,6 +388,12 @@ fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8, WorkerErro
         }
     }
     options = options.threads_per_rank(threads_per_rank);
+    if backend_name == "mpi" && spec.adaptive().is_some() {
+        return Err(WorkerError::Usage(
+            "adaptive runs (`runs = { min, max, until }`) run on the serial and local backends: use --backend local"
+                .into(),
+        ));
+    }
     let kind: taskfarm::BackendKind =
         backend_name.parse().map_err(|e: taskfarm::UnknownBackend| WorkerError::Usage(e.to_string()))?;
     match kind {
@@ -510,6 +530,7 @@ fn report_run(registry: &Registry, dir: &std::path::Path, json: bool, html: bool
     }
     let _ = writeln!(out, "run: {} (operation `{}`, kind `{}`)", dir.display(), spec.name(), spec.kind());
     let _ = write!(out, "{report}");
+    crate::chain::print_summary(dir, &mut out);
     if let Some(allocations) = crate::allocation::describe(dir) {
         let _ = writeln!(out, "{allocations}");
     }
@@ -517,11 +538,14 @@ fn report_run(registry: &Registry, dir: &std::path::Path, json: bool, html: bool
     let missing = count.at_least().saturating_sub(report.recorded);
     let resume = resume_command(dir, false);
     let total = describe_count(count);
+    let adaptive_left = crate::chain::adaptive_points_left(&spec, dir).filter(|&n| n > 0);
     if let Some(holder) = taskfarm::lock::RunLock::holder(dir)? {
         let _ = writeln!(
             out,
             "running: the run is still going ({holder}); {missing} of {total} processes have no record yet"
         );
+    } else if let Some(left) = adaptive_left {
+        let _ = writeln!(out, "missing: {left} parameter points need more runs; to run them:\n  {resume}");
     } else if missing > 0 {
         let _ = writeln!(out, "missing: {missing} of {total} processes have no record; to run them:\n  {resume}");
     } else if count.exact().is_none() {
@@ -571,8 +595,7 @@ fn validate(registry: &Registry, path: PathBuf, show: Option<usize>) -> Result<(
     let _ = writeln!(out, "{}: operation `{}` of kind `{}`", path.display(), spec.name(), spec.kind());
     let _ = writeln!(out, "parameters: {parameters}");
     let count = spec.count_within(COUNT_BUDGET)?;
-    let _ =
-        writeln!(out, "processes: {} ({} run(s) each){}", describe_count(count), spec.runs(), removed(&spec, count));
+    let _ = writeln!(out, "processes: {} ({}){}", describe_count(count), spec.describe_runs(), removed(&spec, count));
     // Only processes counting met: finding more could take as long as counting did.
     let shown = count.at_least().min(show.unwrap_or(SHOWN) as u64);
     let kind = registry.get(spec.kind());

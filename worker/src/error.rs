@@ -75,6 +75,14 @@ pub enum WorkerError {
         /// What is wrong.
         message: String,
     },
+    /// A chain file or a chain's result directory cannot be used.
+    #[error("{}: {message}", path.display())]
+    Chain {
+        /// The chain file or the chain's result directory.
+        path: PathBuf,
+        /// What is wrong, naming the stage.
+        message: String,
+    },
     /// The spec names a kind that is not registered.
     #[error("{}: there is no process kind `{kind}`: the known kinds are {known} (see `taskfarm-worker kinds`)",
         At(path, *line))]

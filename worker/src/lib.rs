@@ -38,6 +38,7 @@
 
 pub mod allocation;
 mod builtins;
+pub mod chain;
 pub mod cli;
 mod error;
 mod json;

@@ -42,7 +42,7 @@ use crate::registry::{Registry, SpecProcess};
 use crate::WorkerError;
 
 /// The top-level keys that belong to the spec itself; every other key is the kind's.
-pub const SPEC_KEYS: [&str; 17] = [
+pub const SPEC_KEYS: [&str; 18] = [
     "name",
     "kind",
     "parameter_ranges",
@@ -60,6 +60,7 @@ pub const SPEC_KEYS: [&str; 17] = [
     "isolation",
     "threads",
     "threads_per_rank",
+    "outputs",
 ];
 
 /// The most threads a spec may ask for, per process or per MPI rank.
@@ -103,8 +104,11 @@ struct Header {
     _ranges: Option<UniqueMap<Value>>,
     #[serde(rename = "parameter_settings")]
     _settings: Option<Vec<UniqueMap<Value>>>,
-    #[serde(default = "one")]
-    runs: u32,
+    #[serde(default)]
+    runs: Runs,
+    /// The numeric output fields the processes give, when the spec declares them (an
+    /// adaptive `until` is then checked against them before anything runs).
+    outputs: Option<Vec<String>>,
     backend: Option<String>,
     timeout: Option<Value>,
     retries: Option<Value>,
@@ -113,8 +117,51 @@ struct Header {
     threads_per_rank: Option<Value>,
 }
 
-fn one() -> u32 {
-    1
+/// `runs`: a number of runs per point, or adaptive runs `{ min, max, until }`.
+#[derive(Debug, Clone, PartialEq)]
+enum Runs {
+    Fixed(u32),
+    Adaptive { min: u32, max: u32, until: String },
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Runs::Fixed(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Runs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Runs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("u32, or a table { min = N, max = M, until = \"<condition>\" } for adaptive runs")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Runs, E> {
+                u32::try_from(n)
+                    .map(Runs::Fixed)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Runs, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+                    .and_then(|n| self.visit_u64(n))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Runs, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Table {
+                    min: u32,
+                    max: u32,
+                    until: String,
+                }
+                let Table { min, max, until } = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Runs::Adaptive { min, max, until })
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
 }
 
 /// A table read from a spec in which each key appears once: YAML admits a key twice and
@@ -154,6 +201,7 @@ pub struct Spec {
     path: PathBuf,
     kind: String,
     runs: u32,
+    adaptive: Option<backend_core::summary::AdaptiveRuns>,
     backend: Option<String>,
     threads_per_rank: Option<usize>,
     threads_line: Option<usize>,
@@ -326,7 +374,33 @@ impl Spec {
         as_run.insert("name".into(), Value::Str(name.clone()));
         as_run.insert("kind".into(), Value::Str(header.kind.clone()));
         as_run.extend(space.describe());
-        as_run.insert("runs".into(), Value::Int(i64::from(header.runs)));
+        let (runs, adaptive) = match &header.runs {
+            Runs::Fixed(n) => (*n, None),
+            Runs::Adaptive { min, max, until } => {
+                let adaptive = backend_core::summary::AdaptiveRuns::new(*min, *max, until)
+                    .map_err(|e| spec_error(at("runs"), e.to_string()))?;
+                if let Some(outputs) = &header.outputs {
+                    if let Some(field) = adaptive.until.fields().into_iter().find(|f| !outputs.iter().any(|o| o == f)) {
+                        return Err(spec_error(
+                            at("until").or(at("runs")),
+                            format!(
+                                "the condition `until = \"{until}\"` names the field `{field}`, which is not among the \
+                                 `outputs` the spec declares: {}",
+                                outputs.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                (*min, Some(adaptive))
+            }
+        };
+        match &adaptive {
+            None => as_run.insert("runs".into(), Value::Int(i64::from(runs))),
+            Some(adaptive) => as_run.insert("runs".into(), adaptive.describe()),
+        };
+        if let Some(outputs) = &header.outputs {
+            as_run.insert("outputs".into(), Value::List(outputs.iter().cloned().map(Value::Str).collect()));
+        }
         if let Some(n) = threads_per_rank {
             as_run.insert("threads_per_rank".into(), Value::Int(n as i64));
         }
@@ -334,7 +408,13 @@ impl Spec {
 
         let config = Arc::new(config);
         let process = SpecProcess { kind: header.kind.clone(), config: config.clone() };
-        let operation = Operation::sweep(name, space, header.runs, move |_params, _run| process.clone())
+        let made = match adaptive.clone() {
+            None => Operation::sweep(name, space, runs, move |_params, _run| process.clone()),
+            Some(adaptive) => {
+                Operation::try_sweep_adaptive(name, space, adaptive, move |_params, _run| Ok(process.clone()))
+            }
+        };
+        let operation = made
             .map_err(|e| {
                 let key = match e {
                     CoreError::ZeroRuns | CoreError::TooManyProcesses { .. } => "runs",
@@ -371,7 +451,8 @@ impl Spec {
         Ok(Spec {
             path: path.to_owned(),
             kind: header.kind,
-            runs: header.runs,
+            runs,
+            adaptive,
             backend: header.backend,
             threads_per_rank,
             threads_line: at("threads"),
@@ -424,6 +505,20 @@ impl Spec {
     /// How many runs each parameter combination gets.
     pub fn runs(&self) -> u32 {
         self.runs
+    }
+
+    /// The adaptive runs of the spec (`runs = { min, max, until }`), if it has them.
+    pub fn adaptive(&self) -> Option<&backend_core::summary::AdaptiveRuns> {
+        self.adaptive.as_ref()
+    }
+
+    /// How many runs each point gets, as a phrase: `3 run(s) each`, or
+    /// `5 to 200 runs each, until <condition>`.
+    pub fn describe_runs(&self) -> String {
+        match &self.adaptive {
+            None => format!("{} run(s) each", self.runs),
+            Some(a) => format!("{} to {} runs each, until `{}`", a.min, a.max, a.until.text()),
+        }
     }
 
     /// The backend the spec asks for, if any (the command line's `--backend` wins).

@@ -189,6 +189,24 @@ const SIXTEEN_TO_THE_TEN_TIMES_2_24_RUNS: &str = "kind = \"command\"\nruns = 167
     g = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nh = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n\
     i = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\nj = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n";
 
+/// A chain whose two stages read each other.
+const CYCLIC_CHAIN: &str = "kind = \"chain\"\n[[stages]]\nname = \"a\"\nfrom = \"b\"\nkind = \"command\"\n\
+    command = [\"true\"]\n[[stages]]\nname = \"b\"\nfrom = \"a\"\nkind = \"command\"\ncommand = [\"true\"]\n";
+
+/// A chain whose second stage reads a stage it does not have.
+const UNKNOWN_FROM_CHAIN: &str = "kind = \"chain\"\n[[stages]]\nname = \"a\"\nkind = \"command\"\n\
+    command = [\"true\"]\n[[stages]]\nname = \"b\"\nfrom = \"simulate\"\nkind = \"command\"\ncommand = [\"true\"]\n";
+
+/// A chain whose second stage names `{enrgy}`; the first produces `x` and `energy`.
+const UNKNOWN_FIELD_CHAIN: &str = "kind = \"chain\"\n[[stages]]\nname = \"a\"\nkind = \"command\"\n\
+    outputs = [\"energy\"]\ncommand = [\"echo\", \"{x}\"]\nparameter_ranges = { x = [1, 2] }\n\
+    [[stages]]\nname = \"b\"\nfrom = \"a\"\nkind = \"command\"\ncommand = [\"echo\", \"{enrgy}\"]\n";
+
+/// A chain whose second stage groups by `alpha`; the first produces `x` and `energy`.
+const UNKNOWN_GROUP_CHAIN: &str = "kind = \"chain\"\n[[stages]]\nname = \"a\"\nkind = \"command\"\n\
+    outputs = [\"energy\"]\ncommand = [\"echo\", \"{x}\"]\nparameter_ranges = { x = [1, 2] }\n\
+    [[stages]]\nname = \"b\"\nfrom = \"a\"\ngroup_by = [\"alpha\"]\nkind = \"command\"\ncommand = [\"cat\", \"{input}\"]\n";
+
 /// Runs `args` in a fresh directory holding `files`; returns a description of what is wrong.
 fn check(case: &Case) -> Option<String> {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -700,6 +718,60 @@ fn bad_input_is_one_sentence_and_exit_2() {
             expected: &["the command line: the placeholder `{y}` in `command` is not a parameter"],
         },
         Case { what: "unknown subcommand", args: &["frobnicate"], files: &[], expected: &["unrecognized subcommand"] },
+        Case {
+            what: "adaptive runs whose min is above max",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = { min = 9, max = 3, until = \"estimate.ci95 < 0.1\" }\n")],
+            expected: &["spec.toml, line 3: adaptive runs need 1 <= min <= max, but min is 9 and max is 3"],
+        },
+        Case {
+            what: "an until condition that does not parse",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = { min = 2, max = 3, until = \"estimate.ci95 <\" }\n")],
+            expected: &["spec.toml, line 3: the condition `until = \"estimate.ci95 <\"` cannot be used: it is not a condition"],
+        },
+        Case {
+            what: "an until condition naming an unknown statistic",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = { min = 2, max = 3, until = \"estimate.width < 1\" }\n")],
+            expected: &["`estimate.width` is not `<field>.<statistic>` with a statistic among count, mean, std, sem, ci95"],
+        },
+        Case {
+            what: "an until condition naming a field the spec's outputs do not have",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\noutputs = [\"estimate\", \"error\"]\nruns = { min = 2, max = 3, until = \"energy.ci95 < 1\" }\n")],
+            expected: &["names the field `energy`, which is not among the `outputs` the spec declares: estimate, error"],
+        },
+        Case {
+            what: "adaptive runs with an unknown key",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nsamples = 10\nruns = { min = 2, max = 3, unitl = \"x.mean > 1\" }\n")],
+            expected: &["spec.toml, line 3", "unknown field `unitl`"],
+        },
+        Case {
+            what: "a chain whose stages read each other",
+            args: &["run", "chain.toml"],
+            files: &[("chain.toml", CYCLIC_CHAIN)],
+            expected: &["the stages form a cycle (a reads b reads a)"],
+        },
+        Case {
+            what: "a chain stage reading a stage that does not exist",
+            args: &["validate", "chain.toml"],
+            files: &[("chain.toml", UNKNOWN_FROM_CHAIN)],
+            expected: &["stage `b` reads `from = \"simulate\"`, but there is no such stage: the stages are a, b"],
+        },
+        Case {
+            what: "a chain stage naming a field its source does not produce",
+            args: &["run", "chain.toml"],
+            files: &[("chain.toml", UNKNOWN_FIELD_CHAIN)],
+            expected: &["stage `b`: the placeholder `{enrgy}`", "stage `a` produces the fields x, energy"],
+        },
+        Case {
+            what: "a chain stage grouping by a column its source does not produce",
+            args: &["run", "chain.toml"],
+            files: &[("chain.toml", UNKNOWN_GROUP_CHAIN)],
+            expected: &["`group_by` names `alpha`, which stage `a` does not produce: it produces x, energy"],
+        },
     ];
     let mut failures: Vec<String> = cases.iter().filter_map(check).collect();
     if !cfg!(feature = "mpi") {

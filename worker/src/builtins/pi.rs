@@ -52,7 +52,12 @@ impl Process for MonteCarloPi {
         if self.samples == 0 {
             return Err(ProcessError::msg("`samples` must be at least 1"));
         }
-        let mut rng = SplitMix64(self.seed ^ u64::from(self.run).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // The start is a hash of seed and run: the generator steps its state by a constant, so
+        // starts a few steps apart (seed ^ run × step) would give overlapping streams, and runs
+        // that are nearly copies of each other.
+        let start =
+            SplitMix64(self.seed).next() ^ SplitMix64(u64::from(self.run).wrapping_add(0x5EED)).next().rotate_left(17);
+        let mut rng = SplitMix64(start);
         let mut inside = 0u64;
         for _ in 0..self.samples {
             let (x, y) = (rng.unit(), rng.unit());
