@@ -60,7 +60,9 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
         ),
     )?;
     let results = case.join("results");
-    let args = vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()];
+    // `-vv`: operation.log then says when each process ended (the check below reads it).
+    let args =
+        vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into(), "-vv".into()];
     let mut command = launch(&oversubscribed(3, args))?;
     if let MpiStop::IntToMpirun = stop {
         command.env("OMPI_MCA_odls_base_sigkill_timeout", "1");
