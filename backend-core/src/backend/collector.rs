@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::StatusBoard;
 use crate::journal::JournalWriter;
 use crate::predict::Learner;
-use crate::{stop_now_requested, ProcessRecord, ProgressDisplay, Result, Status};
+use crate::{stop_now_requested, stop_requested, ProcessRecord, ProgressDisplay, Result, Status};
 
 /// The one place results arrive: it journals each record at once (flushed in batches),
 /// updates the status board and drives the progress display.
@@ -29,7 +29,7 @@ impl Collector {
     /// cut short and run again on `--resume`.
     pub fn record(&mut self, record: &ProcessRecord) -> Result<()> {
         crate::subprocess::check_children()?;
-        if stop_now_requested() {
+        if stop_now_requested() || cut_short_by_stop(record.status, record.reason.as_deref()) {
             self.board.unstarted(1);
             return Ok(());
         }
@@ -65,6 +65,10 @@ impl Collector {
         }
         if status != Status::Finished {
             let record = crate::journal::decode_frame(frame)?;
+            if cut_short_by_stop(status, record.reason.as_deref()) {
+                self.board.unstarted(1);
+                return Ok(());
+            }
             crate::subprocess::check_reason(record.reason.as_deref())?;
             check_cannot_run(record.reason.as_deref())?;
             log_failed(&record, status, record.reason.as_deref().unwrap_or("no reason given"));
@@ -110,6 +114,27 @@ impl Collector {
     }
 }
 
+/// Whether a failed process was cut short by a stop rather than crashed: once a stop was
+/// requested, a process whose last attempt a stopping signal ended (SIGTERM, SIGINT, SIGHUP,
+/// SIGKILL). A batch system or a launcher that stops a job signals every process of it at
+/// once (`scancel`, mpirun's teardown), so the process's own death is the stop's, not a
+/// fault of the process: it gets no record and runs again on `--resume`.
+fn cut_short_by_stop(status: Status, reason: Option<&str>) -> bool {
+    stop_requested() && ended_by_a_stopping_signal(status, reason)
+}
+
+/// Whether a failed process's last attempt was ended by SIGTERM, SIGINT, SIGHUP or SIGKILL.
+fn ended_by_a_stopping_signal(status: Status, reason: Option<&str>) -> bool {
+    if status == Status::Finished {
+        return false;
+    }
+    let Some(reason) = reason else { return false };
+    // With retries the reason lists every attempt: the last one is the stop's.
+    let last = reason.rsplit("; attempt ").next().unwrap_or(reason);
+    last.contains("killed by signal")
+        && ["(SIGTERM)", "(SIGINT)", "(SIGHUP)", "(SIGKILL)"].iter().any(|signal| last.contains(signal))
+}
+
 /// Fails the run when a failed record's reason says that no process can run (see
 /// [`ProcessError::cannot_run`](crate::ProcessError::cannot_run)); the error is that
 /// reason (its last attempt's, after retries), without the mark.
@@ -134,4 +159,31 @@ fn log_failed(record: &ProcessRecord, status: Status, reason: &str) {
         record.location.host,
         record.location.worker,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_ended_by_a_stopping_signal_is_told_from_a_crash() {
+        let stopped = [
+            "the command `sh` was killed by signal 15 (SIGTERM)",
+            "its subprocess was killed by signal 9 (SIGKILL), as the out-of-memory killer does",
+            "attempt 1: the command `sh` exited with status 3; attempt 2: the command `sh` was killed by signal 2 (SIGINT)",
+        ];
+        for reason in stopped {
+            assert!(ended_by_a_stopping_signal(Status::Crashed, Some(reason)), "{reason}");
+        }
+        let crashed = [
+            "the command `sh` was killed by signal 11 (SIGSEGV)",
+            "the command `sh` exited with status 143",
+            "attempt 1: the command `sh` was killed by signal 15 (SIGTERM); attempt 2: the command `sh` exited with status 1",
+        ];
+        for reason in crashed {
+            assert!(!ended_by_a_stopping_signal(Status::Crashed, Some(reason)), "{reason}");
+        }
+        assert!(!ended_by_a_stopping_signal(Status::Finished, Some(stopped[0])));
+        assert!(!ended_by_a_stopping_signal(Status::Crashed, None));
+    }
 }
