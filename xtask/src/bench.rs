@@ -113,6 +113,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "local_bench",
             "-p",
             "taskfarm-worker",
+            // Without it, `--example` would leave the worker binary as it was.
+            "--bin",
+            "taskfarm-worker",
         ]),
         "build the local benchmark and the release worker",
     )?;
