@@ -63,7 +63,7 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
     // `-vv`: operation.log then says when each process ended (the check below reads it).
     let args =
         vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into(), "-vv".into()];
-    let mut command = launch(&oversubscribed(3, args))?;
+    let command = launch(&oversubscribed(3, args))?;
     eprintln!("xtask: {}", describe(&command));
     let mut signalled = false;
     let outcome = run_to_files(&case, "run", command, Duration::from_secs(120), |_| {
