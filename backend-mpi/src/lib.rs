@@ -57,9 +57,10 @@
 //! T threads of work while the master knows nothing of how long processes take, and
 //! T × `prefetch` (default 2: T running, T waiting) once processes are measured short
 //! (under 50 ms) — so a process of unknown duration never waits in a queue behind another,
-//! and, near the end of the run, no worker queues work at all. A worker rank with T > 1
-//! (one rank per node, a thread per core) runs T processes at once on a thread pool
-//! (`backend_local::ThreadExecutor`) while its main thread alone talks MPI; records name
+//! and, near the end of the run, no worker queues work at all. A worker rank runs its
+//! processes on a thread pool of T threads (`backend_local::ThreadExecutor`; with T > 1,
+//! one rank per node and a thread per core) while its main thread alone talks MPI, so it
+//! takes the master's messages even while a long process runs; with T > 1 records name
 //! the thread (`rank-2/thread-5`). A process that asks for k threads
 //! (`Operation::with_threads`) occupies k of them, in the window too, and an operation whose processes ask for
 //! more than T is refused before anything runs. A unit is one job, or a batch of jobs when
@@ -68,9 +69,9 @@
 //! one long process sends every worker back to single jobs). Master and workers
 //! exchange one postcard-encoded message enum on one tag; a message that does not decode is
 //! an error, never a panic. Workers frame each record for the master's journal, so the
-//! master writes finished ones without decoding them, and a worker running a batch on its
-//! main thread sends the records in chunks under 4 KiB, which MPI sends without waiting for
-//! the master. With two worker ranks or more, the master runs each retry of a failed
+//! master writes finished ones without decoding them, and a worker sends records as they finish,
+//! in chunks under 4 KiB (which MPI sends without waiting for the master), each at most a
+//! few milliseconds after it finished. With two worker ranks or more, the master runs each retry of a failed
 //! process on another rank (a worker's counts are then attempts). While waiting, every rank
 //! polls: it yields the core for 100 µs (the master first polls for 200 µs), then sleeps
 //! with a backoff growing from 50 µs to 1 ms, so a master sharing a node with workers does
@@ -221,8 +222,7 @@ pub struct MpiOptions {
     /// end of the run, T (nothing waiting).
     pub prefetch: usize,
     /// How many processes each worker rank runs at once, on a pool of that many threads
-    /// while its main thread alone talks MPI (at least 1; default 1: the main thread runs
-    /// them one after another). One rank per node with one thread per core is the layout
+    /// while its main thread alone talks MPI (at least 1; default 1: one after another). One rank per node with one thread per core is the layout
     /// for clusters (`cargo xtask mpirun --per-node`). The master's value holds for every rank.
     pub threads_per_rank: usize,
 }

@@ -21,8 +21,8 @@ pub(crate) enum Message<P> {
         dir: PathBuf,
         /// The operation's timeout, retries, isolation and threads per process.
         options: RunOptions,
-        /// How many processes each worker rank runs at once (its thread pool; 1: in its
-        /// main thread, one after another).
+        /// How many processes each worker rank runs at once (its thread pool; 1: one after
+        /// another).
         threads_per_rank: usize,
     },
     /// Master → worker: a unit of work (one or a batch of jobs).
@@ -51,9 +51,9 @@ pub(crate) enum Message<P> {
 
 /// Records of one unit, in the unit's order, as the worker framed them for the journal (see
 /// [`encode_frame`]), so the master writes them as they are: it decodes a record only when
-/// the process failed. Beside the frames, what the master schedules by. A worker running a
-/// batch on its main thread sends it in chunks small enough for MPI to send at once
-/// ([`CHUNK_BYTES`]): it never waits for the master to take its results.
+/// the process failed. Beside the frames, what the master schedules by. A worker sends a
+/// unit's records in chunks small enough for MPI to send at once ([`CHUNK_BYTES`]): it
+/// never waits for the master to take its results.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct FramedRecords {
     /// The worker's host.

@@ -40,7 +40,11 @@ enum Task {
     /// Builds the release worker with MPI and runs it under mpirun.
     Mpirun(mpi::MpirunArgs),
     /// Runs the tests: the workspace's, and the MPI tests under a real mpirun when it is found.
-    Test,
+    Test {
+        /// Only the MPI suite under mpirun (backend-mpi's unit tests and scenarios).
+        #[arg(long)]
+        mpi_only: bool,
+    },
     /// Measures taskfarm against baselines run side by side; prints a table, writes target/bench/*.json.
     Bench(bench::BenchArgs),
     /// Runs taskfarm across 3 hosts made of network namespaces (needs root): see xtask/src/cluster.rs.
@@ -60,7 +64,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Task::Run { spec, args } => run(spec, args),
         Task::Mpirun(args) => mpi::mpirun(args),
-        Task::Test => test().map(|()| 0),
+        Task::Test { mpi_only } => test(mpi_only).map(|()| 0),
         Task::Ci => ci().map(|()| 0),
         Task::ClusterTest(args) => cluster::cluster_test(args).map(|()| 0),
         Task::SlurmTest => slurm::slurm_test(ci_mode()).map(|()| 0),
@@ -164,11 +168,13 @@ fn ci_mode() -> bool {
     std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
-fn test() -> Result<()> {
-    run_checked(
-        cargo().args(["test", "--workspace", "--exclude", "taskfarm-backend-mpi"]),
-        "cargo test (all crates but backend-mpi)",
-    )?;
+fn test(mpi_only: bool) -> Result<()> {
+    if !mpi_only {
+        run_checked(
+            cargo().args(["test", "--workspace", "--exclude", "taskfarm-backend-mpi"]),
+            "cargo test (all crates but backend-mpi)",
+        )?;
+    }
     if mpi::found() || ci_mode() {
         // backend-mpi's unit tests need libmpi to link, not mpirun to run; its scenario
         // test (`--test mpi_scenarios`) runs under mpirun in `mpi::test`.
@@ -194,7 +200,7 @@ fn ci() -> Result<()> {
                 "clippy",
                 "--workspace",
                 "--exclude",
-                "backend-mpi",
+                "taskfarm-backend-mpi",
                 "--all-targets",
                 "--",
                 "-D",
@@ -203,5 +209,5 @@ fn ci() -> Result<()> {
             "cargo clippy -D warnings",
         )?;
     }
-    test()
+    test(false)
 }

@@ -290,13 +290,28 @@ fn run_sleeps(
     threads: u32,
     extra: &[&str],
 ) -> Result<Vec<Ran>> {
+    run_padded_sleeps(scratch, name, ranks, sleeps, threads, extra, 0)
+}
+
+/// [`run_sleeps`] with a shell comment of `padding` characters after the command, which
+/// makes every unit of work a message that large.
+fn run_padded_sleeps(
+    scratch: &Path,
+    name: &str,
+    ranks: u32,
+    sleeps: &[f64],
+    threads: u32,
+    extra: &[&str],
+    padding: usize,
+) -> Result<Vec<Ran>> {
+    let comment = if padding == 0 { String::new() } else { format!(" # {}", "x".repeat(padding)) };
     let spec = scratch.join(format!("{name}.toml"));
     let settings: Vec<String> = sleeps.iter().map(|s| format!("{{s = {s:?}}}")).collect();
     std::fs::write(
         &spec,
         format!(
             "name = \"{name}\"\nkind = \"command\"\nthreads = {threads}\n\
-             command = [\"sh\", \"-c\", \"sleep {{s}}; echo {{s}}\"]\nparameter_settings = [{}]\n",
+             command = [\"sh\", \"-c\", \"sleep {{s}}; echo {{s}}{comment}\"]\nparameter_settings = [{}]\n",
             settings.join(", ")
         ),
     )?;
@@ -368,6 +383,27 @@ fn scheduling(scratch: &Path, tally: &mut Tally) {
             }
             Ok(())
         });
+    tally.record(name, outcome);
+    let name = "units larger than MPI's eager limit: no rank waits while another runs a 1 s process, -n 4";
+    let mut sleeps = vec![0.0; 12];
+    sleeps.extend([1.0; 12]);
+    let outcome = run_padded_sleeps(scratch, "large-units", 4, &sleeps, 1, &[], 5000).and_then(|ran| {
+        // On each rank, every 1 s process after its first started as the one before ended:
+        // the master's send to a busy rank (which MPI completes only once that rank takes the
+        // message) must not keep the other ranks waiting.
+        let mut long: Vec<&Ran> = ran.iter().filter(|r| r.s == 1.0).collect();
+        long.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
+        for (i, r) in long.iter().enumerate() {
+            let before = long[..i].iter().rev().find(|p| p.rank == r.rank);
+            if let Some(p) = before {
+                let idle = r.started_at - (p.started_at + p.s);
+                if idle >= 0.5 {
+                    bail!("{} was idle {idle:.1} s between two 1 s processes", r.rank);
+                }
+            }
+        }
+        Ok(())
+    });
     tally.record(name, outcome);
     let name = "2-thread processes on 2-thread ranks: none waits on the rank of a 3 s process, -n 3";
     let outcome =
