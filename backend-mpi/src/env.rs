@@ -12,6 +12,8 @@ use std::time::Duration;
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::topology::{Communicator, Rank, SimpleCommunicator};
+
+use crate::transport::{Arrival, Transport};
 use mpi::Threading;
 
 use crate::Error;
@@ -176,9 +178,6 @@ impl Backoff {
     }
 }
 
-/// A message as it arrived: who sent it and its bytes.
-pub(crate) type Arrival = (Rank, Vec<u8>);
-
 /// The wire: byte messages on one tag, with messages that arrive while a send is pending
 /// kept in an inbox (so two ranks sending large messages to each other never deadlock).
 pub(crate) struct Wire<'a> {
@@ -263,5 +262,23 @@ impl<'a> Wire<'a> {
                 }
             }
         });
+    }
+}
+
+impl Transport for Wire<'_> {
+    fn try_receive(&mut self) -> Option<Arrival> {
+        Wire::try_receive(self)
+    }
+
+    fn receive_until(&mut self, deadline: std::time::Instant) -> Option<Arrival> {
+        Wire::receive_until(self, deadline)
+    }
+
+    fn send(&mut self, to: Rank, bytes: &[u8]) {
+        Wire::send(self, to, bytes)
+    }
+
+    fn collect(&mut self) {
+        Wire::collect(self)
     }
 }

@@ -91,6 +91,8 @@ mod env;
 mod master;
 mod message;
 mod policy;
+mod scheduler;
+mod transport;
 mod worker;
 
 use std::time::{Duration, Instant};

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use backend_core::journal::encode_frame;
 use backend_core::{Job, ProcessRecord, RunOptions, Status};
-use mpi::topology::Rank;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::transport::Rank;
 use crate::Error;
 
 /// Everything master and workers say to each other.

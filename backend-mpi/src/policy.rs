@@ -107,7 +107,7 @@ impl Policy {
     }
 
     /// The threads a unit of `jobs` jobs takes on a worker.
-    fn cost(&self, jobs: usize) -> usize {
+    pub(crate) fn cost(&self, jobs: usize) -> usize {
         jobs.max(1).saturating_mul(self.process_threads).min(self.threads)
     }
 
@@ -146,20 +146,31 @@ impl Policy {
         batch
     }
 
-    /// Worker `w` was sent a unit of `jobs` new jobs.
-    pub(crate) fn sent(&mut self, w: usize, jobs: usize) {
+    /// Worker `w` was sent a unit of `jobs` new jobs; the threads it takes there.
+    pub(crate) fn sent(&mut self, w: usize, jobs: usize) -> usize {
         let cost = self.cost(jobs);
         if let Some(load) = self.loads.get_mut(w) {
             load.busy += cost;
         }
         self.remaining = self.remaining.map(|r| r.saturating_sub(jobs as u64));
+        cost
     }
 
-    /// Worker `w` was sent a retry (a job sent before, alone in its unit).
-    pub(crate) fn sent_retry(&mut self, w: usize) {
+    /// Worker `w` was sent a retry (a job sent before, alone in its unit); the threads it
+    /// takes there.
+    pub(crate) fn sent_retry(&mut self, w: usize) -> usize {
         let cost = self.cost(1);
         if let Some(load) = self.loads.get_mut(w) {
             load.busy += cost;
+        }
+        cost
+    }
+
+    /// `threads` of worker `w` no longer run what it was sent: the records of a unit came
+    /// back (all, or some while fewer of its jobs than the threads they took still run).
+    pub(crate) fn released(&mut self, w: usize, threads: usize) {
+        if let Some(load) = self.loads.get_mut(w) {
+            load.busy = load.busy.saturating_sub(threads);
         }
     }
 
@@ -172,11 +183,12 @@ impl Policy {
         }
     }
 
-    /// Worker `w` answered a whole unit of `jobs` jobs, which ran `run_s` seconds in all.
+    /// Worker `w` answered a whole unit of `jobs` jobs, which ran `run_s` seconds in all:
+    /// its next units are sized after it (the threads are [`released`](Self::released)
+    /// apart).
     pub(crate) fn unit_done(&mut self, w: usize, jobs: usize, run_s: f64) {
-        let (cost, prefetch, max_batch) = (self.cost(jobs), self.prefetch, self.max_batch);
+        let (prefetch, max_batch) = (self.prefetch, self.max_batch);
         if let Some(load) = self.loads.get_mut(w) {
-            load.busy = load.busy.saturating_sub(cost);
             load.batch = adapted_batch(load.batch, jobs, run_s, max_batch);
             load.depth = adapted_depth(load.depth, load.batch, prefetch, run_s, max_batch);
         }
@@ -214,6 +226,13 @@ fn adapted_depth(depth: usize, batch: usize, prefetch: usize, unit_s: f64, max_b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Worker `w` answered a whole unit of `jobs` jobs that ran `run_s` seconds.
+    fn done(policy: &mut Policy, w: usize, jobs: usize, run_s: f64) {
+        let cost = policy.cost(jobs);
+        policy.released(w, cost);
+        policy.unit_done(w, jobs, run_s);
+    }
 
     /// Sends units while the policy names a worker (every job of the operation is there to
     /// send), as the master's fill does; returns (worker, jobs) per unit in order.
@@ -257,7 +276,7 @@ mod tests {
         assert!(sent.len() > 3, "measured short processes queue: {sent:?}");
         // Worker 1 answers its units: the next one goes to it, the least loaded.
         let held = policy.busy(1);
-        policy.unit_done(1, 1, 0.001);
+        done(&mut policy, 1, 1, 0.001);
         assert!(policy.busy(1) < held);
         assert_eq!(policy.next_worker(|_| false), Some(1));
     }
@@ -269,17 +288,17 @@ mod tests {
         let mut policy = Policy::new(2, 1, 1, 1, Some(6), MAX_BATCH);
         assert_eq!(fill(&mut policy), vec![(0, 1), (1, 1)]);
         policy.measured(0.003);
-        policy.unit_done(0, 1, 0.003);
+        done(&mut policy, 0, 1, 0.003);
         // Worker 0 answered fast: its next unit still holds one job.
         assert_eq!(fill(&mut policy), vec![(0, 1)]);
         policy.measured(0.003);
-        policy.unit_done(1, 1, 0.003);
+        done(&mut policy, 1, 1, 0.003);
         assert_eq!(fill(&mut policy), vec![(1, 1)], "the second 10 s job goes to the other worker, alone");
         // The same with the default prefetch 2.
         let mut policy = Policy::new(2, 2, 1, 1, Some(6), MAX_BATCH);
         assert_eq!(fill(&mut policy), vec![(0, 1), (1, 1)]);
         policy.measured(0.003);
-        policy.unit_done(0, 1, 0.003);
+        done(&mut policy, 0, 1, 0.003);
         assert_eq!(fill(&mut policy), vec![(0, 1)], "nothing queued behind a process of unknown duration");
     }
 
@@ -289,7 +308,7 @@ mod tests {
         for _ in 0..64 {
             policy.measured(0.0001);
         }
-        policy.unit_done(0, 8, 0.0008);
+        done(&mut policy, 0, 8, 0.0008);
         assert!(policy.batch(0) > 1);
         assert_eq!(policy.capacity(0), 2);
         policy.measured(3.0);
@@ -307,7 +326,7 @@ mod tests {
             for _ in 0..jobs {
                 policy.measured(0.000_001);
             }
-            policy.unit_done(0, jobs, jobs as f64 * 0.000_001);
+            done(&mut policy, 0, jobs, jobs as f64 * 0.000_001);
             units += 1;
             assert!(units < 40, "batches should reach the cap within a few dozen units");
         }
@@ -339,8 +358,8 @@ mod tests {
         for _ in 0..100 {
             policy.measured(0.0001);
         }
-        policy.unit_done(0, 1, 0.0001);
-        policy.unit_done(0, 2, 0.0002);
+        done(&mut policy, 0, 1, 0.0001);
+        done(&mut policy, 0, 2, 0.0002);
         assert_eq!(policy.batch(0), 4, "tiny processes share units mid-run");
         assert_eq!(policy.capacity(0), 2, "and queue mid-run");
         policy.sent(1, 94);

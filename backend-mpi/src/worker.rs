@@ -6,10 +6,10 @@
 //! [`ThreadExecutor`] of `threads_per_rank` T threads (one by default) and keeps taking the
 //! master's messages while processes run, so the master's send of a unit larger than MPI's
 //! eager limit (which completes only once this rank takes it) never waits for a process to
-//! end. Records leave the rank as they finish: the finished records at the front of each
-//! unit go to the master once they fill a chunk ([`CHUNK_BYTES`], which MPI sends at once),
-//! once the unit is done, or at the latest [`HOLD_AT_MOST`] after the first of them
-//! finished. The master keeps up to T × prefetch threads of work in flight on a rank once
+//! end. Records leave the rank as they finish: a unit's finished records go to the master
+//! once they fill a chunk ([`CHUNK_BYTES`], which MPI sends at once), once the unit is
+//! done, or at the latest [`HOLD_AT_MOST`] after the first of them finished, so the master
+//! hands a thread whose job is done more work even while the rest of its unit runs. The master keeps up to T × prefetch threads of work in flight on a rank once
 //! processes are measured short, so no thread waits for it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,29 +70,23 @@ struct Pool<P: Process> {
     /// Units handed to the executor and not yet wholly answered, by sequence number (the
     /// order they came in).
     units: BTreeMap<u64, UnitRecords>,
-    /// Where each running job's record goes: its unit and its place in it.
-    places: HashMap<u64, (u64, usize)>,
+    /// The unit of each running job.
+    places: HashMap<u64, u64>,
     next_unit: u64,
     /// Jobs handed over whose record has not come back (nor been cancelled).
     running: usize,
 }
 
-/// The records of one unit: those at the front are sent as they finish, in the unit's order.
+/// The records of one unit, sent as its jobs finish.
 struct UnitRecords {
     /// The id of the unit's first job, which names it to the master.
     first: Option<u64>,
-    records: Vec<Option<ProcessRecord>>,
-    /// How many records at the front have been sent.
-    sent: usize,
-    /// When the first finished record not yet sent came.
+    /// Its jobs whose records have not been sent.
+    unsent: usize,
+    /// Finished records not yet sent, in the order they finished.
+    ready: Vec<ProcessRecord>,
+    /// When the oldest of `ready` came.
     waiting_since: Option<Instant>,
-}
-
-impl UnitRecords {
-    /// How many records after the ones sent have finished, in a row.
-    fn ready(&self) -> usize {
-        self.records.get(self.sent..).map_or(0, |rest| rest.iter().take_while(|r| r.is_some()).count())
-    }
 }
 
 /// The longest the main thread waits for a record before it looks for messages from the
@@ -222,9 +216,9 @@ impl<P: Process> Worker<'_, P> {
         pool.next_unit += 1;
         let first = unit.first().map(|job| job.id);
         // A unit without jobs is answered at once (the master counts it).
-        pool.units.insert(seq, UnitRecords { first, records: vec![None; unit.len()], sent: 0, waiting_since: None });
-        for (place, job) in unit.into_iter().enumerate() {
-            pool.places.insert(job.id, (seq, place));
+        pool.units.insert(seq, UnitRecords { first, unsent: unit.len(), ready: Vec::new(), waiting_since: None });
+        for job in unit {
+            pool.places.insert(job.id, seq);
             if pool.executor.submit(job).is_ok() {
                 pool.running += 1;
             }
@@ -248,12 +242,10 @@ impl<P: Process> Worker<'_, P> {
         for record in came {
             pool.running = pool.running.saturating_sub(1);
             self.served.count(&record);
-            let Some((seq, place)) = pool.places.remove(&record.id) else { continue };
+            let Some(seq) = pool.places.remove(&record.id) else { continue };
             if let Some(unit) = pool.units.get_mut(&seq) {
-                if let Some(slot) = unit.records.get_mut(place) {
-                    *slot = Some(record);
-                    unit.waiting_since.get_or_insert(now);
-                }
+                unit.ready.push(record);
+                unit.waiting_since.get_or_insert(now);
             }
         }
         // Also when nothing came: a held record may have waited long enough.
@@ -261,9 +253,8 @@ impl<P: Process> Worker<'_, P> {
         any
     }
 
-    /// Sends, unit by unit in the order they came, the finished records at the front of
-    /// each unit that are due: a chunk's worth, the rest of a finished unit, or records held
-    /// [`HOLD_AT_MOST`].
+    /// Sends, unit by unit in the order they came, the finished records that are due: a
+    /// chunk's worth, the last of a unit, or records held [`HOLD_AT_MOST`].
     fn send_finished(&mut self) {
         if self.failure.is_some() {
             return;
@@ -272,36 +263,29 @@ impl<P: Process> Worker<'_, P> {
         let mut chunks = Vec::new();
         let mut failure = None;
         pool.units.retain(|_, unit| {
-            while failure.is_none() {
-                let ready = unit.ready();
-                let ends_unit = unit.sent + ready == unit.records.len();
-                let held_long = unit.waiting_since.is_some_and(|since| since.elapsed() >= HOLD_AT_MOST);
-                if !(ends_unit || (ready > 0 && (held_long || ready >= CHUNK_RECORDS))) {
-                    break;
+            let held_long = unit.waiting_since.is_some_and(|since| since.elapsed() >= HOLD_AT_MOST);
+            let last = unit.ready.len() == unit.unsent;
+            if !(last || (!unit.ready.is_empty() && (held_long || unit.ready.len() >= CHUNK_RECORDS))) {
+                return true;
+            }
+            let ready = std::mem::take(&mut unit.ready);
+            unit.waiting_since = None;
+            let mut framed = FramedRecords::new(&self.host, unit.first, ready.len().min(CHUNK_RECORDS));
+            for record in ready {
+                if framed.frames_len() >= CHUNK_BYTES {
+                    let full =
+                        std::mem::replace(&mut framed, FramedRecords::new(&self.host, unit.first, CHUNK_RECORDS));
+                    chunks.push(full);
                 }
-                let mut framed = FramedRecords::new(&self.host, unit.first, ready.min(CHUNK_RECORDS));
-                for slot in unit.records.iter_mut().skip(unit.sent).take(ready) {
-                    let Some(record) = slot.take() else { break };
-                    unit.sent += 1;
-                    if let Err(error) = framed.push(&record) {
-                        failure = Some(error);
-                        break;
-                    }
-                    if framed.frames_len() >= CHUNK_BYTES {
-                        break;
-                    }
-                }
-                framed.ends_unit = unit.sent == unit.records.len();
-                if unit.ready() == 0 {
-                    unit.waiting_since = None;
-                }
-                let ended = framed.ends_unit;
-                chunks.push(framed);
-                if ended {
+                if let Err(error) = framed.push(&record) {
+                    failure = Some(error);
                     return false;
                 }
+                unit.unsent -= 1;
             }
-            true
+            framed.ends_unit = unit.unsent == 0;
+            chunks.push(framed);
+            unit.unsent > 0
         });
         if let Some(error) = failure {
             return self.fail(error);
