@@ -1,10 +1,12 @@
 //! Sampled parameters (`[parameter_samples]`): `samples` points drawn from distributions
-//! such as `uniform(0, 1)`, by plain random sampling or a Latin hypercube.
+//! such as `uniform(0, 1)`, by plain random sampling, a Latin hypercube or a Sobol sequence.
 //!
 //! Every point is a pure function of (seed, index): the i-th sample is computed when it is
 //! asked for, never stored, and the same seed gives the same samples on every backend and
 //! in a resumed run. A Latin hypercube permutes the strata of each dimension with a keyed
-//! Feistel permutation (cycle-walking into `0..samples`), so it needs no table either.
+//! Feistel permutation (cycle-walking into `0..samples`), so it needs no table either. A
+//! Sobol sequence is Owen-scrambled from the seed (`sobol_burley`, whose direction numbers
+//! are Joe and Kuo's), each coordinate jittered within its 2⁻²⁴ cell.
 
 use crate::{Error, Params, Result, Value};
 
@@ -15,18 +17,23 @@ pub enum Method {
     Random,
     /// One point in each of `samples` equal strata of every dimension.
     LatinHypercube,
+    /// A scrambled Sobol sequence: low discrepancy in every projection, best with a power
+    /// of two samples.
+    Sobol,
 }
+
+/// The most points and dimensions of a Sobol sample (the sequence's own limits).
+const SOBOL_MAX_SAMPLES: u64 = 1 << 16;
+const SOBOL_MAX_DIMENSIONS: usize = 256;
 
 impl Method {
     fn parse(text: &str) -> Result<Method> {
         match text {
             "random" => Ok(Method::Random),
             "latin_hypercube" => Ok(Method::LatinHypercube),
-            "sobol" => Err(invalid(
-                "`method = \"sobol\"` is not implemented yet: use \"latin_hypercube\" for an even spread, or \"random\"",
-            )),
+            "sobol" => Ok(Method::Sobol),
             other => Err(invalid(format!(
-                "`method` of `parameter_samples` is `{other}`: it must be \"random\" or \"latin_hypercube\""
+                "`method` of `parameter_samples` is `{other}`: it must be \"random\", \"latin_hypercube\" or \"sobol\""
             ))),
         }
     }
@@ -35,6 +42,7 @@ impl Method {
         match self {
             Method::Random => "random",
             Method::LatinHypercube => "latin_hypercube",
+            Method::Sobol => "sobol",
         }
     }
 }
@@ -157,6 +165,18 @@ impl Samples {
         if parameters.is_empty() {
             return Err(invalid("`parameter_samples` names no parameter: add one such as x = \"uniform(0, 1)\""));
         }
+        if method == Method::Sobol && count > SOBOL_MAX_SAMPLES {
+            return Err(invalid(format!(
+                "`method = \"sobol\"` draws at most {SOBOL_MAX_SAMPLES} samples, not {count}: use \"latin_hypercube\" \
+                 or \"random\" for more"
+            )));
+        }
+        if method == Method::Sobol && parameters.len() > SOBOL_MAX_DIMENSIONS {
+            return Err(invalid(format!(
+                "`method = \"sobol\"` samples at most {SOBOL_MAX_DIMENSIONS} parameters, not {}: use \"latin_hypercube\"",
+                parameters.len()
+            )));
+        }
         let parameters = parameters
             .into_iter()
             .map(|(name, text)| Ok((name.clone(), Distribution::parse(&name, &text)?, text)))
@@ -188,6 +208,12 @@ impl Samples {
                 Method::LatinHypercube => {
                     let stratum = permute(index, self.count, mix(self.seed ^ mix(dim as u64 + 1)));
                     (stratum as f64 + jitter) / self.count as f64
+                }
+                Method::Sobol => {
+                    // `new` keeps index and dim within the sequence's limits.
+                    let (i, d) = (u32::try_from(index).unwrap_or(u32::MAX), u32::try_from(dim).unwrap_or(u32::MAX));
+                    let cell = f64::from(sobol_burley::sample(i, d, mix(self.seed) as u32));
+                    cell + jitter / f64::from(1u32 << 24)
                 }
             };
             (name.clone(), distribution.at(u.clamp(f64::MIN_POSITIVE, 1.0 - f64::EPSILON / 2.0)))
@@ -351,5 +377,45 @@ mod tests {
         assert!(samples("random", 0, &[("x", "uniform(0, 1)")]).is_err());
         assert!(samples("grid", 3, &[("x", "uniform(0, 1)")]).unwrap_err().to_string().contains("`grid`"));
         assert!(samples("random", 3, &[("x", "uniform(0, 1")]).is_err());
+    }
+
+    /// The discrepancy-free property of a base-2 sequence: of the first 2^k points, each
+    /// dyadic interval of length 2^-k of every coordinate holds exactly one, and in every
+    /// pair of coordinates each of the 2^(k/2) × 2^(k/2) cells holds one too.
+    #[test]
+    fn sobol_points_fill_every_dyadic_cell_once() {
+        let params = [("x", "uniform(0, 1)"), ("y", "uniform(0, 1)"), ("z", "uniform(0, 1)")];
+        let s = samples("sobol", 256, &params).unwrap();
+        let points: Vec<Vec<f64>> =
+            (0..256).map(|i| s.point(i).map(|(_, v)| v.as_f64().expect("a number")).collect()).collect();
+        for dim in 0..3 {
+            let mut cells = [0u32; 256];
+            for p in &points {
+                cells[(p[dim] * 256.0) as usize] += 1;
+            }
+            assert!(cells.iter().all(|&n| n == 1), "dimension {dim}: {cells:?}");
+        }
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            let mut cells = [[0u32; 16]; 16];
+            for p in &points {
+                cells[(p[a] * 16.0) as usize][(p[b] * 16.0) as usize] += 1;
+            }
+            assert!(cells.iter().flatten().all(|&n| n == 1), "dimensions {a} and {b}");
+        }
+        // Deterministic for a seed, another sequence for another seed.
+        let again = samples("sobol", 256, &params).unwrap();
+        assert!((0..256).all(|i| s.point(i).eq(again.point(i))));
+        let other = Samples::new("sobol", 256, 8, params.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect())
+            .unwrap();
+        assert!((0..256).any(|i| !s.point(i).eq(other.point(i))));
+    }
+
+    #[test]
+    fn sobol_beyond_its_limits_says_what_to_use() {
+        let err = samples("sobol", 70_000, &[("x", "uniform(0, 1)")]).unwrap_err().to_string();
+        assert!(err.contains("at most 65536 samples") && err.contains("latin_hypercube"), "{err}");
+        let many: Vec<(String, String)> = (0..257).map(|i| (format!("p{i}"), "uniform(0, 1)".to_owned())).collect();
+        let err = Samples::new("sobol", 4, 1, many).unwrap_err().to_string();
+        assert!(err.contains("at most 256 parameters"), "{err}");
     }
 }

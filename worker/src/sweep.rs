@@ -326,7 +326,7 @@ fn samples(value: &Value) -> Result<Samples, Fault> {
                     format!(
                         "`{name}` of `parameter_samples` must be {}, not {other}",
                         if name == "method" {
-                            "\"random\" or \"latin_hypercube\""
+                            "\"random\", \"latin_hypercube\" or \"sobol\""
                         } else {
                             "a whole number of 1 or more (seed: 0 or more)"
                         }

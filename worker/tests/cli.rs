@@ -1043,6 +1043,14 @@ fn input_files_and_samples_run_alike_everywhere() {
         assert!((1e-4..1e-1).contains(&lr) && (16..257).contains(&width), "{row}");
         assert!(lr < 0.01 || width > 128, "{row}");
     }
+    let rows = example_runs_alike("sobol.toml", "sobol");
+    assert_eq!(rows.len(), 17, "{rows:?}");
+    let mut cells = [0u32; 16];
+    for row in &rows[1..] {
+        let x: f64 = row.split(',').nth(2).and_then(|x| x.parse().ok()).expect("x");
+        cells[(x * 16.0) as usize] += 1;
+    }
+    assert_eq!(cells, [1; 16], "one point in each sixteenth of x: {rows:?}");
 }
 
 #[test]

@@ -76,6 +76,7 @@ pub fn test(ci: bool) -> Result<()> {
     match build_worker() {
         Ok(worker) => {
             worker_end_to_end(&scratch, &mut tally, ci, &worker);
+            sweep_shapes(&scratch, &mut tally, &worker);
             super::persistent::cases(&scratch, &mut tally, &worker);
             ranks_against_threads(&scratch, &mut tally);
             scheduling(&scratch, &mut tally);
@@ -231,6 +232,30 @@ fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool, worker: &Path)
         Ok((mpi, serial))
     })();
     tally.record(name, outcome.map(drop));
+}
+
+/// The example specs of linked, unioned and sampled parameters under `mpirun -n 3` give the
+/// serial rows.
+fn sweep_shapes(scratch: &Path, tally: &mut Tally, worker: &Path) {
+    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs");
+    for shape in ["linked", "union", "samples", "sobol"] {
+        let spec = specs.join(format!("{shape}.toml"));
+        let outcome = (|| -> Result<()> {
+            let (mpi_dir, serial_dir) = (scratch.join(format!("{shape}-mpi")), scratch.join(format!("{shape}-serial")));
+            let args = oversubscribed(
+                3,
+                vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
+            );
+            let mpi = run_with_timeout(scratch, launch(&args)?)?;
+            let mut serial = Command::new(worker);
+            serial.arg("run").arg(&spec).args(["--backend", "serial", "--quiet", "--results"]).arg(&serial_dir);
+            let serial = run_with_timeout(scratch, serial)?;
+            expect_success(&mpi)?;
+            expect_success(&serial)?;
+            compare_results(&serial_dir, &mpi_dir)
+        })();
+        tally.record(&format!("{shape}.toml (linked, union, sampled parameters): -n 3 gives the serial rows"), outcome);
+    }
 }
 
 /// The same sweep through the worker binary with `-n 5` × 1 thread and `-n 2` × 4 threads
