@@ -43,7 +43,7 @@ impl<P> Ord for Waiting<P> {
 
 /// The look-ahead window over a lazy job source: holds at most `bound` jobs pulled ahead,
 /// hands out the one predicted longest while the [`Learner`]'s model is trusted, and in the
-/// source's order before (see the [module docs](self)). Every job it hands out is counted
+/// source's order before (see the [module docs](super)). Every job it hands out is counted
 /// in flight until its record comes back ([`Learner::recorded`]).
 pub struct Lookahead<P> {
     source: JobSource<P>,

@@ -221,7 +221,7 @@ impl ParamStats {
     }
 }
 
-/// Predicts a process's duration from its parameters (see the [module docs](self)).
+/// Predicts a process's duration from its parameters (see the [module docs](super)).
 #[derive(Debug, Clone, Default)]
 pub struct DurationModel {
     /// Every duration learnt, in log space.
