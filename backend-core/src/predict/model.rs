@@ -1,5 +1,6 @@
 //! The duration model: a process's duration predicted from its parameters in log space, per
-//! parameter value, with how far its own predictions can be trusted.
+//! parameter value, with how far its own predictions can be trusted. One concept (about 400
+//! lines with its tests), read top to bottom: features, their statistics, the model.
 
 use std::collections::{BTreeMap, HashMap};
 

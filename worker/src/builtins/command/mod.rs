@@ -46,7 +46,8 @@
 //! two together). See [`crate::shell`].
 //!
 //! This module holds the kind and what it does when it runs; `fields` reads and checks the
-//! spec's fields of the kind, and `template` parses argument templates and fills them.
+//! spec's fields of the kind, and `template` parses argument templates and fills them. The
+//! kind is one concept (about 400 lines with its tests), read top to bottom: check, preview, run.
 
 mod fields;
 mod template;
