@@ -36,9 +36,9 @@ pub use backend_core::summary;
 pub use backend_core::{
     default_pool_size, execute_job, journal, lock, oplog, parse_duration, report, request_stop, results,
     run_child_if_requested, run_job, set_stop_exit_status, status, stop_requested, Backend, BackendKind, Count,
-    Deadline, Error as CoreError, Isolation, Job, Location, Operation, ParameterSpace, Params, ParamsExt, Process,
-    ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, RunOptions, SerialBackend, Status, StatusCounts,
-    Summary, UnknownBackend, Value,
+    Deadline, Error as CoreError, Executor, Isolation, Job, Location, Operation, ParameterSpace, Params, ParamsExt,
+    Process, ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, RunOptions, Runner, SerialBackend,
+    Status, StatusCounts, Summary, UnknownBackend, Value,
 };
 #[cfg(feature = "local")]
 pub use backend_local::{process_pool, LocalBackend};
@@ -123,14 +123,14 @@ pub enum Error {
 /// Asking for a backend this build lacks is an error that names the feature to enable.
 /// Started as one of several ranks of an MPI job (by `mpirun`, `mpiexec` or `srun`; see
 /// [`MpiLaunch`]), any backend but `mpi` is an error: each rank would run the whole
-/// operation. (`SerialBackend::new()` and `LocalBackend::new(..)` are not refused, for a
+/// operation. (`SerialBackend::default()` and `LocalBackend::new(..)` are not refused, for a
 /// program that means to run a copy in each rank.)
 #[cfg_attr(not(any(feature = "local", feature = "mpi")), allow(unused_variables))]
 pub fn create_backend<P: Process>(name: &str, options: &BackendOptions) -> Result<Box<dyn Backend<P>>, Error> {
     let kind: BackendKind = name.parse().map_err(|_| Error::UnknownBackend { name: name.to_owned() })?;
     refuse_under_many_ranks(kind, MpiLaunch::detect())?;
     match kind {
-        BackendKind::Serial => Ok(Box::new(SerialBackend::new())),
+        BackendKind::Serial => Ok(Box::new(SerialBackend::default())),
         #[cfg(feature = "local")]
         BackendKind::Local => Ok(Box::new(LocalBackend::new(options.pool_size)?)),
         #[cfg(not(feature = "local"))]

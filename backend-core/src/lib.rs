@@ -43,7 +43,9 @@ pub mod timeline;
 mod value;
 
 pub use adaptive::RecordObserver;
-pub use backend::{Backend, Collector, Dispatch, Lifecycle, Role, StatusBoard, StatusCounts, Summary};
+pub use backend::{
+    Backend, Collector, Dispatch, Executor, Lifecycle, Role, Runner, StatusBoard, StatusCounts, Summary,
+};
 pub use child::{describe_exit, kill_running_children, run_with_deadline, signal_name, ChildOutcome, EXIT_GRACE};
 pub use error::{Error, Result};
 pub use execute::{
@@ -58,7 +60,7 @@ pub use progress::{ProgressDisplay, ProgressMode};
 pub use record::{
     inside_process, panic_message, run_job, run_job_until, run_job_with, this_host, Location, ProcessRecord, Status,
 };
-pub use serial::SerialBackend;
+pub use serial::{run_serially, Serial, SerialBackend};
 pub use space::{Count, ParameterSpace};
 pub use subprocess::{in_child, run_child_if_requested, CHILD_ARGS, CHILD_ENV};
 pub use value::{Params, ParamsExt, Value};

@@ -1,65 +1,42 @@
 //! `SerialBackend`: runs the processes one after another on a background thread. It is
 //! the reference every other backend must agree with.
 
-use std::time::Duration;
-
-use crate::{
-    execute_job, Backend, BackendKind, Lifecycle, Location, Operation, Process, Result, StatusCounts, Summary,
-};
+use crate::{execute_job, BackendKind, Collector, Dispatch, Executor, Location, Process, Result, Runner};
 
 /// Runs one process at a time, in id order: simple, deterministic, the reference.
-#[derive(Debug)]
-pub struct SerialBackend<P: Process> {
-    lifecycle: Lifecycle<P>,
+pub type SerialBackend<P> = Runner<P, Serial>;
+
+/// The executor of [`SerialBackend`]: one process after another, in id order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Serial;
+
+impl<P: Process> Executor<P> for Serial {
+    const KIND: BackendKind = BackendKind::Serial;
+    const IN_ORDER: bool = true;
+    type Options = ();
+
+    fn new((): ()) -> Result<Self> {
+        Ok(Serial)
+    }
+
+    fn run(&self, dispatch: Dispatch<P>, collector: &mut Collector) -> Result<()> {
+        run_serially(dispatch, collector, &Location::here("serial"))
+    }
+}
+
+/// Runs every job of `dispatch` on the calling thread, one after another, as `location`
+/// (the serial backend, and an MPI world of one rank).
+pub fn run_serially<P: Process>(dispatch: Dispatch<P>, collector: &mut Collector, location: &Location) -> Result<()> {
+    for job in dispatch.jobs {
+        collector.board().started(1);
+        let record = execute_job(job, &dispatch.dir, location, &dispatch.options);
+        collector.record(&record)?;
+    }
+    Ok(())
 }
 
 impl<P: Process> Default for SerialBackend<P> {
     fn default() -> Self {
-        SerialBackend { lifecycle: Lifecycle::new(BackendKind::Serial).in_order() }
-    }
-}
-
-impl<P: Process> SerialBackend<P> {
-    /// A serial backend.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl<P: Process> Backend<P> for SerialBackend<P> {
-    fn name(&self) -> &'static str {
-        BackendKind::Serial.as_str()
-    }
-
-    fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
-        self.lifecycle.stage_in(operation)
-    }
-
-    fn execute(&mut self) -> Result<()> {
-        self.lifecycle.execute_in_background(|dispatch, collector| {
-            let location = Location::here("serial");
-            for job in dispatch.jobs {
-                collector.board().started(1);
-                let record = execute_job(job, &dispatch.dir, &location, &dispatch.options);
-                collector.record(&record)?;
-            }
-            Ok(())
-        })
-    }
-
-    fn check_status(&self) -> StatusCounts {
-        self.lifecycle.check_status()
-    }
-
-    fn retrieve(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        self.lifecycle.retrieve(timeout)
-    }
-
-    fn consolidate(&mut self) -> Result<Summary> {
-        self.lifecycle.consolidate()
-    }
-
-    fn cleanup(&mut self) -> Result<()> {
-        self.lifecycle.cleanup()
+        Runner::with_executor(Serial)
     }
 }

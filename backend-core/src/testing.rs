@@ -89,7 +89,7 @@ pub fn sized_operation(results_base: &Path, n: i64) -> Operation<Probe> {
 /// both agree. Panics (it is a test helper) with what differs.
 pub fn check_conformance<B: Backend<Probe>>(mut backend: B) {
     let base = tempfile::tempdir().expect("a temporary directory");
-    let reference = SerialBackend::new().run(conformance_operation(base.path())).expect("the serial backend runs");
+    let reference = SerialBackend::default().run(conformance_operation(base.path())).expect("the serial backend runs");
     let candidate = backend.run(conformance_operation(base.path())).expect("the backend under test runs");
     assert_eq!(candidate.backend, backend.name());
     assert_same_summary(&reference, &candidate);

@@ -8,7 +8,7 @@ use backend_core::{Backend, Error, SerialBackend};
 
 /// Runs the conformance operation, then keeps only the first `keep` bytes of its journal.
 fn interrupted_run(base: &std::path::Path, keep_fraction: f64) -> std::path::PathBuf {
-    let summary = SerialBackend::<Probe>::new().run(conformance_operation(base)).unwrap();
+    let summary = SerialBackend::<Probe>::default().run(conformance_operation(base)).unwrap();
     let journal = summary.dir.join(files::JOURNAL);
     let bytes = std::fs::read(&journal).unwrap();
     let keep = (bytes.len() as f64 * keep_fraction) as usize;
@@ -22,11 +22,12 @@ fn interrupted_run(base: &std::path::Path, keep_fraction: f64) -> std::path::Pat
 #[test]
 fn resume_finishes_a_torn_run_with_every_process_once() {
     let base = tempfile::tempdir().unwrap();
-    let reference = SerialBackend::new().run(conformance_operation(base.path())).unwrap();
+    let reference = SerialBackend::default().run(conformance_operation(base.path())).unwrap();
     for fraction in [0.0, 0.3, 0.77, 1.0] {
         let dir = interrupted_run(base.path(), fraction);
         let before = read_journal(&dir.join(files::JOURNAL)).unwrap().records.len();
-        let summary = SerialBackend::new().run(conformance_operation(base.path()).resume_from(&dir, false)).unwrap();
+        let summary =
+            SerialBackend::default().run(conformance_operation(base.path()).resume_from(&dir, false)).unwrap();
         assert_eq!(summary.dir, dir, "a resumed run writes into the same directory");
         assert_eq!(summary.missing(), 0);
         assert_same_results(&reference.dir, &dir);
@@ -38,12 +39,13 @@ fn resume_finishes_a_torn_run_with_every_process_once() {
 #[test]
 fn rerun_crashed_runs_crashed_processes_again() {
     let base = tempfile::tempdir().unwrap();
-    let first = SerialBackend::<Probe>::new().run(conformance_operation(base.path())).unwrap();
-    let again = SerialBackend::new().run(conformance_operation(base.path()).resume_from(&first.dir, true)).unwrap();
+    let first = SerialBackend::<Probe>::default().run(conformance_operation(base.path())).unwrap();
+    let again = SerialBackend::default().run(conformance_operation(base.path()).resume_from(&first.dir, true)).unwrap();
     assert_eq!((again.finished, again.crashed), (first.finished, first.crashed));
     let journal = read_journal(&first.dir.join(files::JOURNAL)).unwrap();
     assert_eq!(journal.records.len() as u64, 46 + first.crashed, "only the crashed ones ran again");
-    let nothing = SerialBackend::new().run(conformance_operation(base.path()).resume_from(&first.dir, false)).unwrap();
+    let nothing =
+        SerialBackend::default().run(conformance_operation(base.path()).resume_from(&first.dir, false)).unwrap();
     assert_eq!(read_journal(&first.dir.join(files::JOURNAL)).unwrap().records.len(), journal.records.len());
     assert_eq!(nothing.finished + nothing.crashed, 46);
 }
@@ -51,11 +53,13 @@ fn rerun_crashed_runs_crashed_processes_again() {
 #[test]
 fn resume_refuses_another_spec_and_non_runs() {
     let base = tempfile::tempdir().unwrap();
-    let first = SerialBackend::<Probe>::new().run(conformance_operation(base.path())).unwrap();
-    let err = SerialBackend::new().run(sized_operation(base.path(), 13).resume_from(&first.dir, false)).unwrap_err();
+    let first = SerialBackend::<Probe>::default().run(conformance_operation(base.path())).unwrap();
+    let err =
+        SerialBackend::default().run(sized_operation(base.path(), 13).resume_from(&first.dir, false)).unwrap_err();
     assert!(matches!(err, Error::ResumeSpecDiffers { .. }), "{err}");
     assert!(err.to_string().contains("`parameter_ranges` differs"), "{err}");
-    let err = SerialBackend::new().run(conformance_operation(base.path()).resume_from(base.path(), false)).unwrap_err();
+    let err =
+        SerialBackend::default().run(conformance_operation(base.path()).resume_from(base.path(), false)).unwrap_err();
     assert!(matches!(err, Error::NotARun { .. }), "{err}");
     assert!(err.to_string().contains("is not a taskfarm run directory"), "{err}");
 }
@@ -63,8 +67,8 @@ fn resume_refuses_another_spec_and_non_runs() {
 #[test]
 fn a_corrupt_record_in_the_middle_costs_only_itself() {
     let base = tempfile::tempdir().unwrap();
-    let reference = SerialBackend::new().run(conformance_operation(base.path())).unwrap();
-    let first = SerialBackend::<Probe>::new().run(conformance_operation(base.path())).unwrap();
+    let reference = SerialBackend::default().run(conformance_operation(base.path())).unwrap();
+    let first = SerialBackend::<Probe>::default().run(conformance_operation(base.path())).unwrap();
     let journal = first.dir.join(files::JOURNAL);
     let mut bytes = std::fs::read(&journal).unwrap();
     // One bit flipped a tenth of the way in: inside one record, not at the end.
@@ -77,7 +81,8 @@ fn a_corrupt_record_in_the_middle_costs_only_itself() {
     assert!(damaged.damage.torn_tail.is_none());
     let lost: Vec<u64> = (0..46).filter(|id| !damaged.records.iter().any(|r| r.id == *id)).collect();
 
-    let again = SerialBackend::new().run(conformance_operation(base.path()).resume_from(&first.dir, false)).unwrap();
+    let again =
+        SerialBackend::default().run(conformance_operation(base.path()).resume_from(&first.dir, false)).unwrap();
     assert_eq!(again.missing(), 0);
     assert_eq!(again.damage.skipped.len(), 1, "the damage is reported: {:?}", again.damage);
     let after = read_journal(&journal).unwrap();

@@ -7,13 +7,13 @@ use backend_core::{Backend, Error, SerialBackend};
 
 #[test]
 fn serial_passes_the_conformance_suite() {
-    check_conformance(SerialBackend::<Probe>::new());
+    check_conformance(SerialBackend::<Probe>::default());
 }
 
 #[test]
 fn lifecycle_calls_in_order() {
     let base = tempfile::tempdir().unwrap();
-    let mut backend = SerialBackend::new();
+    let mut backend = SerialBackend::default();
     assert!(matches!(backend.execute(), Err(Error::OutOfOrder { .. })));
     backend.stage_in(conformance_operation(base.path())).unwrap();
     assert_eq!(backend.check_status().total, Some(46));
@@ -43,7 +43,7 @@ fn an_output_too_large_for_the_journal_is_a_crash_that_says_so_and_the_run_goes_
     let sizes = [10, 65 * 1024 * 1024, 20];
     let operation =
         backend_core::Operation::from_processes("big", sizes.map(Output)).unwrap().with_results_base(base.path());
-    let summary = SerialBackend::new().run(operation).unwrap();
+    let summary = SerialBackend::default().run(operation).unwrap();
     assert_eq!((summary.finished, summary.crashed), (2, 1));
     let journal =
         backend_core::journal::read_journal(&summary.dir.join(backend_core::results::files::JOURNAL)).unwrap();

@@ -12,7 +12,7 @@ fn fill_of(colour: plotters::style::RGBColor) -> String {
 #[test]
 fn one_bar_per_process_coloured_by_status() {
     let base = tempfile::tempdir().unwrap();
-    let summary = SerialBackend::<Probe>::new().run(conformance_operation(base.path())).unwrap();
+    let summary = SerialBackend::<Probe>::default().run(conformance_operation(base.path())).unwrap();
     let text = std::fs::read_to_string(summary.dir.join(files::TIMELINE_SVG)).unwrap();
     let svg = roxmltree::Document::parse(&text).expect("timeline.svg parses as XML");
     assert_eq!(svg.root_element().tag_name().name(), "svg");

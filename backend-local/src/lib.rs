@@ -15,30 +15,22 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use backend_core::{
-    execute_job, Backend, Collector, Dispatch, Error, Job, JobSource, Lifecycle, Location, Operation, Process,
-    ProcessContext, ProcessError, ProcessRecord, Result, RunOptions, StatusCounts, Summary,
+    execute_job, BackendKind, Collector, Dispatch, Error, Executor, Job, JobSource, Location, Operation, Process,
+    ProcessContext, ProcessError, ProcessRecord, Result, RunOptions, Runner,
 };
 use crossbeam_channel::{Receiver, Sender};
 
-/// Runs processes on a pool of threads of this machine.
-#[derive(Debug)]
-pub struct LocalBackend<P: Process> {
-    lifecycle: Lifecycle<P>,
+/// Runs processes on a pool of threads of this machine: `LocalBackend::new(Some(n))` for
+/// n threads, `LocalBackend::new(None)` for one per core (0 is an error).
+pub type LocalBackend<P> = Runner<P, Pool>;
+
+/// The executor of [`LocalBackend`]: a pool of threads of this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
     pool_size: usize,
 }
 
-impl<P: Process> LocalBackend<P> {
-    /// A local backend with `pool_size` threads, or one per core when `None`.
-    /// A pool size of 0 is an error.
-    pub fn new(pool_size: Option<usize>) -> Result<Self> {
-        let pool_size = match pool_size {
-            Some(0) => return Err(Error::InvalidOption("the pool size must be at least 1".into())),
-            Some(n) => n,
-            None => default_pool_size(),
-        };
-        Ok(LocalBackend { lifecycle: Lifecycle::new(backend_core::BackendKind::Local), pool_size })
-    }
-
+impl Pool {
     /// How many threads run processes.
     pub fn pool_size(&self) -> usize {
         self.pool_size
@@ -47,35 +39,26 @@ impl<P: Process> LocalBackend<P> {
 
 pub use backend_core::default_pool_size;
 
-impl<P: Process> Backend<P> for LocalBackend<P> {
-    fn name(&self) -> &'static str {
-        backend_core::BackendKind::Local.as_str()
+impl<P: Process> Executor<P> for Pool {
+    const KIND: BackendKind = BackendKind::Local;
+    /// The pool size, or one thread per core when `None`.
+    type Options = Option<usize>;
+
+    fn new(pool_size: Option<usize>) -> Result<Self> {
+        let pool_size = match pool_size {
+            Some(0) => return Err(Error::InvalidOption("the pool size must be at least 1".into())),
+            Some(n) => n,
+            None => default_pool_size(),
+        };
+        Ok(Pool { pool_size })
     }
 
-    fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
-        check_process_threads(operation.options().process_threads(), self.pool_size, "the pool has")?;
-        self.lifecycle.stage_in(operation)
+    fn check(&self, operation: &Operation<P>) -> Result<()> {
+        check_process_threads(operation.options().process_threads(), self.pool_size, "the pool has")
     }
 
-    fn execute(&mut self) -> Result<()> {
-        let pool_size = self.pool_size;
-        self.lifecycle.execute_in_background(move |dispatch, collector| run_on_pool(pool_size, dispatch, collector))
-    }
-
-    fn check_status(&self) -> StatusCounts {
-        self.lifecycle.check_status()
-    }
-
-    fn retrieve(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        self.lifecycle.retrieve(timeout)
-    }
-
-    fn consolidate(&mut self) -> Result<Summary> {
-        self.lifecycle.consolidate()
-    }
-
-    fn cleanup(&mut self) -> Result<()> {
-        self.lifecycle.cleanup()
+    fn run(&self, dispatch: Dispatch<P>, collector: &mut Collector) -> Result<()> {
+        run_on_pool(self.pool_size, dispatch, collector)
     }
 }
 
@@ -403,7 +386,7 @@ pub fn process_pool(ctx: &ProcessContext<'_>) -> std::result::Result<rayon::Thre
 mod tests {
     use super::*;
 
-    use backend_core::{Params, Status};
+    use backend_core::{Backend, Params, Status};
     use serde::{Deserialize, Serialize};
     use std::sync::atomic::AtomicUsize;
 

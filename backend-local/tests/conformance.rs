@@ -27,7 +27,7 @@ fn default_pool() {
 #[test]
 fn a_larger_operation_records_every_process_once() {
     let base = tempfile::tempdir().unwrap();
-    let reference = SerialBackend::new().run(sized_operation(base.path(), 500)).unwrap();
+    let reference = SerialBackend::default().run(sized_operation(base.path(), 500)).unwrap();
     let candidate = LocalBackend::new(Some(4)).unwrap().run(sized_operation(base.path(), 500)).unwrap();
     backend_core::testing::assert_same_summary(&reference, &candidate);
     backend_core::testing::assert_same_results(&reference.dir, &candidate.dir);
@@ -69,7 +69,7 @@ fn history_where_larger_x_runs_longer(base: &std::path::Path, n: i64) -> std::pa
 fn handing_out_the_longest_predicted_first_records_every_process_once() {
     let base = tempfile::tempdir().unwrap();
     let history = history_where_larger_x_runs_longer(base.path(), 100);
-    let reference = SerialBackend::new().run(sized_operation(base.path(), 100)).unwrap();
+    let reference = SerialBackend::default().run(sized_operation(base.path(), 100)).unwrap();
     let operation = sized_operation(base.path(), 100).with_history([history]).with_lookahead(64);
     let candidate = LocalBackend::new(Some(2)).unwrap().run(operation).unwrap();
     backend_core::testing::assert_same_summary(&reference, &candidate);

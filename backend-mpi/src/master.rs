@@ -4,11 +4,10 @@
 //! if they do not stop in time, aborts the job.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use backend_core::{execute_job, Collector, Dispatch, JobSource, Location, Process, RunOptions};
+use backend_core::{Collector, Dispatch, Location, Process};
 use mpi::topology::{Communicator, Rank};
 
 use crate::env::{Mpi, Wire};
@@ -29,10 +28,10 @@ pub(crate) fn run<P: Process>(
     dispatch: Dispatch<P>,
     collector: &mut Collector,
 ) -> Result<(), Error> {
-    let Dispatch { jobs, dir, len, options } = dispatch;
     if mpi.size <= 1 {
-        return run_alone(mpi, jobs, &dir, &options, collector);
+        return run_alone(mpi, dispatch, collector);
     }
+    let Dispatch { jobs, dir, len, options } = dispatch;
     let mut wire = Wire::new(&mpi.world);
     let workers = usize::try_from(mpi.size - 1).unwrap_or(0);
     let policy = Policy::new(workers, prefetch, threads_per_rank, options.process_threads(), len, max_batch());
@@ -70,22 +69,11 @@ pub(crate) fn run<P: Process>(
 }
 
 /// A world of one rank: rank 0 runs every process itself, one after another.
-fn run_alone<P: Process>(
-    mpi: &Mpi,
-    jobs: JobSource<P>,
-    dir: &Path,
-    options: &RunOptions,
-    collector: &mut Collector,
-) -> Result<(), Error> {
+fn run_alone<P: Process>(mpi: &Mpi, dispatch: Dispatch<P>, collector: &mut Collector) -> Result<(), Error> {
     static SAID: Once = Once::new();
     SAID.call_once(|| eprintln!("the MPI world has one rank: running the operation on rank 0 itself"));
     let location = Location { host: mpi.host.clone(), worker: format!("rank-{}", mpi.rank) };
-    for job in jobs {
-        collector.board().started(1);
-        let record = execute_job(job, dir, &location, options);
-        collector.record(&record)?;
-    }
-    Ok(())
+    Ok(backend_core::run_serially(dispatch, collector, &location)?)
 }
 
 /// [`MAX_BATCH`], or `TASKFARM_MPI_MAX_BATCH` from the environment (1 switches batching

@@ -170,7 +170,7 @@ fn check_report<P: Process>(
     let reference_base = tempfile::tempdir().expect("a temporary directory");
     let operation = make(reference_base.path());
     let retries = operation.options().retries;
-    let reference = SerialBackend::new().run(operation).expect("the serial backend runs");
+    let reference = SerialBackend::default().run(operation).expect("the serial backend runs");
     assert_eq!(summary.backend, "mpi");
     assert_same_summary(&reference, summary);
     assert_same_results(&reference.dir, &summary.dir);

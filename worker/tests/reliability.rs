@@ -393,7 +393,7 @@ fn a_library_timeout_that_nothing_enforces_is_refused_at_stage_in() {
         .expect("an operation")
         .with_results_base(dir.path())
         .with_timeout(Duration::from_millis(50));
-    let error = SerialBackend::new().stage_in(operation).expect_err("the timeout cannot be enforced");
+    let error = SerialBackend::default().stage_in(operation).expect_err("the timeout cannot be enforced");
     let message = error.to_string();
     assert!(message.contains("a `timeout` cannot be enforced for process type `reliability::Sleepy` in thread isolation (a process running in a thread of the worker cannot be stopped)"), "{message}");
     assert!(message.contains("Isolation::Subprocess") && message.contains("ENFORCES_TIMEOUT"), "{message}");
@@ -404,7 +404,7 @@ fn a_library_timeout_that_nothing_enforces_is_refused_at_stage_in() {
         .expect("an operation")
         .with_results_base(dir.path())
         .with_timeout(Duration::from_millis(50));
-    let summary = SerialBackend::new().run(operation).expect("the run");
+    let summary = SerialBackend::default().run(operation).expect("the run");
     assert_eq!((summary.finished, summary.crashed), (1, 1), "{summary:?}");
     let rows = rows(&summary.dir);
     assert_eq!(rows[&1].0, "timed_out", "{:?}", rows[&1]);
@@ -436,7 +436,7 @@ fn parameters_read_by_a_wrong_name_or_type_are_errors_that_name_them() {
     let operation = Operation::try_sweep("typed", mixed, 1, |p, _| Ok(Echo(p.i64("x")?)))
         .expect("the first process is made")
         .with_results_base(dir.path());
-    let message = SerialBackend::new().run(operation).expect_err("process 2 cannot be made").to_string();
+    let message = SerialBackend::default().run(operation).expect_err("process 2 cannot be made").to_string();
     assert_eq!(
         message,
         "making process 2 of the operation failed, so no further process was started: the parameter `x` is the \

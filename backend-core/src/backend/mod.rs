@@ -1,11 +1,13 @@
 //! The `Backend` trait with pySPACE's lifecycle, and the machinery every backend shares,
 //! one concept a file: the `StatusBoard` that `check_status` reads (`board`), the
 //! `Collector` that journals results as they arrive (`collector`), what a run came to
-//! (`summary`), and `Lifecycle`, the state machine behind the trait's calls (`lifecycle`).
+//! (`summary`), `Lifecycle`, the state machine behind the trait's calls (`lifecycle`), and
+//! `Runner`, the one implementation of the trait over an `Executor` (`runner`).
 
 mod board;
 mod collector;
 mod lifecycle;
+mod runner;
 mod summary;
 
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 pub use board::{StatusBoard, StatusCounts};
 pub use collector::Collector;
 pub use lifecycle::{Dispatch, Lifecycle};
+pub use runner::{Executor, Runner};
 pub use summary::{Role, Summary};
 
 use crate::{Operation, Process, Result};

@@ -256,7 +256,7 @@ mod tests {
     fn a_resumed_run_and_a_run_with_history_predict_from_earlier_journals() {
         use crate::Backend;
         let base = tempfile::tempdir().unwrap();
-        let summary = crate::SerialBackend::new().run(naps(base.path())).unwrap();
+        let summary = crate::SerialBackend::default().run(naps(base.path())).unwrap();
         assert_eq!(summary.finished, 8);
         let nap = |ms: u64| Features::of(&params(&[("ms", Value::Int(ms as i64))]));
         let check = |lifecycle: &crate::Lifecycle<Nap>| {
