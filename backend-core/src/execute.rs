@@ -167,7 +167,8 @@ pub fn stop_now_requested() -> bool {
 }
 
 /// Runs `job` with `options`: in this thread or in a child, again after a crash or a timeout
-/// up to `options.retries` times. The record's `attempts` counts the attempts; when more than
+/// up to `options.retries` times, but never again once a stop was requested (the failed
+/// record, with retries left, is then dropped by the `Collector`: `--resume` runs it). The record's `attempts` counts the attempts; when more than
 /// one failed, `reason` lists every attempt's reason (`attempt 1: ...; attempt 2: ...`).
 /// The job's params move into the record.
 pub fn execute_job<P: Process>(job: Job<P>, dir: &Path, location: &Location, options: &RunOptions) -> ProcessRecord {
@@ -193,7 +194,7 @@ pub fn execute_job<P: Process>(job: Job<P>, dir: &Path, location: &Location, opt
                 crate::subprocess::run_in_child(&job, dir, location, options.timeout, options.process_threads())
             }
         };
-        if record.status == Status::Finished || attempt > options.retries {
+        if record.status == Status::Finished || attempt > options.retries || stop_requested() {
             close_attempts(&mut record, reasons);
             record.params = job.params;
             return record;

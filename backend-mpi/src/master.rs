@@ -13,7 +13,7 @@ use mpi::topology::{Communicator, Rank};
 use crate::env::{Mpi, Wire};
 use crate::message::Message;
 use crate::policy::{Policy, MAX_BATCH};
-use crate::scheduler::{Ended, Retries, Scheduler};
+use crate::scheduler::{Ended, Jobs, Retries, Scheduler};
 use crate::Error;
 
 /// How long abandoned workers get to finish their current process before the job is aborted.
@@ -31,7 +31,8 @@ pub(crate) fn run<P: Process>(
     if mpi.size <= 1 {
         return run_alone(mpi, dispatch, collector);
     }
-    let Dispatch { jobs, dir, len, options } = dispatch;
+    let Dispatch { jobs, dir, len, options, waits_for_records } = dispatch;
+    let jobs = if waits_for_records { crate::scheduler::fed(jobs)? } else { Jobs::Source(jobs) };
     let mut wire = Wire::new(&mpi.world);
     let workers = usize::try_from(mpi.size - 1).unwrap_or(0);
     let policy = Policy::new(workers, prefetch, threads_per_rank, options.process_threads(), len, max_batch());

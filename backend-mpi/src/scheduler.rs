@@ -6,6 +6,7 @@
 //! a simulated cluster in its tests.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use backend_core::{attempt_reason, close_attempts, Collector, Job, JobSource, Process, ProcessRecord, Status};
@@ -24,6 +25,8 @@ const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 /// After a signal (under `mpirun`: the job is being torn down, e.g. because a host was lost),
 /// how long the master still takes in results before it reports what is unfinished.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How often the master looks for jobs of a fed source while it has none (see [`Jobs::Fed`]).
+const FED_POLL: Duration = Duration::from_millis(5);
 /// How often the master looks at the stop flag while it waits for results.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
@@ -78,8 +81,11 @@ pub(crate) struct Scheduler<P: Process> {
     slots: Vec<Slot>,
     /// Which worker gets the next unit and how large it is.
     policy: Policy,
-    jobs: JobSource<P>,
+    jobs: Jobs<P>,
+    /// The source has ended.
     exhausted: bool,
+    /// A fed source had no job ready at the last fill (it waits for records).
+    starved: bool,
     /// Set when the master hands retries to other ranks.
     pub(crate) retries: Option<Retries>,
 }
@@ -159,7 +165,9 @@ impl Retries {
             return Some(record);
         };
         let failed = record.status != Status::Finished;
-        if failed && attempts.reasons.len() < self.allowed as usize && !backend_core::stop_requested() {
+        // After a stop it waits too (no retry is sent any more): it gets no record, so that
+        // `--resume` runs it again, as on every backend.
+        if failed && attempts.reasons.len() < self.allowed as usize {
             let reason = attempt_reason(&mut record);
             tracing::info!(
                 target: "taskfarm",
@@ -214,13 +222,14 @@ fn may_retry_on(tried: &[Rank], worker: Rank, workers: usize) -> bool {
 }
 
 impl<P: Process> Scheduler<P> {
-    pub(crate) fn new(policy: Policy, jobs: JobSource<P>) -> Self {
+    pub(crate) fn new(policy: Policy, jobs: Jobs<P>) -> Self {
         let workers = policy.workers();
         Scheduler {
             slots: vec![Slot { units: Vec::new(), host: None, last_heard: Instant::now() }; workers],
             policy,
             jobs,
             exhausted: false,
+            starved: false,
             retries: None,
         }
     }
@@ -235,10 +244,28 @@ impl<P: Process> Scheduler<P> {
     pub(crate) fn run(&mut self, wire: &mut impl Transport, collector: &mut Collector) -> Result<Ended, Error> {
         self.fill(wire, collector)?;
         let mut stop_deadline = None;
-        while self.slots.iter().any(|slot| !slot.units.is_empty()) {
-            let Some((from, bytes)) = receive_or_stop(wire, &mut stop_deadline) else {
-                self.report_unfinished();
-                return Ok(Ended::Interrupted);
+        loop {
+            if self.slots.iter().all(|slot| slot.units.is_empty()) {
+                if !self.starved {
+                    break;
+                }
+                // Nothing runs and a fed source has no job yet: it is deciding from the
+                // records journaled so far.
+                self.jobs.wait(STOP_CHECK);
+                self.fill(wire, collector)?;
+                continue;
+            }
+            let poll = self.starved.then_some(FED_POLL);
+            let (from, bytes) = match receive_or_stop(wire, &mut stop_deadline, poll) {
+                Received::Message(arrival) => arrival,
+                Received::Idle => {
+                    self.fill(wire, collector)?;
+                    continue;
+                }
+                Received::Stopped => {
+                    self.report_unfinished();
+                    return Ok(Ended::Interrupted);
+                }
             };
             if let Ok(slot) = self.slot(from) {
                 slot.last_heard = Instant::now();
@@ -306,7 +333,8 @@ impl<P: Process> Scheduler<P> {
                             },
                         }
                     }
-                    if again {
+                    if again || self.starved {
+                        // Retries wait, or a fed source may have jobs now that it saw these.
                         self.fill(wire, collector)?;
                     }
                 }
@@ -363,9 +391,11 @@ impl<P: Process> Scheduler<P> {
     fn fill(&mut self, wire: &mut impl Transport, collector: &mut Collector) -> Result<(), Error> {
         // Workers that nothing is left for (retries wait only for ranks that have not run them).
         let mut nothing_for = vec![false; self.slots.len()];
+        self.starved = false;
         while let Some(w) = self.policy.next_worker(|w| nothing_for[w]) {
             if !self.send_unit(wire, collector, worker_rank(w))? {
-                if self.exhausted && self.retries.as_ref().is_none_or(|r| r.waiting.is_empty()) {
+                let no_jobs = self.exhausted || self.starved;
+                if no_jobs && self.retries.as_ref().is_none_or(|r| r.waiting.is_empty()) {
                     break;
                 }
                 nothing_for[w] = true;
@@ -398,12 +428,21 @@ impl<P: Process> Scheduler<P> {
         if self.exhausted {
             return Ok(false);
         }
-        let batch = self.policy.batch(worker_index(worker));
-        let unit: Vec<Job<P>> = self.jobs.by_ref().take(batch).collect();
-        if unit.is_empty() {
-            self.exhausted = true;
+        if self.starved {
             return Ok(false);
         }
+        let batch = self.policy.batch(worker_index(worker));
+        let unit = match self.jobs.take(batch) {
+            Taken::Jobs(unit) => unit,
+            Taken::NotYet => {
+                self.starved = true;
+                return Ok(false);
+            }
+            Taken::Ended => {
+                self.exhausted = true;
+                return Ok(false);
+            }
+        };
         let count = unit.len() as u64;
         let ids: Vec<u64> = unit.iter().map(|job| job.id).collect();
         let bytes = match &mut self.retries {
@@ -444,18 +483,119 @@ fn receive_soon(wire: &mut impl Transport, deadline: Instant) -> Option<Arrival>
     }
 }
 
-/// The next message, looking at the stop flag every `STOP_CHECK`; after a signal, messages
-/// are still taken for `STOP_GRACE`, then `None`.
-fn receive_or_stop(wire: &mut impl Transport, stop_deadline: &mut Option<Instant>) -> Option<Arrival> {
+/// What waiting for a message came to.
+enum Received {
+    Message(Arrival),
+    /// `poll` passed without a message.
+    Idle,
+    /// A signal came and `STOP_GRACE` passed without a message.
+    Stopped,
+}
+
+/// The next message, looking at the stop flag every `STOP_CHECK` (or `poll`, after which it
+/// returns `Idle`); after a signal, messages are still taken for `STOP_GRACE`.
+fn receive_or_stop(wire: &mut impl Transport, stop_deadline: &mut Option<Instant>, poll: Option<Duration>) -> Received {
     loop {
         if backend_core::stop_requested() {
             let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
-            return receive_soon(wire, deadline);
+            return receive_soon(wire, deadline).map_or(Received::Stopped, Received::Message);
         }
-        if let Some(arrival) = receive_soon(wire, Instant::now() + STOP_CHECK) {
-            return Some(arrival);
+        if let Some(arrival) = receive_soon(wire, Instant::now() + poll.unwrap_or(STOP_CHECK)) {
+            return Received::Message(arrival);
+        }
+        if poll.is_some() {
+            return Received::Idle;
         }
     }
+}
+
+/// Where the scheduler takes its jobs.
+pub(crate) enum Jobs<P: Process> {
+    /// The operation's source, pulled on the master's thread: it never waits.
+    Source(JobSource<P>),
+    /// Jobs that a feeder thread pulls from a source that waits for the records of the jobs
+    /// it gave (adaptive runs, see [`fed`]): the master takes those that are there and
+    /// never waits for the source on the thread that journals the records it waits for.
+    Fed {
+        jobs: Receiver<Job<P>>,
+        /// Jobs taken off the channel by [`Jobs::wait`], not yet handed out.
+        held: VecDeque<Job<P>>,
+    },
+}
+
+/// What taking jobs gave.
+enum Taken<P> {
+    Jobs(Vec<Job<P>>),
+    /// None is ready yet (a fed source is deciding).
+    NotYet,
+    /// The source has ended.
+    Ended,
+}
+
+impl<P: Process> Jobs<P> {
+    /// Up to `n` jobs.
+    fn take(&mut self, n: usize) -> Taken<P> {
+        match self {
+            Jobs::Source(source) => {
+                let unit: Vec<Job<P>> = source.by_ref().take(n).collect();
+                if unit.is_empty() {
+                    Taken::Ended
+                } else {
+                    Taken::Jobs(unit)
+                }
+            }
+            Jobs::Fed { jobs, held } => {
+                let mut unit: Vec<Job<P>> = held.drain(..n.min(held.len())).collect();
+                while unit.len() < n {
+                    match jobs.try_recv() {
+                        Ok(job) => unit.push(job),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) if unit.is_empty() => return Taken::Ended,
+                        Err(TryRecvError::Disconnected) => break,
+                    }
+                }
+                if unit.is_empty() {
+                    Taken::NotYet
+                } else {
+                    Taken::Jobs(unit)
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a fed job (keeping it for [`take`](Self::take)) or the
+    /// source's end.
+    fn wait(&mut self, timeout: Duration) {
+        if let Jobs::Fed { jobs, held } = self {
+            if held.is_empty() {
+                match jobs.recv_timeout(timeout) {
+                    Ok(job) => held.push_back(job),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+                }
+            }
+        }
+    }
+}
+
+/// How many fed jobs wait ready for the master at most.
+const FED_AHEAD: usize = 1024;
+
+/// Jobs of `source` pulled by a feeder thread, for a source that waits in `next` for the
+/// records of the jobs it gave (see [`Jobs::Fed`]).
+pub(crate) fn fed<P: Process>(source: JobSource<P>) -> Result<Jobs<P>, Error> {
+    let (send, jobs) = std::sync::mpsc::sync_channel(FED_AHEAD);
+    std::thread::Builder::new()
+        .name("taskfarm-feeder".into())
+        .spawn(move || {
+            for job in source {
+                if send.send(job).is_err() {
+                    // The master has gone: nothing takes jobs any more.
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Error::Core(backend_core::Error::Internal(format!("the feeder thread could not start: {e}"))))?;
+    Ok(Jobs::Fed { jobs, held: VecDeque::new() })
 }
 
 #[cfg(test)]
@@ -810,7 +950,7 @@ mod simulated {
                     dispatch.len,
                     MAX_BATCH,
                 );
-                let mut scheduler = Scheduler::new(policy, dispatch.jobs);
+                let mut scheduler = Scheduler::new(policy, Jobs::Source(dispatch.jobs));
                 if retries > 0 && workers > 1 {
                     scheduler.retries = Some(Retries::new(retries));
                 }

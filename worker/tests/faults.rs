@@ -294,3 +294,52 @@ fn a_deadline_stops_starting_processes_in_time_and_the_run_resumes() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(backend_core::results::read_results_jsonl(&run_dir).expect("results.jsonl").len(), 20);
 }
+
+/// After a stop no retry starts: a process that fails with retries left gets no record, and
+/// `--resume` runs it again with all its retries (on serial and local alike).
+#[test]
+fn a_failure_with_retries_left_after_a_stop_runs_again_on_resume() {
+    for backend in ["serial", "local"] {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let d = dir.path().display();
+        let spec = format!(
+            r#"kind = "command"
+retries = 2
+command = ["sh", "-c", '''if [ {{x}} = 1 ]; then echo a >> {d}/attempts; sleep 1; [ -e {d}/go ] || exit 1; fi; echo {{x}}''']
+parameter_ranges = {{ x = [0, 1] }}
+"#
+        );
+        std::fs::write(dir.path().join("faults.toml"), spec).expect("the spec is written");
+        let mut child = start(dir.path(), &["--backend", backend]);
+        let run_dir = wait_for_run_dir(dir.path());
+        let started = Instant::now();
+        while !dir.path().join("attempts").exists() {
+            assert!(started.elapsed() < PATIENCE, "{backend}: the failing process never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        signal(&child, "INT");
+        let status = wait_up_to(&mut child, PATIENCE).expect("the run ends after its processes");
+        assert_eq!(status.code(), Some(130), "{backend}");
+        let attempts = std::fs::read_to_string(dir.path().join("attempts")).unwrap_or_default();
+        assert_eq!(attempts.lines().count(), 1, "{backend}: no retry starts after the stop");
+        assert!(!journaled(&run_dir).contains(&1), "{backend}: the failure with retries left has no record");
+        std::fs::write(dir.path().join("go"), "").expect("the go file is written");
+        let out = run(
+            &[
+                "run",
+                &run_dir.join("operation.toml").to_string_lossy(),
+                "--resume",
+                &run_dir.to_string_lossy(),
+                "--quiet",
+                "--backend",
+                backend,
+            ],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{backend}: {}", text(&out.stderr));
+        let rows = backend_core::results::read_results_jsonl(&run_dir).expect("results.jsonl");
+        let one = rows.iter().find(|r| r["id"].as_u64() == Some(1)).expect("a row of process 1");
+        assert_eq!(one.get("status").and_then(|s| s.as_str()), Some("finished"), "{backend}: {one:?}");
+        assert_eq!(rows.len(), 2, "{backend}: one row each");
+    }
+}

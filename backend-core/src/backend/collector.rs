@@ -21,6 +21,8 @@ pub struct Collector {
     pub(super) eta_at: Option<Instant>,
     /// Told of each journaled record, when the operation's source decides from results.
     pub(super) observer: crate::adaptive::Observed,
+    /// The retries each process may have (`RunOptions::retries`).
+    pub(super) retries: u32,
 }
 
 impl Collector {
@@ -29,7 +31,10 @@ impl Collector {
     /// cut short and run again on `--resume`.
     pub fn record(&mut self, record: &ProcessRecord) -> Result<()> {
         crate::subprocess::check_children()?;
-        if stop_now_requested() || cut_short_by_stop(record.status, record.reason.as_deref()) {
+        if stop_now_requested()
+            || cut_short_by_stop(record.status, record.reason.as_deref())
+            || self.retry_stopped(record.status, record.attempts)
+        {
             self.board.unstarted(1);
             return Ok(());
         }
@@ -65,7 +70,7 @@ impl Collector {
         }
         if status != Status::Finished {
             let record = crate::journal::decode_frame(frame)?;
-            if cut_short_by_stop(status, record.reason.as_deref()) {
+            if cut_short_by_stop(status, record.reason.as_deref()) || self.retry_stopped(status, record.attempts) {
                 self.board.unstarted(1);
                 return Ok(());
             }
@@ -80,6 +85,13 @@ impl Collector {
         self.board.ran(duration_s);
         self.ended(status);
         Ok(())
+    }
+
+    /// Whether a failed process had retries left when a stop came: it gets no record, so
+    /// that `--resume` runs it again with all its retries, as it does the processes that
+    /// never started (`execute_job` starts no attempt after a stop).
+    fn retry_stopped(&self, status: Status, attempts: u32) -> bool {
+        status != Status::Finished && attempts <= self.retries && stop_requested()
     }
 
     /// Counts a journaled record on the board and the progress display.

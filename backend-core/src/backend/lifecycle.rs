@@ -29,6 +29,9 @@ pub struct Dispatch<P: Process> {
     pub len: Option<u64>,
     /// Timeout, retries and isolation: give them to [`execute_job`](crate::execute_job).
     pub options: RunOptions,
+    /// Whether `jobs` may wait in `next` for the records of the jobs it gave (adaptive
+    /// runs): a backend must not pull it on the thread that hands records to the collector.
+    pub waits_for_records: bool,
 }
 
 /// Refuses a timeout that nothing would enforce: in thread isolation only a process type
@@ -213,8 +216,16 @@ impl<P: Process> Lifecycle<P> {
         }
         let learner = self.learner.clone();
         let observer = crate::adaptive::Observed(operation.observer());
-        let collector = Collector { journal, board: self.board.clone(), progress, learner, eta_at: None, observer };
         let options = operation.options();
+        let collector = Collector {
+            journal,
+            board: self.board.clone(),
+            progress,
+            learner,
+            eta_at: None,
+            observer,
+            retries: options.retries,
+        };
         let deadline = operation.deadline();
         self.source_failure = operation.source_failure();
         // The dispatch's length is what the source will yield: a resumed run skips the ids
@@ -226,7 +237,8 @@ impl<P: Process> Lifecycle<P> {
         // A source that decides from results (adaptive runs) may wait in `next` for the
         // records of the jobs it gave: a window that pulled ahead of those jobs, holding them
         // unstarted, would wait for ever. Such a source runs in order.
-        let lookahead = if self.in_order || operation.observer().is_some() { 1 } else { operation.lookahead() };
+        let waits_for_records = operation.observer().is_some();
+        let lookahead = if self.in_order || waits_for_records { 1 } else { operation.lookahead() };
         let jobs = match len {
             Some(_) => operation.into_jobs(),
             None => counted(operation.into_jobs(), self.board.clone()),
@@ -240,7 +252,7 @@ impl<P: Process> Lifecycle<P> {
             Some(deadline) => until_deadline(jobs, deadline, self.board.clone(), Arc::clone(&self.deadline_reached)),
             None => jobs,
         };
-        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len: to_run, options };
+        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len: to_run, options, waits_for_records };
         self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
         Ok(())
     }

@@ -1,16 +1,21 @@
 //! Running a chain: each stage in order as a resumable run of its own directory, a stage
 //! that reads another made from that stage's finished rows, and `--resume` of a chain
 //! directory refused when the chain differs.
+//!
+//! Under MPI every rank runs the chain (SPMD): rank 0 as here, every other rank serving
+//! one operation per stage ([`serve_stages`]). So that the ranks stay in step, rank 0 runs
+//! every stage under MPI, one without rows to read as an operation of no processes, and
+//! when it fails between two stages it releases the waiting ranks before it returns.
 
 use std::io::Write;
 use std::path::Path;
 
 use indexmap::IndexMap;
-use taskfarm::{create_backend, BackendOptions, Params, ProgressMode, Summary, Value};
+use taskfarm::{create_backend, BackendOptions, Operation, Params, ProgressMode, Summary, Value};
 
 use super::load::{parse_stage, read_document, spec_message, with_settings};
 use super::{Chain, ChainArgs, Source, Stage, CHAIN_TOML};
-use crate::{Registry, Spec, WorkerError};
+use crate::{Registry, Spec, SpecProcess, WorkerError};
 
 /// The columns of `results.jsonl` that are not a row's parameters or outputs.
 const FIXED_COLUMNS: [&str; 8] = ["status", "duration_s", "started_at", "host", "worker", "attempts", "reason", "id"];
@@ -29,17 +34,39 @@ pub fn run(registry: &Registry, path: &Path, args: ChainArgs) -> Result<u8, Work
 pub fn run_chain(registry: &Registry, chain: &Chain, args: ChainArgs) -> Result<u8, WorkerError> {
     // The kinds the stages' processes are run by (harmless if installed already).
     registry.install();
-    let path = &chain.path;
-    let chain = chain.clone();
     let backend_name = args.backend.clone().or(chain.backend.clone()).unwrap_or_else(|| "local".into());
-    if backend_name == "mpi" {
-        return Err(WorkerError::Chain {
-            path: path.to_owned(),
-            message: "chains run on the serial and local backends: run each stage under mpirun as an operation of its \
-                      own, or use --backend local"
-                .into(),
-        });
+    let mpi = backend_name == "mpi";
+    if mpi && crate::cli::is_mpi_worker_rank() {
+        return serve_stages(chain, &args);
     }
+    let ran = lead_chain(registry, chain, &backend_name, &args);
+    if mpi {
+        if let Err(Unreleased(_)) = &ran {
+            release_workers(chain, &args);
+        }
+    }
+    ran.map_err(|(Unreleased(e) | Released(e))| e)
+}
+
+/// An error of the coordinating rank, and whether the worker ranks still wait for it
+/// (under MPI; elsewhere the two mean the same).
+enum Failure {
+    /// The workers wait for the next stage.
+    Unreleased(WorkerError),
+    /// The MPI backend already ended the workers (or nothing waits).
+    Released(WorkerError),
+}
+use Failure::{Released, Unreleased};
+
+impl<E: Into<WorkerError>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Unreleased(error.into())
+    }
+}
+
+/// Runs the chain on the coordinating program (rank 0 under MPI).
+fn lead_chain(registry: &Registry, chain: &Chain, backend_name: &str, args: &ChainArgs) -> Result<u8, Failure> {
+    let mpi = backend_name == "mpi";
     let as_run = chain.as_run();
     let dir = match &args.resume {
         Some(dir) => {
@@ -57,12 +84,21 @@ pub fn run_chain(registry: &Registry, chain: &Chain, args: ChainArgs) -> Result<
     let mut crashed = false;
     for stage in &chain.stages {
         let stage_dir = dir.join(&stage.name);
-        let Some(spec) = stage_spec(&chain, stage, &dir, registry)? else {
-            let _ = writeln!(out, "stage `{}`: no finished row to read: skipped", stage.name);
-            continue;
+        let operation = match stage_spec(chain, stage, &dir, registry)? {
+            Some(spec) => spec.into_operation(),
+            None if mpi => {
+                let _ = writeln!(out, "stage `{}`: no finished row to read: no processes", stage.name);
+                no_processes(&stage.name)?
+            }
+            None => {
+                let _ = writeln!(out, "stage `{}`: no finished row to read: skipped", stage.name);
+                continue;
+            }
         };
-        let summary = run_stage(spec, &stage_dir, &backend_name, &args)
-            .map_err(|e| WorkerError::Chain { path: dir.clone(), message: format!("stage `{}`: {e}", stage.name) })?;
+        let in_stage =
+            |e: WorkerError| WorkerError::Chain { path: dir.clone(), message: format!("stage `{}`: {e}", stage.name) };
+        prepare_stage(&operation, &stage_dir, backend_name).map_err(in_stage)?;
+        let summary = run_stage(operation, &stage_dir, backend_name, args).map_err(|e| Released(in_stage(e)))?;
         if !summary.is_report() {
             return Ok(crate::EXIT_OK);
         }
@@ -210,17 +246,47 @@ fn write_input(dir: &Path, stage: &Stage, file: &str, rows: &[&Row]) -> Result<S
     Ok(path.to_string_lossy().into_owned())
 }
 
-/// Runs one stage in `stage_dir` as a resumable run: the first time, the directory, its
-/// `operation.toml` and an empty journal are made; then only processes without a record run.
-fn run_stage(spec: Spec, stage_dir: &Path, backend_name: &str, args: &ChainArgs) -> Result<Summary, WorkerError> {
-    use taskfarm::results::files;
+/// An operation of no processes named `name`: what a worker rank stages (the master's copy
+/// is the one that runs), and a stage without rows to read under MPI.
+fn no_processes(name: &str) -> Result<Operation<SpecProcess>, WorkerError> {
+    Ok(Operation::from_jobs(name, Box::new(std::iter::empty()), Some(0))?)
+}
+
+/// The backend options of a chain's stages.
+fn stage_options(args: &ChainArgs) -> BackendOptions {
     let mut options = BackendOptions::default();
     if let Some(n) = args.pool_size {
         options = options.pool_size(n);
     }
-    let mut backend = create_backend(backend_name, &options)?;
-    let progress = if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
-    let operation = spec.into_operation().with_progress(progress);
+    options
+}
+
+/// A worker rank of a chain under MPI: serves one operation per stage, in order, until the
+/// last (or until the master abandons one, which ends this rank with an error).
+fn serve_stages(chain: &Chain, args: &ChainArgs) -> Result<u8, WorkerError> {
+    for stage in &chain.stages {
+        let mut backend = create_backend("mpi", &stage_options(args))?;
+        backend.run(no_processes(&stage.name)?)?;
+    }
+    Ok(crate::EXIT_OK)
+}
+
+/// Under MPI, rank 0 failed while the worker ranks wait for a stage: staging an operation
+/// and dropping the backend unexecuted abandons them, so every rank ends.
+fn release_workers(chain: &Chain, args: &ChainArgs) {
+    let name = chain.stages.first().map_or("chain", |stage| stage.name.as_str());
+    if let (Ok(mut backend), Ok(operation)) = (create_backend("mpi", &stage_options(args)), no_processes(name)) {
+        let base = std::env::temp_dir().join(format!("taskfarm-release-{}", std::process::id()));
+        let _ = backend.stage_in(operation.with_results_base(&base).with_progress(ProgressMode::Quiet));
+        drop(backend);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
+
+/// Makes a stage's directory the first time: the directory, its `operation.toml` and an
+/// empty journal, so that the stage is a resumable run.
+fn prepare_stage(operation: &Operation<SpecProcess>, stage_dir: &Path, backend_name: &str) -> Result<(), WorkerError> {
+    use taskfarm::results::files;
     if !stage_dir.join(files::JOURNAL).is_file() {
         std::fs::create_dir_all(stage_dir).map_err(|e| taskfarm::CoreError::io("create", stage_dir, e))?;
         let mut as_run = operation.spec().clone();
@@ -232,7 +298,20 @@ fn run_stage(spec: Spec, stage_dir: &Path, backend_name: &str, args: &ChainArgs)
         backend_core::journal::JournalWriter::create(&tmp)?.sync()?;
         std::fs::rename(&tmp, &journal).map_err(|e| taskfarm::CoreError::io("move into place", &tmp, e))?;
     }
-    let operation = operation.resume_from(stage_dir, false);
+    Ok(())
+}
+
+/// Runs one stage in its prepared `stage_dir` as a resumable run: only processes without a
+/// record run.
+fn run_stage(
+    operation: Operation<SpecProcess>,
+    stage_dir: &Path,
+    backend_name: &str,
+    args: &ChainArgs,
+) -> Result<Summary, WorkerError> {
+    let mut backend = create_backend(backend_name, &stage_options(args))?;
+    let progress = if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
+    let operation = operation.with_progress(progress).resume_from(stage_dir, false);
     backend.stage_in(operation)?;
     let ran = backend.execute().and_then(|()| backend.retrieve(None));
     let consolidated = backend.consolidate();

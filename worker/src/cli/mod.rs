@@ -34,7 +34,8 @@ use clap::{Parser, Subcommand};
 
 use self::inspect::{report_run, validate};
 use self::run::run;
-use self::signals::{install_signal_handlers, is_mpi_worker_rank};
+use self::signals::install_signal_handlers;
+pub(crate) use self::signals::is_mpi_worker_rank;
 use crate::{Registry, SpecProcess};
 
 /// Every process finished.

@@ -39,12 +39,6 @@ pub(super) fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8,
         }
     }
     options = options.threads_per_rank(threads_per_rank);
-    if backend_name == "mpi" && spec.adaptive().is_some() {
-        return Err(WorkerError::Usage(
-            "adaptive runs (`runs = { min, max, until }`) run on the serial and local backends: use --backend local"
-                .into(),
-        ));
-    }
     let kind: taskfarm::BackendKind =
         backend_name.parse().map_err(|e: taskfarm::UnknownBackend| WorkerError::Usage(e.to_string()))?;
     match kind {

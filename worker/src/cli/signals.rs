@@ -63,7 +63,7 @@ pub(super) fn install_signal_handlers() {
 }
 
 /// Whether this program is an MPI worker rank (a rank other than 0 of a launcher's job).
-pub(super) fn is_mpi_worker_rank() -> bool {
+pub(crate) fn is_mpi_worker_rank() -> bool {
     ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
         .iter()
         .find_map(|name| std::env::var(name).ok())

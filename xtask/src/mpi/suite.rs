@@ -77,6 +77,7 @@ pub fn test(ci: bool) -> Result<()> {
         Ok(worker) => {
             worker_end_to_end(&scratch, &mut tally, ci, &worker);
             sweep_shapes(&scratch, &mut tally, &worker);
+            chain_stages(&scratch, &mut tally, &worker);
             super::persistent::cases(&scratch, &mut tally, &worker);
             ranks_against_threads(&scratch, &mut tally);
             scheduling(&scratch, &mut tally);
@@ -234,11 +235,70 @@ fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool, worker: &Path)
     tally.record(name, outcome.map(drop));
 }
 
-/// The example specs of linked, unioned and sampled parameters under `mpirun -n 3` give the
-/// serial rows.
+/// The example chain under `mpirun -n 3` (every rank runs the chain, rank 0 leads) gives
+/// the serial rows in both stages.
+fn chain_stages(scratch: &Path, tally: &mut Tally, worker: &Path) {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs/chain_simulate_analyse.toml");
+    let outcome = (|| -> Result<()> {
+        let (mpi_dir, serial_dir) = (scratch.join("chain-mpi"), scratch.join("chain-serial"));
+        let args = oversubscribed(
+            3,
+            vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
+        );
+        let mpi = run_with_timeout(scratch, launch(&args)?)?;
+        let mut serial = Command::new(worker);
+        serial.arg("run").arg(&spec).args(["--backend", "serial", "--quiet", "--results"]).arg(&serial_dir);
+        let serial = run_with_timeout(scratch, serial)?;
+        expect_success(&mpi)?;
+        expect_success(&serial)?;
+        expect_in(&mpi.stdout, "stage `analyse`: 3 finished")?;
+        let (mpi_chain, serial_chain) = (run_dir(&mpi_dir)?, run_dir(&serial_dir)?);
+        compare_results(&serial_chain.join("simulate"), &mpi_chain.join("simulate"))?;
+        // The analyse stage's `input` names a file in each chain's own directory.
+        let without_input = |dir: &Path| -> Result<Vec<Vec<String>>> {
+            let (header, rows) = read_results(dir)?;
+            let keep: Vec<usize> = (0..header.len())
+                .filter(|&i| !["input", "duration_s", "started_at", "host", "worker"].contains(&header[i].as_str()))
+                .collect();
+            Ok(rows.iter().map(|r| keep.iter().map(|&i| r.get(i).cloned().unwrap_or_default()).collect()).collect())
+        };
+        let (want, got) = (without_input(&serial_chain.join("analyse"))?, without_input(&mpi_chain.join("analyse"))?);
+        if want != got {
+            bail!("the analyse stage's rows differ: {want:?} vs {got:?}");
+        }
+        Ok(())
+    })();
+    tally.record("chain_simulate_analyse.toml: -n 3 gives the serial rows in both stages", outcome);
+    // Rank 0 fails between two stages (a crashed row that the next stage requires): it
+    // releases the worker ranks, which wait for the next stage, and every rank ends.
+    let spec = scratch.join("chain-require.toml");
+    let outcome = std::fs::write(
+        &spec,
+        "kind = \"chain\"\nname = \"require\"\n\n[[stages]]\nname = \"simulate\"\nkind = \"command\"\n\
+         command = [\"sh\", \"-c\", \"if [ {x} = 2 ]; then exit 1; fi; echo {x}\"]\n\
+         parameter_ranges = { x = [1, 2, 3] }\n\n[[stages]]\nname = \"analyse\"\nfrom = \"simulate\"\n\
+         require = \"all\"\nkind = \"command\"\ncommand = [\"echo\", \"{stdout}\"]\n",
+    )
+    .map_err(anyhow::Error::from)
+    .and_then(|()| {
+        let results = scratch.join("chain-require-results");
+        let args = oversubscribed(
+            3,
+            vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()],
+        );
+        run_with_timeout(scratch, launch(&args)?)
+    });
+    tally.check("a chain failing between stages under -n 3: every rank ends, the error says why", outcome, |o| {
+        expect_failure(o)?;
+        expect_in(&o.stderr, "it requires every row of stage `simulate` to have finished")
+    });
+}
+
+/// The example specs of linked, unioned and sampled parameters, and of adaptive runs, under
+/// `mpirun -n 3` give the serial rows (the adaptive one the same runs per point).
 fn sweep_shapes(scratch: &Path, tally: &mut Tally, worker: &Path) {
     let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs");
-    for shape in ["linked", "union", "samples", "sobol"] {
+    for shape in ["linked", "union", "samples", "sobol", "pi_adaptive"] {
         let spec = specs.join(format!("{shape}.toml"));
         let outcome = (|| -> Result<()> {
             let (mpi_dir, serial_dir) = (scratch.join(format!("{shape}-mpi")), scratch.join(format!("{shape}-serial")));
@@ -254,7 +314,7 @@ fn sweep_shapes(scratch: &Path, tally: &mut Tally, worker: &Path) {
             expect_success(&serial)?;
             compare_results(&serial_dir, &mpi_dir)
         })();
-        tally.record(&format!("{shape}.toml (linked, union, sampled parameters): -n 3 gives the serial rows"), outcome);
+        tally.record(&format!("{shape}.toml: -n 3 gives the serial rows"), outcome);
     }
 }
 
