@@ -14,7 +14,7 @@
 //! - **Rank 0, the master**, stages the operation in (result directory, `operation.toml`,
 //!   journal), pulls the processes lazily from the operation, hands them out, journals each
 //!   record as it arrives and consolidates. Its [`Summary`] is the operation's report
-//!   (`role: Role::Coordinator`).
+//!   (`role: Role::Master`).
 //! - **Every other rank, a worker**, drops the operation it was given in `stage_in` (the
 //!   master's copy is the one that runs), serves units of work in `execute` until the master
 //!   says it is done, and gets from `consolidate` a [`Summary`] with

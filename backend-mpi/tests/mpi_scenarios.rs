@@ -96,7 +96,7 @@ fn same_as_serial_and<P: Process>(
             assert_eq!(processes, summary.finished + summary.crashed, "a worker's counts are its own");
             processes
         }
-        Role::Coordinator => {
+        Role::Master => {
             assert_eq!(rank, 0, "rank {rank} got the report");
             0
         }

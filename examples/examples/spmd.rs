@@ -59,7 +59,7 @@ mod spmd {
         let mut backend = MpiBackend::new(MpiOptions::default())?;
         let summary = backend.run(operation)?;
         match summary.role {
-            Role::Coordinator => {
+            Role::Master => {
                 println!(
                     "{} processes finished, {} crashed, on {} ranks: {}",
                     summary.finished,

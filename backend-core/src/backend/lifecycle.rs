@@ -391,7 +391,7 @@ impl<P: Process> Lifecycle<P> {
                 torn_tail: consolidated.damage.torn_tail.or_else(|| self.resumed_torn_tail.clone()),
                 skipped: consolidated.damage.skipped,
             },
-            role: Role::Coordinator,
+            role: Role::Master,
             interrupted: stop_requested(),
             deadline_reached: self.deadline_reached.load(Ordering::SeqCst),
         };

@@ -39,12 +39,12 @@ pub struct Summary {
 }
 
 /// Which part a program played in a run. Under MPI every rank runs the same `main`: the
-/// coordinator (rank 0) gets the report, the other ranks learn that they served.
+/// master (rank 0) gets the report, the other ranks learn that they served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
     /// This program ran the operation and wrote the result directory: the summary is the report.
     #[default]
-    Coordinator,
+    Master,
     /// This program served as worker `worker` (an MPI rank) and ran `processes` processes;
     /// the counts in the summary are its own.
     Worker {
@@ -58,9 +58,9 @@ pub enum Role {
 }
 
 impl Summary {
-    /// Whether this is the coordinator's report (and not a worker's note).
+    /// Whether this is the master's report (and not a worker's note).
     pub fn is_report(&self) -> bool {
-        self.role == Role::Coordinator
+        self.role == Role::Master
     }
 
     /// The path of `results.csv`.

@@ -48,7 +48,7 @@ pub(crate) enum Ended {
 
 /// What the master knows of one worker.
 #[derive(Debug, Clone)]
-struct Slot {
+struct WorkerState {
     /// The units sent and not yet wholly answered, oldest first.
     units: Vec<Unit>,
     /// The worker's host, once a record named it.
@@ -86,7 +86,7 @@ impl Unit {
 /// The master's dispatch loop and what it knows of each worker (see the [module
 /// documentation](self)).
 pub(crate) struct Scheduler<P: Process> {
-    slots: Vec<Slot>,
+    slots: Vec<WorkerState>,
     /// Which worker gets the next unit and how large it is.
     policy: Policy,
     jobs: Jobs<P>,
@@ -102,7 +102,7 @@ impl<P: Process> Scheduler<P> {
     pub(crate) fn new(policy: Policy, jobs: Jobs<P>) -> Self {
         let workers = policy.workers();
         Scheduler {
-            slots: vec![Slot { units: Vec::new(), host: None, last_heard: Instant::now() }; workers],
+            slots: vec![WorkerState { units: Vec::new(), host: None, last_heard: Instant::now() }; workers],
             policy,
             jobs,
             exhausted: false,
@@ -111,7 +111,7 @@ impl<P: Process> Scheduler<P> {
         }
     }
 
-    fn slot(&mut self, rank: Rank) -> Result<&mut Slot, Error> {
+    fn slot(&mut self, rank: Rank) -> Result<&mut WorkerState, Error> {
         usize::try_from(rank - 1)
             .ok()
             .and_then(|i| self.slots.get_mut(i))
@@ -231,7 +231,7 @@ impl<P: Process> Scheduler<P> {
     /// lost host's ranks fall silent before the job is torn down), and how many processes
     /// were never handed out: on stderr and in operation.log.
     fn report_unfinished(&self) {
-        let mut holding: Vec<(usize, &Slot)> =
+        let mut holding: Vec<(usize, &WorkerState)> =
             self.slots.iter().enumerate().filter(|(_, s)| s.units.iter().any(|u| !u.unfinished().is_empty())).collect();
         holding.sort_by_key(|(_, s)| s.last_heard);
         let unfinished: usize =
