@@ -329,7 +329,7 @@ impl<P: Process> MpiBackend<P> {
         if let Part::Master { released, .. } = &mut self.part {
             if !*released && self.mpi.size > 1 {
                 let mut wire = env::Wire::new(&self.mpi.world);
-                master::abandon::<P>(&self.mpi, &mut wire, why);
+                master::abandon::<P>(&self.mpi, &mut wire, why, None);
             }
             *released = true;
         }

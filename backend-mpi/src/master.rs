@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use backend_core::{Collector, Dispatch, Location, Process};
+use backend_core::{Collector, Dispatch, Location, Process, Status};
 use mpi::topology::{Communicator, Rank};
 
 use crate::env::{Mpi, Wire};
@@ -63,7 +63,7 @@ pub(crate) fn run<P: Process>(
             Ok(())
         }
         Err(error) => {
-            abandon::<P>(mpi, &mut wire, &error);
+            abandon::<P>(mpi, &mut wire, &error, Some(collector));
             Err(error)
         }
     }
@@ -111,7 +111,14 @@ fn shut_down<P: Process>(wire: &mut Wire<'_>, size: Rank) -> Result<(), Error> {
 
 /// Tells every worker to stop (it drops its queue) and waits for each one's `Bye`; workers
 /// still busy after a grace period are stopped by aborting the job, after saying why.
-pub(crate) fn abandon<P: Process>(mpi: &Mpi, wire: &mut Wire<'_>, error: &Error) {
+/// Finished records that were on their way when the workers were told to stop still reach
+/// the `collector`, when there is one: a finished process is not run again on `--resume`.
+pub(crate) fn abandon<P: Process>(
+    mpi: &Mpi,
+    wire: &mut Wire<'_>,
+    error: &Error,
+    mut collector: Option<&mut Collector>,
+) {
     if let Ok(bytes) = Message::<P>::Abandon.encode() {
         for worker in 1..mpi.size {
             wire.send(worker, &bytes);
@@ -121,11 +128,22 @@ pub(crate) fn abandon<P: Process>(mpi: &Mpi, wire: &mut Wire<'_>, error: &Error)
     let mut waiting: BTreeSet<Rank> = (1..mpi.size).collect();
     while !waiting.is_empty() {
         match wire.receive_until(deadline) {
-            Some((from, bytes)) => {
-                if let Ok(Message::Bye { .. }) = Message::<P>::decode(from, &bytes) {
+            Some((from, bytes)) => match Message::<P>::decode(from, &bytes) {
+                Ok(Message::Bye { .. }) => {
                     waiting.remove(&from);
                 }
-            }
+                Ok(Message::Results(framed)) => {
+                    let (Some(collector), Ok(records)) = (collector.as_deref_mut(), framed.records(from)) else {
+                        continue;
+                    };
+                    for (head, frame) in records.into_iter().filter(|(head, _)| head.status == Status::Finished) {
+                        // The run has failed already: a record that cannot be journaled now
+                        // runs again on `--resume`.
+                        let _ = collector.record_frame(head.status, head.duration_s, frame);
+                    }
+                }
+                _ => {}
+            },
             None => {
                 let busy: Vec<String> = waiting.iter().map(|r| format!("rank-{r}")).collect();
                 eprintln!(

@@ -53,7 +53,7 @@ struct WorkerState {
     units: Vec<Unit>,
     /// The worker's host, once a record named it.
     host: Option<String>,
-    /// When the worker was last heard from (or first sent work).
+    /// When the worker was last heard from, or sent work while it had none.
     last_heard: Instant,
 }
 
@@ -292,6 +292,10 @@ impl<P: Process> Scheduler<P> {
         wire.send(worker, &bytes);
         let threads = self.policy.sent_retry(worker_index(worker));
         let slot = self.slot(worker)?;
+        if slot.units.is_empty() {
+            // Silence counts from when it has work.
+            slot.last_heard = Instant::now();
+        }
         slot.units.push(Unit::new(vec![id], threads));
         Ok(true)
     }
@@ -330,6 +334,10 @@ impl<P: Process> Scheduler<P> {
         wire.send(worker, &bytes);
         let threads = self.policy.sent(worker_index(worker), ids.len());
         let slot = self.slot(worker)?;
+        if slot.units.is_empty() {
+            // Silence counts from when it has work.
+            slot.last_heard = Instant::now();
+        }
         slot.units.push(Unit::new(ids, threads));
         Ok(true)
     }
