@@ -217,22 +217,33 @@ fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool, worker: &Path)
         }
         return;
     };
-    let outcome = (|| -> Result<(Outcome, Outcome)> {
-        let (mpi_dir, serial_dir) = (scratch.join("mpi-results"), scratch.join("serial-results"));
-        let args = oversubscribed(
-            4,
-            vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
-        );
-        let mpi = run_with_timeout(scratch, launch(&args)?)?;
-        let mut serial = Command::new(worker);
-        serial.arg("run").arg(&spec).args(["--backend", "serial", "--quiet", "--results"]).arg(&serial_dir);
-        let serial = run_with_timeout(scratch, serial)?;
-        expect_success(&mpi)?;
-        expect_success(&serial)?;
-        compare_results(&serial_dir, &mpi_dir)?;
-        Ok((mpi, serial))
-    })();
-    tally.record(name, outcome.map(drop));
+    let outcome = mpi_and_serial(scratch, worker, &spec, 4, "end-to-end")
+        .and_then(|both| compare_results(&both.serial_dir, &both.mpi_dir));
+    tally.record(name, outcome);
+}
+
+/// A spec run under `mpirun -n ranks` and with `--backend serial`, both successful.
+struct Both {
+    mpi: Outcome,
+    mpi_dir: PathBuf,
+    serial_dir: PathBuf,
+}
+
+/// Runs `spec` under `mpirun -n ranks` into `scratch/<label>-mpi` and on the serial backend
+/// into `scratch/<label>-serial`; an error unless both succeed.
+fn mpi_and_serial(scratch: &Path, worker: &Path, spec: &Path, ranks: u32, label: &str) -> Result<Both> {
+    let (mpi_dir, serial_dir) = (scratch.join(format!("{label}-mpi")), scratch.join(format!("{label}-serial")));
+    let args = oversubscribed(
+        ranks,
+        vec!["run".into(), path_arg(spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
+    );
+    let mpi = run_with_timeout(scratch, launch(&args)?)?;
+    let mut serial = Command::new(worker);
+    serial.arg("run").arg(spec).args(["--backend", "serial", "--quiet", "--results"]).arg(&serial_dir);
+    let serial = run_with_timeout(scratch, serial)?;
+    expect_success(&mpi)?;
+    expect_success(&serial)?;
+    Ok(Both { mpi, mpi_dir, serial_dir })
 }
 
 /// The example chain under `mpirun -n 3` (every rank runs the chain, rank 0 leads) gives
@@ -240,19 +251,9 @@ fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool, worker: &Path)
 fn chain_stages(scratch: &Path, tally: &mut Tally, worker: &Path) {
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs/chain_simulate_analyse.toml");
     let outcome = (|| -> Result<()> {
-        let (mpi_dir, serial_dir) = (scratch.join("chain-mpi"), scratch.join("chain-serial"));
-        let args = oversubscribed(
-            3,
-            vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
-        );
-        let mpi = run_with_timeout(scratch, launch(&args)?)?;
-        let mut serial = Command::new(worker);
-        serial.arg("run").arg(&spec).args(["--backend", "serial", "--quiet", "--results"]).arg(&serial_dir);
-        let serial = run_with_timeout(scratch, serial)?;
-        expect_success(&mpi)?;
-        expect_success(&serial)?;
-        expect_in(&mpi.stdout, "stage `analyse`: 3 finished")?;
-        let (mpi_chain, serial_chain) = (run_dir(&mpi_dir)?, run_dir(&serial_dir)?);
+        let both = mpi_and_serial(scratch, worker, &spec, 3, "chain")?;
+        expect_in(&both.mpi.stdout, "stage `analyse`: 3 finished")?;
+        let (mpi_chain, serial_chain) = (run_dir(&both.mpi_dir)?, run_dir(&both.serial_dir)?);
         compare_results(&serial_chain.join("simulate"), &mpi_chain.join("simulate"))?;
         // The analyse stage's `input` names a file in each chain's own directory.
         let without_input = |dir: &Path| -> Result<Vec<Vec<String>>> {
@@ -300,20 +301,8 @@ fn sweep_shapes(scratch: &Path, tally: &mut Tally, worker: &Path) {
     let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs");
     for shape in ["linked", "union", "samples", "sobol", "pi_adaptive"] {
         let spec = specs.join(format!("{shape}.toml"));
-        let outcome = (|| -> Result<()> {
-            let (mpi_dir, serial_dir) = (scratch.join(format!("{shape}-mpi")), scratch.join(format!("{shape}-serial")));
-            let args = oversubscribed(
-                3,
-                vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
-            );
-            let mpi = run_with_timeout(scratch, launch(&args)?)?;
-            let mut serial = Command::new(worker);
-            serial.arg("run").arg(&spec).args(["--backend", "serial", "--quiet", "--results"]).arg(&serial_dir);
-            let serial = run_with_timeout(scratch, serial)?;
-            expect_success(&mpi)?;
-            expect_success(&serial)?;
-            compare_results(&serial_dir, &mpi_dir)
-        })();
+        let outcome = mpi_and_serial(scratch, worker, &spec, 3, shape)
+            .and_then(|both| compare_results(&both.serial_dir, &both.mpi_dir));
         tally.record(&format!("{shape}.toml: -n 3 gives the serial rows"), outcome);
     }
 }
