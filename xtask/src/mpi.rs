@@ -13,6 +13,8 @@ use anyhow::{bail, Context, Result};
 use crate::{cargo, release_worker, root, run_checked};
 
 mod persistent;
+mod rows;
+mod scheduling;
 mod signals;
 mod suite;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::{build_worker, describe, found, launch, mpi_environment, on_path, MpirunArgs, INSTALL_HINT};
-use crate::results::{compare_results, find_results_csv, journal_len, read_results, run_dir};
+use crate::results::{journal_len, read_results, run_dir};
 use crate::runner::{run_to_files, tail, Outcome};
 use crate::{cargo, root, run_checked, target_dir, Tally};
 
@@ -75,12 +75,12 @@ pub fn test(ci: bool) -> Result<()> {
     spmd_example(&scratch, &mut tally);
     match build_worker() {
         Ok(worker) => {
-            worker_end_to_end(&scratch, &mut tally, ci, &worker);
-            sweep_shapes(&scratch, &mut tally, &worker);
-            chain_stages(&scratch, &mut tally, &worker);
+            super::rows::worker_end_to_end(&scratch, &mut tally, ci, &worker);
+            super::rows::sweep_shapes(&scratch, &mut tally, &worker);
+            super::rows::chain_stages(&scratch, &mut tally, &worker);
             super::persistent::cases(&scratch, &mut tally, &worker);
-            ranks_against_threads(&scratch, &mut tally);
-            scheduling(&scratch, &mut tally);
+            super::rows::ranks_against_threads(&scratch, &mut tally);
+            super::scheduling::scheduling(&scratch, &mut tally);
             worker_rank_killed(&scratch, &mut tally);
             super::signals::signals_mid_run(&scratch, &mut tally);
         }
@@ -171,7 +171,7 @@ pub(super) fn expect_in(text: &str, needle: &str) -> Result<()> {
 
 impl Tally {
     /// Records an MPI case: its run, then `verdict` on what it printed.
-    fn check(&mut self, name: &str, outcome: Result<Outcome>, verdict: impl FnOnce(&Outcome) -> Result<()>) {
+    pub(super) fn check(&mut self, name: &str, outcome: Result<Outcome>, verdict: impl FnOnce(&Outcome) -> Result<()>) {
         self.record(name, outcome.and_then(|o| verdict(&o)));
     }
 }
@@ -204,294 +204,6 @@ fn spmd_example(scratch: &Path, tally: &mut Tally) {
         }
         Ok(())
     });
-}
-
-/// The worker binary through `cargo xtask mpirun`, against `--backend serial` on the same spec.
-fn worker_end_to_end(scratch: &Path, tally: &mut Tally, ci: bool, worker: &Path) {
-    let name = "taskfarm-worker through cargo xtask mpirun -n 4, same results.csv as serial";
-    let Some(spec) = sweep_spec() else {
-        if ci {
-            tally.record(name, Err(anyhow::anyhow!("no spec in examples/specs/ to run")));
-        } else {
-            eprintln!("xtask: skipping the worker end-to-end MPI test: no spec in examples/specs/");
-        }
-        return;
-    };
-    let outcome = mpi_and_serial(scratch, worker, &spec, 4, "end-to-end")
-        .and_then(|both| compare_results(&both.serial_dir, &both.mpi_dir));
-    tally.record(name, outcome);
-}
-
-/// A spec run under `mpirun -n ranks` and with `--backend serial`, both successful.
-struct Both {
-    mpi: Outcome,
-    mpi_dir: PathBuf,
-    serial_dir: PathBuf,
-}
-
-/// Runs `spec` under `mpirun -n ranks` into `scratch/<label>-mpi` and on the serial backend
-/// into `scratch/<label>-serial`; an error unless both succeed.
-fn mpi_and_serial(scratch: &Path, worker: &Path, spec: &Path, ranks: u32, label: &str) -> Result<Both> {
-    let (mpi_dir, serial_dir) = (scratch.join(format!("{label}-mpi")), scratch.join(format!("{label}-serial")));
-    let args = oversubscribed(
-        ranks,
-        vec!["run".into(), path_arg(spec), "--results".into(), path_arg(&mpi_dir), "--quiet".into()],
-    );
-    let mpi = run_with_timeout(scratch, launch(&args)?)?;
-    let mut serial = Command::new(worker);
-    serial.arg("run").arg(spec).args(["--backend", "serial", "--quiet", "--results"]).arg(&serial_dir);
-    let serial = run_with_timeout(scratch, serial)?;
-    expect_success(&mpi)?;
-    expect_success(&serial)?;
-    Ok(Both { mpi, mpi_dir, serial_dir })
-}
-
-/// The example chain under `mpirun -n 3` (every rank runs the chain, rank 0 leads) gives
-/// the serial rows in both stages.
-fn chain_stages(scratch: &Path, tally: &mut Tally, worker: &Path) {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs/chain_simulate_analyse.toml");
-    let outcome = (|| -> Result<()> {
-        let both = mpi_and_serial(scratch, worker, &spec, 3, "chain")?;
-        expect_in(&both.mpi.stdout, "stage `analyse`: 3 finished")?;
-        let (mpi_chain, serial_chain) = (run_dir(&both.mpi_dir)?, run_dir(&both.serial_dir)?);
-        compare_results(&serial_chain.join("simulate"), &mpi_chain.join("simulate"))?;
-        // The analyse stage's `input` names a file in each chain's own directory.
-        let without_input = |dir: &Path| -> Result<Vec<Vec<String>>> {
-            let (header, rows) = read_results(dir)?;
-            let keep: Vec<usize> = (0..header.len())
-                .filter(|&i| !["input", "duration_s", "started_at", "host", "worker"].contains(&header[i].as_str()))
-                .collect();
-            Ok(rows.iter().map(|r| keep.iter().map(|&i| r.get(i).cloned().unwrap_or_default()).collect()).collect())
-        };
-        let (want, got) = (without_input(&serial_chain.join("analyse"))?, without_input(&mpi_chain.join("analyse"))?);
-        if want != got {
-            bail!("the analyse stage's rows differ: {want:?} vs {got:?}");
-        }
-        Ok(())
-    })();
-    tally.record("chain_simulate_analyse.toml: -n 3 gives the serial rows in both stages", outcome);
-    // Rank 0 fails between two stages (a crashed row that the next stage requires): it
-    // releases the worker ranks, which wait for the next stage, and every rank ends.
-    let spec = scratch.join("chain-require.toml");
-    let outcome = std::fs::write(
-        &spec,
-        "kind = \"chain\"\nname = \"require\"\n\n[[stages]]\nname = \"simulate\"\nkind = \"command\"\n\
-         command = [\"sh\", \"-c\", \"if [ {x} = 2 ]; then exit 1; fi; echo {x}\"]\n\
-         parameter_ranges = { x = [1, 2, 3] }\n\n[[stages]]\nname = \"analyse\"\nfrom = \"simulate\"\n\
-         require = \"all\"\nkind = \"command\"\ncommand = [\"echo\", \"{stdout}\"]\n",
-    )
-    .map_err(anyhow::Error::from)
-    .and_then(|()| {
-        let results = scratch.join("chain-require-results");
-        let args = oversubscribed(
-            3,
-            vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()],
-        );
-        run_with_timeout(scratch, launch(&args)?)
-    });
-    tally.check("a chain failing between stages under -n 3: every rank ends, the error says why", outcome, |o| {
-        expect_failure(o)?;
-        expect_in(&o.stderr, "it requires every row of stage `simulate` to have finished")
-    });
-}
-
-/// The example specs of linked, unioned and sampled parameters, and of adaptive runs, under
-/// `mpirun -n 3` give the serial rows (the adaptive one the same runs per point).
-fn sweep_shapes(scratch: &Path, tally: &mut Tally, worker: &Path) {
-    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/specs");
-    for shape in ["linked", "union", "samples", "sobol", "pi_adaptive"] {
-        let spec = specs.join(format!("{shape}.toml"));
-        let outcome = mpi_and_serial(scratch, worker, &spec, 3, shape)
-            .and_then(|both| compare_results(&both.serial_dir, &both.mpi_dir));
-        tally.record(&format!("{shape}.toml: -n 3 gives the serial rows"), outcome);
-    }
-}
-
-/// The same sweep through the worker binary with `-n 5` × 1 thread and `-n 2` × 4 threads
-/// gives the same rows.
-fn ranks_against_threads(scratch: &Path, tally: &mut Tally) {
-    let name = "taskfarm-worker: -n 5 × 1 thread and -n 2 × 4 threads give the same results.csv";
-    let Some(spec) = sweep_spec() else {
-        eprintln!("xtask: skipping {name}: no spec in examples/specs/");
-        return;
-    };
-    let outcome = (|| -> Result<Outcome> {
-        let run = |ranks: u32, threads: &str, dir: &Path| -> Result<Outcome> {
-            let args = oversubscribed(
-                ranks,
-                vec![
-                    "run".into(),
-                    path_arg(&spec),
-                    "--results".into(),
-                    path_arg(dir),
-                    "--threads-per-rank".into(),
-                    threads.into(),
-                    "--quiet".into(),
-                ],
-            );
-            let outcome = run_with_timeout(scratch, launch(&args)?)?;
-            expect_success(&outcome)?;
-            Ok(outcome)
-        };
-        let (ranks_dir, threads_dir) = (scratch.join("ranks-results"), scratch.join("threads-results"));
-        run(5, "1", &ranks_dir)?;
-        let outcome = run(2, "4", &threads_dir)?;
-        compare_results(&ranks_dir, &threads_dir)?;
-        let text = std::fs::read_to_string(find_results_csv(&threads_dir)?)?;
-        if !text.contains("rank-1/thread-") {
-            bail!("with 4 threads per rank the worker column should name the threads");
-        }
-        Ok(outcome)
-    })();
-    tally.record(name, outcome.map(drop));
-}
-
-/// One row of a scheduling case: the process's `s` parameter (how long it sleeps), the rank
-/// that ran it (`rank-2` of `rank-2/thread-1`) and when it started.
-struct Ran {
-    s: f64,
-    rank: String,
-    started_at: f64,
-}
-
-/// Runs `sh -c "sleep {s}; echo {s}"` for each of `sleeps` through the worker under
-/// `mpirun -n ranks` with `extra` arguments (and `threads` per process), and returns its rows.
-fn run_sleeps(
-    scratch: &Path,
-    name: &str,
-    ranks: u32,
-    sleeps: &[f64],
-    threads: u32,
-    extra: &[&str],
-) -> Result<Vec<Ran>> {
-    run_padded_sleeps(scratch, name, ranks, sleeps, threads, extra, 0)
-}
-
-/// [`run_sleeps`] with a shell comment of `padding` characters after the command, which
-/// makes every unit of work a message that large.
-fn run_padded_sleeps(
-    scratch: &Path,
-    name: &str,
-    ranks: u32,
-    sleeps: &[f64],
-    threads: u32,
-    extra: &[&str],
-    padding: usize,
-) -> Result<Vec<Ran>> {
-    let comment = if padding == 0 { String::new() } else { format!(" # {}", "x".repeat(padding)) };
-    let spec = scratch.join(format!("{name}.toml"));
-    let settings: Vec<String> = sleeps.iter().map(|s| format!("{{s = {s:?}}}")).collect();
-    std::fs::write(
-        &spec,
-        format!(
-            "name = \"{name}\"\nkind = \"command\"\nthreads = {threads}\n\
-             command = [\"sh\", \"-c\", \"sleep {{s}}; echo {{s}}{comment}\"]\nparameter_settings = [{}]\n",
-            settings.join(", ")
-        ),
-    )?;
-    let results = scratch.join(format!("{name}-results"));
-    let mut args = vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let outcome = run_with_timeout(scratch, launch(&oversubscribed(ranks, args))?)?;
-    expect_success(&outcome)?;
-    let (header, rows) = read_results(&results)?;
-    let column = |name: &str| header.iter().position(|h| h == name).with_context(|| format!("no {name} column"));
-    let (s, worker, started) = (column("s")?, column("worker")?, column("started_at")?);
-    let field = |row: &Vec<String>, i: usize| row.get(i).cloned().unwrap_or_default();
-    let ran: Vec<Ran> = rows
-        .iter()
-        .map(|row| -> Result<Ran> {
-            Ok(Ran {
-                s: field(row, s).parse().context("s is not a number")?,
-                rank: field(row, worker).split('/').next().unwrap_or_default().to_owned(),
-                started_at: field(row, started).parse().context("started_at is not a number")?,
-            })
-        })
-        .collect::<Result<_>>()?;
-    if ran.len() != sleeps.len() {
-        bail!("{} rows for {} processes", ran.len(), sleeps.len());
-    }
-    Ok(ran)
-}
-
-/// The ranks that ran the processes sleeping `s` seconds.
-fn ranks_of(ran: &[Ran], s: f64) -> Vec<&str> {
-    ran.iter().filter(|r| r.s == s).map(|r| r.rank.as_str()).collect()
-}
-
-/// The master's scheduling, checked by where processes ran (never by how long the run took):
-/// breadth-first dealing, long processes side by side, windows counted in threads.
-fn scheduling(scratch: &Path, tally: &mut Tally) {
-    let distinct = |ranks: &[&str]| ranks.iter().collect::<std::collections::BTreeSet<_>>().len();
-    for prefetch in ["1", "2"] {
-        let name = format!("two 2 s processes among tiny ones ran on different ranks, -n 3 --prefetch {prefetch}");
-        let outcome = run_sleeps(
-            scratch,
-            &format!("long-among-tiny-{prefetch}"),
-            3,
-            &[0.0, 0.0, 2.0, 2.0, 0.0, 0.0],
-            1,
-            &["--prefetch", prefetch],
-        )
-        .and_then(|ran| match ranks_of(&ran, 2.0).as_slice() {
-            [a, b] if a != b => Ok(()),
-            ranks => bail!("the 2 s processes ran on {ranks:?}"),
-        });
-        tally.record(&name, outcome);
-    }
-    let name = "3 × sleep 1 on 3 worker ranks: one on each, -n 4";
-    let outcome = run_sleeps(scratch, "breadth-first", 4, &[1.0, 1.0, 1.0], 1, &[]).and_then(|ran| {
-        let ranks = ranks_of(&ran, 1.0);
-        if distinct(&ranks) != 3 {
-            bail!("the three ran on {ranks:?}");
-        }
-        Ok(())
-    });
-    tally.record(name, outcome);
-    let name = "4 × sleep 1 on 2 worker ranks with --prefetch 4: two on each";
-    let outcome =
-        run_sleeps(scratch, "breadth-first-prefetch", 3, &[1.0; 4], 1, &["--prefetch", "4"]).and_then(|ran| {
-            let ranks = ranks_of(&ran, 1.0);
-            if ranks.first().is_none_or(|first| ranks.iter().filter(|r| *r == first).count() != 2) {
-                bail!("the four ran on {ranks:?}");
-            }
-            Ok(())
-        });
-    tally.record(name, outcome);
-    let name = "units larger than MPI's eager limit: no rank waits while another runs a 1 s process, -n 4";
-    let mut sleeps = vec![0.0; 12];
-    sleeps.extend([1.0; 12]);
-    let outcome = run_padded_sleeps(scratch, "large-units", 4, &sleeps, 1, &[], 5000).and_then(|ran| {
-        // On each rank, every 1 s process after its first started as the one before ended:
-        // the master's send to a busy rank (which MPI completes only once that rank takes the
-        // message) must not keep the other ranks waiting.
-        let mut long: Vec<&Ran> = ran.iter().filter(|r| r.s == 1.0).collect();
-        long.sort_by(|a, b| a.started_at.total_cmp(&b.started_at));
-        for (i, r) in long.iter().enumerate() {
-            let before = long[..i].iter().rev().find(|p| p.rank == r.rank);
-            if let Some(p) = before {
-                let idle = r.started_at - (p.started_at + p.s);
-                if idle >= 0.5 {
-                    bail!("{} was idle {idle:.1} s between two 1 s processes", r.rank);
-                }
-            }
-        }
-        Ok(())
-    });
-    tally.record(name, outcome);
-    let name = "2-thread processes on 2-thread ranks: none waits on the rank of a 3 s process, -n 3";
-    let outcome =
-        run_sleeps(scratch, "thread-window", 3, &[0.1, 3.0, 0.5, 0.5, 0.5, 0.5], 2, &["--threads-per-rank", "2"])
-            .and_then(|ran| {
-                let long = ran.iter().find(|r| r.s == 3.0).context("no 3 s process")?;
-                let behind: Vec<f64> =
-                    ran.iter().filter(|r| r.rank == long.rank && r.started_at > long.started_at).map(|r| r.s).collect();
-                if !behind.is_empty() {
-                    bail!("processes of {behind:?} s ran on {} after its 3 s process", long.rank);
-                }
-                Ok(())
-            });
-    tally.record(name, outcome);
 }
 
 /// kill -9 of one worker rank mid-run: the job ends non-zero (as MPI jobs do), the journal
@@ -579,7 +291,7 @@ pub(super) fn path_arg(path: &Path) -> String {
 }
 
 /// A spec of examples/specs/ to run end to end: pi.toml (a kind the stock worker knows), else a sweep, else the first.
-fn sweep_spec() -> Option<PathBuf> {
+pub(super) fn sweep_spec() -> Option<PathBuf> {
     let mut specs: Vec<PathBuf> = std::fs::read_dir(root().join("examples").join("specs"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
