@@ -80,7 +80,7 @@ pub fn run_chain(registry: &Registry, chain: &Chain, args: ChainArgs) -> Result<
         if summary.interrupted || summary.missing() > 0 {
             let _ = writeln!(out, "interrupted: what finished is in the chain's directory; to finish the chain:");
             let _ = writeln!(out, "  {}", resume_command(&dir));
-            return Ok(match (summary.interrupted, backend_core::stop_exit_status()) {
+            return Ok(match (summary.interrupted, taskfarm::run_control::stop_exit_status()) {
                 (true, Some(code)) => code,
                 (true, None) => crate::EXIT_SIGINT,
                 (false, _) => crate::cli::EXIT_UNFINISHED,
@@ -229,7 +229,7 @@ fn run_stage(spec: Spec, stage_dir: &Path, backend_name: &str, args: &ChainArgs)
         // The journal last: a stage directory with a journal is a run that can be resumed.
         let journal = stage_dir.join(files::JOURNAL);
         let tmp = stage_dir.join(".journal.tmp");
-        backend_core::journal::JournalWriter::create(&tmp)?.sync()?;
+        taskfarm::results::journal::JournalWriter::create(&tmp)?.sync()?;
         std::fs::rename(&tmp, &journal).map_err(|e| taskfarm::CoreError::io("move into place", &tmp, e))?;
     }
     let operation = operation.resume_from(stage_dir, false);
