@@ -35,11 +35,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub use backend_core::sample::Samples;
 pub use backend_core::summary::AdaptiveRuns;
 pub use backend_core::{
-    run_child_if_requested, sample::Samples, Backend, BackendKind, Count, Deadline, Error as CoreError, Isolation,
-    Operation, ParameterSpace, Params, ParamsExt, Process, ProcessContext, ProcessError, ProgressMode, Role,
-    SerialBackend, StatusCounts, Summary, UnknownBackend, Value,
+    run_child_if_requested, Backend, BackendKind, Count, Deadline, Error as CoreError, Isolation, Operation,
+    ParameterSpace, Params, ParamsExt, Process, ProcessContext, ProcessError, ProgressMode, Role, SerialBackend,
+    StatusCounts, Summary, UnknownBackend, Value,
 };
 #[cfg(feature = "local")]
 pub use backend_local::{process_pool, LocalBackend};
