@@ -6,6 +6,11 @@
 //! the backends this build has (Cargo features `local`, on by default, and `mpi`), and picks
 //! one by name at run time with [`create_backend`]. It holds no logic of its own.
 //!
+//! The root holds what a program that runs operations uses. The modules hold the rest, each
+//! for one reader: [`results`] for reading a result directory, [`oplog`] for the run's log,
+//! [`backend`] for an author of a backend, and [`process_tools`] and [`run_control`] for
+//! process kinds that start child programs and for a front end such as `taskfarm-worker`.
+//!
 //! ```
 //! use taskfarm::{create_backend, BackendOptions, Operation, ParameterSpace, ParamsExt, Process,
 //!                ProcessContext, ProcessError};
@@ -30,20 +35,92 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-/// Statistics over runs (`summary.csv`) and adaptive runs ([`summary::AdaptiveRuns`], for
-/// [`Operation::try_sweep_adaptive`]).
-pub use backend_core::summary;
+pub use backend_core::sample::Samples;
+pub use backend_core::summary::AdaptiveRuns;
 pub use backend_core::{
-    default_pool_size, execute_job, journal, lock, oplog, parse_duration, report, request_stop, results,
-    run_child_if_requested, run_job, set_stop_exit_status, status, stop_requested, Backend, BackendKind, Count,
-    Deadline, Error as CoreError, Executor, Isolation, Job, Location, Operation, ParameterSpace, Params, ParamsExt,
-    Process, ProcessContext, ProcessError, ProcessRecord, ProgressMode, Role, RunOptions, Runner, SerialBackend,
-    Status, StatusCounts, Summary, UnknownBackend, Value,
+    run_child_if_requested, Backend, BackendKind, Count, Deadline, Error as CoreError, Isolation, Operation,
+    ParameterSpace, Params, ParamsExt, Process, ProcessContext, ProcessError, ProgressMode, Role, SerialBackend,
+    StatusCounts, Summary, UnknownBackend, Value,
 };
 #[cfg(feature = "local")]
 pub use backend_local::{process_pool, LocalBackend};
 #[cfg(feature = "mpi")]
 pub use backend_mpi::{MpiBackend, MpiOptions};
+
+pub mod oplog {
+    //! The log of a run, `operation.log`, for a program that runs operations.
+    //!
+    //! Processes log with plain `tracing` macros; [`install`] (once, first in `main`) shows
+    //! records on the console and writes them to the run's `operation.log`. A program with a
+    //! `tracing` subscriber of its own adds [`OperationLogLayer`] to it instead.
+
+    pub use backend_core::oplog::{install, OperationLogLayer};
+}
+
+pub mod results {
+    //! The result directory, for a program that reads what a run left: its file names
+    //! ([`files`]), `results.jsonl` ([`read_results_jsonl`]), the [`journal`] of records, the
+    //! [`report`] computed from it, and the statistics over runs of `summary.csv` ([`summary`]).
+    //!
+    //! It also makes and consolidates result directories ([`create_result_dir`],
+    //! [`consolidate_dir`]), for a front end that stages runs itself, as `taskfarm-worker`'s
+    //! chains do. A record of the journal is a [`ProcessRecord`](crate::backend::ProcessRecord).
+
+    pub use backend_core::results::{
+        check_format, consolidate_dir, create_result_dir, files, read_results_jsonl, write_operation_toml,
+        write_report_page, Consolidated, FIXED_COLUMNS, FORMAT_VERSION,
+    };
+    pub use backend_core::{journal, report, summary};
+}
+
+pub mod backend {
+    //! What an author of a backend builds on: a [`Runner`] of an [`Executor`] is a backend
+    //! that runs on this program's threads; [`Lifecycle`] and [`Collector`] are the state
+    //! machine and the recording behind [`Backend`](crate::Backend) for a backend that is not
+    //! a `Runner`; [`execute_job`] runs one [`Job`] with the operation's [`RunOptions`] into
+    //! a [`ProcessRecord`].
+    //!
+    //! A user who runs operations needs none of this: [`create_backend`](crate::create_backend)
+    //! and the backends at the crate's root are enough.
+
+    pub use backend_core::{
+        attempt_reason, close_attempts, execute_job, panic_message, run_job, run_serially, Collector, Dispatch,
+        Executor, Job, JobSource, Lifecycle, Location, ProcessRecord, RecordObserver, Result, Resume, RunOptions,
+        Runner, Serial, SourceFailure, Status, StatusBoard,
+    };
+    #[cfg(feature = "local")]
+    pub use backend_local::Pool;
+}
+
+pub mod process_tools {
+    //! For the code of a process that starts child programs, as `taskfarm-worker`'s
+    //! `command`, `jsonl` and `python` kinds do. [`run_with_deadline`] runs a child to its
+    //! end, its process group killed at the deadline and when this program dies; `LineChild`
+    //! (Unix) keeps one child for many processes, a line in and a line out at a time;
+    //! [`describe_exit`] and [`text_tail`] put what a child came to into a process's reason.
+    //! A child gets a process group of its own unless [`in_child`] says that this program is
+    //! a child of subprocess isolation, whose group its parent kills.
+
+    #[cfg(unix)]
+    pub use backend_core::persistent::{LineChild, LineEvent, MAX_LINE, STDERR_KEPT};
+    pub use backend_core::{
+        describe_exit, in_child, run_with_deadline, text_tail, ChildOutcome, CANNOT_RUN_MARK, EXIT_GRACE,
+    };
+}
+
+pub mod run_control {
+    //! What a front end — a program that reads run settings, starts runs and answers signals,
+    //! as `taskfarm-worker` does — needs beyond running an operation: the process-wide stop
+    //! request that Ctrl-C sets and its exit status, the children to kill on a second signal,
+    //! durations as settings write them, the default pool size, the result directory's
+    //! one-writer [`lock`] and the [`status`] file of a running run.
+
+    pub use backend_core::{
+        default_pool_size, format_duration, kill_running_children, parse_duration, request_stop, seconds_to_duration,
+        set_stop_exit_status, stop_exit_status, stop_requested, MAX_TIMEOUT_SECONDS,
+    };
+    pub use backend_core::{lock, status};
+}
 
 /// The names of the backends there are, whether or not this build has them (see
 /// [`BackendKind`]).

@@ -348,7 +348,7 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 }
 
 /// The name of a Linux signal number, for the common ones.
-pub fn signal_name(signal: i32) -> Option<&'static str> {
+pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
     Some(match signal {
         1 => "SIGHUP",
         2 => "SIGINT",

@@ -162,7 +162,7 @@ pub fn stop_requested() -> bool {
 }
 
 /// Whether a second stop ("stop now") was requested.
-pub fn stop_now_requested() -> bool {
+pub(crate) fn stop_now_requested() -> bool {
     STOP.load(Ordering::SeqCst) > 1
 }
 

@@ -11,6 +11,10 @@
 //!
 //! With the feature `testing`, `testing` holds the conformance suite every backend passes.
 
+// Every `pub` item is reachable from the root, for the other crates; what only this crate
+// uses is `pub(crate)`.
+#![warn(unreachable_pub)]
+
 mod adaptive;
 mod backend;
 mod child;
@@ -22,7 +26,7 @@ mod kind;
 pub mod lock;
 mod operation;
 pub mod oplog;
-pub mod page;
+mod page;
 #[cfg(unix)]
 pub mod persistent;
 pub mod predict;
@@ -46,20 +50,21 @@ pub use adaptive::RecordObserver;
 pub use backend::{
     Backend, Collector, Dispatch, Executor, Lifecycle, Role, Runner, StatusBoard, StatusCounts, Summary,
 };
-pub use child::{describe_exit, kill_running_children, run_with_deadline, signal_name, ChildOutcome, EXIT_GRACE};
+pub use child::{describe_exit, kill_running_children, run_with_deadline, ChildOutcome, EXIT_GRACE};
 pub use error::{Error, Result};
+pub(crate) use execute::stop_now_requested;
 pub use execute::{
     attempt_reason, close_attempts, default_pool_size, execute_job, format_duration, parse_duration, request_stop,
-    seconds_to_duration, set_stop_exit_status, stop_exit_status, stop_now_requested, stop_requested, text_tail,
-    Isolation, RunOptions, MAX_TIMEOUT_SECONDS,
+    seconds_to_duration, set_stop_exit_status, stop_exit_status, stop_requested, text_tail, Isolation, RunOptions,
+    MAX_TIMEOUT_SECONDS,
 };
 pub use kind::{BackendKind, UnknownBackend};
 pub use operation::{Deadline, JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};
 pub use process::{Job, Process, ProcessContext, ProcessError, CANNOT_RUN_MARK};
-pub use progress::{ProgressDisplay, ProgressMode};
-pub use record::{
-    inside_process, panic_message, run_job, run_job_until, run_job_with, this_host, Location, ProcessRecord, Status,
-};
+pub(crate) use progress::ProgressDisplay;
+pub use progress::ProgressMode;
+pub(crate) use record::run_job_with;
+pub use record::{inside_process, panic_message, run_job, this_host, Location, ProcessRecord, Status};
 pub use serial::{run_serially, Serial, SerialBackend};
 pub use space::{Count, ParameterSpace};
 pub use subprocess::{in_child, run_child_if_requested, CHILD_ARGS, CHILD_ENV};

@@ -38,7 +38,7 @@ enum Sink {
 }
 
 /// The mark before a record on a child's stdout.
-pub const CHILD_LOG_MARK: &str = "@taskfarm-log@ ";
+pub(crate) const CHILD_LOG_MARK: &str = "@taskfarm-log@ ";
 
 static SINK: Mutex<Sink> = Mutex::new(Sink::Closed);
 
@@ -102,13 +102,13 @@ pub fn append_forwarded(lines: &[String]) {
 
 /// In a child of subprocess isolation: sends every record to the parent on stdout, as it is
 /// made, and installs a subscriber for the process's records (`debug` and above).
-pub fn to_parent() {
+pub(crate) fn to_parent() {
     with_sink(|sink| *sink = Sink::Parent);
     install(None, Level::DEBUG);
 }
 
 /// The records a child wrote on its stdout (see [`to_parent`]).
-pub fn child_records(stdout: &str) -> Vec<String> {
+pub(crate) fn child_records(stdout: &str) -> Vec<String> {
     stdout.lines().filter_map(|line| line.strip_prefix(CHILD_LOG_MARK)).map(|line| format!("{line}\n")).collect()
 }
 

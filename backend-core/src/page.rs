@@ -16,10 +16,10 @@ use crate::Status;
 /// Above this many processes the page's timeline draws no bars (the histogram and the tables
 /// still show every process): a bar with its tooltip per process would make a page of tens
 /// of megabytes.
-pub const MAX_PAGE_BARS: usize = 20_000;
+pub(crate) const MAX_PAGE_BARS: usize = 20_000;
 
 /// How many of the slowest processes the page lists.
-pub const PAGE_SLOWEST: usize = 20;
+pub(crate) const PAGE_SLOWEST: usize = 20;
 
 /// Width of the drawings, in SVG units (the page scales them to the window).
 const WIDTH: f64 = 1200.0;
@@ -29,7 +29,7 @@ const LANES_HEIGHT: f64 = 1600.0;
 
 /// What the page is about: the operation's name and the run's directory.
 #[derive(Debug, Clone, Copy)]
-pub struct PageHeading<'a> {
+pub(crate) struct PageHeading<'a> {
     /// The operation's name.
     pub name: &'a str,
     /// The run's result directory.
@@ -37,7 +37,7 @@ pub struct PageHeading<'a> {
 }
 
 /// The HTML text of the page.
-pub fn render(heading: PageHeading<'_>, report: &RunReport, timeline: &Timeline) -> String {
+pub(crate) fn render(heading: PageHeading<'_>, report: &RunReport, timeline: &Timeline) -> String {
     let mut html = String::with_capacity(64 * 1024 + timeline.bars().len().min(MAX_PAGE_BARS) * 160);
     let title = format!("taskfarm: {}", heading.name);
     let _ = write!(
@@ -83,7 +83,7 @@ code, .mono { font-family: monospace; } .note { color: #666; } .damage { color: 
 ";
 
 /// `text` with the characters HTML gives a meaning written as entities.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -29,7 +29,7 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 
 /// The progress display of one running operation.
 #[derive(Debug)]
-pub struct ProgressDisplay {
+pub(crate) struct ProgressDisplay {
     bar: Option<ProgressBar>,
     lines: bool,
     started: Instant,
@@ -43,7 +43,7 @@ pub struct ProgressDisplay {
 
 impl ProgressDisplay {
     /// A display for the operation `name` of `total` processes (if known).
-    pub fn new(mode: ProgressMode, name: &str, total: Option<u64>) -> Self {
+    pub(crate) fn new(mode: ProgressMode, name: &str, total: Option<u64>) -> Self {
         let mode = match mode {
             ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
             ProgressMode::Auto => ProgressMode::Lines,
@@ -85,13 +85,13 @@ impl ProgressDisplay {
     }
 
     /// Sets the ETA predicted from durations (seconds), shown instead of the rate's.
-    pub fn set_predicted_eta(&mut self, eta_s: Option<f64>) {
+    pub(crate) fn set_predicted_eta(&mut self, eta_s: Option<f64>) {
         let eta = eta_s.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(f64::NAN);
         self.predicted_eta.store(eta.to_bits(), Ordering::Relaxed);
     }
 
     /// Shows the latest counts.
-    pub fn update(&mut self, counts: &StatusCounts) {
+    pub(crate) fn update(&mut self, counts: &StatusCounts) {
         let done = counts.finished + counts.crashed;
         if let Some(bar) = &self.bar {
             if let Some(total) = counts.total.filter(|&t| bar.length() != Some(t)) {
@@ -110,7 +110,7 @@ impl ProgressDisplay {
     }
 
     /// Clears the bar (the caller prints its own summary).
-    pub fn finish(&mut self, counts: &StatusCounts) {
+    pub(crate) fn finish(&mut self, counts: &StatusCounts) {
         if let Some(bar) = self.bar.take() {
             bar.set_position(counts.finished + counts.crashed);
             bar.finish_and_clear();
@@ -143,7 +143,7 @@ impl ProgressDisplay {
 
 /// A rate of processes as the progress display shows it: always two decimals (`0.05/s`,
 /// `12.00/s`, `48213.57/s`), so the line does not change width or precision as it runs.
-pub fn rate_text(rate: f64) -> String {
+pub(crate) fn rate_text(rate: f64) -> String {
     let rate = if rate.is_finite() && rate >= 0.0 { rate } else { 0.0 };
     format!("{rate:.2}/s")
 }

@@ -95,7 +95,7 @@ pub fn run_job<P: Process>(job: &Job<P>, result_dir: &Path, location: &Location)
 
 /// Like [`run_job`], with a deadline the process sees in its context. An error the process
 /// marks as a timeout ([`ProcessError::timed_out`](crate::ProcessError::timed_out)) is recorded as timed out.
-pub fn run_job_until<P: Process>(
+pub(crate) fn run_job_until<P: Process>(
     job: &Job<P>,
     result_dir: &Path,
     location: &Location,
@@ -106,7 +106,7 @@ pub fn run_job_until<P: Process>(
 
 /// Like [`run_job_until`], with the number of threads the process may use
 /// ([`ProcessContext::threads`]).
-pub fn run_job_with<P: Process>(
+pub(crate) fn run_job_with<P: Process>(
     job: &Job<P>,
     result_dir: &Path,
     location: &Location,

@@ -98,7 +98,7 @@ impl RunReport {
 /// A [`RunReport`] gathered one record at a time (the latest record of each id, each once),
 /// in memory bounded by the number of workers and crash reasons, not of processes.
 #[derive(Debug)]
-pub struct Tally {
+pub(crate) struct Tally {
     report: RunReport,
     first: f64,
     last: f64,
@@ -110,7 +110,7 @@ pub struct Tally {
 
 impl Tally {
     /// An empty tally that keeps the `slowest` slowest processes.
-    pub fn new(slowest: usize) -> Self {
+    pub(crate) fn new(slowest: usize) -> Self {
         Tally {
             report: RunReport {
                 recorded: 0,
@@ -132,7 +132,7 @@ impl Tally {
     }
 
     /// Counts one process's record.
-    pub fn add(&mut self, r: &ProcessRecord) {
+    pub(crate) fn add(&mut self, r: &ProcessRecord) {
         let report = &mut self.report;
         report.recorded += 1;
         match r.status {
@@ -186,7 +186,7 @@ impl Tally {
     }
 
     /// The report of what was added (its `damage` is left empty).
-    pub fn finish(self) -> RunReport {
+    pub(crate) fn finish(self) -> RunReport {
         let mut report = self.report;
         report.wall_s = if self.last > self.first { self.last - self.first } else { 0.0 };
         report.workers = self.workers.into_values().flat_map(BTreeMap::into_values).collect();
@@ -199,14 +199,14 @@ impl Tally {
 }
 
 /// Parameters as `k=v k=v`, as the report and the page show them.
-pub fn params_text(params: &crate::Params) -> String {
+pub(crate) fn params_text(params: &crate::Params) -> String {
     let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     params.join(" ")
 }
 
 /// Orders names as people count: runs of digits by their value, so `thread-2` comes before
 /// `thread-10` and `rank-2/thread-1` before `rank-10/thread-0`; other text by its bytes.
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
     loop {

@@ -12,7 +12,7 @@ use crate::{Error, Params, Result, Value};
 
 /// How the points of a sample are spread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
+pub(crate) enum Method {
     /// Independent uniform draws per dimension.
     Random,
     /// One point in each of `samples` equal strata of every dimension.

@@ -64,7 +64,7 @@ const T975: [f64; 30] = [
 
 /// t(0.975, df): the table up to 30 degrees of freedom, above it the Cornish–Fisher
 /// expansion around the normal quantile (its error is below 1e-6 from df = 30 on).
-pub fn t975(df: u64) -> f64 {
+pub(crate) fn t975(df: u64) -> f64 {
     match df {
         0 => f64::NAN,
         1..=30 => T975[(df - 1) as usize],
@@ -179,7 +179,7 @@ impl PointStats {
 
 /// The numeric leaves of an output, flattened with `.` (an output that is a plain number is
 /// the field `output`); booleans, text and non-finite numbers are left out.
-pub fn numeric_fields(output: &Value) -> Vec<(String, f64)> {
+pub(crate) fn numeric_fields(output: &Value) -> Vec<(String, f64)> {
     let mut leaves = Vec::new();
     match output {
         Value::Map(_) => output.flatten_into("", &mut leaves),
@@ -332,7 +332,7 @@ impl AdaptiveRuns {
     }
 
     /// Reads `runs = { min, max, until }` from a spec (`None` when `runs` is a number).
-    pub fn from_spec(spec: &Params) -> Result<Option<AdaptiveRuns>> {
+    pub(crate) fn from_spec(spec: &Params) -> Result<Option<AdaptiveRuns>> {
         let Some(Value::Map(runs)) = spec.get("runs") else { return Ok(None) };
         let number = |key: &str| runs.get(key).and_then(Value::as_u64).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
         let until = runs.get("until").and_then(Value::as_str).unwrap_or("");
@@ -359,7 +359,7 @@ impl AdaptiveRuns {
 /// It keeps, per id, the point it belongs to and its numeric outputs: memory grows with the
 /// number of records (unlike consolidation's flat streaming), which is fine for the
 /// repeated-runs operations it is for.
-pub fn write_summary(dir: &Path) -> Result<()> {
+pub(crate) fn write_summary(dir: &Path) -> Result<()> {
     let path = dir.join(SUMMARY_CSV);
     let spec = read_spec(dir);
     let adaptive = spec.as_ref().map(AdaptiveRuns::from_spec).transpose().ok().flatten().flatten();

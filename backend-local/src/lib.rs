@@ -7,7 +7,7 @@
 //! `crossbeam-channel` to the one collector thread, which journals it and drives the
 //! progress display, waking once per few records rather than once per record. It is not for
 //! several machines (that is `backend-mpi`) and it adds nothing to the model: staging,
-//! journaling and consolidation are `backend-core`'s [`Lifecycle`], shared by all backends.
+//! journaling and consolidation are `backend-core`'s [`Lifecycle`](backend_core::Lifecycle), shared by all backends.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -45,7 +45,7 @@ fn parse_deadline(text: &str, now: SystemTime) -> Result<SystemTime, WorkerError
              2026-12-02T18:00:00Z"
         ))
     };
-    if let Ok(after) = taskfarm::parse_duration(text) {
+    if let Ok(after) = taskfarm::run_control::parse_duration(text) {
         return now.checked_add(after).ok_or_else(bad);
     }
     let at =

@@ -10,9 +10,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use taskfarm::lock::RunLock;
 use taskfarm::results::files;
-use taskfarm::status::{RunState, RunStatus};
+use taskfarm::run_control::lock::RunLock;
+use taskfarm::run_control::status::{RunState, RunStatus};
 
 use crate::error::WorkerError;
 
@@ -46,7 +46,7 @@ pub fn status(path: &Path, watch: bool, resume: impl Fn(&Path) -> String) -> Res
         }
         let _ = write!(out, "{text}");
         let _ = out.flush();
-        if !watch || !live || taskfarm::stop_requested() {
+        if !watch || !live || taskfarm::run_control::stop_requested() {
             return Ok(crate::EXIT_OK);
         }
         std::thread::sleep(WATCH_EVERY);
@@ -102,7 +102,7 @@ fn describe(dir: &Path, resume: &impl Fn(&Path) -> String) -> Result<(String, bo
         text.push('\n');
     }
     if status.crashed > 0 {
-        let report = taskfarm::report::RunReport::from_dir(dir)?;
+        let report = taskfarm::results::report::RunReport::from_dir(dir)?;
         text.push_str("crashes by reason:\n");
         for group in report.crash_groups.iter().take(SHOWN_REASONS) {
             text.push_str(&group.to_string());
@@ -127,7 +127,7 @@ pub fn cancel(path: &Path, now: bool, resume: impl Fn(&Path) -> String) -> Resul
     let Some(holder) = RunLock::holder(&dir)? else {
         return Err(WorkerError::NotRunning { dir: dir.clone(), resume: resume(&dir) });
     };
-    taskfarm::status::request_cancel(&dir, &holder, now)?;
+    taskfarm::run_control::status::request_cancel(&dir, &holder, now)?;
     let how = if now {
         "it stops now; running processes are cut short and run again on --resume"
     } else {

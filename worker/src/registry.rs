@@ -184,7 +184,7 @@ mod tests {
         Registry::with_builtins().install();
         assert!(installed("command").is_some());
         let params = Params::new();
-        let here = taskfarm::Location::here("test");
+        let here = taskfarm::backend::Location::here("test");
         let ctx = ProcessContext::new(0, 0, &params, std::path::Path::new("/nonexistent"), &here);
         let process = SpecProcess { kind: "nosuch".into(), config: Arc::new(Params::new()) };
         let err = process.run(&ctx).unwrap_err();

@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use backend_core::sample::Samples;
 use indexmap::IndexMap;
+use taskfarm::Samples;
 use taskfarm::{CoreError, ParameterSpace, Params, Value};
 
 /// The keys of a spec (and of a `[[sweep]]` block) that describe its parameters.

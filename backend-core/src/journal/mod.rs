@@ -20,7 +20,8 @@ pub use read::{
     read_journal, read_journal_from, read_journal_indexed, read_journal_with, read_record_at, Damage, JournalContents,
     Skipped, TornTail,
 };
-pub use write::{cut_at, JournalWriter, SYNC_WITHIN, WRITE_WITHIN};
+pub(crate) use write::cut_at;
+pub use write::{JournalWriter, SYNC_WITHIN, WRITE_WITHIN};
 
 /// The first bytes of every journal.
 pub const JOURNAL_HEADER: &[u8] = b"taskfarm-journal v1\n";

@@ -161,7 +161,7 @@ impl JournalWriter {
 
 /// Cuts a journal at `offset`, dropping a torn tail before a resumed run appends to it (a
 /// journal torn inside its header starts afresh).
-pub fn cut_at(path: &Path, offset: u64) -> Result<()> {
+pub(crate) fn cut_at(path: &Path, offset: u64) -> Result<()> {
     if offset == 0 {
         std::fs::remove_file(path).map_err(|e| Error::io("remove the torn journal", path, e))?;
         return JournalWriter::create(path).map(drop);

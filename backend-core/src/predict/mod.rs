@@ -98,7 +98,7 @@ impl Learner {
     /// Learns from the finished records of the journal of the result directory `dir`, a run
     /// of the operation `name`: `dir` is a run (it holds a journal and `operation.toml`) or
     /// holds runs (`results/<name>`, every run in it). Returns how many durations it learnt.
-    pub fn seed_from_dir(&self, dir: &Path, name: &str) -> Result<u64> {
+    pub(crate) fn seed_from_dir(&self, dir: &Path, name: &str) -> Result<u64> {
         let runs: Vec<std::path::PathBuf> = if dir.join(crate::results::files::JOURNAL).is_file() {
             vec![dir.to_owned()]
         } else {

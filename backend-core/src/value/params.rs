@@ -125,7 +125,7 @@ where
 
 mod num_bounds {
     /// The range of an integer type, as text for messages.
-    pub trait Bounds {
+    pub(crate) trait Bounds {
         fn range_text() -> (String, String);
     }
     macro_rules! bounds {

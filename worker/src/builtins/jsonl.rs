@@ -40,8 +40,7 @@ use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use backend_core::persistent::{LineChild, LineEvent};
-use backend_core::text_tail;
+use taskfarm::process_tools::{text_tail, LineChild, LineEvent};
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
 use crate::json;
@@ -171,7 +170,7 @@ fn start(spec: &ProgramSpec, ctx: &ProcessContext<'_>) -> Result<Slot, ProcessEr
     let mut command = Command::new(program);
     command.args(args).env("TASKFARM_WORKER", &ctx.location().worker).env("TASKFARM_RESULT_DIR", ctx.result_dir());
     let started = Instant::now();
-    let child = LineChild::spawn(command, !backend_core::in_child()).map_err(|e| {
+    let child = LineChild::spawn(command, !taskfarm::process_tools::in_child()).map_err(|e| {
         let reason = format!("the program {} of kind `{}` could not be started: {e}", spec.label, spec.kind);
         set_start_state(&spec.argv, StartState::Failed(reason.clone()));
         ProcessError::cannot_run(reason)
@@ -200,12 +199,12 @@ fn start(spec: &ProgramSpec, ctx: &ProcessContext<'_>) -> Result<Slot, ProcessEr
                 return Err(start_failed(
                     spec,
                     &mut slot.child,
-                    format!("{} before it was ready", backend_core::describe_exit(&status)),
+                    format!("{} before it was ready", taskfarm::process_tools::describe_exit(&status)),
                 ))
             }
             Ok(LineEvent::TimedOut) => {
                 let _ = slot.child.kill();
-                let limit = spec.startup_timeout.map(backend_core::format_duration).unwrap_or_default();
+                let limit = spec.startup_timeout.map(taskfarm::run_control::format_duration).unwrap_or_default();
                 return Err(start_failed(
                     spec,
                     &mut slot.child,
@@ -295,7 +294,7 @@ fn exchange(spec: &ProgramSpec, slot: &mut Slot, ctx: &ProcessContext<'_>) -> Re
         let line = match event {
             Ok(LineEvent::Line(line)) => line,
             Ok(LineEvent::Exited(status)) => {
-                let what = format!("{} while it ran this process", backend_core::describe_exit(&status));
+                let what = format!("{} while it ran this process", taskfarm::process_tools::describe_exit(&status));
                 if !slot.ready {
                     return Err(Failure(start_failed(spec, &mut slot.child, what), false));
                 }
@@ -312,7 +311,7 @@ fn exchange(spec: &ProgramSpec, slot: &mut Slot, ctx: &ProcessContext<'_>) -> Re
                 return Err(Failure(ProcessError::timed_out(reason).with_stderr_tail(tail), false));
             }
             Ok(LineEvent::Overlong) => {
-                let what = format!("wrote a line longer than {} MiB", backend_core::persistent::MAX_LINE >> 20);
+                let what = format!("wrote a line longer than {} MiB", taskfarm::process_tools::MAX_LINE >> 20);
                 return Err(fail(spec, slot, what, false));
             }
             Err(e) => return Err(fail(spec, slot, format!("could not be written to or read from: {e}"), false)),
@@ -391,8 +390,8 @@ pub(crate) fn duration_field(config: &Params, key: &str) -> Result<Option<Durati
     let wrong = |why: String| KindError::at(key, format!("`{key}`: {why}"));
     match config.get(key) {
         None => Ok(None),
-        Some(Value::Str(text)) => backend_core::parse_duration(text).map(Some).map_err(wrong),
-        Some(value) => match value.as_f64().and_then(backend_core::seconds_to_duration) {
+        Some(Value::Str(text)) => taskfarm::run_control::parse_duration(text).map(Some).map_err(wrong),
+        Some(value) => match value.as_f64().and_then(taskfarm::run_control::seconds_to_duration) {
             Some(d) => Ok(Some(d)),
             None => Err(wrong(format!("{value} is not a positive number of seconds"))),
         },
@@ -488,7 +487,7 @@ impl Kind for JsonlKind {
 mod tests {
     use super::*;
     use std::path::Path;
-    use taskfarm::Location;
+    use taskfarm::backend::Location;
 
     fn config(program: &str, ready: bool) -> Params {
         [("program".to_owned(), Value::from(program)), ("ready".to_owned(), Value::Bool(ready))].into_iter().collect()
@@ -550,7 +549,7 @@ mod tests {
         pid_of(run(&config, 9, &Params::new(), None).unwrap());
     }
 
-    const CANNOT: &str = backend_core::CANNOT_RUN_MARK;
+    const CANNOT: &str = taskfarm::process_tools::CANNOT_RUN_MARK;
 
     #[test]
     fn a_program_that_exits_at_start_up_is_one_error() {

@@ -92,7 +92,8 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use taskfarm::{Location, Params};
+    use taskfarm::backend::Location;
+    use taskfarm::Params;
 
     fn estimate(samples: u64, seed: u64, run: u32) -> Result<PiEstimate, ProcessError> {
         let params = Params::new();

@@ -139,7 +139,7 @@ impl Kind for PythonKind {
         let mut command = std::process::Command::new(python);
         command.args(program.argv.get(1..).unwrap_or_default()).arg("--check");
         let deadline = std::time::Instant::now() + CHECK_TIMEOUT;
-        let outcome = backend_core::run_with_deadline(command, None, Some(deadline), true)
+        let outcome = taskfarm::process_tools::run_with_deadline(command, None, Some(deadline), true)
             .map_err(|e| KindError::at(key, format!("the Python interpreter `{python}` could not be started: {e}")))?;
         match outcome.status {
             Some(status) if status.success() => Ok(()),
@@ -166,7 +166,7 @@ mod tests {
     use super::*;
     use std::path::Path;
     use std::time::{Duration, Instant};
-    use taskfarm::Location;
+    use taskfarm::backend::Location;
 
     fn module(dir: &Path, source: &str) -> Params {
         let file = dir.join("m.py");

@@ -66,7 +66,7 @@ pub fn report(dir: &Path) -> Result<u8, WorkerError> {
             let _ = writeln!(out, "  stage `{}`: not started", stage.name);
             continue;
         }
-        let report = taskfarm::report::RunReport::from_dir(&stage_dir)?;
+        let report = taskfarm::results::report::RunReport::from_dir(&stage_dir)?;
         let _ = writeln!(
             out,
             "  stage `{}`: {} recorded, {} finished, {} crashed, wall time {:.3} s",
@@ -84,7 +84,7 @@ pub fn report(dir: &Path) -> Result<u8, WorkerError> {
 pub fn adaptive_points_left(spec: &Spec, dir: &Path) -> Option<u64> {
     spec.adaptive()?;
     let points = spec.count_within(std::time::Duration::from_secs(2)).ok()?.at_least() / u64::from(spec.runs().max(1));
-    let Ok(Some((header, rows))) = backend_core::summary::read_summary(dir) else { return Some(points) };
+    let Ok(Some((header, rows))) = taskfarm::results::summary::read_summary(dir) else { return Some(points) };
     let stopped = header.iter().position(|h| h == "stopped")?;
     let unfinished = rows.iter().filter(|r| r.get(stopped).map(String::as_str) == Some("unfinished")).count() as u64;
     Some(points.saturating_sub(rows.len() as u64) + unfinished)
@@ -93,7 +93,7 @@ pub fn adaptive_points_left(spec: &Spec, dir: &Path) -> Option<u64> {
 /// Writes the first rows of the run's `summary.csv` (statistics over runs), if it has one:
 /// the parameters, the counts and, per numeric field, its mean and the 95 % half width.
 pub fn print_summary(dir: &Path, out: &mut impl Write) {
-    let Ok(Some((header, rows))) = backend_core::summary::read_summary(dir) else { return };
+    let Ok(Some((header, rows))) = taskfarm::results::summary::read_summary(dir) else { return };
     let _ = writeln!(out, "summary over runs (summary.csv, {} points):", rows.len());
     // Columns shown: everything up to the statistics, then `<field>.mean` and `<field>.ci95`.
     let shown: Vec<usize> = header
@@ -101,7 +101,7 @@ pub fn print_summary(dir: &Path, out: &mut impl Write) {
         .enumerate()
         .filter(|(_, name)| {
             let statistic = name.rsplit_once('.').map(|(_, s)| s);
-            !statistic.is_some_and(|s| backend_core::summary::STATISTICS.contains(&s))
+            !statistic.is_some_and(|s| taskfarm::results::summary::STATISTICS.contains(&s))
                 || name.ends_with(".mean")
                 || name.ends_with(".ci95")
         })

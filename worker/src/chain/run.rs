@@ -116,7 +116,7 @@ fn lead_chain(registry: &Registry, chain: &Chain, backend_name: &str, args: &Cha
         if summary.interrupted || summary.missing() > 0 {
             let _ = writeln!(out, "interrupted: what finished is in the chain's directory; to finish the chain:");
             let _ = writeln!(out, "  {}", resume_command(&dir));
-            return Ok(match (summary.interrupted, backend_core::stop_exit_status()) {
+            return Ok(match (summary.interrupted, taskfarm::run_control::stop_exit_status()) {
                 (true, Some(code)) => code,
                 (true, None) => crate::EXIT_SIGINT,
                 (false, _) => crate::cli::EXIT_UNFINISHED,
@@ -295,7 +295,7 @@ fn prepare_stage(operation: &Operation<SpecProcess>, stage_dir: &Path, backend_n
         // The journal last: a stage directory with a journal is a run that can be resumed.
         let journal = stage_dir.join(files::JOURNAL);
         let tmp = stage_dir.join(".journal.tmp");
-        backend_core::journal::JournalWriter::create(&tmp)?.sync()?;
+        taskfarm::results::journal::JournalWriter::create(&tmp)?.sync()?;
         std::fs::rename(&tmp, &journal).map_err(|e| taskfarm::CoreError::io("move into place", &tmp, e))?;
     }
     Ok(())

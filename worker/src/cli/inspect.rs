@@ -31,10 +31,10 @@ pub(super) fn report_run(
         return Ok(EXIT_OK);
     }
     let spec = Spec::load(&spec_path, registry)?;
-    let report = taskfarm::report::RunReport::from_dir(dir)?;
+    let report = taskfarm::results::report::RunReport::from_dir(dir)?;
     let mut out = std::io::stdout().lock();
     if json {
-        let holder = taskfarm::lock::RunLock::holder(dir)?;
+        let holder = taskfarm::run_control::lock::RunLock::holder(dir)?;
         let count = spec.count_within(COUNT_BUDGET)?;
         let object = serde_json::json!({
             "run": dir,
@@ -61,7 +61,7 @@ pub(super) fn report_run(
     let resume = resume_command(dir, false);
     let total = describe_count(count);
     let adaptive_left = crate::chain::adaptive_points_left(&spec, dir).filter(|&n| n > 0);
-    if let Some(holder) = taskfarm::lock::RunLock::holder(dir)? {
+    if let Some(holder) = taskfarm::run_control::lock::RunLock::holder(dir)? {
         let _ = writeln!(
             out,
             "running: the run is still going ({holder}); {missing} of {total} processes have no record yet"

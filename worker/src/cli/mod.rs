@@ -174,7 +174,7 @@ struct RunArgs {
     deadline: Option<String>,
     /// Time kept free before the deadline, to journal and consolidate (default: 10 % of the
     /// time left, between 10 s and 60 s).
-    #[arg(long, value_name = "DURATION", value_parser = taskfarm::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = taskfarm::run_control::parse_duration)]
     deadline_margin: Option<Duration>,
     /// In a Slurm job started by the batch script: when the deadline leaves processes
     /// without a record, submit a job that resumes the run after this one, up to N
@@ -212,9 +212,9 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 /// runs one process and exits), then installs the Ctrl-C / SIGTERM handlers (see the
 /// [module docs](self)).
 pub fn main_with(registry: Registry) -> ExitCode {
-    if backend_core::in_child() {
+    if taskfarm::process_tools::in_child() {
         registry.install();
-        backend_core::run_child_if_requested::<SpecProcess>();
+        taskfarm::run_child_if_requested::<SpecProcess>();
     }
     install_signal_handlers();
     let code = run_with_args(registry, std::env::args_os());

@@ -30,7 +30,7 @@ pub(super) fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8,
     }
     let threads_per_rank = args.threads_per_rank.or(spec.threads_per_rank()).unwrap_or(1);
     if !args.force {
-        let cores = taskfarm::default_pool_size();
+        let cores = taskfarm::run_control::default_pool_size();
         let limit = cores.saturating_mul(crate::limits::MAX_THREADS_PER_CORE);
         for (option, asked) in [("--pool-size", args.pool_size), ("--threads-per-rank", args.threads_per_rank)] {
             if let Some(asked) = asked.filter(|&n| n > limit) {
@@ -44,7 +44,7 @@ pub(super) fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8,
     match kind {
         taskfarm::BackendKind::Mpi => spec.check_threads(threads_per_rank, "each MPI worker rank has")?,
         taskfarm::BackendKind::Local => {
-            let pool = args.pool_size.unwrap_or_else(taskfarm::default_pool_size);
+            let pool = args.pool_size.unwrap_or_else(taskfarm::run_control::default_pool_size);
             spec.check_threads(pool, "the local pool has")?;
         }
         taskfarm::BackendKind::Serial => {}
@@ -64,7 +64,7 @@ pub(super) fn run(registry: &Registry, args: RunArgs, quiet: bool) -> Result<u8,
     }
     // Backend::run's steps, so that a failure after staging can name the run's directory.
     backend.stage_in(operation)?;
-    let dir = taskfarm::lock::held_dir();
+    let dir = taskfarm::run_control::lock::held_dir();
     let ran = backend.execute().and_then(|()| backend.retrieve(None));
     let consolidated = backend.consolidate();
     let cleaned = backend.cleanup();

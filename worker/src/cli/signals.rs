@@ -21,7 +21,7 @@ pub(super) fn install_signal_handlers() {
         for signal in signals.forever() {
             let (code, name) = if signal == SIGTERM { (EXIT_SIGTERM, "SIGTERM") } else { (EXIT_SIGINT, "Ctrl-C") };
             let _ = SIGNAL_EXIT.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
-            taskfarm::set_stop_exit_status(code);
+            taskfarm::run_control::set_stop_exit_status(code);
             if is_mpi_worker_rank() {
                 // A worker rank's records are the master's once sent: a signal to a worker
                 // rank (mpirun tearing the job down, or one rank stopped on its own) ends it
@@ -32,13 +32,13 @@ pub(super) fn install_signal_handlers() {
                 // which the master would never join.
                 std::process::exit(i32::from(code));
             }
-            if taskfarm::lock::held_dir().is_none() {
+            if taskfarm::run_control::lock::held_dir().is_none() {
                 // No run is staged (the spec is still being read or counted): nothing runs
                 // and nothing is to be saved, so stop now.
                 eprintln!("\ntaskfarm: {name}: stopped before any process started");
                 std::process::exit(i32::from(code));
             }
-            if backend_core::request_stop() == 1 {
+            if taskfarm::run_control::request_stop() == 1 {
                 eprintln!(
                     "\ntaskfarm: {name}: no new process starts; waiting for the running ones to finish \
                      (send it again to stop now)"
@@ -49,7 +49,7 @@ pub(super) fn install_signal_handlers() {
             eprintln!(
                 "\ntaskfarm: {name} again: stopping now; running processes are cut short and run again on --resume"
             );
-            backend_core::kill_running_children();
+            taskfarm::run_control::kill_running_children();
             std::thread::spawn(move || {
                 std::thread::sleep(STOP_NOW_GRACE);
                 eprintln!("taskfarm: processes still running after {}s: exiting", STOP_NOW_GRACE.as_secs());
@@ -75,7 +75,7 @@ pub(crate) fn is_mpi_worker_rank() -> bool {
 /// its signal with SIGKILL (mpirun after a second, Slurm after its KillWait) may not leave
 /// the run time to end by itself; what finished is then in results.csv all the same.
 fn checkpoint_now() {
-    let Some(dir) = taskfarm::lock::held_dir() else { return };
+    let Some(dir) = taskfarm::run_control::lock::held_dir() else { return };
     eprintln!("taskfarm: to finish the run later: {}", resume_command(&dir, false));
     let spawned = std::thread::Builder::new().name("taskfarm-checkpoint".into()).spawn(move || {
         if let Err(e) = taskfarm::results::consolidate_dir(&dir) {

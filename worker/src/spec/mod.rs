@@ -14,9 +14,9 @@
 //! # ... or an explicit list: parameter_settings = [{ alpha = 1, beta = 2 }, ...]
 //! ```
 //!
-//! Reliability options (see `backend_core`'s `execute` docs): `timeout = "30s"` (or a number
-//! of seconds; also `"250ms"`, `"5m"`, `"2h"`) stops a process past it and records it as
-//! timed out; `retries = 2` runs a crashed or timed-out process up to 2 more times;
+//! Reliability options (see [`RunOptions`](taskfarm::backend::RunOptions)): `timeout = "30s"`
+//! (or a number of seconds; also `"250ms"`, `"5m"`, `"2h"`) stops a process past it and
+//! records it as timed out; `retries = 2` runs a crashed or timed-out process up to 2 more times;
 //! `isolation = "subprocess"` runs each process in a child of the worker, so a segfault or
 //! an abort costs only that process (default `"thread"`). In thread isolation only the
 //! `command` kind can honour a timeout (it kills its command's process group); any other
@@ -106,7 +106,7 @@ pub struct Spec {
     path: PathBuf,
     kind: String,
     runs: u32,
-    adaptive: Option<backend_core::summary::AdaptiveRuns>,
+    adaptive: Option<taskfarm::AdaptiveRuns>,
     backend: Option<String>,
     threads_per_rank: Option<usize>,
     threads_line: Option<usize>,
@@ -172,7 +172,7 @@ impl Spec {
     }
 
     /// The adaptive runs of the spec (`runs = { min, max, until }`), if it has them.
-    pub fn adaptive(&self) -> Option<&backend_core::summary::AdaptiveRuns> {
+    pub fn adaptive(&self) -> Option<&taskfarm::AdaptiveRuns> {
         self.adaptive.as_ref()
     }
 

@@ -1,8 +1,9 @@
 //! The reliability options of a spec (`timeout`, `retries`, `isolation`) and its thread
 //! counts, each checked with an error that names its key.
 
-use backend_core::{parse_duration, seconds_to_duration, Isolation, RunOptions, MAX_TIMEOUT_SECONDS};
-use taskfarm::Value;
+use taskfarm::backend::RunOptions;
+use taskfarm::run_control::{parse_duration, seconds_to_duration, MAX_TIMEOUT_SECONDS};
+use taskfarm::{Isolation, Value};
 
 use super::{MAX_RETRIES, MAX_THREADS};
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use backend_core::Isolation;
+use taskfarm::Isolation;
 use taskfarm::{CoreError, Operation, Params, Value};
 
 use super::errors::{line_of_key, toml_error, yaml_error};
@@ -173,7 +173,7 @@ impl Spec {
         let (runs, adaptive) = match &header.runs {
             Runs::Fixed(n) => (*n, None),
             Runs::Adaptive { min, max, until } => {
-                let adaptive = backend_core::summary::AdaptiveRuns::new(*min, *max, until)
+                let adaptive = taskfarm::AdaptiveRuns::new(*min, *max, until)
                     .map_err(|e| spec_error(at("runs"), e.to_string()))?;
                 if let Some(outputs) = &header.outputs {
                     if let Some(field) = adaptive.until.fields().into_iter().find(|f| !outputs.iter().any(|o| o == f)) {

@@ -54,7 +54,7 @@ mod template;
 
 use std::process::Command;
 
-use backend_core::text_tail;
+use taskfarm::process_tools::{describe_exit, text_tail};
 use taskfarm::{Params, ProcessContext, ProcessError, Value};
 
 use self::fields::FIELDS;
@@ -179,7 +179,7 @@ impl Kind for CommandKind {
     }
 
     fn preview(&self, config: &Params, id: u64, run: u32, params: &Params) -> Vec<String> {
-        let here = taskfarm::Location::here("validate");
+        let here = taskfarm::backend::Location::here("validate");
         let result_dir = std::path::Path::new("<result dir>");
         let ctx = ProcessContext::new(id, run, params, result_dir, &here);
         PREVIEW.with(|p| p.set(true));
@@ -245,8 +245,8 @@ impl Kind for CommandKind {
         // A process group of its own (so it and its children can be killed together), set
         // without a pre_exec hook so spawning stays on the fast posix_spawn path; inside a
         // subprocess-isolation child it stays in the child's group, which the worker kills.
-        let own_group = !backend_core::in_child();
-        let output = backend_core::run_with_deadline(command, None, ctx.deadline(), own_group)
+        let own_group = !taskfarm::process_tools::in_child();
+        let output = taskfarm::process_tools::run_with_deadline(command, None, ctx.deadline(), own_group)
             .map_err(|e| ProcessError::msg(format!("the command `{program}` could not be started: {e}")))?;
         if let Err(e) = crate::output::keep(output_mode, ctx.result_dir(), ctx.id(), &output.stdout, &output.stderr) {
             // The record is still right; only the full output is lost, and the log says so.
@@ -265,10 +265,8 @@ impl Kind for CommandKind {
                 tracing::debug!(target: "taskfarm_worker::command", "`{program}` exited with status 0, {} bytes on stdout", output.stdout.len());
                 Ok(output_of(&stdout, stdout_lines))
             }
-            Some(status) => {
-                Err(ProcessError::msg(format!("the command `{program}` {}", backend_core::describe_exit(&status)))
-                    .with_stderr_tail(stderr_tail))
-            }
+            Some(status) => Err(ProcessError::msg(format!("the command `{program}` {}", describe_exit(&status)))
+                .with_stderr_tail(stderr_tail)),
             None => Err(ProcessError::timed_out(format!(
                 "the command `{program}` ran past its timeout and was killed with its process group"
             ))
@@ -301,7 +299,7 @@ fn output_of(stdout: &str, lines: usize) -> Value {
 mod tests {
     use super::*;
     use std::path::Path;
-    use taskfarm::Location;
+    use taskfarm::backend::Location;
 
     fn config(command: Value) -> Params {
         [("command".to_owned(), command)].into_iter().collect()
