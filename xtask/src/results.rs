@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// The one `results.csv` under `base` (base/<name>/<timestamp>/results.csv).
+/// The one `results.csv` under `base` (`base/<name>/<timestamp>/results.csv`).
 pub(crate) fn find_results_csv(base: &Path) -> Result<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![base.to_path_buf()];
@@ -34,7 +34,7 @@ pub(crate) fn find_results_csv(base: &Path) -> Result<PathBuf> {
 /// Columns that depend on when and where a process ran.
 const RUN_DEPENDENT: [&str; 4] = ["duration_s", "started_at", "host", "worker"];
 
-/// The one run directory under `base` (base/<name>/<timestamp>/).
+/// The one run directory under `base` (`base/<name>/<timestamp>/`).
 pub(crate) fn run_dir(base: &Path) -> Result<PathBuf> {
     let mut dirs = Vec::new();
     for name in std::fs::read_dir(base).with_context(|| format!("no results under {}", base.display()))? {
