@@ -226,8 +226,9 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     // streamed when the journal is nearly in id order (see `Order`).
     let journal = Journal::open(dir)?;
     let (first, order, damage) = first_pass(&journal)?;
-    let FirstPass { params, outputs, mut timeline, tally, recorded, finished } = first;
+    let FirstPass { params, outputs, mut timeline, tally, recorded, finished, repeated } = first;
     let columns = Columns::new(&params, &outputs);
+    let mut summary = crate::summary::SummaryPass::new(repeated);
 
     // Second pass: the three files, side by side, then each renamed into place.
     let mut csv_out = Staged::create(dir, files::RESULTS_CSV)?;
@@ -242,6 +243,7 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
         let mut cells: Vec<Option<Value>> = Vec::with_capacity(columns.names.len());
         let second = journal.visit_latest(&order, |record| {
             timeline.count(&record);
+            summary.add(&record);
             columns.fill(&record, &mut cells);
             csv.write_record(cells.iter().map(|c| c.as_ref().map(Value::csv_cell).unwrap_or_default()))
                 .map_err(csv_error)?;
@@ -265,7 +267,7 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     csv_out.commit()?;
     jsonl_out.commit()?;
     crashed_out.commit()?;
-    crate::summary::write_summary(dir)?;
+    summary.write(dir)?;
 
     let tmp = dir.join(format!(".{}.tmp", files::TIMELINE_SVG));
     let drawn = timeline.write(&tmp).and_then(|()| {
@@ -352,6 +354,8 @@ struct FirstPass {
     tally: crate::report::Tally,
     recorded: u64,
     finished: u64,
+    /// Whether some id has a run above 0: a point with more than one run (`summary.csv`).
+    repeated: bool,
 }
 
 impl Default for FirstPass {
@@ -363,6 +367,7 @@ impl Default for FirstPass {
             tally: crate::report::Tally::new(crate::page::PAGE_SLOWEST),
             recorded: 0,
             finished: 0,
+            repeated: false,
         }
     }
 }
@@ -383,6 +388,7 @@ impl FirstPass {
         self.tally.add(record);
         self.recorded += 1;
         self.finished += u64::from(record.status == Status::Finished);
+        self.repeated |= record.run > 0;
     }
 }
 
