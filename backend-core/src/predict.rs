@@ -26,7 +26,7 @@
 //! yet recorded (with their features and predictions, so that an MPI master learns from a
 //! record's id and duration alone, without decoding it), and what the ETA needs.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -498,7 +498,10 @@ impl<P> Ord for Waiting<P> {
 /// in flight until its record comes back ([`Learner::recorded`]).
 pub struct Lookahead<P> {
     source: JobSource<P>,
+    /// The window while it is ordered by prediction.
     heap: BinaryHeap<Waiting<P>>,
+    /// The window while it is in the source's order (a queue: no sifting per job).
+    in_order: VecDeque<Waiting<P>>,
     bound: usize,
     learner: Learner,
     seq: u64,
@@ -515,6 +518,7 @@ impl<P> Lookahead<P> {
         Lookahead {
             source,
             heap: BinaryHeap::new(),
+            in_order: VecDeque::new(),
             bound: bound.max(1),
             learner,
             seq: 0,
@@ -526,17 +530,17 @@ impl<P> Lookahead<P> {
 
     /// How many jobs the window holds now.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.in_order.len()
     }
 
     /// Whether the window holds no job now.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.heap.is_empty() && self.in_order.is_empty()
     }
 
     /// Pulls from the source until the window holds `bound` jobs or the source ends.
     fn refill(&mut self) {
-        while self.heap.len() < self.bound && !self.ended {
+        while self.len() < self.bound && !self.ended {
             // The job is made without the learner's lock: making it may take a while.
             let Some(job) = self.source.next() else {
                 self.ended = true;
@@ -549,7 +553,12 @@ impl<P> Lookahead<P> {
             state.window_s += predicted_s.unwrap_or(0.0);
             drop(state);
             let key = if self.by_prediction { predicted_s.unwrap_or(0.0) } else { 0.0 };
-            self.heap.push(Waiting { key, seq: self.seq, predicted_s, features, job });
+            let waiting = Waiting { key, seq: self.seq, predicted_s, features, job };
+            if self.by_prediction {
+                self.heap.push(waiting);
+            } else {
+                self.in_order.push_back(waiting);
+            }
             self.seq += 1;
         }
     }
@@ -567,6 +576,7 @@ impl<P> Lookahead<P> {
         self.by_prediction = trusted;
         self.scored_at = seen;
         let mut waiting = std::mem::take(&mut self.heap).into_vec();
+        waiting.extend(std::mem::take(&mut self.in_order));
         let mut sum = 0.0;
         for w in &mut waiting {
             w.predicted_s = state.model.predict(&w.features);
@@ -575,7 +585,12 @@ impl<P> Lookahead<P> {
         }
         state.window_s = sum;
         drop(state);
-        self.heap = BinaryHeap::from(waiting);
+        if trusted {
+            self.heap = BinaryHeap::from(waiting);
+        } else {
+            waiting.sort_unstable_by_key(|w| w.seq);
+            self.in_order = waiting.into();
+        }
     }
 }
 
@@ -587,7 +602,7 @@ impl<P> Iterator for Lookahead<P> {
         if self.bound > 1 {
             self.rescore_if_due();
         }
-        let waiting = self.heap.pop()?;
+        let waiting = if self.by_prediction { self.heap.pop() } else { self.in_order.pop_front() }?;
         let mut state = self.learner.state();
         state.window_len = state.window_len.saturating_sub(1);
         state.window_s = if state.window_len == 0 { 0.0 } else { state.window_s - waiting.predicted_s.unwrap_or(0.0) };
