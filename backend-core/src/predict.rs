@@ -510,6 +510,8 @@ pub struct Lookahead<P> {
     by_prediction: bool,
     /// How many durations the model had learnt when the window was last scored.
     scored_at: u64,
+    /// How many jobs were handed out since the window was last scored.
+    handed_out_since_scoring: usize,
 }
 
 impl<P> Lookahead<P> {
@@ -525,6 +527,7 @@ impl<P> Lookahead<P> {
             ended: false,
             by_prediction: false,
             scored_at: 0,
+            handed_out_since_scoring: 0,
         }
     }
 
@@ -570,9 +573,19 @@ impl<P> Lookahead<P> {
         let seen = state.model.seen();
         let trusted = state.model.trusted();
         let grown = seen >= self.scored_at + (self.scored_at / 4).max(MIN_TRUST);
-        if trusted == self.by_prediction && !(trusted && grown) {
+        let flipped = trusted != self.by_prediction;
+        let due = flipped || (trusted && grown);
+        if !due {
             return;
         }
+        // A model whose error hovers at the threshold of trust flips back and forth, and each
+        // flip would score the whole window again: after the first scoring, a flip is acted
+        // on once a quarter of the window was handed out since the last one (amortised, a
+        // few predictions per job).
+        if flipped && self.scored_at > 0 && self.handed_out_since_scoring < self.len() / 4 {
+            return;
+        }
+        self.handed_out_since_scoring = 0;
         self.by_prediction = trusted;
         self.scored_at = seen;
         let mut waiting = std::mem::take(&mut self.heap).into_vec();
@@ -603,6 +616,7 @@ impl<P> Iterator for Lookahead<P> {
             self.rescore_if_due();
         }
         let waiting = if self.by_prediction { self.heap.pop() } else { self.in_order.pop_front() }?;
+        self.handed_out_since_scoring += 1;
         let mut state = self.learner.state();
         state.window_len = state.window_len.saturating_sub(1);
         state.window_s = if state.window_len == 0 { 0.0 } else { state.window_s - waiting.predicted_s.unwrap_or(0.0) };
