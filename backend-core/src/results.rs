@@ -409,9 +409,17 @@ impl FirstPass {
                 self.params.insert(key.clone());
             }
         }
-        for (field, _) in output_fields(record) {
-            if !self.outputs.contains(&field) {
-                self.outputs.insert(field);
+        if let Some(map) = flat_output(record) {
+            for field in map.keys() {
+                if !self.outputs.contains(field) {
+                    self.outputs.insert(field.clone());
+                }
+            }
+        } else {
+            for (field, _) in output_fields(record) {
+                if !self.outputs.contains(&field) {
+                    self.outputs.insert(field);
+                }
             }
         }
         self.timeline.add(record);
@@ -701,9 +709,17 @@ impl Columns {
         for (i, value) in fixed.into_iter().enumerate() {
             cells[first + i] = Some(value);
         }
-        for (field, value) in output_fields(record) {
-            if let Some(&i) = self.outputs.get(&field) {
-                cells[i] = Some(value);
+        if let Some(map) = flat_output(record) {
+            for (field, value) in map {
+                if let Some(&i) = self.outputs.get(field) {
+                    cells[i] = Some(value.clone());
+                }
+            }
+        } else {
+            for (field, value) in output_fields(record) {
+                if let Some(&i) = self.outputs.get(&field) {
+                    cells[i] = Some(value);
+                }
             }
         }
         let last = self.names.len() - 1;
@@ -738,6 +754,20 @@ fn output_fields(record: &ProcessRecord) -> Vec<(String, Value)> {
         }
     }
     fields
+}
+
+/// A record's output when it is a table whose fields are [`output_fields`] as they are: no
+/// empty key and no table inside (the usual output), so its keys are the field names
+/// without a name being made per record.
+fn flat_output(record: &ProcessRecord) -> Option<&indexmap::IndexMap<String, Value>> {
+    match &record.output {
+        Value::Map(map)
+            if map.iter().all(|(key, value)| !key.is_empty() && !matches!(value, Value::Map(m) if !m.is_empty())) =>
+        {
+            Some(map)
+        }
+        _ => None,
+    }
 }
 
 fn crash_record(record: &ProcessRecord) -> serde_json::Value {
