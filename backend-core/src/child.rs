@@ -117,6 +117,9 @@ pub(crate) fn kill_group(pgid: u32) -> bool {
 }
 
 #[cfg(unix)]
+pub(crate) use unix::{poll_pipes, FIRST_PAUSE};
+
+#[cfg(unix)]
 mod unix {
     //! The waiting loop: one thread polls the child's pipes (nonblocking), its pidfd, and
     //! the clock, so that it can give up on pipes that something else holds open.
@@ -133,6 +136,56 @@ mod unix {
 
     /// How long a wait lasts at most without a pidfd to wake it when the child exits.
     const TICK: Duration = Duration::from_millis(20);
+
+    /// The first pause of a waiting loop without a pidfd (see [`poll_pipes`]).
+    pub(crate) const FIRST_PAUSE: Duration = Duration::from_micros(200);
+
+    /// Which of a child's pipes [`poll_pipes`] found ready.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Ready {
+        /// Its stdin has room (or was closed by the child).
+        pub(crate) stdin: bool,
+        /// Its stdout has output (or its end).
+        pub(crate) stdout: bool,
+        /// Its stderr has output (or its end).
+        pub(crate) stderr: bool,
+    }
+
+    /// One step of a waiting loop: polls `[stdin, stdout, stderr, pidfd]` (those given:
+    /// stdin for room, the others for input) for `wait` at most, or forever when `None`.
+    /// Without a pidfd nothing wakes the loop when the child exits, so the wait is cut to
+    /// `pause`, which doubles (up to [`TICK`]) after each step where nothing was ready and
+    /// starts again at [`FIRST_PAUSE`] after one where something was.
+    pub(crate) fn poll_pipes(
+        fds: [Option<BorrowedFd<'_>>; 4],
+        mut wait: Option<Duration>,
+        pause: &mut Duration,
+    ) -> std::io::Result<Ready> {
+        let [stdin, stdout, stderr, pidfd] = fds;
+        if pidfd.is_none() {
+            wait = Some(wait.map_or(*pause, |w| w.min(*pause)));
+        }
+        let watched =
+            [(stdin, PollFlags::OUT), (stdout, PollFlags::IN), (stderr, PollFlags::IN), (pidfd, PollFlags::IN)];
+        let mut polled: Vec<PollFd<'_>> = Vec::with_capacity(4);
+        let mut at = [None; 4];
+        for ((fd, flags), at) in watched.into_iter().zip(at.iter_mut()) {
+            if let Some(fd) = fd {
+                *at = Some(polled.len());
+                polled.push(PollFd::from_borrowed_fd(fd, flags));
+            }
+        }
+        let timespec = wait.map(|w| Timespec::try_from(w).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 }));
+        match poll(&mut polled, timespec.as_ref()) {
+            Ok(0) => *pause = (*pause * 2).min(TICK),
+            Ok(_) => *pause = FIRST_PAUSE,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready = |at: Option<usize>| at.and_then(|i| polled.get(i)).is_some_and(|fd| !fd.revents().is_empty());
+        let [in_at, out_at, err_at, _] = at;
+        Ok(Ready { stdin: ready(in_at), stdout: ready(out_at), stderr: ready(err_at) })
+    }
 
     pub(super) fn run(
         child: &mut Child,
@@ -157,7 +210,7 @@ mod unix {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let mut timed_out = false;
         let mut exited_at: Option<Instant> = None;
-        let mut pause = Duration::from_micros(200);
+        let mut pause = FIRST_PAUSE;
         loop {
             if exited_at.is_none() && has_exited(child, pid)? {
                 exited_at = Some(Instant::now());
@@ -187,35 +240,17 @@ mod unix {
                 }
             }
             // Waits for output, room on stdin, the child's exit or the time to look again.
-            let mut wait = until.map(|u| u.saturating_duration_since(now));
-            if pidfd.is_none() || exited_at.is_some() {
-                wait = Some(wait.map_or(pause, |w| w.min(pause)));
-            }
-            let watched: [(Option<BorrowedFd<'_>>, PollFlags); 4] = [
-                (stdin.as_ref().map(AsFd::as_fd), PollFlags::OUT),
-                (stdout.as_ref().map(AsFd::as_fd), PollFlags::IN),
-                (stderr.as_ref().map(AsFd::as_fd), PollFlags::IN),
-                (pidfd.as_ref().filter(|_| exited_at.is_none()).map(AsFd::as_fd), PollFlags::IN),
-            ];
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(4);
-            let mut at = [None; 4];
-            for ((fd, flags), at) in watched.into_iter().zip(at.iter_mut()) {
-                if let Some(fd) = fd {
-                    *at = Some(fds.len());
-                    fds.push(PollFd::from_borrowed_fd(fd, flags));
-                }
-            }
-            let [in_at, out_at, err_at, _] = at;
-            let timespec = wait.map(|w| Timespec::try_from(w).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 }));
-            match poll(&mut fds, timespec.as_ref()) {
-                Ok(0) => pause = (pause * 2).min(TICK),
-                Ok(_) => pause = Duration::from_micros(200),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let ready = |at: Option<usize>| at.and_then(|i| fds.get(i)).is_some_and(|fd| !fd.revents().is_empty());
-            let (in_ready, out_ready, err_ready) = (ready(in_at), ready(out_at), ready(err_at));
-            drop(fds);
+            let ready = poll_pipes(
+                [
+                    stdin.as_ref().map(AsFd::as_fd),
+                    stdout.as_ref().map(AsFd::as_fd),
+                    stderr.as_ref().map(AsFd::as_fd),
+                    pidfd.as_ref().filter(|_| exited_at.is_none()).map(AsFd::as_fd),
+                ],
+                until.map(|u| u.saturating_duration_since(now)),
+                &mut pause,
+            )?;
+            let (in_ready, out_ready, err_ready) = (ready.stdin, ready.stdout, ready.stderr);
             if in_ready {
                 if let Some(pipe) = stdin.as_mut() {
                     match pipe.write(&input[written..]) {

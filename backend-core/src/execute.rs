@@ -172,7 +172,7 @@ pub(crate) fn stop_now_requested() -> bool {
 /// one failed, `reason` lists every attempt's reason (`attempt 1: ...; attempt 2: ...`).
 /// The job's params move into the record.
 pub fn execute_job<P: Process>(job: Job<P>, dir: &Path, location: &Location, options: &RunOptions) -> ProcessRecord {
-    let _running = crate::status::Running::new(job.id, format!("{}/{}", location.host, location.worker));
+    let _running = crate::status::Running::new(job.id, location);
     let mut reasons: Vec<String> = Vec::new();
     let mut attempt = 0u32;
     loop {

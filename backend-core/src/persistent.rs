@@ -14,23 +14,19 @@
 //! the last [`STDERR_KEPT`] bytes are kept for [`LineChild::take_stderr`].
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
 
-use crate::child::{kill_group, LiveGroup, EXIT_GRACE};
+use crate::child::{kill_group, poll_pipes, LiveGroup, EXIT_GRACE, FIRST_PAUSE};
 
 /// How many bytes of a child's stderr are kept between two [`LineChild::take_stderr`].
 pub const STDERR_KEPT: usize = 64 * 1024;
 
 /// The longest line read from a child's stdout; a longer one is [`LineEvent::Overlong`].
 pub const MAX_LINE: usize = 64 * 1024 * 1024;
-
-/// How long a wait lasts at most without a pidfd to wake it when the child exits.
-const TICK: Duration = Duration::from_millis(20);
 
 /// What [`LineChild::exchange`] came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,7 +104,7 @@ impl LineChild {
     /// child wrote before it exited is returned before its exit.
     pub fn exchange(&mut self, input: &[u8], deadline: Option<Instant>) -> std::io::Result<LineEvent> {
         let mut written = if self.stdin.is_some() { 0 } else { input.len() };
-        let mut pause = Duration::from_micros(200);
+        let mut pause = FIRST_PAUSE;
         let mut exited_at: Option<Instant> = None;
         loop {
             if let Some(line) = self.take_line() {
@@ -133,35 +129,17 @@ impl LineChild {
                 return Ok(LineEvent::TimedOut);
             }
             let want_in = written < input.len() && exited_at.is_none();
-            let mut wait = until.map(|u| u.saturating_duration_since(now));
-            if self.pidfd.is_none() || exited_at.is_some() {
-                wait = Some(wait.map_or(pause, |w| w.min(pause)));
-            }
-            let watched: [(Option<BorrowedFd<'_>>, PollFlags); 4] = [
-                (self.stdin.as_ref().filter(|_| want_in).map(AsFd::as_fd), PollFlags::OUT),
-                (self.stdout.as_ref().map(AsFd::as_fd), PollFlags::IN),
-                (self.stderr.as_ref().map(AsFd::as_fd), PollFlags::IN),
-                (self.pidfd.as_ref().filter(|_| exited_at.is_none()).map(AsFd::as_fd), PollFlags::IN),
-            ];
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(4);
-            let mut at = [None; 4];
-            for ((fd, flags), at) in watched.into_iter().zip(at.iter_mut()) {
-                if let Some(fd) = fd {
-                    *at = Some(fds.len());
-                    fds.push(PollFd::from_borrowed_fd(fd, flags));
-                }
-            }
-            let [in_at, out_at, err_at, _] = at;
-            let timespec = wait.map(|w| Timespec::try_from(w).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 }));
-            match poll(&mut fds, timespec.as_ref()) {
-                Ok(0) => pause = (pause * 2).min(TICK),
-                Ok(_) => pause = Duration::from_micros(200),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let ready = |at: Option<usize>| at.and_then(|i| fds.get(i)).is_some_and(|fd| !fd.revents().is_empty());
-            let (in_ready, out_ready, err_ready) = (ready(in_at), ready(out_at), ready(err_at));
-            drop(fds);
+            let ready = poll_pipes(
+                [
+                    self.stdin.as_ref().filter(|_| want_in).map(AsFd::as_fd),
+                    self.stdout.as_ref().map(AsFd::as_fd),
+                    self.stderr.as_ref().map(AsFd::as_fd),
+                    self.pidfd.as_ref().filter(|_| exited_at.is_none()).map(AsFd::as_fd),
+                ],
+                until.map(|u| u.saturating_duration_since(now)),
+                &mut pause,
+            )?;
+            let (in_ready, out_ready, err_ready) = (ready.stdin, ready.stdout, ready.stderr);
             if in_ready {
                 if let Some(pipe) = self.stdin.as_mut() {
                     match pipe.write(input.get(written..).unwrap_or_default()) {

@@ -143,7 +143,7 @@ pub(crate) fn run_attempt<P: Process>(
     let setup = ctx.setup_time().as_secs_f64().min(elapsed);
     let (started_at, duration_s) = (started_at + setup, elapsed - setup);
     let (status, output, reason, stderr_tail) = match result {
-        Ok(Ok(output)) => match Value::from_serialize(&output) {
+        Ok(Ok(output)) => match output_value(output) {
             Ok(value) => (Status::Finished, value, None, None),
             Err(e) => (Status::Crashed, Value::Null, Some(format!("its output could not be recorded: {e}")), None),
         },
@@ -165,6 +165,31 @@ pub(crate) fn run_attempt<P: Process>(
         started_at,
         duration_s,
         location: location.clone(),
+    }
+}
+
+/// A process's output as a [`Value`]: through serde, except an output that is a `Value`
+/// already (every kind of `taskfarm-worker`), which is taken as it is and only made what
+/// the trip through serde would make it ([`as_through_serde`]), with no copy.
+fn output_value<O: serde::Serialize + 'static>(output: O) -> Result<Value, String> {
+    let mut output = Some(output);
+    let any: &mut dyn std::any::Any = &mut output;
+    if let Some(mut value) = any.downcast_mut::<Option<Value>>().and_then(Option::take) {
+        as_through_serde(&mut value);
+        return Ok(value);
+    }
+    output.map_or(Ok(Value::Null), |output| Value::from_serialize(&output))
+}
+
+/// Makes `value` what [`Value::from_serialize`] makes of it: an unsigned integer that fits
+/// an `i64` is an `Int`, and every NaN is the one NaN.
+fn as_through_serde(value: &mut Value) {
+    match value {
+        Value::UInt(u) => *value = Value::from(*u),
+        Value::Float(f) if f.is_nan() => *f = f64::NAN,
+        Value::List(items) => items.iter_mut().for_each(as_through_serde),
+        Value::Map(map) => map.values_mut().for_each(as_through_serde),
+        _ => {}
     }
 }
 
@@ -214,6 +239,31 @@ mod tests {
     use super::*;
     use crate::ProcessError;
     use serde::{Deserialize, Serialize};
+
+    #[test]
+    fn an_output_that_is_a_value_is_what_serde_would_make_of_it() {
+        let map = |pairs: Vec<(&str, Value)>| Value::Map(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        let outputs = [
+            Value::UInt(5),
+            Value::UInt(u64::MAX),
+            Value::Float(-f64::NAN),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Float(-0.0),
+            Value::List(vec![Value::UInt(1), Value::Null, Value::Bool(true), Value::Str("x".into())]),
+            map(vec![
+                ("$float", Value::Str("NaN".into())),
+                ("$$float", Value::Float(f64::NAN)),
+                ("n", map(vec![("u", Value::UInt(7)), ("i", Value::Int(-3)), ("f", Value::Float(2.5))])),
+            ]),
+        ];
+        for output in outputs {
+            let through_serde = Value::from_serialize(&output).unwrap();
+            let taken = output_value(output).unwrap();
+            assert_eq!(format!("{taken:?}"), format!("{through_serde:?}"));
+        }
+        // Any other output still goes through serde.
+        assert_eq!(output_value((1u8, "a")).unwrap(), Value::List(vec![Value::Int(1), Value::Str("a".into())]));
+    }
 
     /// Says whether `inside_process` holds on its own thread and, at the same moment, on
     /// another thread.

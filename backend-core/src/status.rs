@@ -8,10 +8,10 @@
 //! true a moment ago; whether its writer still lives is the result directory's lock's to
 //! say ([`RunLock::holder`](crate::lock::RunLock::holder)).
 
-use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -120,36 +120,84 @@ pub fn request_cancel(dir: &Path, holder: &str, now: bool) -> Result<()> {
     std::fs::write(&path, format!("{how}\n{holder}\n")).map_err(|e| Error::io("write", &path, e))
 }
 
-/// The processes running in this program now: id → (worker, since when).
-static RUNNING: Mutex<BTreeMap<u64, (String, Instant)>> = Mutex::new(BTreeMap::new());
+/// What one thread of this program is running now, if anything: each thread that runs
+/// processes has a slot of its own, so marking a process as running takes no lock that
+/// another thread wants (the status thread reads the slots twice a second).
+#[derive(Debug, Default)]
+struct Slot {
+    now: Mutex<SlotState>,
+}
 
-/// Marks a process as running in this program while the value lives.
-pub(crate) struct Running(u64);
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The process running on this thread: its id and since when.
+    running: Option<(u64, Instant)>,
+    /// The host and worker of the process last run here, and them as listed (`host/worker`):
+    /// a thread keeps its location, so the listed name is made once, not per process.
+    host: String,
+    worker: String,
+    listed: String,
+}
+
+/// The slot of every thread that has run a process (those of ended threads go when next
+/// listed).
+static SLOTS: Mutex<Vec<Weak<Slot>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static SLOT: Arc<Slot> = {
+        let slot = Arc::new(Slot::default());
+        SLOTS.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::downgrade(&slot));
+        slot
+    };
+}
+
+/// Marks a process as running in this program while the value lives (on the thread that
+/// made it: the value cannot move to another).
+pub(crate) struct Running {
+    /// What the thread ran before (a process run inside another), put back at the end.
+    before: Option<(u64, Instant)>,
+    _here: PhantomData<*const ()>,
+}
 
 impl Running {
-    pub(crate) fn new(id: u64, worker: String) -> Running {
-        RUNNING.lock().unwrap_or_else(PoisonError::into_inner).insert(id, (worker, Instant::now()));
-        Running(id)
+    pub(crate) fn new(id: u64, location: &crate::Location) -> Running {
+        let before = SLOT
+            .try_with(|slot| {
+                let mut state = slot.now.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.host != location.host || state.worker != location.worker || state.listed.is_empty() {
+                    state.host.clone_from(&location.host);
+                    state.worker.clone_from(&location.worker);
+                    state.listed = format!("{}/{}", location.host, location.worker);
+                }
+                state.running.replace((id, Instant::now()))
+            })
+            .ok()
+            .flatten();
+        Running { before, _here: PhantomData }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        RUNNING.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.0);
+        let before = self.before.take();
+        let _ = SLOT.try_with(|slot| slot.now.lock().unwrap_or_else(PoisonError::into_inner).running = before);
     }
 }
 
 fn longest_running() -> Vec<RunningProcess> {
-    let running = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut listed: Vec<RunningProcess> = running
+    let slots: Vec<Arc<Slot>> = {
+        let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.retain(|slot| slot.strong_count() > 0);
+        slots.iter().filter_map(Weak::upgrade).collect()
+    };
+    let mut listed: Vec<RunningProcess> = slots
         .iter()
-        .map(|(&id, (worker, since))| RunningProcess {
-            id,
-            worker: worker.clone(),
-            running_s: since.elapsed().as_secs_f64(),
+        .filter_map(|slot| {
+            let state = slot.now.lock().unwrap_or_else(PoisonError::into_inner);
+            let (id, since) = state.running?;
+            Some(RunningProcess { id, worker: state.listed.clone(), running_s: since.elapsed().as_secs_f64() })
         })
         .collect();
-    drop(running);
     listed.sort_by(|a, b| b.running_s.total_cmp(&a.running_s).then(a.id.cmp(&b.id)));
     listed.truncate(LISTED_RUNNING);
     listed
@@ -301,7 +349,7 @@ mod tests {
             board,
             learner: Default::default(),
         };
-        let running = Running::new(7, "host/thread-1".into());
+        let running = Running::new(7, &crate::Location { host: "host".into(), worker: "thread-1".into() });
         let writer = StatusWriter::start(source);
         let start = Instant::now();
         let status = loop {

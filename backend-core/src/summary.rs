@@ -10,7 +10,6 @@
 //! `operation.toml` has adaptive runs (`runs = { min, max, until }`), the row also says
 //! whether the point converged or stopped at `max`.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -352,50 +351,84 @@ impl AdaptiveRuns {
     }
 }
 
-/// Writes `summary.csv` in `dir` from its journal when some point has more than one run
-/// (and removes a stale one otherwise). The latest record of each id counts, as in
-/// `results.csv`; points are identified by their parameters.
-///
-/// It keeps, per id, the point it belongs to and its numeric outputs: memory grows with the
-/// number of records (unlike consolidation's flat streaming), which is fine for the
-/// repeated-runs operations it is for.
-pub(crate) fn write_summary(dir: &Path) -> Result<()> {
-    let path = dir.join(SUMMARY_CSV);
-    let spec = read_spec(dir);
-    let adaptive = spec.as_ref().map(AdaptiveRuns::from_spec).transpose().ok().flatten().flatten();
-    let mut points: IndexMap<String, (u64, Params)> = IndexMap::new();
-    let mut latest: HashMap<u64, (usize, ProcessRecord)> = HashMap::new();
-    let mut repeated = false;
-    crate::journal::read_journal_with(&dir.join(files::JOURNAL), |mut record| {
-        repeated |= record.run > 0;
-        let key = serde_json::to_string(&record.params).unwrap_or_default();
-        let entry = points.entry(key);
-        let index = entry.index();
-        let first = entry.or_insert_with(|| (record.id, std::mem::take(&mut record.params)));
-        first.0 = first.0.min(record.id);
-        record.params = Params::new();
-        // Only what the statistics need is kept of the record.
-        record.output =
-            Value::Map(numeric_fields(&record.output).into_iter().map(|(k, v)| (k, Value::Float(v))).collect());
-        record.reason = None;
-        record.stderr_tail = None;
-        latest.insert(record.id, (index, record));
-    })?;
-    if !repeated {
-        let _ = fs::remove_file(&path);
-        return Ok(());
+/// The statistics of each parameter point, gathered from the latest record of each id in
+/// id order (as consolidation streams them), for `summary.csv`. Memory grows with the
+/// number of points, not of records; when no point has more than one run it gathers
+/// nothing.
+#[derive(Debug)]
+pub struct SummaryPass {
+    /// Whether some point has more than one run: there is a summary to write.
+    repeated: bool,
+    /// Each point, keyed by its parameters as JSON: its first id and its parameters.
+    points: IndexMap<String, (u64, Params)>,
+    /// The statistics of each point, in the order of `points`.
+    stats: Vec<PointStats>,
+    /// The key of the record being added (kept to spare an allocation per record).
+    key: Vec<u8>,
+}
+
+impl SummaryPass {
+    /// A pass for an operation where some point has more than one run when `repeated`
+    /// (a record with `run > 0`), otherwise one that gathers nothing and removes a stale
+    /// `summary.csv`.
+    pub fn new(repeated: bool) -> SummaryPass {
+        SummaryPass { repeated, points: IndexMap::new(), stats: Vec::new(), key: Vec::new() }
     }
-    let mut stats = vec![PointStats::default(); points.len()];
-    let mut ids: Vec<u64> = latest.keys().copied().collect();
-    ids.sort_unstable();
-    for id in ids {
-        if let Some((index, record)) = latest.get(&id) {
-            stats[*index].add(record);
+
+    /// Adds the latest record of one id; records are added in id order.
+    pub fn add(&mut self, record: &ProcessRecord) {
+        if !self.repeated {
+            return;
+        }
+        self.key.clear();
+        if serde_json::to_writer(&mut self.key, &record.params).is_err() {
+            self.key.clear();
+        }
+        let key = std::str::from_utf8(&self.key).unwrap_or_default();
+        let index = match self.points.get_index_of(key) {
+            Some(index) => {
+                if let Some((first, _)) = self.points.get_index_mut(index).map(|(_, point)| point) {
+                    *first = (*first).min(record.id);
+                }
+                index
+            }
+            None => {
+                self.points.insert(key.to_owned(), (record.id, record.params.clone()));
+                self.stats.push(PointStats::default());
+                self.stats.len() - 1
+            }
+        };
+        if let Some(stats) = self.stats.get_mut(index) {
+            stats.add(record);
         }
     }
+
+    /// Writes `summary.csv` in `dir` (beside, then renamed into place), or removes a stale
+    /// one when no point has more than one run.
+    pub fn write(self, dir: &Path) -> Result<()> {
+        let path = dir.join(SUMMARY_CSV);
+        if !self.repeated {
+            let _ = fs::remove_file(&path);
+            return Ok(());
+        }
+        let SummaryPass { points, stats, .. } = self;
+        let spec = read_spec(dir);
+        let adaptive = spec.as_ref().map(AdaptiveRuns::from_spec).transpose().ok().flatten().flatten();
+        write_points(&path, dir, &points, &stats, adaptive.as_ref())
+    }
+}
+
+/// Writes the rows of `points` (with their `stats`) to `path`, beside and renamed into place.
+fn write_points(
+    path: &Path,
+    dir: &Path,
+    points: &IndexMap<String, (u64, Params)>,
+    stats: &[PointStats],
+    adaptive: Option<&AdaptiveRuns>,
+) -> Result<()> {
     let mut fields: indexmap::IndexSet<String> = indexmap::IndexSet::new();
     let mut param_names: indexmap::IndexSet<String> = indexmap::IndexSet::new();
-    for ((_, params), point) in points.values().zip(&stats) {
+    for ((_, params), point) in points.values().zip(stats) {
         param_names.extend(params.keys().cloned());
         fields.extend(point.fields.keys().cloned());
     }
@@ -442,7 +475,7 @@ pub(crate) fn write_summary(dir: &Path) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("write", &tmp, e));
     }
-    fs::rename(&tmp, &path).map_err(|e| Error::io("move into place", &tmp, e))
+    fs::rename(&tmp, path).map_err(|e| Error::io("move into place", &tmp, e))
 }
 
 /// The spec of the run in `dir` (its `operation.toml`), if it reads.

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use serde::de::value::{Error as DeError, StringDeserializer};
+use serde::de::value::{Error as DeError, StrDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, Error as _, IntoDeserializer, MapAccess, Visitor};
 use serde::forward_to_deserialize_any;
 use taskfarm::{Params, Process, ProcessContext, ProcessError, Value};
@@ -35,11 +35,35 @@ impl<P: Process> TypedKind<P> {
         for (k, v) in params {
             merged.insert(k.clone(), v.clone());
         }
-        let has_run_field = self.fields.is_some_and(|fields| fields.contains(&"run"));
-        if has_run_field && !merged.contains_key("run") {
+        if self.has_run_field() && !merged.contains_key("run") {
             merged.insert("run".into(), Value::Int(i64::from(run)));
         }
         merged
+    }
+
+    /// Whether `P` has a field `run`.
+    fn has_run_field(&self) -> bool {
+        self.fields.is_some_and(|fields| fields.contains(&"run"))
+    }
+
+    /// [`merged`](Self::merged) as the entries [`from_entries`] takes, in the same order
+    /// (the spec fields, a parameter in the place of a spec field of its name, then the
+    /// other parameters, then `run`), made without an intermediate table.
+    fn merged_entries(&self, config: &Params, params: &Params, run: u32) -> Vec<(String, serde_json::Value)> {
+        let mut entries = Vec::with_capacity(config.len() + params.len() + 1);
+        for (k, v) in config {
+            let v = params.get(k).unwrap_or(v);
+            entries.push((k.clone(), serde_json::Value::from(v.clone())));
+        }
+        for (k, v) in params {
+            if !config.contains_key(k) {
+                entries.push((k.clone(), serde_json::Value::from(v.clone())));
+            }
+        }
+        if self.has_run_field() && !config.contains_key("run") && !params.contains_key("run") {
+            entries.push(("run".into(), serde_json::Value::from(Value::Int(i64::from(run)))));
+        }
+        entries
     }
 }
 
@@ -70,8 +94,8 @@ impl<P: Process> Kind for TypedKind<P> {
     }
 
     fn run(&self, config: &Params, ctx: &ProcessContext<'_>) -> Result<Value, ProcessError> {
-        let merged = self.merged(config, ctx.params(), ctx.run());
-        let process = from_params::<P>(&merged).map_err(|(key, message)| match key {
+        let entries = self.merged_entries(config, ctx.params(), ctx.run());
+        let process = from_entries::<P>(entries).map_err(|(key, message)| match key {
             Some(key) => ProcessError::msg(format!("field `{key}`: {message}")),
             None => ProcessError::msg(message),
         })?;
@@ -83,9 +107,14 @@ impl<P: Process> Kind for TypedKind<P> {
 /// Deserializes `P` from a table; on failure, the key the error is about (if known) and
 /// serde's message.
 pub(crate) fn from_params<P: de::DeserializeOwned>(params: &Params) -> Result<P, (Option<String>, String)> {
+    from_entries(params.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect())
+}
+
+/// [`from_params`] from a table's entries, already as JSON values.
+fn from_entries<P: de::DeserializeOwned>(
+    entries: Vec<(String, serde_json::Value)>,
+) -> Result<P, (Option<String>, String)> {
     let failed = RefCell::new(None);
-    let entries: Vec<(String, serde_json::Value)> =
-        params.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect();
     let access = KeyedMap { entries: entries.into_iter(), pending: None, failed: &failed };
     P::deserialize(KeyedDeserializer(access)).map_err(|e| (failed.into_inner(), e.to_string()))
 }
@@ -102,7 +131,7 @@ impl<'de> MapAccess<'de> for KeyedMap<'_> {
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         let Some((key, value)) = self.entries.next() else { return Ok(None) };
-        let de: StringDeserializer<DeError> = key.clone().into_deserializer();
+        let de: StrDeserializer<'_, DeError> = key.as_str().into_deserializer();
         match seed.deserialize(de) {
             Ok(k) => {
                 self.pending = Some((key, value));

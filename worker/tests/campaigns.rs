@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{result_dir, text, worker_no_panic};
+use common::{first_run_dir, journaled_ids, result_dir, spawn_worker_silent, text, worker_no_panic};
 
 /// A sweep of two points × 6 runs; run 3 of x = 2 crashes. `v` is a fixed function of x and
 /// the run, `label` is text (no statistics), `flag` a boolean (none either).
@@ -225,37 +225,24 @@ kind = "command"
 command = ["sh", "-c", '''echo "{{\"n\": {rows}}}"''']
 "#;
 
-/// Ids of the records in a stage's journal, each as often as it was recorded.
-fn journaled_ids(dir: &Path) -> Vec<u64> {
-    backend_core::journal::read_journal(&dir.join("journal"))
-        .map(|j| j.records.iter().map(|r| r.id).collect())
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_chain_killed_in_its_second_stage_resumes_with_every_process_once() {
     let base = tempfile::tempdir().expect("a temporary directory");
     let chain = base.path().join("slow.toml");
     std::fs::write(&chain, SLOW_SECOND_STAGE).expect("the chain is written");
     let results = base.path().join("r");
-    let mut child = std::process::Command::new(common::WORKER)
-        .args(["run", chain.to_str().unwrap_or_default(), "--backend", "local", "--pool-size", "2", "-q"])
-        .args(["--results", results.to_str().unwrap_or_default()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the worker starts");
+    let (chain, out) = (chain.to_str().unwrap_or_default(), results.to_str().unwrap_or_default());
+    let args = ["run", chain, "--backend", "local", "--pool-size", "2", "-q", "--results", out];
+    let mut child = spawn_worker_silent(&args, Path::new("."));
     // Wait until the second stage has recorded some processes but not all.
     let waited = std::time::Instant::now();
     let dir = loop {
         assert!(waited.elapsed() < std::time::Duration::from_secs(60), "the second stage never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let Ok(entries) = std::fs::read_dir(results.join("slow")) else { continue };
-        let dirs: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| !p.is_symlink()).collect();
-        if let Some(dir) = dirs.first() {
+        if let Some(dir) = first_run_dir(&results, "slow") {
             let n = journaled_ids(&dir.join("slow")).len();
             if (2..8).contains(&n) {
-                break dir.clone();
+                break dir;
             }
         }
     };
@@ -292,7 +279,7 @@ fn summary_rows(dir: &Path) -> Vec<String> {
 
 #[test]
 fn adaptive_runs_give_each_point_the_same_runs_on_every_backend() {
-    let spec = common::specs_dir().join("pi_adaptive.toml");
+    let spec = common::spec("pi_adaptive.toml");
     let base = tempfile::tempdir().expect("a temporary directory");
     let mut dirs = Vec::new();
     for backend in ["serial", "local"] {
@@ -367,22 +354,16 @@ fn adaptive_runs_killed_and_resumed_decide_as_an_uninterrupted_run() {
     assert!(total > 9, "some point needed more than its first runs ({total} processes)");
 
     let results = base.path().join("killed");
-    let mut child = std::process::Command::new(common::WORKER)
-        .args(["run", spec.to_str().unwrap_or_default(), "--backend", "local", "--pool-size", "2", "-q"])
-        .args(["--results", results.to_str().unwrap_or_default()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the worker starts");
+    let (spec, out) = (spec.to_str().unwrap_or_default(), results.to_str().unwrap_or_default());
+    let args = ["run", spec, "--backend", "local", "--pool-size", "2", "-q", "--results", out];
+    let mut child = spawn_worker_silent(&args, Path::new("."));
     let waited = std::time::Instant::now();
     let dir = loop {
         assert!(waited.elapsed() < std::time::Duration::from_secs(60), "the run never got going");
         std::thread::sleep(std::time::Duration::from_millis(10));
-        let Ok(entries) = std::fs::read_dir(results.join("slow_adaptive")) else { continue };
-        let dirs: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| !p.is_symlink()).collect();
-        if let Some(dir) = dirs.first() {
-            if (4..total - 2).contains(&journaled_ids(dir).len()) {
-                break dir.clone();
+        if let Some(dir) = first_run_dir(&results, "slow_adaptive") {
+            if (4..total - 2).contains(&journaled_ids(&dir).len()) {
+                break dir;
             }
         }
     };

@@ -8,28 +8,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use common::{result_dir, specs_dir, text, worker_no_panic as run};
-
-/// `id -> (status, reason)` from results.jsonl.
-fn rows(dir: &Path) -> BTreeMap<u64, (String, String)> {
-    let mut rows = BTreeMap::new();
-    for row in backend_core::results::read_results_jsonl(dir).expect("results.jsonl") {
-        let id = row["id"].as_u64().expect("an id");
-        let status = row["status"].as_str().unwrap_or_default().to_owned();
-        let reason = row["reason"].as_str().unwrap_or_default().to_owned();
-        rows.insert(id, (status, reason));
-    }
-    rows
-}
+use common::{result_dir, rows, spec, specs_dir, text, worker_no_panic as run};
 
 #[test]
 fn the_python_example_gives_the_same_rows_on_serial_and_local() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let root = specs_dir().join("../..");
-    let spec = specs_dir().join("python_sweep.toml");
+    let spec = spec("python_sweep.toml");
     let spec = spec.to_str().expect("a UTF-8 path");
     for backend in ["serial", "local"] {
         let results = dir.path().join(backend);

@@ -5,28 +5,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backend_core::journal::read_journal;
-use common::{result_dir, text, worker_no_panic as run, WORKER};
+use common::{
+    first_run_dir, journaled_ids, result_dir, rows, spawn_worker, spawn_worker_silent, text, worker_no_panic as run,
+};
 
 /// Only to avoid hanging forever: nothing is asserted about time.
 const PATIENCE: Duration = Duration::from_secs(120);
-
-/// `id -> (status, reason)` from results.jsonl.
-fn rows(dir: &Path) -> BTreeMap<u64, (String, String)> {
-    let mut rows = BTreeMap::new();
-    for row in backend_core::results::read_results_jsonl(dir).expect("results.jsonl") {
-        let id = row["id"].as_u64().expect("an id");
-        let status = row["status"].as_str().unwrap_or_default().to_owned();
-        let reason = row["reason"].as_str().unwrap_or_default().to_owned();
-        assert!(rows.insert(id, (status, reason)).is_none(), "id {id} has one row");
-    }
-    rows
-}
 
 #[test]
 fn every_failure_is_one_row_with_its_status_and_the_others_finish() {
@@ -100,13 +89,7 @@ fn start_sleepy_sweep(dir: &Path) -> Child {
          10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23] }\n",
     )
     .expect("the spec is written");
-    Command::new(WORKER)
-        .args(["run", "sleepy.toml", "--quiet", "--backend", "local", "--pool-size", "2"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the worker starts")
+    spawn_worker(&["run", "sleepy.toml", "--quiet", "--backend", "local", "--pool-size", "2"], dir)
 }
 
 /// Waits until the run's journal holds at least `n` records.
@@ -114,12 +97,9 @@ fn wait_for_records(base: &Path, n: usize) -> PathBuf {
     let start = Instant::now();
     loop {
         assert!(start.elapsed() < PATIENCE, "no {n} records in the journal");
-        if let Ok(mut entries) = std::fs::read_dir(base.join("sleepy")) {
-            if let Some(Ok(entry)) = entries.next() {
-                let journal = entry.path().join("journal");
-                if read_journal(&journal).is_ok_and(|j| j.records.len() >= n) {
-                    return entry.path();
-                }
+        if let Some(run_dir) = first_run_dir(base, "sleepy") {
+            if journaled_ids(&run_dir).len() >= n {
+                return run_dir;
             }
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -220,13 +200,8 @@ fn kill_9_leaves_no_process_behind(isolation: &str) {
         ),
     )
     .expect("the spec is written");
-    let mut worker = Command::new(WORKER)
-        .args(["run", "orphans.toml", "--quiet", "--backend", "local", "--pool-size", "2"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the worker starts");
+    let mut worker =
+        spawn_worker_silent(&["run", "orphans.toml", "--quiet", "--backend", "local", "--pool-size", "2"], dir.path());
     // Two processes run at once, each with three pids.
     let mut started = pids_written(&pids, 6);
     worker.kill().expect("SIGKILL");
@@ -550,13 +525,7 @@ fn a_constrained_space_of_10_to_the_18_starts_at_once_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(dir.path().join("huge.toml"), constrained_spec(9, 100, "p8 < 5", "sleep 0.05; echo {p8}"))
         .expect("the spec is written");
-    let child = Command::new(WORKER)
-        .args(["run", "huge.toml", "--backend", "local", "--pool-size", "1"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the worker starts");
+    let child = spawn_worker(&["run", "huge.toml", "--backend", "local", "--pool-size", "1"], dir.path());
     // Records arrive although the processes were never counted (10^18 combinations).
     let start = Instant::now();
     let run_dir = loop {
@@ -564,9 +533,8 @@ fn a_constrained_space_of_10_to_the_18_starts_at_once_and_stops_on_sigterm() {
             let out = wait_or_kill(child, Duration::ZERO);
             panic!("no process ran within 60 s: {}", text(&out.stderr));
         }
-        let run_dir = std::fs::read_dir(dir.path().join("results/huge")).ok().and_then(|mut e| e.next()?.ok());
-        if let Some(run_dir) = run_dir.map(|e| e.path()) {
-            if read_journal(&run_dir.join("journal")).is_ok_and(|j| j.records.len() >= 3) {
+        if let Some(run_dir) = first_run_dir(&dir.path().join("results"), "huge") {
+            if journaled_ids(&run_dir).len() >= 3 {
                 break run_dir;
             }
         }
@@ -587,13 +555,7 @@ fn a_constrained_space_of_10_to_the_18_starts_at_once_and_stops_on_sigterm() {
 fn sigterm_while_counting_ends_the_program_at_once() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(dir.path().join("count.toml"), constrained_spec(8, 10, "p0 < 5", "true")).expect("the spec");
-    let child = Command::new(WORKER)
-        .args(["validate", "count.toml"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the worker starts");
+    let child = spawn_worker(&["validate", "count.toml"], dir.path());
     std::thread::sleep(Duration::from_millis(500));
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs").success());
     let out = wait_or_kill(child, Duration::from_secs(60));

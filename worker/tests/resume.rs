@@ -3,18 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
-
-use common::{result_dir, specs_dir, text, worker_no_panic};
-
-fn spec(name: &str) -> PathBuf {
-    specs_dir().join(name)
-}
-
-fn worker(args: &[&str]) -> Output {
-    worker_no_panic(args, Path::new("."))
-}
+use common::{result_dir, spec, text, worker_here as worker};
 
 #[test]
 fn resume_finishes_an_interrupted_run() {

@@ -1,7 +1,7 @@
 //! The look-ahead window: up to a bound of jobs pulled ahead from the lazy source, handed
 //! out longest predicted first once the model is trusted, in id order before.
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::Instant;
 
 use super::model::Features;
@@ -47,7 +47,10 @@ impl<P> Ord for Waiting<P> {
 /// in flight until its record comes back ([`Learner::recorded`]).
 pub struct Lookahead<P> {
     source: JobSource<P>,
+    /// The window while it is ordered by prediction.
     heap: BinaryHeap<Waiting<P>>,
+    /// The window while it is in the source's order (a queue: no sifting per job).
+    in_order: VecDeque<Waiting<P>>,
     bound: usize,
     learner: Learner,
     seq: u64,
@@ -56,6 +59,8 @@ pub struct Lookahead<P> {
     by_prediction: bool,
     /// How many durations the model had learnt when the window was last scored.
     scored_at: u64,
+    /// How many jobs were handed out since the window was last scored.
+    handed_out_since_scoring: usize,
 }
 
 impl<P> Lookahead<P> {
@@ -64,28 +69,30 @@ impl<P> Lookahead<P> {
         Lookahead {
             source,
             heap: BinaryHeap::new(),
+            in_order: VecDeque::new(),
             bound: bound.max(1),
             learner,
             seq: 0,
             ended: false,
             by_prediction: false,
             scored_at: 0,
+            handed_out_since_scoring: 0,
         }
     }
 
     /// How many jobs the window holds now.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.in_order.len()
     }
 
     /// Whether the window holds no job now.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.heap.is_empty() && self.in_order.is_empty()
     }
 
     /// Pulls from the source until the window holds `bound` jobs or the source ends.
     fn refill(&mut self) {
-        while self.heap.len() < self.bound && !self.ended {
+        while self.len() < self.bound && !self.ended {
             // The job is made without the learner's lock: making it may take a while.
             let Some(job) = self.source.next() else {
                 self.ended = true;
@@ -98,7 +105,12 @@ impl<P> Lookahead<P> {
             state.window_s += predicted_s.unwrap_or(0.0);
             drop(state);
             let key = if self.by_prediction { predicted_s.unwrap_or(0.0) } else { 0.0 };
-            self.heap.push(Waiting { key, seq: self.seq, predicted_s, features, job });
+            let waiting = Waiting { key, seq: self.seq, predicted_s, features, job };
+            if self.by_prediction {
+                self.heap.push(waiting);
+            } else {
+                self.in_order.push_back(waiting);
+            }
             self.seq += 1;
         }
     }
@@ -110,12 +122,23 @@ impl<P> Lookahead<P> {
         let seen = state.model.seen();
         let trusted = state.model.trusted();
         let grown = seen >= self.scored_at + (self.scored_at / 4).max(MIN_TRUST);
-        if trusted == self.by_prediction && !(trusted && grown) {
+        let flipped = trusted != self.by_prediction;
+        let due = flipped || (trusted && grown);
+        if !due {
             return;
         }
+        // A model whose error hovers at the threshold of trust flips back and forth, and each
+        // flip would score the whole window again: after the first scoring, a flip is acted
+        // on once a quarter of the window was handed out since the last one (amortised, a
+        // few predictions per job).
+        if flipped && self.scored_at > 0 && self.handed_out_since_scoring < self.len() / 4 {
+            return;
+        }
+        self.handed_out_since_scoring = 0;
         self.by_prediction = trusted;
         self.scored_at = seen;
         let mut waiting = std::mem::take(&mut self.heap).into_vec();
+        waiting.extend(std::mem::take(&mut self.in_order));
         let mut sum = 0.0;
         for w in &mut waiting {
             w.predicted_s = state.model.predict(&w.features);
@@ -124,7 +147,12 @@ impl<P> Lookahead<P> {
         }
         state.window_s = sum;
         drop(state);
-        self.heap = BinaryHeap::from(waiting);
+        if trusted {
+            self.heap = BinaryHeap::from(waiting);
+        } else {
+            waiting.sort_unstable_by_key(|w| w.seq);
+            self.in_order = waiting.into();
+        }
     }
 }
 
@@ -136,7 +164,8 @@ impl<P> Iterator for Lookahead<P> {
         if self.bound > 1 {
             self.rescore_if_due();
         }
-        let waiting = self.heap.pop()?;
+        let waiting = if self.by_prediction { self.heap.pop() } else { self.in_order.pop_front() }?;
+        self.handed_out_since_scoring += 1;
         let mut state = self.learner.state();
         state.window_len = state.window_len.saturating_sub(1);
         state.window_s = if state.window_len == 0 { 0.0 } else { state.window_s - waiting.predicted_s.unwrap_or(0.0) };

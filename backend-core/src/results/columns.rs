@@ -70,9 +70,17 @@ impl Columns {
         for (i, value) in fixed.into_iter().enumerate() {
             cells[first + i] = Some(value);
         }
-        for (field, value) in output_fields(record) {
-            if let Some(&i) = self.outputs.get(&field) {
-                cells[i] = Some(value);
+        if let Some(map) = flat_output(record) {
+            for (field, value) in map {
+                if let Some(&i) = self.outputs.get(field) {
+                    cells[i] = Some(value.clone());
+                }
+            }
+        } else {
+            for (field, value) in output_fields(record) {
+                if let Some(&i) = self.outputs.get(&field) {
+                    cells[i] = Some(value);
+                }
             }
         }
         let last = self.names.len() - 1;
@@ -107,6 +115,20 @@ pub(super) fn output_fields(record: &ProcessRecord) -> Vec<(String, Value)> {
         }
     }
     fields
+}
+
+/// A record's output when it is a table whose fields are [`output_fields`] as they are: no
+/// empty key and no table inside (the usual output), so its keys are the field names
+/// without a name being made per record.
+pub(super) fn flat_output(record: &ProcessRecord) -> Option<&indexmap::IndexMap<String, Value>> {
+    match &record.output {
+        Value::Map(map)
+            if map.iter().all(|(key, value)| !key.is_empty() && !matches!(value, Value::Map(m) if !m.is_empty())) =>
+        {
+            Some(map)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexSet;
 
-use super::columns::{output_fields, Columns};
+use super::columns::{flat_output, output_fields, Columns};
 use super::files;
 use super::staged::Staged;
 use super::visit::{Journal, Order, Visit, HELD_RECORDS, REORDER_WINDOW};
@@ -45,46 +45,78 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     // streamed when the journal is nearly in id order (see `Order`).
     let journal = Journal::open(dir)?;
     let (first, order, damage) = first_pass(&journal)?;
-    let FirstPass { params, outputs, mut timeline, tally, recorded, finished } = first;
+    let FirstPass { params, outputs, mut timeline, tally, recorded, finished, repeated } = first;
     let columns = Columns::new(&params, &outputs);
+    let mut summary = crate::summary::SummaryPass::new(repeated);
 
-    // Second pass: the three files, side by side, then each renamed into place.
+    // Second pass: the three files, side by side, then each renamed into place. This
+    // thread reads and decodes the journal (and gathers the timeline's and the summary's
+    // figures) while another writes the rows, so two cores share the pass. Each batch of
+    // records goes to the writer and comes back to be freed and refilled here, where its
+    // records were made.
     let mut csv_out = Staged::create(dir, files::RESULTS_CSV)?;
     let mut jsonl_out = Staged::create(dir, files::RESULTS_JSONL)?;
     let mut crashed_out = Staged::create(dir, files::CRASHED_JSONL)?;
-    {
-        let mut csv = csv::Writer::from_writer(&mut csv_out.out);
-        let csv_path = csv_out.tmp.clone();
-        let csv_error = |e: csv::Error| Error::io("write", &csv_path, std::io::Error::other(e.to_string()));
-        csv.write_record(&columns.names).map_err(csv_error)?;
-        // The row's cell of each column, when the record has one.
-        let mut cells: Vec<Option<Value>> = Vec::with_capacity(columns.names.len());
+    std::thread::scope(|scope| -> Result<()> {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<ProcessRecord>>(ROW_BATCHES);
+        let (give_back, given_back) = std::sync::mpsc::sync_channel::<Vec<ProcessRecord>>(ROW_BATCHES + 1);
+        let (csv_sink, csv_path) = (&mut csv_out.out, csv_out.tmp.clone());
+        let (jsonl_out, crashed_out, columns) = (&mut jsonl_out, &mut crashed_out, &columns);
+        let writer = scope.spawn(move || -> Result<()> {
+            let mut csv = csv::Writer::from_writer(csv_sink);
+            let csv_error = |e: csv::Error| Error::io("write", &csv_path, std::io::Error::other(e.to_string()));
+            csv.write_record(&columns.names).map_err(csv_error)?;
+            // The row's cell of each column, when the record has one, and the same as JSON.
+            let mut cells: Vec<Option<Value>> = Vec::with_capacity(columns.names.len());
+            let mut json_cells: Vec<Option<serde_json::Value>> = Vec::with_capacity(columns.names.len());
+            for batch in received {
+                for record in &batch {
+                    columns.fill(record, &mut cells);
+                    csv.write_record(cells.iter().map(|c| c.as_ref().map(Value::csv_cell).unwrap_or_default()))
+                        .map_err(csv_error)?;
+                    json_cells.clear();
+                    json_cells.extend(cells.iter_mut().map(|cell| cell.take().map(serde_json::Value::from)));
+                    jsonl_out.json_line(&JsonRow { names: &columns.names, cells: &json_cells })?;
+                    if record.status != Status::Finished {
+                        crashed_out.json_line(&crash_record(record))?;
+                    }
+                }
+                let _ = give_back.try_send(batch);
+            }
+            csv.flush().map_err(|e| Error::io("write", &csv_path, e))
+        });
+        let mut batch = Vec::with_capacity(ROW_BATCH);
         let second = journal.visit_latest(&order, |record| {
             timeline.count(&record);
-            columns.fill(&record, &mut cells);
-            csv.write_record(cells.iter().map(|c| c.as_ref().map(Value::csv_cell).unwrap_or_default()))
-                .map_err(csv_error)?;
-            let object: serde_json::Map<String, serde_json::Value> = columns
-                .names
-                .iter()
-                .zip(cells.iter_mut())
-                .filter_map(|(name, cell)| Some((name.clone(), serde_json::Value::from(cell.take()?))))
-                .collect();
-            jsonl_out.json_line(&object)?;
-            if record.status != Status::Finished {
-                crashed_out.json_line(&crash_record(&record))?;
+            summary.add(&record);
+            batch.push(record);
+            if batch.len() >= ROW_BATCH {
+                let mut next = given_back.try_recv().unwrap_or_else(|_| Vec::with_capacity(ROW_BATCH));
+                next.clear();
+                let full = std::mem::replace(&mut batch, next);
+                // Fails only when the writer stopped on an error, which its join returns.
+                batches.send(full).map_err(|_| Error::Internal("the writer of the results stopped".into()))?;
             }
             Ok(())
-        })?;
-        if !matches!(second, Visit::Done { .. }) {
+        });
+        if matches!(second, Ok(Visit::Done { .. })) {
+            let _ = batches.send(batch);
+        }
+        drop(batches);
+        let written = writer.join().unwrap_or_else(|payload| {
+            Err(Error::Internal(format!("writing the results panicked: {}", crate::panic_message(payload.as_ref()))))
+        });
+        // The writer's error first: the reader's is then only that the writer stopped.
+        written?;
+        if !matches!(second?, Visit::Done { .. }) {
             return Err(Error::Internal(format!("the journal in {} changed while it was read", dir.display())));
         }
-        csv.flush().map_err(|e| Error::io("write", &csv_out.tmp, e))?;
-    }
+        Ok(())
+    })?;
     csv_out.commit()?;
     jsonl_out.commit()?;
     crashed_out.commit()?;
-    crate::summary::write_summary(dir)?;
+    summary.write(dir)?;
 
     let tmp = dir.join(format!(".{}.tmp", files::TIMELINE_SVG));
     let drawn = timeline.write(&tmp).and_then(|()| {
@@ -171,6 +203,8 @@ struct FirstPass {
     tally: crate::report::Tally,
     recorded: u64,
     finished: u64,
+    /// Whether some id has a run above 0: a point with more than one run (`summary.csv`).
+    repeated: bool,
 }
 
 impl Default for FirstPass {
@@ -182,6 +216,7 @@ impl Default for FirstPass {
             tally: crate::report::Tally::new(crate::page::PAGE_SLOWEST),
             recorded: 0,
             finished: 0,
+            repeated: false,
         }
     }
 }
@@ -193,15 +228,50 @@ impl FirstPass {
                 self.params.insert(key.clone());
             }
         }
-        for (field, _) in output_fields(record) {
-            if !self.outputs.contains(&field) {
-                self.outputs.insert(field);
+        if let Some(map) = flat_output(record) {
+            for field in map.keys() {
+                if !self.outputs.contains(field) {
+                    self.outputs.insert(field.clone());
+                }
+            }
+        } else {
+            for (field, _) in output_fields(record) {
+                if !self.outputs.contains(&field) {
+                    self.outputs.insert(field);
+                }
             }
         }
         self.timeline.add(record);
         self.tally.add(record);
         self.recorded += 1;
         self.finished += u64::from(record.status == Status::Finished);
+        self.repeated |= record.run > 0;
+    }
+}
+
+/// How many records the reading thread of consolidation's second pass hands to the writing
+/// one at a time, and how many such batches may wait: few enough that memory stays flat,
+/// enough that the two threads seldom wait for each other.
+const ROW_BATCH: usize = 256;
+const ROW_BATCHES: usize = 4;
+
+/// A row of `results.jsonl`: an object of each column's cell, in column order, columns
+/// without a cell left out (written as it goes, with no map built per row).
+struct JsonRow<'a> {
+    names: &'a [String],
+    cells: &'a [Option<serde_json::Value>],
+}
+
+impl serde::Serialize for JsonRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut row = serializer.serialize_map(None)?;
+        for (name, cell) in self.names.iter().zip(self.cells) {
+            if let Some(cell) = cell {
+                row.serialize_entry(name, cell)?;
+            }
+        }
+        row.end()
     }
 }
 
