@@ -10,7 +10,7 @@ use indexmap::IndexSet;
 
 use super::columns::{flat_output, output_fields, Columns};
 use super::files;
-use super::staged::Staged;
+use super::pending::PendingFile;
 use super::visit::{Journal, Order, Visit, HELD_RECORDS, REORDER_WINDOW};
 use crate::journal::Damage;
 use crate::{Error, ProcessRecord, Result, Status, Value};
@@ -54,9 +54,9 @@ pub fn consolidate_dir(dir: &Path) -> Result<Consolidated> {
     // figures) while another writes the rows, so two cores share the pass. Each batch of
     // records goes to the writer and comes back to be freed and refilled here, where its
     // records were made.
-    let mut csv_out = Staged::create(dir, files::RESULTS_CSV)?;
-    let mut jsonl_out = Staged::create(dir, files::RESULTS_JSONL)?;
-    let mut crashed_out = Staged::create(dir, files::CRASHED_JSONL)?;
+    let mut csv_out = PendingFile::create(dir, files::RESULTS_CSV)?;
+    let mut jsonl_out = PendingFile::create(dir, files::RESULTS_JSONL)?;
+    let mut crashed_out = PendingFile::create(dir, files::CRASHED_JSONL)?;
     std::thread::scope(|scope| -> Result<()> {
         let (batches, received) = std::sync::mpsc::sync_channel::<Vec<ProcessRecord>>(ROW_BATCHES);
         let (give_back, given_back) = std::sync::mpsc::sync_channel::<Vec<ProcessRecord>>(ROW_BATCHES + 1);
@@ -166,7 +166,7 @@ fn write_page_file(
     // still going, whose consolidation writes it too.
     let tmp = dir.join(format!(".{}.{}.tmp", files::REPORT_HTML, std::process::id()));
     let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let mut out = Staged::writing_to(Box::new(file), tmp, dir.join(files::REPORT_HTML));
+    let mut out = PendingFile::writing_to(Box::new(file), tmp, dir.join(files::REPORT_HTML));
     out.out.write_all(html.as_bytes()).map_err(|e| Error::io("write", &out.tmp, e))?;
     out.commit()?;
     Ok(dir.join(files::REPORT_HTML))

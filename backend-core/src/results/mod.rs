@@ -10,7 +10,7 @@
 mod columns;
 mod consolidate;
 mod directory;
-mod staged;
+mod pending;
 mod visit;
 
 use std::fs;

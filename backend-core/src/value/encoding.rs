@@ -63,7 +63,7 @@ impl From<Value> for serde_json::Value {
 
 /// The compact form: a tagged enum whose variant order is the wire format.
 #[derive(Serialize)]
-enum WireRef<'a> {
+enum TaggedRef<'a> {
     Null,
     Bool(bool),
     Int(i64),
@@ -75,7 +75,7 @@ enum WireRef<'a> {
 }
 
 #[derive(Deserialize)]
-enum Wire {
+enum Tagged {
     Null,
     Bool(bool),
     Int(i64),
@@ -90,14 +90,14 @@ impl Serialize for Value {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if !serializer.is_human_readable() {
             let wire = match self {
-                Value::Null => WireRef::Null,
-                Value::Bool(b) => WireRef::Bool(*b),
-                Value::Int(i) => WireRef::Int(*i),
-                Value::UInt(u) => WireRef::UInt(*u),
-                Value::Float(f) => WireRef::Float(*f),
-                Value::Str(s) => WireRef::Str(s),
-                Value::List(items) => WireRef::List(items),
-                Value::Map(map) => WireRef::Map(map),
+                Value::Null => TaggedRef::Null,
+                Value::Bool(b) => TaggedRef::Bool(*b),
+                Value::Int(i) => TaggedRef::Int(*i),
+                Value::UInt(u) => TaggedRef::UInt(*u),
+                Value::Float(f) => TaggedRef::Float(*f),
+                Value::Str(s) => TaggedRef::Str(s),
+                Value::List(items) => TaggedRef::List(items),
+                Value::Map(map) => TaggedRef::Map(map),
             };
             return wire.serialize(serializer);
         }
@@ -141,15 +141,15 @@ impl Serialize for Value {
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
         if !deserializer.is_human_readable() {
-            return Ok(match Wire::deserialize(deserializer)? {
-                Wire::Null => Value::Null,
-                Wire::Bool(b) => Value::Bool(b),
-                Wire::Int(i) => Value::Int(i),
-                Wire::UInt(u) => Value::from(u),
-                Wire::Float(f) => Value::Float(f),
-                Wire::Str(s) => Value::Str(s),
-                Wire::List(items) => Value::List(items),
-                Wire::Map(map) => Value::Map(map),
+            return Ok(match Tagged::deserialize(deserializer)? {
+                Tagged::Null => Value::Null,
+                Tagged::Bool(b) => Value::Bool(b),
+                Tagged::Int(i) => Value::Int(i),
+                Tagged::UInt(u) => Value::from(u),
+                Tagged::Float(f) => Value::Float(f),
+                Tagged::Str(s) => Value::Str(s),
+                Tagged::List(items) => Value::List(items),
+                Tagged::Map(map) => Value::Map(map),
             });
         }
         deserializer.deserialize_any(ValueVisitor)

@@ -10,22 +10,22 @@ use crate::{Error, Result};
 /// A consolidated file being written beside its place (`.<name>.tmp`), renamed into place
 /// by `commit`. One dropped without its commit (a write failed, e.g. the disk is full) is
 /// removed, so a failed consolidation leaves no temporary file behind.
-pub(super) struct Staged {
+pub(super) struct PendingFile {
     pub(super) tmp: PathBuf,
     path: PathBuf,
     pub(super) out: BufWriter<Box<dyn Write + Send>>,
     committed: bool,
 }
 
-impl Staged {
+impl PendingFile {
     pub(super) fn create(dir: &Path, name: &str) -> Result<Self> {
         let tmp = dir.join(format!(".{name}.tmp"));
         let file = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        Ok(Staged::writing_to(Box::new(file), tmp, dir.join(name)))
+        Ok(PendingFile::writing_to(Box::new(file), tmp, dir.join(name)))
     }
 
     pub(super) fn writing_to(out: Box<dyn Write + Send>, tmp: PathBuf, path: PathBuf) -> Self {
-        Staged { out: BufWriter::with_capacity(256 * 1024, out), tmp, path, committed: false }
+        PendingFile { out: BufWriter::with_capacity(256 * 1024, out), tmp, path, committed: false }
     }
 
     pub(super) fn json_line(&mut self, value: &impl serde::Serialize) -> Result<()> {
@@ -42,7 +42,7 @@ impl Staged {
     }
 }
 
-impl Drop for Staged {
+impl Drop for PendingFile {
     fn drop(&mut self) {
         if !self.committed {
             // What is still buffered would fail to write as the rest did; it is not wanted.
@@ -73,7 +73,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let tmp = dir.path().join(".results.csv.tmp");
         fs::write(&tmp, "partial").expect("the staged file exists");
-        let mut staged = Staged::writing_to(Box::new(Full), tmp.clone(), dir.path().join(files::RESULTS_CSV));
+        let mut staged = PendingFile::writing_to(Box::new(Full), tmp.clone(), dir.path().join(files::RESULTS_CSV));
         let line = "x".repeat(300 * 1024);
         let error = staged.json_line(&line).expect_err("the disk is full");
         assert!(error.to_string().contains("No space left on device"), "{error}");
