@@ -1,0 +1,166 @@
+//! Staging an operation: its result directory, `operation.toml` and journal, and the job
+//! source a backend dispatches (counted, in the look-ahead window, until the deadline or a
+//! stop).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::resume::IdSet;
+use super::{Dispatch, Lifecycle, StagedState, State};
+use crate::backend::{Collector, StatusBoard};
+use crate::journal::JournalWriter;
+use crate::lock::RunLock;
+use crate::predict::{Learner, Lookahead};
+use crate::results::{create_result_dir, files, write_operation_toml};
+use crate::{stop_requested, Error, JobSource, Operation, Process, ProgressDisplay, Result};
+
+impl<P: Process> Lifecycle<P> {
+    /// `stage_in`: creates the result directory, writes `operation.toml`, opens the journal.
+    /// A resumed operation ([`Operation::resume_from`]) continues its earlier run instead.
+    pub fn stage_in(&mut self, operation: Operation<P>) -> Result<()> {
+        crate::subprocess::refuse_operation_in_child()?;
+        refuse_unenforceable_timeout(&operation)?;
+        self.learner = Learner::default();
+        if let Some(resume) = operation.resume().cloned() {
+            return self.stage_in_resumed(operation, resume);
+        }
+        let dir = create_result_dir(operation.results_base(), operation.name())?;
+        self.stage_in_dir(operation, dir)
+    }
+
+    /// `stage_in` into a result directory that already exists and is empty (the MPI
+    /// backend's workers use the directory the master created).
+    pub fn stage_in_dir(&mut self, operation: Operation<P>, dir: PathBuf) -> Result<()> {
+        crate::subprocess::refuse_operation_in_child()?;
+        refuse_unenforceable_timeout(&operation)?;
+        self.learner = Learner::default();
+        self.lock = Some(RunLock::acquire(&dir)?);
+        let mut spec = operation.spec().clone();
+        spec.insert("backend".into(), crate::Value::Str(self.backend.into()));
+        write_operation_toml(&dir, &spec)?;
+        let journal = JournalWriter::create(&dir.join(files::JOURNAL))?;
+        self.stage(operation, dir, journal, None)
+    }
+
+    /// What both ways of staging share: the counts, the progress display, the log, and the
+    /// dispatch of the jobs without a record in `done`, appended to `journal`.
+    pub(super) fn stage(
+        &mut self,
+        operation: Operation<P>,
+        dir: PathBuf,
+        journal: JournalWriter,
+        done: Option<IdSet>,
+    ) -> Result<()> {
+        let len = operation.len();
+        self.board = StatusBoard::new(len);
+        let progress = ProgressDisplay::new(operation.progress(), operation.name(), len);
+        self.name = operation.name().to_owned();
+        self.dir = dir.clone();
+        crate::oplog::open(&dir)?;
+        tracing::info!(target: "taskfarm", "operation `{}` staged in {} on the {} backend: {} processes", operation.name(), dir.display(), self.backend, len.map(|n| n.to_string()).unwrap_or_else(|| "an unknown number of".into()));
+        for history in operation.history() {
+            let learnt = self.learner.seed_from_dir(history, operation.name())?;
+            tracing::info!(target: "taskfarm", "learnt {learnt} durations from {}", history.display());
+        }
+        let learner = self.learner.clone();
+        let observer = crate::adaptive::Observed(operation.observer());
+        let options = operation.options();
+        let collector = Collector {
+            journal,
+            board: self.board.clone(),
+            progress,
+            learner,
+            eta_at: None,
+            observer,
+            retries: options.retries,
+        };
+        let deadline = operation.deadline();
+        self.source_failure = operation.source_failure();
+        // The dispatch's length is what the source will yield: a resumed run skips the ids
+        // recorded already (those of this operation: an id past its end is none of its jobs).
+        let to_run = match (&done, len) {
+            (Some(done), Some(len)) => Some(len.saturating_sub(done.iter().take_while(|&id| id < len).count() as u64)),
+            _ => len,
+        };
+        // A source that decides from results (adaptive runs) may wait in `next` for the
+        // records of the jobs it gave: a window that pulled ahead of those jobs, holding them
+        // unstarted, would wait for ever. Such a source runs in order.
+        let waits_for_records = operation.observer().is_some();
+        let lookahead = if self.in_order || waits_for_records { 1 } else { operation.lookahead() };
+        let jobs = match len {
+            Some(_) => operation.into_jobs(),
+            None => counted(operation.into_jobs(), self.board.clone()),
+        };
+        let jobs: JobSource<P> = match done {
+            Some(done) => Box::new(jobs.filter(move |job| !done.contains(job.id))),
+            None => jobs,
+        };
+        let jobs: JobSource<P> = Box::new(Lookahead::new(jobs, lookahead, self.learner.clone()));
+        let jobs = match deadline {
+            Some(deadline) => until_deadline(jobs, deadline, self.board.clone(), Arc::clone(&self.deadline_reached)),
+            None => jobs,
+        };
+        let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len: to_run, options, waits_for_records };
+        self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
+        Ok(())
+    }
+}
+
+/// Refuses a timeout that nothing would enforce: in thread isolation only a process type
+/// that stops at its deadline itself ([`Process::ENFORCES_TIMEOUT`]) can time out.
+fn refuse_unenforceable_timeout<P: Process>(operation: &Operation<P>) -> Result<()> {
+    let options = operation.options();
+    if options.timeout.is_some() && options.isolation == crate::Isolation::Thread && !P::ENFORCES_TIMEOUT {
+        return Err(Error::TimeoutNotEnforced { process: std::any::type_name::<P>() });
+    }
+    Ok(())
+}
+
+/// Counts the jobs of a source of unknown length as they are made, and sets the board's
+/// total when the source ends by itself (not when a stop ended it: then what is left is
+/// unknown).
+fn counted<P: Process>(mut jobs: JobSource<P>, board: StatusBoard) -> JobSource<P> {
+    let mut made = 0u64;
+    Box::new(std::iter::from_fn(move || match jobs.next() {
+        Some(job) => {
+            made += 1;
+            Some(job)
+        }
+        None => {
+            if !stop_requested() {
+                board.set_total(made);
+            }
+            None
+        }
+    }))
+}
+
+/// The jobs of `jobs` while the longest process of the run so far, started now, would end
+/// before `deadline.at - deadline.margin`; checked before each job is pulled, so once one
+/// would not, no process starts and the source ends (see [`Deadline`](crate::Deadline)).
+fn until_deadline<P: Process>(
+    jobs: JobSource<P>,
+    deadline: crate::Deadline,
+    board: StatusBoard,
+    reached: Arc<AtomicBool>,
+) -> JobSource<P> {
+    let last_start = deadline.at.checked_sub(deadline.margin).unwrap_or(std::time::UNIX_EPOCH);
+    Box::new(jobs.take_while(move |_| {
+        let fits = std::time::SystemTime::now().checked_add(board.longest()).is_some_and(|end| end <= last_start);
+        if !fits && !reached.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                target: "taskfarm",
+                "the deadline is near: no new process starts (the longest so far took {:.1} s); the running ones finish",
+                board.longest().as_secs_f64()
+            );
+        }
+        fits
+    }))
+}
+
+/// The jobs of `jobs` until a stop is requested: checked before each job is pulled, so a
+/// stopped operation starts no new process while those running finish.
+fn until_stopped<P: Process>(jobs: JobSource<P>) -> JobSource<P> {
+    Box::new(jobs.take_while(|_| !stop_requested()))
+}
