@@ -5,6 +5,9 @@
 //! a cluster's file system or an e-mail attachment alike. Written at consolidation from the
 //! same bounded [`Timeline`] and [`Tally`](crate::report::Tally) as `timeline.svg` and
 //! `taskfarm-worker report`, so its size does not grow past [`MAX_PAGE_BARS`] bars.
+//!
+//! One concept (about 530 lines with its tests), read top to bottom: the page and its helpers,
+//! then each of its sections in the order it shows them.
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -7,6 +7,9 @@
 //! Feistel permutation (cycle-walking into `0..samples`), so it needs no table either. A
 //! Sobol sequence is Owen-scrambled from the seed (`sobol_burley`, whose direction numbers
 //! are Joe and Kuo's), each coordinate jittered within its 2⁻²⁴ cell.
+//!
+//! One concept (about 420 lines with its tests), read top to bottom: the methods, the
+//! distributions, the samples, then the arithmetic they draw on.
 
 use crate::{Error, Params, Result, Value};
 
