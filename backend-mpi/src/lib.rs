@@ -3,21 +3,21 @@
 //!
 //! This crate is for clusters (or many cores) under MPI. It is not for one machine without
 //! MPI (that is `backend-local`) and it adds nothing to the model: staging, journaling and
-//! consolidation are `backend-core`'s [`Lifecycle`], the same for every backend.
+//! consolidation are `backend-core`'s [`Lifecycle`](backend_core::Lifecycle), the same for every backend.
 //!
 //! # The SPMD contract
 //!
 //! Every rank runs the same program and makes the same calls: `MpiBackend::new`, then
-//! [`Backend::run`] (or the lifecycle calls one by one) with an operation of the same
+//! [`Backend::run`](backend_core::Backend::run) (or the lifecycle calls one by one) with an operation of the same
 //! process type. What the calls do depends on the rank:
 //!
 //! - **Rank 0, the master**, stages the operation in (result directory, `operation.toml`,
 //!   journal), pulls the processes lazily from the operation, hands them out, journals each
-//!   record as it arrives and consolidates. Its [`Summary`] is the operation's report
+//!   record as it arrives and consolidates. Its [`Summary`](backend_core::Summary) is the operation's report
 //!   (`role: Role::Master`).
 //! - **Every other rank, a worker**, drops the operation it was given in `stage_in` (the
 //!   master's copy is the one that runs), serves units of work in `execute` until the master
-//!   says it is done, and gets from `consolidate` a [`Summary`] with
+//!   says it is done, and gets from `consolidate` a [`Summary`](backend_core::Summary) with
 //!   `role: Role::Worker { worker: rank, processes }`, its own counts and the master's
 //!   result directory. It should then return quietly.
 //! - **A world of one rank** runs the whole operation on rank 0, one process after another,
