@@ -77,15 +77,15 @@ struct Pool<P: Process> {
     running: usize,
 }
 
-/// The records of one unit, sent as its jobs finish.
+/// The records of one unit, framed as its jobs finish and sent in chunks.
 struct UnitRecords {
     /// The id of the unit's first job, which names it to the master.
     first: Option<u64>,
-    /// Its jobs whose records have not been sent.
-    unsent: usize,
-    /// Finished records not yet sent, in the order they finished.
-    ready: Vec<ProcessRecord>,
-    /// When the oldest of `ready` came.
+    /// Its jobs still running (or waiting to).
+    running: usize,
+    /// Records framed and not yet sent, in the order they finished.
+    framed: FramedRecords,
+    /// When the oldest of `framed` came.
     waiting_since: Option<Instant>,
 }
 
@@ -99,8 +99,7 @@ const FIRST_WAIT: Duration = Duration::from_micros(50);
 /// whatever runs after it.
 pub(crate) const HOLD_AT_MOST: Duration = Duration::from_millis(2);
 
-/// Records that make a chunk's worth (a chunk ends earlier when its frames reach
-/// [`CHUNK_BYTES`]).
+/// Room, in records of a typical size, for a chunk.
 const CHUNK_RECORDS: usize = CHUNK_BYTES / TYPICAL_FRAME;
 
 /// Serves the master until `Shutdown` (→ `Ok`) or `Abandon` (→ `Err`).
@@ -216,7 +215,8 @@ impl<P: Process> Worker<'_, P> {
         pool.next_unit += 1;
         let first = unit.first().map(|job| job.id);
         // A unit without jobs is answered at once (the master counts it).
-        pool.units.insert(seq, UnitRecords { first, unsent: unit.len(), ready: Vec::new(), waiting_since: None });
+        let framed = FramedRecords::new(&self.host, first, unit.len().min(CHUNK_RECORDS));
+        pool.units.insert(seq, UnitRecords { first, running: unit.len(), framed, waiting_since: None });
         for job in unit {
             pool.places.insert(job.id, seq);
             if pool.executor.submit(job).is_ok() {
@@ -239,21 +239,28 @@ impl<P: Process> Worker<'_, P> {
         came.extend(pool.executor.records().try_iter());
         let any = !came.is_empty();
         let now = Instant::now();
+        let mut failure = None;
         for record in came {
             pool.running = pool.running.saturating_sub(1);
             self.served.count(&record);
             let Some(seq) = pool.places.remove(&record.id) else { continue };
             if let Some(unit) = pool.units.get_mut(&seq) {
-                unit.ready.push(record);
+                unit.running = unit.running.saturating_sub(1);
                 unit.waiting_since.get_or_insert(now);
+                if let Err(error) = unit.framed.push(&record) {
+                    failure.get_or_insert(error);
+                }
             }
+        }
+        if let Some(error) = failure {
+            self.fail(error);
         }
         // Also when nothing came: a held record may have waited long enough.
         self.send_finished();
         any
     }
 
-    /// Sends, unit by unit in the order they came, the finished records that are due: a
+    /// Sends, unit by unit in the order they came, the framed records that are due: a
     /// chunk's worth, the last of a unit, or records held [`HOLD_AT_MOST`].
     fn send_finished(&mut self) {
         if self.failure.is_some() {
@@ -261,35 +268,20 @@ impl<P: Process> Worker<'_, P> {
         }
         let Some(pool) = self.pool.as_mut() else { return };
         let mut chunks = Vec::new();
-        let mut failure = None;
         pool.units.retain(|_, unit| {
             let held_long = unit.waiting_since.is_some_and(|since| since.elapsed() >= HOLD_AT_MOST);
-            let last = unit.ready.len() == unit.unsent;
-            if !(last || (!unit.ready.is_empty() && (held_long || unit.ready.len() >= CHUNK_RECORDS))) {
+            let some = !unit.framed.heads.is_empty();
+            let last = unit.running == 0;
+            if !(last || (some && (held_long || unit.framed.frames_len() >= CHUNK_BYTES))) {
                 return true;
             }
-            let ready = std::mem::take(&mut unit.ready);
+            let next = FramedRecords::new(&self.host, unit.first, unit.running.min(CHUNK_RECORDS));
+            let mut framed = std::mem::replace(&mut unit.framed, next);
+            framed.ends_unit = last;
             unit.waiting_since = None;
-            let mut framed = FramedRecords::new(&self.host, unit.first, ready.len().min(CHUNK_RECORDS));
-            for record in ready {
-                if framed.frames_len() >= CHUNK_BYTES {
-                    let full =
-                        std::mem::replace(&mut framed, FramedRecords::new(&self.host, unit.first, CHUNK_RECORDS));
-                    chunks.push(full);
-                }
-                if let Err(error) = framed.push(&record) {
-                    failure = Some(error);
-                    return false;
-                }
-                unit.unsent -= 1;
-            }
-            framed.ends_unit = unit.unsent == 0;
             chunks.push(framed);
-            unit.unsent > 0
+            !last
         });
-        if let Some(error) = failure {
-            return self.fail(error);
-        }
         for framed in chunks {
             self.send_results(framed);
             if self.failure.is_some() {
