@@ -1,5 +1,5 @@
 //! The master (rank 0) under MPI: starts the workers, runs the [`Scheduler`] over the
-//! [`Wire`] (the dispatch loop and its policy live in `scheduler.rs` and `policy.rs`, apart
+//! [`Wire`] (the dispatch loop and its policy live in `scheduler/` and `policy.rs`, apart
 //! from MPI), and ends every worker cleanly — or, when it cannot go on, abandons them and,
 //! if they do not stop in time, aborts the job.
 

@@ -1,8 +1,8 @@
 //! `taskfarm-worker submit SPEC`: runs an operation as a Slurm batch job. It checks the spec
 //! first (bad input fails here, not in the queue), writes the batch script
-//! (`examples/slurm/sweep.sbatch`, built into the binary) next to the operation's results,
-//! and calls `sbatch` with the allocation's shape and the path of this worker binary, so the
-//! compute nodes need neither cargo nor a checkout.
+//! (`worker/slurm/sweep.sbatch`, linked from `examples/slurm/`, built into the binary) next
+//! to the operation's results, and calls `sbatch` with the allocation's shape and the path
+//! of this worker binary, so the compute nodes need neither cargo nor a checkout.
 //!
 //! Not a scheduler of its own: one allocation per call, no server.
 
@@ -14,7 +14,7 @@ use crate::error::WorkerError;
 use crate::registry::Registry;
 use crate::spec::Spec;
 
-/// The batch script, as shipped in `examples/slurm/`.
+/// The batch script, as shipped in `worker/slurm/` (and linked from `examples/slurm/`).
 pub const BATCH_SCRIPT: &str = include_str!("../slurm/sweep.sbatch");
 
 /// What `submit` was asked for.
