@@ -125,10 +125,14 @@ pub(super) fn command_rows(worker: &Path, scratch: &Path, cores: usize) -> Resul
 }
 
 /// `taskfarm-worker run` of 10^5 and 10^6 no-op processes (`monte_carlo_pi` of one sample)
-/// on the local backend, whole command: the wall time, and each file's size beside.
-pub(super) fn end_to_end_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>> {
+/// on the local backend and, with `mpi`, under `mpirun -n 3` (two workers), whole command:
+/// the wall time, and each file's size beside.
+pub(super) fn end_to_end_rows(worker: &Path, scratch: &Path, mpi: bool) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (count, target) in [(100_000u64, 0.5), (1_000_000, 5.0)] {
+    let backends: &[&str] = if mpi { &["local", "mpi"] } else { &["local"] };
+    for (&backend, (count, target)) in
+        backends.iter().flat_map(|b| std::iter::repeat(b).zip([(100_000u64, 0.5), (1_000_000, 5.0)]))
+    {
         let spec = scratch.join(format!("noops_{count}.toml"));
         let seeds: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
         std::fs::write(
@@ -139,17 +143,19 @@ pub(super) fn end_to_end_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>>
                 seeds.join(", ")
             ),
         )?;
-        let results = scratch.join(format!("e2e-{count}"));
-        eprintln!("xtask: bench: taskfarm-worker run ({count} no-ops, local backend)");
+        let results = scratch.join(format!("e2e-{backend}-{count}"));
+        eprintln!("xtask: bench: taskfarm-worker run ({count} no-ops, {backend} backend)");
+        let mut command = if backend == "mpi" {
+            let mut mpirun = Command::new(crate::mpi::on_path("mpirun").context("mpirun was not found on PATH")?);
+            crate::mpi::mpi_environment(&mut mpirun, true);
+            mpirun.args(["-n", "3"]).arg(worker);
+            mpirun
+        } else {
+            Command::new(worker)
+        };
+        command.args(["run"]).arg(&spec).args(["--backend", backend, "--quiet", "--results"]).arg(&results);
         let started = Instant::now();
-        let status = Command::new(worker)
-            .args(["run"])
-            .arg(&spec)
-            .args(["--backend", "local", "--quiet", "--results"])
-            .arg(&results)
-            .stdout(Stdio::null())
-            .status()
-            .context("could not start taskfarm-worker")?;
+        let status = command.stdout(Stdio::null()).status().context("could not start taskfarm-worker")?;
         let wall = started.elapsed().as_secs_f64();
         if !status.success() {
             bail!("taskfarm-worker run of {count} no-ops failed ({status})");
@@ -165,12 +171,15 @@ pub(super) fn end_to_end_rows(worker: &Path, scratch: &Path) -> Result<Vec<Row>>
         let sizes = ["journal", "results.jsonl", "results.csv", "operation.log"]
             .map(|f| format!("{f} {:.0} MiB", mib(f)))
             .join(", ");
+        // The targets are the local backend's; under MPI the row is for comparison.
+        let target = if backend == "local" { Target::AtMost(target) } else { Target::None };
+        let what = if backend == "mpi" { "mpirun -n 3 (2 workers)" } else { "local" };
         rows.push(Row::new(
-            format!("End to end, taskfarm-worker run of {count} no-ops, local: wall time (s)"),
+            format!("End to end, taskfarm-worker run of {count} no-ops, {what}: wall time (s)"),
             format!("{wall:.2}s"),
             sizes,
             wall,
-            Target::AtMost(target),
+            target,
         ));
         let _ = std::fs::remove_dir_all(&results);
     }

@@ -109,19 +109,22 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return finish(started, cores, &rows?);
     }
     run_checked(
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "taskfarm-backend-local",
-            "--example",
-            "local_bench",
-            "-p",
-            "taskfarm-worker",
-            // Without it, `--example` would leave the worker binary as it was.
-            "--bin",
-            "taskfarm-worker",
-        ]),
+        cargo()
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "taskfarm-backend-local",
+                "--example",
+                "local_bench",
+                "-p",
+                "taskfarm-worker",
+                // Without it, `--example` would leave the worker binary as it was.
+                "--bin",
+                "taskfarm-worker",
+            ])
+            // With MPI the worker runs the end-to-end rows under mpirun too (and the others as before).
+            .args(if mpi { &["--features", "taskfarm-worker/mpi"][..] } else { &[][..] }),
         "build the local benchmark and the release worker",
     )?;
     if mpi {
@@ -167,7 +170,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         rows.extend(crate::bench_python::rows(&scratch, mpi, false)?);
     }
     if wants("e2e") {
-        rows.extend(end_to_end_rows(&release_worker(), &scratch)?);
+        rows.extend(end_to_end_rows(&release_worker(), &scratch, mpi)?);
     }
     if mpi && wants("memory") {
         rows.extend(memory_rows(&examples.join("mpi_bench"), args.quick)?);
