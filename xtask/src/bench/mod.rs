@@ -12,6 +12,7 @@
 //! `backend-local/examples/local_bench.rs` and the release `taskfarm-worker`.
 
 mod command;
+mod eta;
 mod local;
 mod mpi;
 
@@ -22,6 +23,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 
 use command::{command_rows, end_to_end_rows};
+use eta::eta_rows;
 use local::{learn_rows_local, local_rows};
 use mpi::{balance_rows, dispatch_rows, hybrid_row, learn_rows_mpi, memory_rows};
 
@@ -156,6 +158,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     if wants("learn") {
         rows.extend(learn_rows_local(&examples.join("local_bench"))?);
+        rows.extend(eta_rows(&release_worker(), &scratch)?);
         if mpi {
             rows.extend(learn_rows_mpi(&examples.join("mpi_bench"))?);
         }
