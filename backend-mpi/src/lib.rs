@@ -86,17 +86,27 @@
 //! on (e.g. the result directory is not writable), it tells the workers to stop, they
 //! return an error, and the master's `run` returns the error that says why.
 
+// Without the `mpi` feature only what knows nothing of MPI builds: the scheduler, its
+// policy, the messages and the transport trait, with their tests.
+#![cfg_attr(not(feature = "mpi"), allow(dead_code, unused_imports))]
+
+#[cfg(feature = "mpi")]
 mod backend;
+#[cfg(feature = "mpi")]
 mod env;
 mod error;
+#[cfg(feature = "mpi")]
 mod master;
 mod message;
 mod policy;
 mod scheduler;
 mod transport;
+#[cfg(feature = "mpi")]
 mod worker;
 
+#[cfg(feature = "mpi")]
 pub use backend::{MpiBackend, MpiOptions};
+#[cfg(feature = "mpi")]
 pub use env::finalize;
 pub use error::Error;
 #[doc(hidden)]

@@ -182,6 +182,12 @@ fn test(mpi_only: bool) -> Result<()> {
             cargo().args(["test", "-p", "taskfarm-backend-mpi", "--lib"]),
             "cargo test -p taskfarm-backend-mpi --lib",
         )?;
+    } else {
+        // Without MPI: the scheduler, its policy and the messages, which know nothing of it.
+        run_checked(
+            cargo().args(["test", "-p", "taskfarm-backend-mpi", "--no-default-features", "--lib"]),
+            "cargo test -p taskfarm-backend-mpi --no-default-features --lib",
+        )?;
     }
     mpi::test(ci_mode())
 }
