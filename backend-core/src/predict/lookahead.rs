@@ -100,7 +100,7 @@ impl<P> Lookahead<P> {
             };
             let features = Features::of(&job.params);
             let mut state = self.learner.state();
-            let predicted_s = state.model.predict(&features);
+            let predicted_s = state.model.predict_median(&features);
             state.window_len += 1;
             state.window_s += predicted_s.unwrap_or(0.0);
             drop(state);
@@ -141,7 +141,7 @@ impl<P> Lookahead<P> {
         waiting.extend(std::mem::take(&mut self.in_order));
         let mut sum = 0.0;
         for w in &mut waiting {
-            w.predicted_s = state.model.predict(&w.features);
+            w.predicted_s = state.model.predict_median(&w.features);
             sum += w.predicted_s.unwrap_or(0.0);
             w.key = if trusted { w.predicted_s.unwrap_or(0.0) } else { 0.0 };
         }

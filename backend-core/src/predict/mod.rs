@@ -55,6 +55,7 @@ pub const MAX_VALUES: usize = 4096;
 #[derive(Debug)]
 struct InFlight {
     features: Features,
+    /// Its predicted median duration when it left the window.
     predicted_s: Option<f64>,
     since: Instant,
 }
@@ -63,7 +64,7 @@ struct InFlight {
 struct LearnerState {
     model: DurationModel,
     in_flight: U64Map<InFlight>,
-    /// Jobs in the look-ahead window, and the sum of their predictions.
+    /// Jobs in the look-ahead window, and the sum of their predicted medians.
     window_len: usize,
     window_s: f64,
     /// How many processes run at once.
@@ -154,15 +155,19 @@ impl Learner {
         let state = self.state();
         let model = &state.model;
         let mean = model.mean_s().filter(|_| model.seen() >= MIN_TRUST)?;
+        // Kept predictions are medians: today's correction for the model's error turns them
+        // into expected durations (early ones, made with a large error, would run long).
+        let correction = model.correction();
         let mut work = 0.0;
         let mut longest: f64 = 0.0;
         for job in state.in_flight.values() {
-            let rest = (job.predicted_s.unwrap_or(mean) - job.since.elapsed().as_secs_f64()).max(0.0);
+            let predicted = job.predicted_s.map_or(mean, |median| median * correction);
+            let rest = (predicted - job.since.elapsed().as_secs_f64()).max(0.0);
             work += rest;
             longest = longest.max(rest);
         }
         let pulled = state.in_flight.len() as u64 + state.window_len as u64;
-        work += state.window_s.max(0.0) + left.saturating_sub(pulled) as f64 * mean;
+        work += state.window_s.max(0.0) * correction + left.saturating_sub(pulled) as f64 * mean;
         let eta = (work / state.slots.max(1) as f64).max(longest);
         eta.is_finite().then_some(eta)
     }

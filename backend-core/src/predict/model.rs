@@ -265,11 +265,23 @@ impl DurationModel {
         Some(overall + effects)
     }
 
-    /// The predicted duration in seconds of a process with `features`; `None` before
-    /// anything was learnt.
+    /// The predicted duration in seconds of a process with `features` (its expected value:
+    /// the median times [`correction`](Self::correction)); `None` before anything was learnt.
     pub fn predict(&self, features: &Features) -> Option<f64> {
-        let var = self.error_model.clamp(0.0, MAX_CORRECTION_VAR);
-        self.predict_log(features).map(|log| (log + var / 2.0).exp()).filter(|s| s.is_finite())
+        self.predict_median(features).map(|median| median * self.correction()).filter(|s| s.is_finite())
+    }
+
+    /// The predicted median duration in seconds of a process with `features`, without the
+    /// correction for the model's error: what a prediction kept for later is kept as, since
+    /// the correction changes as the model learns.
+    pub fn predict_median(&self, features: &Features) -> Option<f64> {
+        self.predict_log(features).map(f64::exp).filter(|s| s.is_finite())
+    }
+
+    /// The factor from a median prediction to an expected duration: the log-normal
+    /// correction `exp(σ²/2)` for the model's running error now.
+    pub fn correction(&self) -> f64 {
+        (self.error_model.clamp(0.0, MAX_CORRECTION_VAR) / 2.0).exp()
     }
 
     /// Learns that a process with `features` ran `duration_s` seconds.
