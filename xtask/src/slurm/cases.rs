@@ -96,6 +96,9 @@ pub(super) fn scancel_then_resume(cluster: &Cluster) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let run_dir = std::fs::canonicalize(dir.join("results/slow/latest"))?;
+    // Slurm may call the job ended while its processes still exit (the master consolidates
+    // after SIGTERM): the resume would be refused while the first run holds the directory.
+    wait_for_lock_holder_to_end(&run_dir, start)?;
     let before = journal_records(&run_dir.join("journal"));
     if before >= total {
         bail!("the job finished before it was cancelled");
@@ -232,4 +235,25 @@ fn journal_records(path: &Path) -> usize {
         count += 1;
     }
     count
+}
+
+/// Waits until the program named in `run_dir/run.lock` (`pid N on host H`, on this one-node
+/// cluster) has ended.
+fn wait_for_lock_holder_to_end(run_dir: &Path, start: Instant) -> Result<()> {
+    let text = std::fs::read_to_string(run_dir.join("run.lock")).unwrap_or_default();
+    let Some(pid) = text.split_whitespace().skip_while(|w| *w != "pid").nth(1).and_then(|p| p.parse::<u32>().ok())
+    else {
+        return Ok(());
+    };
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
+    };
+    while alive() {
+        if start.elapsed() > CASE_TIMEOUT {
+            bail!("the cancelled run (pid {pid}) still holds {} after the job ended", run_dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
