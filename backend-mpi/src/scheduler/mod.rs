@@ -71,6 +71,16 @@ struct Unit {
     run_s: f64,
 }
 
+impl WorkerState {
+    /// Remembers a unit sent to this worker; its silence counts from when it has work.
+    fn hold(&mut self, unit: Unit) {
+        if self.units.is_empty() {
+            self.last_heard = Instant::now();
+        }
+        self.units.push(unit);
+    }
+}
+
 impl Unit {
     fn new(ids: Vec<u64>, threads: usize) -> Self {
         Unit { ids, returned: Vec::new(), threads, run_s: 0.0 }
@@ -291,12 +301,7 @@ impl<P: Process> Scheduler<P> {
         let Some((id, bytes)) = retries.take_for::<P>(worker, workers)? else { return Ok(false) };
         wire.send(worker, &bytes);
         let threads = self.policy.sent_retry(worker_index(worker));
-        let slot = self.slot(worker)?;
-        if slot.units.is_empty() {
-            // Silence counts from when it has work.
-            slot.last_heard = Instant::now();
-        }
-        slot.units.push(Unit::new(vec![id], threads));
+        self.slot(worker)?.hold(Unit::new(vec![id], threads));
         Ok(true)
     }
 
@@ -333,12 +338,7 @@ impl<P: Process> Scheduler<P> {
         collector.board().started(count);
         wire.send(worker, &bytes);
         let threads = self.policy.sent(worker_index(worker), ids.len());
-        let slot = self.slot(worker)?;
-        if slot.units.is_empty() {
-            // Silence counts from when it has work.
-            slot.last_heard = Instant::now();
-        }
-        slot.units.push(Unit::new(ids, threads));
+        self.slot(worker)?.hold(Unit::new(ids, threads));
         Ok(true)
     }
 }
