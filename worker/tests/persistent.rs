@@ -1,7 +1,8 @@
 //! The persistent-program kinds `python` and `jsonl` through the real `taskfarm-worker`
 //! binary on the local backend: the example sweep gives the same rows as on the serial
 //! backend, and each fault costs what it should — a dying interpreter one process, a timeout
-//! one process, a malformed line one process, a retry runs on another interpreter, and an
+//! one process, a malformed line one process (on serial and local), a retry runs on another
+//! interpreter, start-up time is kept out of durations, numpy-like values become plain ones, and an
 //! interpreter that dies at start-up is one error, not a crashed row per process.
 
 #![cfg(unix)]
@@ -32,13 +33,18 @@ const FAULTS: &str = r#"
 import os, signal, sys, time
 
 def load():
+    time.sleep(0.5)
     return os.getpid()
 
 def run(x, state, scratch_dir):
     if x == 1:
         os.kill(os.getpid(), signal.SIGSEGV)
     if x == 2:
+        print("giving up on x = 2", file=sys.stderr, flush=True)
         sys.exit(3)
+    if x == 8:
+        # As the out-of-memory killer would.
+        os.kill(os.getpid(), signal.SIGKILL)
     if x == 3:
         time.sleep(60)
     if x == 4:
@@ -67,7 +73,7 @@ function = "run"
 setup = "load"
 timeout = "2s"
 retries = 1
-parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7] }
+parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8] }
 "#,
     )
     .expect("the spec is written");
@@ -86,8 +92,62 @@ parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7] }
     expect(2, "crashed", "exited with status 3 while it ran this process");
     expect(3, "timed_out", "ran past its timeout");
     expect(4, "crashed", "attempt 2: ValueError: x is 4");
+    expect(8, "crashed", "killed by signal 9 (SIGKILL), as the out-of-memory killer does");
+    let run_dir = result_dir(&dir.path().join("results"), "faults");
+    let records = backend_core::journal::read_journal(&run_dir.join("journal")).expect("the journal is readable");
+    let record = |id: u64| records.records.iter().find(|r| r.id == id).expect("a record");
+    // What the program said on stderr before it died is kept with its process.
+    assert!(record(2).stderr_tail.as_deref().is_some_and(|t| t.contains("giving up on x = 2")), "{:?}", record(2));
+    // The interpreter's start-up (0.5 s in `load`) is reported apart, not in a duration.
+    for id in [0, 6, 7] {
+        assert!(record(id).duration_s < 0.5, "process {id} ran {} s", record(id).duration_s);
+    }
+    let log = std::fs::read_to_string(run_dir.join("operation.log")).expect("operation.log");
+    assert!(log.matches(": ready in ").count() >= 2, "one start-up per thread, and more after crashes: {log}");
     let out = run(&["report", "results/faults"], dir.path());
     assert!(text(&out.stdout).contains("ValueError: x is 4"), "{}", text(&out.stdout));
+}
+
+/// Objects that quack like numpy's scalars and arrays (what the shim looks for), so the
+/// conversion is tested where numpy is not installed.
+const NUMPY_LIKE: &str = r#"
+import math
+
+class Scalar:
+    def __init__(self, v): self.v = v
+    def item(self): return self.v
+
+class Array:
+    def __init__(self, v): self.v = v
+    def tolist(self): return self.v
+
+def run(x):
+    return {"scalar": Scalar(x * 2), "array": Array([[x, 1.5], [float("nan"), math.inf]]), "tuple": (x, "a"), "set": {3, 1}}
+"#;
+
+#[test]
+fn numpy_like_values_and_tuples_become_ordinary_values() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("npl.py"), NUMPY_LIKE).expect("the module is written");
+    std::fs::write(
+        dir.path().join("npl.toml"),
+        "name = \"npl\"\nkind = \"python\"\nfile = \"npl.py\"\nfunction = \"run\"\nparameter_ranges = { x = [1, 2] }\n",
+    )
+    .expect("the spec is written");
+    let out = run(&["run", "npl.toml", "--backend", "serial", "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let journal = backend_core::journal::read_journal(&result_dir(&dir.path().join("results"), "npl").join("journal"))
+        .expect("the journal is readable");
+    let record = journal.records.iter().find(|r| r.id == 1).expect("process 1's record");
+    let backend_core::Value::Map(output) = &record.output else { panic!("a map: {:?}", record.output) };
+    use backend_core::Value::{Float, Int, List, Str};
+    assert_eq!(output["scalar"], Int(4));
+    assert_eq!(output["tuple"], List(vec![Int(2), Str("a".into())]));
+    assert_eq!(output["set"], List(vec![Int(1), Int(3)]));
+    let List(rows) = &output["array"] else { panic!("a list: {:?}", output["array"]) };
+    assert_eq!(rows[0], List(vec![Int(2), Float(1.5)]));
+    let List(special) = &rows[1] else { panic!("a list") };
+    assert!(matches!(special[0], Float(f) if f.is_nan()) && special[1] == Float(f64::INFINITY), "{special:?}");
 }
 
 #[test]
@@ -142,12 +202,18 @@ parameter_ranges = { x = [0, 1, 2, 3] }
 "#,
     )
     .expect("the spec is written");
-    let out = run(&["run", "lines.toml", "--backend", "serial", "--quiet"], dir.path());
-    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
-    let rows = rows(&result_dir(&dir.path().join("results"), "lines"));
-    assert_eq!(rows[&1].0, "crashed");
-    assert!(rows[&1].1.contains("wrote a line that is not JSON") && rows[&1].1.contains("`this is not json`"));
-    for id in [0, 2, 3] {
-        assert_eq!(rows[&id].0, "finished", "{id}: {}", rows[&id].1);
+    for backend in ["serial", "local"] {
+        let results = format!("results-{backend}");
+        let out = run(
+            &["run", "lines.toml", "--backend", backend, "--pool-size", "2", "--results", &results, "--quiet"],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{backend}: {}{}", text(&out.stdout), text(&out.stderr));
+        let rows = rows(&result_dir(&dir.path().join(&results), "lines"));
+        assert_eq!(rows[&1].0, "crashed", "{backend}");
+        assert!(rows[&1].1.contains("wrote a line that is not JSON") && rows[&1].1.contains("`this is not json`"));
+        for id in [0, 2, 3] {
+            assert_eq!(rows[&id].0, "finished", "{backend} {id}: {}", rows[&id].1);
+        }
     }
 }

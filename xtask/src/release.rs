@@ -144,47 +144,32 @@ fn a_crate_depending_by_version(scratch: &Path) -> Result<()> {
              taskfarm-backend-local = {{ path = \"{root}/backend-local\" }}\n\n[workspace]\n"
         ),
     )?;
-    std::fs::write(dir.join("src/main.rs"), README_EXAMPLE)?;
+    std::fs::write(dir.join("src/main.rs"), readme_example()?)?;
     let mut run = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     run.arg("run").arg("--quiet").current_dir(&dir).env("CARGO_TARGET_DIR", target_dir().join("uses-taskfarm"));
     run_checked(&mut run, "a crate depending on taskfarm = \"0.1\" builds and runs the README example")?;
     Ok(())
 }
 
-/// The README's library example, as a program.
-const README_EXAMPLE: &str = r#"//! The README's library example, built against `taskfarm = "0.1"`.
-use serde::{Deserialize, Serialize};
-use taskfarm::{create_backend, BackendOptions, Operation, ParameterSpace, ParamsExt, Process, ProcessContext, ProcessError};
-
-#[derive(Serialize, Deserialize)]
-struct Sim {
-    alpha: f64,
-    seed: u32,
+/// The README's library example (the first `rust` block under "Using it as a library"),
+/// as a program: its items (`use`, types, impls) as they are, its statements in a `main`
+/// that returns errors, and a check that every process finished. The README is what is
+/// built, so the two cannot drift apart.
+fn readme_example() -> Result<String> {
+    let path = root().join("README.md");
+    let readme = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
+    let section = readme.split_once("## Using it as a library").context("README.md has no library section")?.1;
+    let block = section.split_once("```rust\n").context("the library section has no rust block")?.1;
+    let block = block.split_once("```").context("the library section's rust block is not closed")?.0;
+    let lines: Vec<&str> = block.lines().collect();
+    let body = lines.iter().position(|l| l.starts_with("let ")).context("the README example has no statements")?;
+    let (items, statements) = lines.split_at(body);
+    Ok(format!(
+        "//! The README's library example, built against `taskfarm = \"0.1\"`.\n{}\n\n\
+         fn main() -> Result<(), Box<dyn std::error::Error>> {{\n{}\n\
+         assert_eq!((summary.finished, summary.crashed), (6, 0), \"every process of the example finishes\");\n\
+         Ok(())\n}}\n",
+        items.join("\n"),
+        statements.join("\n")
+    ))
 }
-
-#[derive(Serialize, Deserialize)]
-struct Measured {
-    energy: f64,
-}
-
-impl Process for Sim {
-    type Output = Measured;
-    fn run(&self, _ctx: &ProcessContext) -> Result<Measured, ProcessError> {
-        Ok(Measured { energy: self.alpha * f64::from(self.seed) })
-    }
-}
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("uses-taskfarm-{}", std::process::id()));
-    let space = ParameterSpace::ranges([("alpha", vec![0.1, 0.2])])?.constrain("alpha > 0")?;
-    let operation = Operation::try_sweep("demo", space, 3, |p, run| {
-        Ok(Sim { alpha: p.f64("alpha")?, seed: run })
-    })?
-    .with_results_base(&dir);
-    let summary = create_backend("local", &BackendOptions::default())?.run(operation)?;
-    println!("{} finished, {} crashed: {}", summary.finished, summary.crashed, summary.results_csv().display());
-    assert_eq!(summary.finished, 6);
-    std::fs::remove_dir_all(&dir)?;
-    Ok(())
-}
-"#;

@@ -1,7 +1,8 @@
 //! MPI cases of the persistent-program kinds (`python`, `jsonl`): the example sweep under
 //! `mpirun -n 4` and with `--threads-per-rank 2` gives the serial rows, each fault of a
 //! Python process costs that process on a worker rank (a retry runs on another rank), and
-//! an interpreter that dies at start-up ends the job with one error.
+//! an interpreter that dies at start-up ends the job with one error, and a `jsonl` program's
+//! malformed line costs its process.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +15,8 @@ use crate::results::{compare_results, compare_rows, read_results};
 use crate::{root, Tally};
 
 /// The module of the fault cases: x = 1 segfaults, 2 calls sys.exit(3), 3 sleeps past the
-/// timeout, 4 raises, 5 fails on the first interpreter that runs it; the others finish.
+/// timeout, 4 raises, 5 fails on the first interpreter that runs it, 8 is killed with
+/// SIGKILL; the others finish.
 const FAULTS: &str = r#"
 import os, signal, sys, time
 
@@ -30,6 +32,9 @@ def run(x, state, scratch_dir):
         time.sleep(60)
     if x == 4:
         raise ValueError("x is 4")
+    if x == 8:
+        # As the out-of-memory killer would.
+        os.kill(os.getpid(), signal.SIGKILL)
     if x == 5:
         mark = os.path.join(scratch_dir, "failed-on")
         if not os.path.exists(mark):
@@ -54,6 +59,7 @@ pub(super) fn cases(scratch: &Path, tally: &mut Tally, worker: &Path) {
     }
     tally.record("python faults under -n 3: each costs its process, retries on another rank", faults(&dir));
     tally.record("python interpreter dying at start-up under -n 3: one error, no rows", startup(&dir));
+    tally.record("jsonl program writing a malformed line under -n 3: a crash that quotes it", malformed(&dir));
 }
 
 fn example(dir: &Path, worker: &Path, spec: &Path, ranks: u32, threads: u32) -> Result<()> {
@@ -83,7 +89,7 @@ fn faults(dir: &Path) -> Result<()> {
     std::fs::write(
         dir.join("faults.toml"),
         "name = \"faults\"\nkind = \"python\"\nfile = \"faults.py\"\nfunction = \"run\"\nsetup = \"load\"\n\
-         timeout = \"2s\"\nretries = 1\nparameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7] }\n",
+         timeout = \"2s\"\nretries = 1\nparameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8] }\n",
     )?;
     let results = dir.join("faults-results");
     let args = vec![
@@ -111,6 +117,7 @@ fn faults(dir: &Path) -> Result<()> {
         (5, "finished", ""),
         (6, "finished", ""),
         (7, "finished", ""),
+        (8, "crashed", "killed by signal 9 (SIGKILL), as the out-of-memory killer does"),
     ];
     if rows.len() != expected.len() {
         bail!("expected {} rows, found {}", expected.len(), rows.len());
@@ -151,6 +158,56 @@ fn startup(dir: &Path) -> Result<()> {
     let errors = outcome.stderr.matches("error:").count();
     if errors != 1 {
         bail!("expected one error, found {errors}:\n{}", outcome.stderr);
+    }
+    // Nothing is recorded: `--resume` runs it all once the module is mended.
+    if let Ok((_, rows)) = read_results(&results) {
+        if !rows.is_empty() {
+            bail!("expected no rows, found {}: {rows:?}", rows.len());
+        }
+    }
+    Ok(())
+}
+
+/// A `jsonl` program that answers x = 1 with a line that is not JSON, on 2 worker ranks.
+fn malformed(dir: &Path) -> Result<()> {
+    std::fs::write(
+        dir.join("lines.toml"),
+        r#"name = "lines"
+kind = "jsonl"
+program = ["sh", "-c", '''while read -r line; do
+  id=${line#*\"id\":}; id=${id%%,*}
+  case "$line" in *'"x":1'*) echo 'this is not json';; *) echo "{\"id\": $id, \"output\": {\"pid\": $$}}";; esac
+done''']
+parameter_ranges = { x = [0, 1, 2, 3, 4, 5] }
+"#,
+    )?;
+    let results = dir.join("lines-results");
+    let args = ["run", "lines.toml", "--backend", "mpi", "--quiet", "--results"].map(String::from);
+    let mut args = args.to_vec();
+    args.push(path_arg(&results));
+    let mut command = launch(&oversubscribed(3, args))?;
+    command.current_dir(dir);
+    let outcome = run_with_timeout(dir, command)?;
+    expect_failure(&outcome)?;
+    let (header, rows) = read_results(&results)?;
+    let column = |name: &str| header.iter().position(|h| h == name).with_context(|| format!("no {name} column"));
+    let (id, status, reason) = (column("id")?, column("status")?, column("reason")?);
+    if rows.len() != 6 {
+        bail!("expected 6 rows, found {}", rows.len());
+    }
+    for row in &rows {
+        let cell = |i: usize| row.get(i).map(String::as_str).unwrap_or_default();
+        let ok = match cell(id) {
+            "1" => {
+                cell(status) == "crashed"
+                    && cell(reason).contains("not JSON")
+                    && cell(reason).contains("`this is not json`")
+            }
+            _ => cell(status) == "finished",
+        };
+        if !ok {
+            bail!("unexpected row {row:?}");
+        }
     }
     Ok(())
 }

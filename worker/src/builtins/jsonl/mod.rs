@@ -246,6 +246,27 @@ mod tests {
     }
 
     #[test]
+    fn a_program_without_a_ready_line_that_exits_before_its_first_reply_is_one_error() {
+        let dies = config("echo 'cannot load model' >&2; exit 4 # no ready line", false);
+        let err = run(&dies, 0, &Params::new(), None).unwrap_err();
+        assert!(err.reason.starts_with(CANNOT), "{err}");
+        assert!(err.reason.contains("exited with status 4 before its first reply: cannot load model"), "{err}");
+        let again = run(&dies, 1, &Params::new(), None).unwrap_err();
+        assert_eq!(again.reason, err.reason, "later processes fail at once with the same reason");
+        // Once a program of the spec has replied, a program that dies costs only its process.
+        let once = config(
+            r#"read -r line; id=${line#*\"id\":}; id=${id%%,*}; echo "{\"id\": $id}"; read -r line; echo bye >&2; exit 5 # replies once"#,
+            false,
+        );
+        run(&once, 0, &Params::new(), None).unwrap();
+        let err = run(&once, 1, &Params::new(), None).unwrap_err();
+        assert!(
+            err.reason.contains("exited with status 5 while it ran this process") && !err.reason.contains(CANNOT),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn requests_carry_everything_and_outputs_keep_their_values() {
         let config = config(
             r#"while read -r line; do id=${line#*\"id\":}; id=${id%%,*}; printf '{"id": %s, "output": {"x": NaN, "echo": %s}}\n' "$id" "$line"; done"#,

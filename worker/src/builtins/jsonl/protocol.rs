@@ -142,7 +142,9 @@ fn start(spec: &ProgramSpec, ctx: &ProcessContext<'_>) -> Result<Slot, ProcessEr
         set_start_state(&spec.argv, StartState::Failed(reason.clone()));
         ProcessError::cannot_run(reason)
     })?;
-    let mut slot = Slot { argv: spec.argv.clone(), child, ready: !spec.ready_line, last_failed: None };
+    // Not ready until its ready line or, without one, its first reply: a program that dies
+    // before either failed to start.
+    let mut slot = Slot { argv: spec.argv.clone(), child, ready: false, last_failed: None };
     if !spec.ready_line {
         return Ok(slot);
     }
@@ -261,11 +263,12 @@ fn exchange(spec: &ProgramSpec, slot: &mut Slot, ctx: &ProcessContext<'_>) -> Re
         let line = match event {
             Ok(LineEvent::Line(line)) => line,
             Ok(LineEvent::Exited(status)) => {
-                let what = format!("{} while it ran this process", taskfarm::process_tools::describe_exit(&status));
+                let exit = taskfarm::process_tools::describe_exit(&status);
                 if !slot.ready {
+                    let what = format!("{exit} before its first reply");
                     return Err(Failure(start_failed(spec, &mut slot.child, what), false));
                 }
-                return Err(fail(spec, slot, what, false));
+                return Err(fail(spec, slot, format!("{exit} while it ran this process"), false));
             }
             Ok(LineEvent::TimedOut) => {
                 let _ = slot.child.kill();
@@ -281,7 +284,14 @@ fn exchange(spec: &ProgramSpec, slot: &mut Slot, ctx: &ProcessContext<'_>) -> Re
                 let what = format!("wrote a line longer than {} MiB", taskfarm::process_tools::MAX_LINE >> 20);
                 return Err(fail(spec, slot, what, false));
             }
-            Err(e) => return Err(fail(spec, slot, format!("could not be written to or read from: {e}"), false)),
+            Err(e) => {
+                let what = format!("could not be written to or read from: {e}");
+                if !slot.ready {
+                    let _ = slot.child.kill();
+                    return Err(Failure(start_failed(spec, &mut slot.child, what), false));
+                }
+                return Err(fail(spec, slot, what, false));
+            }
         };
         if !slot.ready && is_ready_line(&line) {
             // A ready line from a program not asked to wait for one: taken, not a reply.
