@@ -4,7 +4,9 @@
 //!
 //! This crate is the facade users depend on: it re-exports the model of `backend-core` and
 //! the backends this build has (Cargo features `local`, on by default, and `mpi`), and picks
-//! one by name at run time with [`create_backend`]. It holds no logic of its own.
+//! one by name at run time with [`create_backend`]. It holds no logic of its own. docs.rs
+//! has no MPI, so its pages show the build without `mpi`: `MpiBackend` and `MpiOptions` are
+//! documented in a local `cargo doc --features mpi`.
 //!
 //! The root holds what a program that runs operations uses. The modules hold the rest, each
 //! for one reader: [`results`] for reading a result directory, [`oplog`] for the run's log,

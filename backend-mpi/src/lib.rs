@@ -5,6 +5,15 @@
 //! MPI (that is `backend-local`) and it adds nothing to the model: staging, journaling and
 //! consolidation are `backend-core`'s [`Lifecycle`](backend_core::Lifecycle), the same for every backend.
 //!
+//! # Features
+//!
+//! `mpi` (on by default) is the backend itself, [`MpiBackend`](#the-spmd-contract), built on
+//! the system's MPI library (`apt-get install libopenmpi-dev openmpi-bin libclang-dev`).
+//! Without it only the transport-free scheduler, its policy and the messages build, with
+//! their tests: that is what docs.rs, which has no MPI, shows. Build the docs where MPI is
+//! installed (`cargo doc -p taskfarm-backend-mpi`) to see `MpiBackend`, `MpiOptions` and
+//! `finalize`; users reach them through the facade's `mpi` feature (`taskfarm::MpiBackend`).
+//!
 //! # The SPMD contract
 //!
 //! Every rank runs the same program and makes the same calls: `MpiBackend::new`, then
@@ -89,6 +98,9 @@
 // Without the `mpi` feature only what knows nothing of MPI builds: the scheduler, its
 // policy, the messages and the transport trait, with their tests.
 #![cfg_attr(not(feature = "mpi"), allow(dead_code, unused_imports))]
+// The crate docs name `MpiBackend` and `finalize`, which only the `mpi` feature builds (as on
+// docs.rs): there they read as plain names.
+#![cfg_attr(not(feature = "mpi"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "mpi")]
 mod backend;

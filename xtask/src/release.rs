@@ -60,6 +60,16 @@ pub fn release_check(ci: bool) -> Result<()> {
         let mut docs = cargo();
         docs.env("RUSTDOCFLAGS", "-D warnings").args(["doc", "--no-deps"]).args(&selection);
         run_checked(&mut docs, "cargo doc --no-deps with warnings denied")?;
+        // What docs.rs builds (no MPI there): the MPI crate without its `mpi` feature.
+        let mut docs = cargo();
+        docs.env("RUSTDOCFLAGS", "-D warnings").args([
+            "doc",
+            "--no-deps",
+            "-p",
+            "taskfarm-backend-mpi",
+            "--no-default-features",
+        ]);
+        run_checked(&mut docs, "cargo doc of taskfarm-backend-mpi as docs.rs builds it (no MPI)")?;
         a_crate_depending_by_version(&scratch)
     })();
     let _ = std::fs::remove_dir_all(&scratch);
