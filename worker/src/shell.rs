@@ -3,7 +3,9 @@
 //! that text, as one word, and never as code.
 //!
 //! A command's script is the argument after `-c` (or an option cluster holding `c`, such as
-//! `-ec`) when the program is `sh`, `bash`, `dash`, `zsh` or `ksh` (by name or path). The
+//! `-ec`) when the program is `sh`, `bash`, `dash`, `zsh` or `ksh` (by name or path), run
+//! directly or behind wrappers that run the command after their own arguments (`env A=1`,
+//! `nice -n 5`, `timeout 60`, `setsid`, ...). The
 //! [`Lexer`] follows the script's literal text the way the shell reads it — unquoted words,
 //! `"…"`, `'…'`, `$'…'`, `$(…)`, backticks, `$((…))`, `#` comments — so that a value is
 //! quoted for the place it lands in: `'v'` between words, `"'v'"` (closing and reopening
@@ -13,16 +15,69 @@
 /// The programs whose `-c` argument is a shell script.
 const SHELLS: [&str; 5] = ["sh", "bash", "dash", "zsh", "ksh"];
 
+/// A program that runs the command given after its own options and operands (`env`,
+/// `nice`, `timeout 5`, ...): the shell it starts parses its script all the same.
+struct Wrapper {
+    name: &'static str,
+    /// Its options that take the next argument as their value.
+    valued: &'static [&'static str],
+    /// How many operands come before the command (`timeout`'s duration, `chrt`'s priority).
+    operands: usize,
+}
+
+const WRAPPERS: [Wrapper; 12] = [
+    Wrapper { name: "env", valued: &["-u", "-C", "--unset", "--chdir"], operands: 0 },
+    Wrapper { name: "nice", valued: &["-n", "--adjustment"], operands: 0 },
+    Wrapper { name: "timeout", valued: &["-s", "-k", "--signal", "--kill-after"], operands: 1 },
+    Wrapper { name: "setsid", valued: &[], operands: 0 },
+    Wrapper { name: "nohup", valued: &[], operands: 0 },
+    Wrapper { name: "stdbuf", valued: &["-i", "-o", "-e", "--input", "--output", "--error"], operands: 0 },
+    Wrapper { name: "ionice", valued: &["-c", "-n", "--class", "--classdata"], operands: 0 },
+    Wrapper { name: "taskset", valued: &[], operands: 1 },
+    Wrapper { name: "chrt", valued: &["-T", "-P", "-D"], operands: 1 },
+    Wrapper { name: "time", valued: &["-f", "-o", "--format", "--output"], operands: 0 },
+    Wrapper { name: "busybox", valued: &[], operands: 0 },
+    Wrapper { name: "exec", valued: &["-a"], operands: 0 },
+];
+
+/// The index of the program that `argv` finally runs, past wrappers such as
+/// `env A=1 nice -n 5 timeout 10 ...` (their options, `env`'s assignments and their
+/// operands); `None` when the command line ends before one.
+fn program_index(argv: &[String]) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        let name = base_name(argv.get(i)?);
+        let Some(wrapper) = WRAPPERS.iter().find(|w| w.name == name) else { return Some(i) };
+        i += 1;
+        while let Some(arg) = argv.get(i) {
+            if arg == "--" {
+                i += 1;
+                break;
+            }
+            let assignment = name == "env" && arg.contains('=') && !arg.starts_with('-');
+            if !(arg.starts_with('-') && arg.len() > 1) && !assignment {
+                break;
+            }
+            i += if wrapper.valued.contains(&arg.as_str()) { 2 } else { 1 };
+        }
+        i += wrapper.operands;
+    }
+}
+
+fn base_name(program: &str) -> &str {
+    program.rsplit('/').next().unwrap_or(program)
+}
+
 /// The index of the argument that a shell parses as a script, if the command is a shell
-/// run with `-c`: the first argument after the options, when an option cluster holds `c`.
+/// run with `-c` (directly or through wrappers such as `env`, `nice` or `timeout`): the
+/// first argument after the shell's options, when an option cluster holds `c`.
 pub fn script_index(argv: &[String]) -> Option<usize> {
-    let program = argv.first()?;
-    let name = program.rsplit('/').next().unwrap_or(program);
-    if !SHELLS.contains(&name) {
+    let shell = program_index(argv)?;
+    if !SHELLS.contains(&base_name(&argv[shell])) {
         return None;
     }
     let mut with_c = false;
-    let mut i = 1;
+    let mut i = shell + 1;
     while let Some(arg) = argv.get(i) {
         if arg == "--" || arg == "-" {
             i += 1;
@@ -293,6 +348,16 @@ mod tests {
         assert_eq!(script_index(&argv(&["sh", "-c"])), None);
         assert_eq!(script_index(&argv(&["python3", "-c", "print(1)"])), None);
         assert_eq!(script_index(&argv(&["ssh", "-c", "x"])), None);
+        // Through wrappers: the shell they finally run parses the script all the same.
+        assert_eq!(script_index(&argv(&["env", "sh", "-c", "echo"])), Some(3));
+        assert_eq!(script_index(&argv(&["/usr/bin/env", "-i", "A=1", "-u", "B", "bash", "-c", "echo"])), Some(7));
+        assert_eq!(script_index(&argv(&["nice", "-n", "5", "bash", "-c", "echo"])), Some(5));
+        assert_eq!(script_index(&argv(&["timeout", "-s", "KILL", "5", "sh", "-c", "echo"])), Some(6));
+        assert_eq!(script_index(&argv(&["setsid", "-w", "nohup", "stdbuf", "-oL", "sh", "-c", "x"])), Some(7));
+        assert_eq!(script_index(&argv(&["taskset", "-c", "0,1", "chrt", "-f", "10", "dash", "-ec", "x"])), Some(8));
+        assert_eq!(script_index(&argv(&["timeout", "5", "python3", "-c", "x"])), None);
+        assert_eq!(script_index(&argv(&["env", "A=1"])), None);
+        assert_eq!(script_index(&argv(&["timeout"])), None);
     }
 
     /// The context of a placeholder after `before`.

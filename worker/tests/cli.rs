@@ -870,6 +870,33 @@ fn placeholders_in_a_shell_script_arrive_as_data() {
 }
 
 #[test]
+fn placeholders_in_a_shell_script_behind_wrappers_arrive_as_data() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let values: Vec<String> = HOSTILE.iter().map(|v| format!("{v:?}")).collect();
+    // `env`, `nice`, `timeout` and `setsid` run the shell that parses the script.
+    let script = r#"printf '%s' {x} > "{result_dir}/wrapped-{id}""#;
+    std::fs::write(
+        dir.path().join("wrapped.toml"),
+        format!(
+            "kind = \"command\"\ncommand = ['/usr/bin/env', 'A=1', 'nice', '-n', '1', 'timeout', '-s', 'KILL', '60', \
+             'setsid', 'bash', '-c', '''{script}''']\n[parameter_ranges]\nx = [{}]\n",
+            values.join(", ")
+        ),
+    )
+    .expect("the spec is written");
+    let out = worker(&["run", "wrapped.toml", "--quiet", "--backend", "serial"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result = result_dir(&dir.path().join("results"), "wrapped");
+    for (id, value) in HOSTILE.iter().enumerate() {
+        let written = std::fs::read_to_string(result.join(format!("wrapped-{id}"))).expect("written");
+        assert_eq!(written, *value, "as a word behind wrappers");
+    }
+    for name in ["INJECTED", "SUBSTITUTED", "BACKTICKED", "QUOTED"] {
+        assert!(!dir.path().join(name).exists(), "{name} was made: a value ran as code");
+    }
+}
+
+#[test]
 fn every_output_value_reaches_the_results_exactly() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(
