@@ -29,6 +29,14 @@ pub trait Kind: Send + Sync + 'static {
     /// [`crate::spec::SPEC_KEYS`]) and its parameters. A key the kind does not take must be an error.
     fn validate(&self, spec: &KindSpec<'_>) -> Result<(), KindError>;
 
+    /// Checks that a process could be made of the parameters `params` (another combination
+    /// than [`KindSpec::first`], e.g. each value of a range), after [`validate`](Self::validate)
+    /// passed: cheap, as it runs for up to thousands of values. The default accepts them.
+    fn check_values(&self, config: &Params, params: &Params) -> Result<(), KindError> {
+        let _ = (config, params);
+        Ok(())
+    }
+
     /// The placeholders the kind's templates in `config` name, when it has templates: a
     /// plain top-level value of a spec (a number, string or boolean) that is not one of the
     /// kind's fields and that a template names (`steps = 3000` with `{steps}`) is then a

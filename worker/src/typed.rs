@@ -80,13 +80,17 @@ impl<P: Process> Kind for TypedKind<P> {
         if let Some(fields) = self.fields {
             check_keys(&self.name, spec.config, fields)?;
         }
-        let merged = self.merged(spec.config, spec.first, 0);
+        self.check_values(spec.config, spec.first)
+    }
+
+    fn check_values(&self, config: &Params, params: &Params) -> Result<(), KindError> {
+        let merged = self.merged(config, params, 0);
         match from_params::<P>(&merged) {
             Ok(_) => Ok(()),
             Err((Some(key), message)) => {
-                let from = if spec.config.contains_key(&key) { "" } else { " (a parameter)" };
+                let from = if config.contains_key(&key) { "" } else { " (a parameter)" };
                 // Only spec keys have a line; a parameter's error names the parameter.
-                let key_for_line = if spec.config.contains_key(&key) { Some(key.clone()) } else { None };
+                let key_for_line = if config.contains_key(&key) { Some(key.clone()) } else { None };
                 Err(KindError { key: key_for_line, message: format!("field `{key}`{from}: {message}") })
             }
             Err((None, message)) => Err(KindError::new(format!("kind `{}`: {message}", self.name))),

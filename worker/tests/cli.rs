@@ -537,6 +537,27 @@ fn bad_input_is_one_sentence_and_exit_2() {
             expected: &["spec.yaml, line 3: the parameter `x` has a null value", "write \"\" for an empty value"],
         },
         Case {
+            what: "a bad value in a later parameter setting",
+            args: &["validate", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nparameter_settings = [{samples = 10}, {samples = 0}]\n")],
+            expected: &["parameter setting 2: field `samples` (a parameter): must be a whole number from 1"],
+        },
+        Case {
+            what: "a bad value later in a range",
+            args: &["run", "spec.toml"],
+            files: &[("spec.toml", "kind = \"monte_carlo_pi\"\nparameter_ranges = { seed = [1, 2], samples = [10, 0] }\n")],
+            expected: &["`samples` = 0: field `samples` (a parameter): must be a whole number from 1"],
+        },
+        Case {
+            what: "a bad value in a setting of another shape",
+            args: &["validate", "spec.toml"],
+            files: &[(
+                "spec.toml",
+                "kind = \"monte_carlo_pi\"\nparameter_settings = [{samples = 10}, {samples = 5, seed = 2}, {samples = -1}]\n",
+            )],
+            expected: &["parameter setting 3: field `samples` (a parameter)"],
+        },
+        Case {
             what: "null in a kind's field in YAML",
             args: &["run", "spec.yaml"],
             files: &[("spec.yaml", "kind: command\ncommand: [echo, null]\n")],

@@ -141,8 +141,8 @@ impl Spec {
             constants = rest;
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        let crate::sweep::Read { space, parts } =
-            crate::sweep::read(&document_params, constants, dir).map_err(|f| match f {
+        let crate::sweep::Read { space, parts, variants } = crate::sweep::read(&document_params, constants, dir)
+            .map_err(|f| match f {
                 crate::sweep::Fault::Spec(key, message) => spec_error(at(&key), message),
                 crate::sweep::Fault::Core(key, source) => space_error(&key, source),
             })?;
@@ -235,6 +235,11 @@ impl Spec {
                 kind.validate(&KindSpec { config: &config, parameter_names: &names, first })
                     .map_err(|e| kind_error(e, Some(label)))?;
             }
+            // Settings of several shapes: each replaces every setting's names.
+            let first = &parts[0].1;
+            for variant in &variants {
+                kind.check_values(&config, &variant.over(first)).map_err(|e| kind_error(e, Some(&variant.label)))?;
+            }
         } else {
             // The first combination the constraints admit, if counting met one (looking for
             // one could take as long as counting); else the first of the cross product,
@@ -243,6 +248,9 @@ impl Spec {
             let first = first.unwrap_or_default();
             kind.validate(&KindSpec { config: &config, parameter_names: &parameter_names, first: &first })
                 .map_err(|e| kind_error(e, None))?;
+            for variant in &variants {
+                kind.check_values(&config, &variant.over(&first)).map_err(|e| kind_error(e, Some(&variant.label)))?;
+            }
         }
         Ok(Spec {
             path: path.to_owned(),

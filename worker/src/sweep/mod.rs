@@ -50,14 +50,44 @@ fn core(key: &str) -> impl Fn(CoreError) -> Fault + '_ {
 pub(crate) struct Read {
     pub space: ParameterSpace,
     pub parts: Vec<(String, Params)>,
+    /// Values the first combination does not show: every `parameter_settings` entry, and
+    /// each value of each range (at most [`MAX_VARIANTS`]). A kind checks the first
+    /// combination with each laid over it, so a value no process could be made of
+    /// (`samples = 0`) is refused before the run.
+    pub variants: Vec<Variant>,
 }
+
+/// A combination to check beside the first: the first with `drop` taken out and `values`
+/// laid over it.
+#[derive(Debug, Clone)]
+pub(crate) struct Variant {
+    /// What it is, for an error: e.g. "parameter setting 2", "`samples` = 0".
+    pub label: String,
+    /// Parameters of the first combination it does not have.
+    pub drop: Vec<String>,
+    /// Its own values.
+    pub values: Params,
+}
+
+impl Variant {
+    /// `first` with this variant's values.
+    pub fn over(&self, first: &Params) -> Params {
+        let mut combination = first.clone();
+        combination.retain(|name, _| !self.drop.contains(name));
+        combination.extend(self.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        combination
+    }
+}
+
+/// The most values [`Read::variants`] holds: a check of microseconds each, bounded.
+pub(crate) const MAX_VARIANTS: usize = 4096;
 
 /// Reads the space of a spec `document` whose top-level `constants` (besides its
 /// `[constants]` table) are given; relative paths are relative to `dir`.
 pub(crate) fn read(document: &Params, constants: Params, dir: &Path) -> Result<Read, Fault> {
     let Some(blocks) = document.get("sweep") else {
-        let (space, parts) = read_block(document, constants, dir, "")?;
-        return Ok(Read { space, parts });
+        let (space, parts, variants) = read_block(document, constants, dir, "")?;
+        return Ok(Read { space, parts, variants });
     };
     if let Some(key) =
         SPACE_KEYS.iter().find(|k| **k != "constraints" && **k != "constants" && document.contains_key(**k))
@@ -96,7 +126,9 @@ pub(crate) fn read(document: &Params, constants: Params, dir: &Path) -> Result<R
             }
             block_constants.insert(key.clone(), value.clone());
         }
-        let (space, _) = read_block(block, block_constants, dir, &format!(" of {label}"))?;
+        // Each block's first combination is checked (`parts`); its other values are not, as
+        // they would be laid over another block's first.
+        let (space, _, _) = read_block(block, block_constants, dir, &format!(" of {label}"))?;
         spaces.push(space);
     }
     let mut space = ParameterSpace::union(spaces).map_err(core("sweep"))?;
@@ -109,7 +141,7 @@ pub(crate) fn read(document: &Params, constants: Params, dir: &Path) -> Result<R
         space = space.constrain(&pythonic(&constraint)).map_err(core("constraints"))?;
     }
     let parts = space.block_firsts().into_iter().map(|(i, first)| (format!("sweep block {}", i + 1), first)).collect();
-    Ok(Read { space, parts })
+    Ok(Read { space, parts, variants: Vec::new() })
 }
 
 fn is_scalar(value: &Value) -> bool {
@@ -146,7 +178,7 @@ fn read_block(
     mut constants: Params,
     dir: &Path,
     whose: &str,
-) -> Result<(ParameterSpace, Vec<(String, Params)>), Fault> {
+) -> Result<(ParameterSpace, Vec<(String, Params)>, Vec<Variant>), Fault> {
     let mut ranges: IndexMap<String, Vec<Value>> = IndexMap::new();
     if let Some(value) = doc.get("parameter_ranges") {
         let Value::Map(map) = value else {
@@ -200,6 +232,17 @@ fn read_block(
         }
     }
     let mut parts = Vec::new();
+    let mut variants: Vec<Variant> = ranges
+        .iter()
+        .flat_map(|(name, values)| {
+            values.iter().map(move |value| Variant {
+                label: format!("`{name}` = {value}"),
+                drop: Vec::new(),
+                values: [(name.clone(), value.clone())].into_iter().collect(),
+            })
+        })
+        .take(MAX_VARIANTS)
+        .collect();
     let space = match doc.get("parameter_settings") {
         Some(_) if !ranges.is_empty() => {
             return Err(fault("parameter_settings", "give either `parameter_ranges` or `parameter_settings`, not both"))
@@ -218,6 +261,14 @@ fn read_block(
                 }
             }
             parts = setting_shapes(&settings);
+            let mut names: Vec<String> = settings.iter().flat_map(|s| s.keys().cloned()).collect();
+            names.sort();
+            names.dedup();
+            variants.extend(settings.iter().take(MAX_VARIANTS).enumerate().map(|(i, setting)| Variant {
+                label: format!("parameter setting {}", i + 1),
+                drop: names.clone(),
+                values: setting.clone(),
+            }));
             ParameterSpace::settings(settings).map_err(core("parameter_settings"))?
         }
         Some(other) => {
@@ -246,7 +297,8 @@ fn read_block(
     for constraint in strings(doc, "constraints")? {
         space = space.constrain(&pythonic(&constraint)).map_err(core("constraints"))?;
     }
-    Ok((space, parts))
+    variants.truncate(MAX_VARIANTS);
+    Ok((space, parts, variants))
 }
 
 /// `[parameter_samples]`: `method`, `samples`, `seed` and one distribution per parameter.
