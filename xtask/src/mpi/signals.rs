@@ -1,6 +1,7 @@
-//! MPI runs stopped mid-way while long processes run and short ones have finished — a
-//! signal to mpirun, to rank 0, `kill -9` of a worker rank, `cancel` from outside — then
-//! resumed: what finished is consolidated, nothing survives, every process runs once.
+//! MPI runs stopped mid-way while long processes run and short ones have finished — SIGINT
+//! or SIGTERM to mpirun, SIGINT to rank 0, `kill -9` of a worker rank or of rank 0, `cancel`
+//! from outside — then resumed: what finished is consolidated (or, with rank 0 killed, in
+//! the journal), nothing survives, every process runs once.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -22,10 +23,15 @@ enum MpiStop {
     /// `kill -INT` of mpirun, launched as `cargo xtask mpirun` launches it (5 s between
     /// mpirun's SIGTERM and SIGKILL to the ranks).
     IntToMpirun,
+    /// `kill -TERM` of mpirun (as a batch system's time limit sends it).
+    TermToMpirun,
     /// `kill -INT` of rank 0 alone.
     IntToMaster,
     /// `kill -9` of worker rank 1.
     KillWorker,
+    /// `kill -9` of rank 0, the master: nobody consolidates, but every finished record is
+    /// in the journal and `--resume` consolidates.
+    KillMaster,
     /// `taskfarm-worker cancel DIR` from outside the job.
     Cancel,
 }
@@ -35,7 +41,15 @@ enum MpiStop {
 /// the resume command is printed, no command the run started survives, and `--resume`
 /// then runs every process exactly once.
 pub(super) fn signals_mid_run(scratch: &Path, tally: &mut Tally) {
-    for stop in [MpiStop::IntToMpirun, MpiStop::IntToMaster, MpiStop::KillWorker, MpiStop::Cancel] {
+    let stops = [
+        MpiStop::IntToMpirun,
+        MpiStop::TermToMpirun,
+        MpiStop::IntToMaster,
+        MpiStop::KillWorker,
+        MpiStop::KillMaster,
+        MpiStop::Cancel,
+    ];
+    for stop in stops {
         let name =
             format!("{stop:?} while long processes run: finished ones consolidated, no survivors, then --resume");
         let outcome = signal_case(scratch, stop);
@@ -85,8 +99,10 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
         }
         let (signal, pid) = match stop {
             MpiStop::IntToMpirun => ("-INT", pid_of("mpirun", &marker, None)),
+            MpiStop::TermToMpirun => ("-TERM", pid_of("mpirun", &marker, None)),
             MpiStop::IntToMaster => ("-INT", pid_of("taskfarm-worker", &marker, Some(0))),
             MpiStop::KillWorker => ("-KILL", pid_of("taskfarm-worker", &marker, Some(1))),
+            MpiStop::KillMaster => ("-KILL", pid_of("taskfarm-worker", &marker, Some(0))),
             MpiStop::Cancel => return Ok(()),
         };
         let pid = pid.context("the process to signal was not found")?;
@@ -109,12 +125,32 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
         _ => {}
     }
     let said = format!("{}{}", outcome.stdout, outcome.stderr);
-    expect_in(&said, "--resume")?;
-    let (_, rows) = read_results(&results)?;
-    let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
-    for id in ["0", "1", "2", "3"] {
-        if !ids.contains(id) {
-            bail!("process {id} finished before the signal but is not in results.csv: {ids:?}");
+    if let MpiStop::KillMaster = stop {
+        // Nobody is left to consolidate or to print the resume command: the journal holds
+        // what finished, as `report` says.
+        let dir = run_dir(&results)?;
+        let report = Command::new(release_worker()).arg("report").arg(&dir).output()?;
+        expect_in(&String::from_utf8_lossy(&report.stdout), "processes: 4 recorded, 4 finished")?;
+    } else {
+        expect_in(&said, "--resume")?;
+        let (_, rows) = read_results(&results)?;
+        let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
+        for id in ["0", "1", "2", "3"] {
+            if !ids.contains(id) {
+                bail!("process {id} finished before the signal but is not in results.csv: {ids:?}");
+            }
+        }
+    }
+    match stop {
+        // The master names the ranks that held the long processes.
+        MpiStop::KillWorker | MpiStop::IntToMpirun | MpiStop::TermToMpirun => expect_in(&said, "held processes")?,
+        _ => {}
+    }
+    if let MpiStop::IntToMpirun | MpiStop::TermToMpirun | MpiStop::IntToMaster = stop {
+        // Said once, by rank 0, not once per rank.
+        let said_stop = said.matches("no new process starts").count();
+        if said_stop > 1 {
+            bail!("the stop was announced {said_stop} times:\n{}", tail(&outcome.stderr));
         }
     }
     expect_no_survivors(&case.join("pids"))?;
