@@ -16,9 +16,13 @@
 //!   never runs more than T at once.
 //! - **Only what has been measured short waits in a queue or shares a unit.** Processes of
 //!   unknown duration are sent one to a unit and one per free thread: a long process never
-//!   waits behind another on a busy worker while another worker is idle. The evidence is a
-//!   streak: how many of the latest records, in the order they came, ran shorter than
-//!   [`SHORT_PROCESS`]. A worker's window goes beyond T only while the streak is at least
+//!   waits behind another on a busy worker while another worker is idle. The evidence is
+//!   twofold. Per job, the duration model (`backend_core::predict`) must have measured its
+//!   parameters short: a job with a value not seen yet of a parameter of few values (say
+//!   `s = 10` after only `s = 0`), or predicted long, goes alone to a free thread, however
+//!   short everything before it was (the scheduler asks before it queues or batches a job).
+//!   Overall, a streak: how many of the latest records, in the order they came, ran shorter
+//!   than [`SHORT_PROCESS`]. A worker's window goes beyond T only while the streak is at least
 //!   twice the threads of all workers, and a unit holds at most half the streak's jobs; one
 //!   long process ends the streak, and every worker goes back to one process per thread.
 //!   So a sweep of tiny processes ramps up to large batches within a few round trips, and a
@@ -132,6 +136,12 @@ impl Policy {
         (0..self.loads.len())
             .filter(|&w| !skipped(w) && self.loads[w].busy + self.process_threads <= self.capacity(w))
             .min_by_key(|&w| self.loads[w].busy)
+    }
+
+    /// Whether worker `w` has a thread free for one more process now: a unit sent to it
+    /// would start at once, not wait behind another.
+    pub(crate) fn has_free_thread(&self, w: usize) -> bool {
+        self.loads.get(w).is_some_and(|load| load.busy + self.process_threads <= self.threads)
     }
 
     /// How many jobs the next unit of worker `w` holds: its adapted batch, at most half the

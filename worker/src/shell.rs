@@ -54,8 +54,9 @@ fn program_index(argv: &[String]) -> Option<usize> {
                 i += 1;
                 break;
             }
+            let option = arg.starts_with('-') && arg.len() > 1;
             let assignment = name == "env" && arg.contains('=') && !arg.starts_with('-');
-            if !(arg.starts_with('-') && arg.len() > 1) && !assignment {
+            if !option && !assignment {
                 break;
             }
             i += if wrapper.valued.contains(&arg.as_str()) { 2 } else { 1 };

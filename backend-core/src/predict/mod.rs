@@ -40,7 +40,7 @@ use self::model::U64Map;
 use crate::{Error, Params, Result, Status};
 
 pub use lookahead::Lookahead;
-pub use model::{DurationModel, Features};
+pub use model::{DurationModel, Features, FEW_VALUES};
 
 /// How many jobs the look-ahead window holds by default.
 pub const DEFAULT_LOOKAHEAD: usize = 4096;
@@ -170,6 +170,15 @@ impl Learner {
         work += state.window_s.max(0.0) * correction + left.saturating_sub(pulled) as f64 * mean;
         let eta = (work / state.slots.max(1) as f64).max(longest);
         eta.is_finite().then_some(eta)
+    }
+
+    /// Whether the job `id`, handed out and not yet recorded, was measured shorter than
+    /// `limit_s` ([`DurationModel::measured_shorter_than`]): only such a job may wait in a
+    /// worker's queue or share a unit with others. A job the window did not hand out is of
+    /// unknown duration.
+    pub fn measured_shorter_than(&self, id: u64, limit_s: f64) -> bool {
+        let state = self.state();
+        state.in_flight.get(&id).is_some_and(|job| state.model.measured_shorter_than(&job.features, limit_s))
     }
 
     /// How many jobs are handed out and not yet recorded.

@@ -18,6 +18,10 @@ const ERROR_WEIGHT: f64 = 1.0 / 64.0;
 const TRUST_RATIO: f64 = 0.8;
 /// The largest log-normal variance correction applied to predictions in seconds.
 const MAX_CORRECTION_VAR: f64 = 4.0;
+/// A parameter with at most this many distinct values seen is a grid or a setting whose
+/// unseen values may take any time; beyond, it is a seed or an index whose next value says
+/// little (see [`DurationModel::measured_shorter_than`]).
+pub const FEW_VALUES: usize = 64;
 
 /// A parameter's name and value, hashed: what the model keys its statistics by.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -265,6 +269,24 @@ impl DurationModel {
         Some(overall + effects)
     }
 
+    /// Whether a process with `features` was measured shorter than `limit_s`: every value it
+    /// has of a parameter with few distinct values (at most [`FEW_VALUES`]: a grid, a
+    /// setting, not a seed) has been seen and ran shorter on (geometric) average, and its
+    /// predicted median is below the limit. A
+    /// value never seen may change the duration by any factor, so such a process counts as
+    /// of unknown duration, however short everything so far was.
+    pub fn measured_shorter_than(&self, features: &Features, limit_s: f64) -> bool {
+        let limit_log = limit_s.ln();
+        // Each value's own (geometric) mean, unshrunk: one long run of a value is enough to
+        // call the value long.
+        let known = features.0.iter().all(|f| {
+            self.params.get(&f.param).is_some_and(|p| {
+                p.values.len() > FEW_VALUES || p.values.get(&f.value).is_some_and(|stat| stat.mean() < limit_log)
+            })
+        });
+        known && self.predict_median(features).is_some_and(|s| s < limit_s)
+    }
+
     /// The predicted duration in seconds of a process with `features` (its expected value:
     /// the median times [`correction`](Self::correction)); `None` before anything was learnt.
     pub fn predict(&self, features: &Features) -> Option<f64> {
@@ -377,6 +399,30 @@ mod tests {
             model.learn(&size(i % 5), noise);
         }
         assert!(!model.trusted(), "{model:?}");
+    }
+
+    #[test]
+    fn only_processes_whose_values_were_seen_short_are_measured_short() {
+        let mut model = DurationModel::default();
+        for _ in 0..10 {
+            model.learn(&size(1), 0.001);
+            model.learn(&size(2), 0.002);
+        }
+        assert!(model.measured_shorter_than(&size(1), 0.05));
+        // An unseen value of a parameter of few values: unknown, however short the rest.
+        assert!(!model.measured_shorter_than(&size(1000), 0.05));
+        // Seen, but long.
+        model.learn(&size(3), 10.0);
+        assert!(!model.measured_shorter_than(&size(3), 0.05));
+        // A parameter of many values (a seed): its next value is not news.
+        let seed = |n: i64| Features::of(&[("seed".to_owned(), Value::Int(n))].into_iter().collect());
+        let mut model = DurationModel::default();
+        for n in 0..=FEW_VALUES as i64 {
+            assert!(!model.measured_shorter_than(&seed(n), 0.05), "value {n} is new among few");
+            model.learn(&seed(n), 0.001);
+        }
+        assert!(model.measured_shorter_than(&seed(1_000_000), 0.05));
+        assert!(!DurationModel::default().measured_shorter_than(&seed(0), 0.05), "nothing learnt");
     }
 
     #[test]

@@ -24,9 +24,9 @@ pub(crate) enum Jobs<P: Process> {
     },
 }
 
-/// What taking jobs gave.
-pub(super) enum Taken<P> {
-    Jobs(Vec<Job<P>>),
+/// What taking the next job gave.
+pub(super) enum Next<P> {
+    Job(Job<P>),
     /// None is ready yet (a fed source is deciding).
     NotYet,
     /// The source has ended.
@@ -34,37 +34,22 @@ pub(super) enum Taken<P> {
 }
 
 impl<P: Process> Jobs<P> {
-    /// Up to `n` jobs.
-    pub(super) fn take(&mut self, n: usize) -> Taken<P> {
+    /// The next job, if one is ready.
+    pub(super) fn next_job(&mut self) -> Next<P> {
         match self {
-            Jobs::Source(source) => {
-                let unit: Vec<Job<P>> = source.by_ref().take(n).collect();
-                if unit.is_empty() {
-                    Taken::Ended
-                } else {
-                    Taken::Jobs(unit)
-                }
-            }
-            Jobs::Fed { jobs, held } => {
-                let mut unit: Vec<Job<P>> = held.drain(..n.min(held.len())).collect();
-                while unit.len() < n {
-                    match jobs.try_recv() {
-                        Ok(job) => unit.push(job),
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) if unit.is_empty() => return Taken::Ended,
-                        Err(TryRecvError::Disconnected) => break,
-                    }
-                }
-                if unit.is_empty() {
-                    Taken::NotYet
-                } else {
-                    Taken::Jobs(unit)
-                }
-            }
+            Jobs::Source(source) => source.next().map_or(Next::Ended, Next::Job),
+            Jobs::Fed { jobs, held } => match held.pop_front() {
+                Some(job) => Next::Job(job),
+                None => match jobs.try_recv() {
+                    Ok(job) => Next::Job(job),
+                    Err(TryRecvError::Empty) => Next::NotYet,
+                    Err(TryRecvError::Disconnected) => Next::Ended,
+                },
+            },
         }
     }
 
-    /// Waits up to `timeout` for a fed job (keeping it for [`take`](Self::take)) or the
+    /// Waits up to `timeout` for a fed job (keeping it for [`next_job`](Self::next_job)) or the
     /// source's end.
     pub(super) fn wait(&mut self, timeout: Duration) {
         if let Jobs::Fed { jobs, held } = self {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use backend_core::{Collector, Process};
 
-use self::jobs::Taken;
+use self::jobs::Next;
 pub(crate) use self::jobs::{fed, Jobs};
 pub(crate) use self::retries::Retries;
 use self::retries::Settled;
@@ -69,6 +69,9 @@ struct Unit {
     threads: usize,
     /// How long those ran, in seconds in all.
     run_s: f64,
+    /// Whether its jobs were measured short (asked of the duration model when it matters:
+    /// before work is queued behind it); a batch of several is, by construction.
+    short: Option<bool>,
 }
 
 impl WorkerState {
@@ -83,7 +86,8 @@ impl WorkerState {
 
 impl Unit {
     fn new(ids: Vec<u64>, threads: usize) -> Self {
-        Unit { ids, returned: Vec::new(), threads, run_s: 0.0 }
+        let short = (ids.len() > 1).then_some(true);
+        Unit { ids, returned: Vec::new(), threads, run_s: 0.0, short }
     }
 
     /// The ids of its jobs whose records have not come back, in the unit's order.
@@ -106,6 +110,9 @@ pub(crate) struct Scheduler<P: Process> {
     starved: bool,
     /// Set when the master hands retries to other ranks.
     pub(crate) retries: Option<Retries>,
+    /// The job taken from the source and not sent yet: it was of unknown duration and no
+    /// worker had a free thread for it, or it ended a unit of measured short ones.
+    next: Option<backend_core::Job<P>>,
 }
 
 impl<P: Process> Scheduler<P> {
@@ -118,6 +125,7 @@ impl<P: Process> Scheduler<P> {
             exhausted: false,
             starved: false,
             retries: None,
+            next: None,
         }
     }
 
@@ -279,7 +287,16 @@ impl<P: Process> Scheduler<P> {
         // Workers that nothing is left for (retries wait only for ranks that have not run them).
         let mut nothing_for = vec![false; self.slots.len()];
         self.starved = false;
-        while let Some(w) = self.policy.next_worker(|w| nothing_for[w]) {
+        while let Some(mut w) = self.policy.next_worker(|w| nothing_for[w]) {
+            let may_queue = self.next_measured_short(collector) && self.holds_only_short(w, collector);
+            if !self.policy.has_free_thread(w) && !may_queue {
+                // The next job would wait in w's queue, and its duration is unknown, or w
+                // runs a job of unknown duration it could wait behind: it goes to a free
+                // thread, or waits here for one (a retry waits the same way).
+                let free = self.policy.next_worker(|v| nothing_for[v] || !self.policy.has_free_thread(v));
+                let Some(free) = free else { break };
+                w = free;
+            }
             if !self.send_unit(wire, collector, worker_rank(w))? {
                 let no_jobs = self.exhausted || self.starved;
                 if no_jobs && self.retries.as_ref().is_none_or(|r| r.waiting.is_empty()) {
@@ -311,24 +328,28 @@ impl<P: Process> Scheduler<P> {
         if self.send_retry(wire, worker)? {
             return Ok(true);
         }
-        if self.exhausted {
-            return Ok(false);
-        }
-        if self.starved {
+        if self.next.is_none() && (self.exhausted || self.starved) {
             return Ok(false);
         }
         let batch = self.policy.batch(worker_index(worker));
-        let unit = match self.jobs.take(batch) {
-            Taken::Jobs(unit) => unit,
-            Taken::NotYet => {
-                self.starved = true;
-                return Ok(false);
+        let mut unit = Vec::with_capacity(batch);
+        while unit.len() < batch {
+            let Some(job) = self.next_job() else { break };
+            // Only jobs measured short share a unit: one of unknown duration goes alone (it
+            // ends the unit it would join, and starts the next).
+            if batch > 1 && !collector.learner().measured_shorter_than(job.id, SHORT_PROCESS_S) {
+                if unit.is_empty() {
+                    unit.push(job);
+                } else {
+                    self.next = Some(job);
+                }
+                break;
             }
-            Taken::Ended => {
-                self.exhausted = true;
-                return Ok(false);
-            }
-        };
+            unit.push(job);
+        }
+        if unit.is_empty() {
+            return Ok(false);
+        }
         let count = unit.len() as u64;
         let ids: Vec<u64> = unit.iter().map(|job| job.id).collect();
         let bytes = match &mut self.retries {
@@ -342,6 +363,53 @@ impl<P: Process> Scheduler<P> {
         Ok(true)
     }
 }
+
+impl<P: Process> Scheduler<P> {
+    /// The next job to send: the one kept back, else the source's next (`None`, with
+    /// `exhausted` or `starved` set, when there is none).
+    fn next_job(&mut self) -> Option<backend_core::Job<P>> {
+        if let Some(job) = self.next.take() {
+            return Some(job);
+        }
+        if self.exhausted || self.starved {
+            return None;
+        }
+        match self.jobs.next_job() {
+            Next::Job(job) => Some(job),
+            Next::NotYet => {
+                self.starved = true;
+                None
+            }
+            Next::Ended => {
+                self.exhausted = true;
+                None
+            }
+        }
+    }
+
+    /// Whether every unit worker `w` holds was measured short, so work may wait behind them.
+    fn holds_only_short(&mut self, w: usize, collector: &Collector) -> bool {
+        let Some(slot) = self.slots.get_mut(w) else { return false };
+        slot.units.iter_mut().all(|unit| {
+            *unit.short.get_or_insert_with(|| {
+                unit.ids.iter().all(|&id| collector.learner().measured_shorter_than(id, SHORT_PROCESS_S))
+            })
+        })
+    }
+
+    /// Whether the next job to send was measured short, so it may wait in a worker's queue
+    /// (takes it from the source and keeps it); `true` when there is none.
+    fn next_measured_short(&mut self, collector: &Collector) -> bool {
+        if self.next.is_none() {
+            self.next = self.next_job();
+        }
+        self.next.as_ref().is_none_or(|job| collector.learner().measured_shorter_than(job.id, SHORT_PROCESS_S))
+    }
+}
+
+/// [`SHORT_PROCESS`](crate::policy::SHORT_PROCESS) in seconds: the duration below which a
+/// job measured by the model may wait in a queue or share a unit.
+const SHORT_PROCESS_S: f64 = crate::policy::SHORT_PROCESS.as_secs_f64();
 
 /// The index of worker rank `rank` among the workers (rank 1 is worker 0).
 fn worker_index(rank: Rank) -> usize {

@@ -309,3 +309,22 @@ proptest! {
         prop_assert!(ran.cluster.ran.len() == n && ran.cluster.ran.values().all(|&k| k == 1));
     }
 }
+
+#[test]
+fn processes_of_unknown_duration_after_a_streak_of_tiny_ones_run_side_by_side() {
+    // 300 tiny processes, then two of 10 s (a value of `micros` never seen), then 300 tiny:
+    // the long ones are neither batched together nor queued behind each other, so they run
+    // at once on the two workers and the run ends soon after 10 s, not 20 s.
+    for prefetch in [1, 2] {
+        for tiny in [50, 2000] {
+            let mut micros = vec![tiny; 300];
+            micros.extend([10_000_000, 10_000_000]);
+            micros.extend(vec![tiny; 300]);
+            let ran = simulate(sleeps(&micros), 2, 1, prefetch, 0);
+            assert_eq!(ran.ended, Ok(()));
+            assert!(ran.cluster.ran.len() == 602 && ran.cluster.ran.values().all(|&n| n == 1));
+            let makespan_s = ran.cluster.now as f64 / 1e6;
+            assert!(makespan_s < 11.0, "prefetch {prefetch}, tiny {tiny} µs: {makespan_s} s (simulated)");
+        }
+    }
+}

@@ -173,12 +173,10 @@ fn strings(doc: &Params, key: &str) -> Result<Vec<String>, Fault> {
 }
 
 /// Reads one block (or the whole spec): its combinations, samples, constants, constraints.
-fn read_block(
-    doc: &Params,
-    mut constants: Params,
-    dir: &Path,
-    whose: &str,
-) -> Result<(ParameterSpace, Vec<(String, Params)>, Vec<Variant>), Fault> {
+/// A block's space, the first combination of each of its parts, and its variants (see [`Read`]).
+type Block = (ParameterSpace, Vec<(String, Params)>, Vec<Variant>);
+
+fn read_block(doc: &Params, mut constants: Params, dir: &Path, whose: &str) -> Result<Block, Fault> {
     let mut ranges: IndexMap<String, Vec<Value>> = IndexMap::new();
     if let Some(value) = doc.get("parameter_ranges") {
         let Value::Map(map) = value else {
