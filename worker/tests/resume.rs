@@ -76,6 +76,17 @@ fn nan_and_infinite_parameters_round_trip_and_resume() {
     let as_run = dir.join("operation.toml");
     let recorded = std::fs::read_to_string(&as_run).expect("operation.toml");
     assert!(recorded.contains("f = [1, nan, inf, -inf]"), "{recorded}");
+    // The parameter cells tell NaN and the infinities apart, in CSV and in JSON lines.
+    let csv = std::fs::read_to_string(dir.join("results.csv")).expect("results.csv");
+    let header: Vec<&str> = csv.lines().next().unwrap_or_default().split(',').collect();
+    let f = header.iter().position(|h| *h == "f").expect("an f column");
+    let cells: Vec<String> = csv.lines().skip(1).map(|l| l.split(',').nth(f).unwrap_or_default().to_owned()).collect();
+    assert_eq!(cells, ["1", "NaN", "inf", "-inf"], "{csv}");
+    let jsonl = std::fs::read_to_string(dir.join("results.jsonl")).expect("results.jsonl");
+    for (line, written) in jsonl.lines().zip(["\"f\":1", "\"f\":\"NaN\"", "\"f\":\"Infinity\"", "\"f\":\"-Infinity\""])
+    {
+        assert!(line.contains(written), "{written} in {line}");
+    }
 
     // The spec as run makes the same processes ...
     let out = worker(&["validate", &as_run.to_string_lossy()]);

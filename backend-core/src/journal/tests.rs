@@ -139,7 +139,7 @@ fn random_damage_in_a_large_journal_costs_only_the_records_it_touches() {
 }
 
 #[test]
-fn records_reach_the_file_without_a_later_append_or_a_flush() {
+fn records_reach_the_file_and_the_disk_without_a_later_append_or_a_flush() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("journal");
     let mut w = JournalWriter::create(&path).unwrap();
@@ -151,6 +151,11 @@ fn records_reach_the_file_without_a_later_append_or_a_flush() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(read_journal(&path).unwrap().records, vec![record(0)]);
+    // And it reaches the disk on its own, without a sync or a later append.
+    while w.background_syncs() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the record was never synced");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     drop(w);
 }
 

@@ -48,9 +48,12 @@ struct Pending {
     buf: Vec<u8>,
     /// Bytes written to the file and not yet synced.
     unsynced: bool,
-    /// The first write error of the thread, reported by the next call of the writer.
+    /// The first write or sync error of the thread, reported by the next call of the writer.
     failed: Option<std::io::Error>,
     closing: bool,
+    /// How many times the thread synced what was written (the promise that a record is on
+    /// disk within [`SYNC_WITHIN`], whatever comes after it, is tested by it).
+    syncs: u64,
 }
 
 impl Pending {
@@ -96,6 +99,7 @@ impl JournalWriter {
                 unsynced: false,
                 failed: None,
                 closing: false,
+                syncs: 0,
             }),
             wake: Condvar::new(),
         });
@@ -147,6 +151,12 @@ impl JournalWriter {
     /// Hands appended records to the OS now.
     pub fn flush(&mut self) -> Result<()> {
         self.lock().write_out().map_err(|e| Error::io("write the journal", &self.path, e))
+    }
+
+    /// How many times its thread synced the journal on its own (every [`SYNC_WITHIN`] while
+    /// there is something written and not synced).
+    pub fn background_syncs(&self) -> u64 {
+        self.lock().syncs
     }
 
     /// Flushes and waits until the records are on disk.
@@ -207,11 +217,16 @@ fn flush_and_sync(shared: &Shared) {
             let file = pending.file.try_clone();
             pending.unsynced = false;
             drop(pending);
-            if let Ok(file) = file {
-                let _ = file.sync_data();
-            }
+            let synced = file.and_then(|file| file.sync_data());
             last_sync = Instant::now();
             pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            match synced {
+                Ok(()) => pending.syncs += 1,
+                // Reported by the writer's next call, as a failed write is.
+                Err(e) => {
+                    pending.failed.get_or_insert(e);
+                }
+            }
             continue;
         }
         if pending.buf.is_empty() && !pending.closing {
