@@ -69,11 +69,15 @@ pub struct RunOptions {
     /// backend with a pool of threads reserves that many slots for it, and the process sees
     /// the number in [`ProcessContext::threads`](crate::ProcessContext::threads).
     pub threads: usize,
+    /// Whether a process running far past its prediction may run a second copy on an idle
+    /// thread once nothing is left to start (see [`crate::speculate`]; default `true`).
+    /// Off for processes with side effects that must not run twice.
+    pub speculate: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { timeout: None, retries: 0, isolation: Isolation::Thread, threads: 1 }
+        RunOptions { timeout: None, retries: 0, isolation: Isolation::Thread, threads: 1, speculate: true }
     }
 }
 
@@ -172,6 +176,27 @@ pub(crate) fn stop_now_requested() -> bool {
 /// one failed, `reason` lists every attempt's reason (`attempt 1: ...; attempt 2: ...`).
 /// The job's params move into the record.
 pub fn execute_job<P: Process>(job: Job<P>, dir: &Path, location: &Location, options: &RunOptions) -> ProcessRecord {
+    let mut record = execute_attempts(&job, dir, location, options);
+    record.params = job.params;
+    record
+}
+
+/// [`execute_job`] of a job that another thread may hold too (to run a copy of it, see
+/// [`crate::speculate`]): its params move into the record when this is the last holder, and
+/// are copied otherwise.
+pub fn execute_shared_job<P: Process>(
+    job: std::sync::Arc<Job<P>>,
+    dir: &Path,
+    location: &Location,
+    options: &RunOptions,
+) -> ProcessRecord {
+    let mut record = execute_attempts(&job, dir, location, options);
+    record.params = std::sync::Arc::try_unwrap(job).map_or_else(|shared| shared.params.clone(), |job| job.params);
+    record
+}
+
+/// The attempts of [`execute_job`]: the record of the last, without the job's params.
+fn execute_attempts<P: Process>(job: &Job<P>, dir: &Path, location: &Location, options: &RunOptions) -> ProcessRecord {
     let _running = crate::status::Running::new(job.id, location);
     let mut reasons: Vec<String> = Vec::new();
     let mut attempt = 0u32;
@@ -180,7 +205,7 @@ pub fn execute_job<P: Process>(job: Job<P>, dir: &Path, location: &Location, opt
         let mut record = match options.isolation {
             Isolation::Thread => {
                 let deadline = options.timeout.map(|t| Instant::now() + t);
-                let mut record = run_attempt(&job, dir, location, deadline, options.process_threads());
+                let mut record = run_attempt(job, dir, location, deadline, options.process_threads());
                 if let (Some(timeout), Status::Finished) = (options.timeout, record.status) {
                     if record.duration_s > timeout.as_secs_f64() {
                         record.status = Status::TimedOut;
@@ -191,12 +216,11 @@ pub fn execute_job<P: Process>(job: Job<P>, dir: &Path, location: &Location, opt
                 record
             }
             Isolation::Subprocess => {
-                crate::subprocess::run_in_child(&job, dir, location, options.timeout, options.process_threads())
+                crate::subprocess::run_in_child(job, dir, location, options.timeout, options.process_threads())
             }
         };
         if record.status == Status::Finished || attempt > options.retries || stop_requested() {
             close_attempts(&mut record, reasons);
-            record.params = job.params;
             return record;
         }
         reasons.push(attempt_reason(&mut record));

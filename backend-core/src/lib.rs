@@ -38,6 +38,7 @@ pub mod results;
 pub mod sample;
 mod serial;
 mod space;
+pub mod speculate;
 pub mod status;
 mod subprocess;
 pub mod summary;
@@ -50,13 +51,13 @@ pub use adaptive::RecordObserver;
 pub use backend::{
     Backend, Collector, Dispatch, Executor, Lifecycle, Role, Runner, StatusBoard, StatusCounts, Summary,
 };
-pub use child::{describe_exit, kill_running_children, run_with_deadline, ChildOutcome, EXIT_GRACE};
+pub use child::{describe_exit, kill_children_of, kill_running_children, run_with_deadline, ChildOutcome, EXIT_GRACE};
 pub use error::{Error, Result};
 pub(crate) use execute::stop_now_requested;
 pub use execute::{
-    attempt_reason, close_attempts, default_pool_size, execute_job, format_duration, parse_duration, request_stop,
-    seconds_to_duration, set_stop_exit_status, stop_exit_status, stop_requested, text_tail, Isolation, RunOptions,
-    MAX_TIMEOUT_SECONDS,
+    attempt_reason, close_attempts, default_pool_size, execute_job, execute_shared_job, format_duration,
+    parse_duration, request_stop, seconds_to_duration, set_stop_exit_status, stop_exit_status, stop_requested,
+    text_tail, Isolation, RunOptions, MAX_TIMEOUT_SECONDS,
 };
 pub use kind::{BackendKind, UnknownBackend};
 pub use operation::{Deadline, JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};

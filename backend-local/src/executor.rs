@@ -6,7 +6,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
-use backend_core::{execute_job, Error, Job, JobSource, Location, Process, ProcessRecord, Result, RunOptions};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use backend_core::predict::Learner;
+use backend_core::speculate::Copies;
+use backend_core::{
+    execute_job, execute_shared_job, Error, Job, JobSource, Location, Process, ProcessRecord, Result, RunOptions,
+};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::check_process_threads;
@@ -36,8 +43,30 @@ pub struct ThreadExecutor<P: Process> {
     jobs: Option<Sender<Job<P>>>,
     feed: Arc<Feed<P>>,
     records: Receiver<ProcessRecord>,
+    /// What each thread runs now, when stragglers may run a copy.
+    running: Arc<Vec<Mutex<Option<Running<P>>>>>,
     _pool: rayon::ThreadPool,
 }
+
+/// The job a thread runs now (kept when stragglers may run a copy: the copy is made of it).
+struct Running<P> {
+    job: Arc<Job<P>>,
+    thread: ThreadId,
+}
+
+/// What a pool needs to run a copy of a straggler on a thread that has nothing left to
+/// start (see [`backend_core::speculate`]): the duration model, which says which process
+/// runs far past its prediction, and the processes that run twice.
+#[derive(Debug, Clone)]
+pub struct Speculation {
+    /// The run's model and its jobs in flight.
+    pub learner: Learner,
+    /// The processes that run twice.
+    pub copies: Arc<Copies>,
+}
+
+/// How often a thread with nothing left to start looks for a straggler to copy.
+const STRAGGLER_POLL: Duration = Duration::from_millis(100);
 
 impl<P: Process> std::fmt::Debug for ThreadExecutor<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,7 +128,7 @@ impl<P: Process> ThreadExecutor<P> {
         on_start: impl Fn() -> G + Send + Sync + 'static,
     ) -> Result<Self> {
         let (jobs, pending) = crossbeam_channel::unbounded();
-        let mut executor = Self::with_feed(config, Feed::Submitted(pending), dir, options, location, on_start)?;
+        let mut executor = Self::with_feed(config, Feed::Submitted(pending), dir, options, location, on_start, None)?;
         // Kept out of the shared feed, so that dropping it (`close`) ends the queue.
         executor.jobs = Some(jobs);
         Ok(executor)
@@ -109,6 +138,11 @@ impl<P: Process> ThreadExecutor<P> {
     /// at a time, until it ends (nothing is submitted). The records
     /// channel ends when the source is exhausted and every job is done. A source that panics
     /// ends the run: [`failure`](Self::failure) says why.
+    ///
+    /// With `speculation` (and the operation's `speculate` option), a thread that finds the
+    /// source exhausted runs a copy of a process running far past its prediction, if there
+    /// is one, instead of ending; [`stop_copies_of`](Self::stop_copies_of) stops the copy
+    /// that lost.
     pub fn pulling<G: 'static>(
         config: ExecutorConfig,
         jobs: JobSource<P>,
@@ -116,10 +150,12 @@ impl<P: Process> ThreadExecutor<P> {
         options: RunOptions,
         location: impl Fn(usize) -> Location,
         on_start: impl Fn() -> G + Send + Sync + 'static,
+        speculation: Option<Speculation>,
     ) -> Result<Self> {
         let feed =
             Feed::Pulled { jobs: Mutex::new(jobs), cancelled: AtomicBool::new(false), failure: Mutex::new(None) };
-        Self::with_feed(config, feed, dir, options, location, on_start)
+        let speculation = speculation.filter(|_| options.speculate);
+        Self::with_feed(config, feed, dir, options, location, on_start, speculation)
     }
 
     fn with_feed<G: 'static>(
@@ -129,6 +165,7 @@ impl<P: Process> ThreadExecutor<P> {
         options: RunOptions,
         location: impl Fn(usize) -> Location,
         on_start: impl Fn() -> G + Send + Sync + 'static,
+        speculation: Option<Speculation>,
     ) -> Result<Self> {
         let threads = config.threads;
         if threads == 0 {
@@ -153,13 +190,34 @@ impl<P: Process> ThreadExecutor<P> {
         let slots = (per_process > 1).then(|| Slots::new(threads));
         let feed = Arc::new(feed);
         let queue = Arc::clone(&feed);
+        let running: Arc<Vec<Mutex<Option<Running<P>>>>> = Arc::new((0..threads).map(|_| Mutex::new(None)).collect());
+        let now_running = Arc::clone(&running);
         pool.spawn_broadcast(move |ctx| {
             let here = &locations[ctx.index() % locations.len()];
-            while let Some(job) = queue.next() {
-                let _slots = slots.as_ref().map(|s| s.acquire(per_process));
-                let record = {
-                    let _guard = on_start();
-                    execute_job(job, &dir, here, &options)
+            let mine = &now_running[ctx.index() % now_running.len()];
+            loop {
+                let record = match (queue.next(), &speculation) {
+                    (Some(job), None) => {
+                        let _slots = slots.as_ref().map(|s| s.acquire(per_process));
+                        let _guard = on_start();
+                        execute_job(job, &dir, here, &options)
+                    }
+                    (job, Some(speculation)) => {
+                        let job = match job {
+                            Some(job) => Arc::new(job),
+                            None => match copy_of_a_straggler(speculation, &now_running, &queue, here) {
+                                Some(copy) => copy,
+                                None => break,
+                            },
+                        };
+                        let _slots = slots.as_ref().map(|s| s.acquire(per_process));
+                        let _guard = on_start();
+                        *lock(mine) = Some(Running { job: Arc::clone(&job), thread: std::thread::current().id() });
+                        let record = execute_shared_job(job, &dir, here, &options);
+                        lock(mine).take();
+                        record
+                    }
+                    (None, None) => break,
                 };
                 if results.send(record).is_err() {
                     // Nobody reads records any more: the owner went away.
@@ -167,7 +225,20 @@ impl<P: Process> ThreadExecutor<P> {
                 }
             }
         });
-        Ok(ThreadExecutor { jobs: None, feed, records, _pool: pool })
+        Ok(ThreadExecutor { jobs: None, feed, records, running, _pool: pool })
+    }
+
+    /// Stops the copies of process `id` that still run (the loser of a process run twice):
+    /// kills the commands, subprocesses and persistent programs their threads started. A
+    /// copy running in the thread itself cannot be killed: it ends by itself. Returns how
+    /// many process groups were killed.
+    pub fn stop_copies_of(&self, id: u64) -> usize {
+        let threads: Vec<ThreadId> = self
+            .running
+            .iter()
+            .filter_map(|slot| lock(slot).as_ref().filter(|r| r.job.id == id).map(|r| r.thread))
+            .collect();
+        threads.into_iter().map(backend_core::kill_children_of).sum()
     }
 
     /// Queues `job`; gives it back when the executor was closed or takes its jobs from a
@@ -209,6 +280,47 @@ impl<P: Process> ThreadExecutor<P> {
     /// The records of finished jobs, in the order they finish.
     pub fn records(&self) -> &Receiver<ProcessRecord> {
         &self.records
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// For a thread that found nothing left to start: a copy of a process that runs far past
+/// its prediction on another thread, once there is one; `None` when every process has its
+/// record (or a stop came, or the feed was cancelled), and the thread ends.
+fn copy_of_a_straggler<P>(
+    speculation: &Speculation,
+    running: &[Mutex<Option<Running<P>>>],
+    feed: &Feed<P>,
+    here: &Location,
+) -> Option<Arc<Job<P>>> {
+    loop {
+        let cancelled = matches!(feed, Feed::Pulled { cancelled, .. } if cancelled.load(Ordering::Relaxed));
+        if cancelled || backend_core::stop_requested() || speculation.learner.in_flight() == 0 {
+            return None;
+        }
+        let held = |id: u64| {
+            running.iter().find_map(|slot| lock(slot).as_ref().filter(|r| r.job.id == id).map(|r| Arc::clone(&r.job)))
+        };
+        let straggler = speculation.learner.straggler(|id| !speculation.copies.has_copy(id) && held(id).is_some());
+        if let Some(straggler) = straggler {
+            if let Some(job) = held(straggler.id).filter(|_| speculation.copies.copying(straggler.id)) {
+                tracing::info!(
+                    target: "taskfarm",
+                    "process {} has run {:.1} s, {:.0}× its expected {:.2} s, and nothing is left to start: a copy \
+                     starts on {}; the first to finish is recorded",
+                    straggler.id,
+                    straggler.ran_s,
+                    straggler.ran_s / straggler.expected_s,
+                    straggler.expected_s,
+                    here.worker
+                );
+                return Some(job);
+            }
+        }
+        std::thread::sleep(STRAGGLER_POLL);
     }
 }
 

@@ -11,14 +11,16 @@
 
 mod executor;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use backend_core::speculate::{Copies, Settled};
 use backend_core::{
     BackendKind, Collector, Dispatch, Error, Executor, Location, Operation, Process, ProcessContext, ProcessError,
     Result, Runner,
 };
 
-pub use executor::{ExecutorConfig, ThreadExecutor};
+pub use executor::{ExecutorConfig, Speculation, ThreadExecutor};
 
 /// Runs processes on a pool of threads of this machine: `LocalBackend::new(Some(n))` for
 /// n threads, `LocalBackend::new(None)` for one per core (0 is an error).
@@ -71,6 +73,8 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
     let Dispatch { jobs, dir, options, .. } = dispatch;
     collector.learner().set_slots(pool_size / options.process_threads().max(1));
     let config = ExecutorConfig { threads: pool_size, name: "taskfarm-local" };
+    let copies = Arc::new(Copies::default());
+    let speculation = Speculation { learner: collector.learner().clone(), copies: Arc::clone(&copies) };
     let executor = ThreadExecutor::pulling(
         config,
         jobs,
@@ -78,6 +82,7 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
         options,
         |i| Location::here(format!("thread-{i}")),
         move || board.started(1),
+        Some(speculation),
     )?;
     let records = executor.records();
     let mut outcome = Ok(());
@@ -85,6 +90,25 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
         let mut taken = 0usize;
         for record in std::iter::once(first).chain(records.try_iter()) {
             taken += 1;
+            match copies.settle(record.id, record.status) {
+                Settled::Journal { cancel_other } => {
+                    if cancel_other {
+                        let killed = executor.stop_copies_of(record.id);
+                        tracing::info!(
+                            target: "taskfarm",
+                            "process {} ran twice: the copy on {} finished first and is recorded; the other was {}",
+                            record.id,
+                            record.location.worker,
+                            if killed > 0 { "killed" } else { "left to end, its result to be dropped" }
+                        );
+                    }
+                }
+                Settled::Drop => {
+                    // The other copy's record is (or will be) the one journaled.
+                    collector.board().unstarted(1);
+                    continue;
+                }
+            };
             if outcome.is_ok() {
                 outcome = collector.record(&record);
                 if outcome.is_err() {

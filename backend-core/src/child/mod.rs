@@ -17,9 +17,10 @@
 //! A child that lives for many processes (a persistent interpreter) is run through
 //! [`crate::persistent`] instead, with the same process group, registration and guardian.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Mutex, PoisonError};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 /// How long the output of a child is still read after its direct child exited, when
@@ -74,8 +75,9 @@ pub fn run_with_deadline(
     }
 }
 
-/// Process groups of running children (those made by [`run_with_deadline`]).
-static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+/// Process groups of running children (those made by [`run_with_deadline`]), with the
+/// thread that started each.
+static LIVE_GROUPS: Mutex<BTreeMap<u32, ThreadId>> = Mutex::new(BTreeMap::new());
 
 /// Keeps a child's process group in [`LIVE_GROUPS`] and with the guardian while it lives.
 #[derive(Debug)]
@@ -84,7 +86,7 @@ pub(crate) struct LiveGroup(u32);
 impl LiveGroup {
     pub(crate) fn new(pgid: u32) -> Self {
         let mut groups = LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner);
-        groups.insert(pgid);
+        groups.insert(pgid, std::thread::current().id());
         crate::guard::watch(pgid);
         LiveGroup(pgid)
     }
@@ -101,10 +103,24 @@ impl Drop for LiveGroup {
 /// Kills (SIGKILL) the process group of every running command and subprocess this program
 /// started through [`run_with_deadline`]: "stop now" after a second Ctrl-C.
 pub fn kill_running_children() {
-    let groups: Vec<u32> = LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect();
+    let groups: Vec<u32> = LIVE_GROUPS.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
     for pgid in groups {
         kill_group(pgid);
     }
+}
+
+/// Kills (SIGKILL) the process groups of the commands, subprocesses and persistent programs
+/// that the thread `thread` started and that still run: the losing copy of a process run
+/// twice ([`crate::speculate`]) is stopped so. Returns how many groups it killed.
+pub fn kill_children_of(thread: ThreadId) -> usize {
+    let groups: Vec<u32> = LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(_, started_by)| **started_by == thread)
+        .map(|(pgid, _)| *pgid)
+        .collect();
+    groups.into_iter().filter(|&pgid| kill_group(pgid)).count()
 }
 
 /// Sends SIGKILL to the process group `pgid`; false when there is no such group.

@@ -203,6 +203,16 @@ impl<P: Process> Operation<P> {
         self
     }
 
+    /// Whether a process running far past its prediction may run a second copy on an idle
+    /// thread once nothing is left to start, the first to finish being recorded (default
+    /// `true`; see [`crate::speculate`]). Turn it off for processes with side effects that
+    /// must not run twice.
+    pub fn with_speculation(mut self, speculate: bool) -> Self {
+        self.options.speculate = speculate;
+        self.write_options_to_spec();
+        self
+    }
+
     /// Sets every reliability option at once.
     pub fn with_options(mut self, options: RunOptions) -> Self {
         self.options = options;
@@ -218,7 +228,7 @@ impl<P: Process> Operation<P> {
     /// Writes the options that differ from the defaults into the spec (and removes the
     /// others), so `operation.toml` says how the run was made and a resume can compare them.
     fn write_options_to_spec(&mut self) {
-        let RunOptions { timeout, retries, isolation, threads } = self.options;
+        let RunOptions { timeout, retries, isolation, threads, speculate } = self.options;
         match timeout {
             Some(t) => self.spec.insert("timeout".into(), Value::Str(format_duration(t))),
             None => self.spec.shift_remove("timeout"),
@@ -234,6 +244,10 @@ impl<P: Process> Operation<P> {
         match threads {
             0 | 1 => self.spec.shift_remove("threads"),
             n => self.spec.insert("threads".into(), Value::Int(i64::try_from(n).unwrap_or(i64::MAX))),
+        };
+        match speculate {
+            true => self.spec.shift_remove("speculate"),
+            false => self.spec.insert("speculate".into(), Value::Bool(false)),
         };
     }
 

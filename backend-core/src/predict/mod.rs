@@ -51,6 +51,23 @@ pub const MIN_TRUST: u64 = 32;
 /// with more, such as a seed, stops adding values: memory stays bounded).
 pub const MAX_VALUES: usize = 4096;
 
+/// A process runs a copy of itself once it ran this many times its expected duration ...
+pub const STRAGGLER_FACTOR: f64 = 3.0;
+/// ... and at least this long: a copy costs a start and a thread, and a process of a few
+/// milliseconds is better waited for.
+pub const STRAGGLER_MIN_S: f64 = 1.0;
+
+/// A job in flight running far past its prediction (see [`Learner::straggler`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Straggler {
+    /// The job's id.
+    pub id: u64,
+    /// How long it has run so far, in seconds.
+    pub ran_s: f64,
+    /// How long it was expected to run, in seconds.
+    pub expected_s: f64,
+}
+
 /// A job handed out and not yet recorded.
 #[derive(Debug)]
 struct InFlight {
@@ -181,6 +198,31 @@ impl Learner {
         state.in_flight.get(&id).is_some_and(|job| state.model.measured_shorter_than(&job.features, limit_s))
     }
 
+    /// The job in flight that ran furthest past its expected duration, of those `eligible`
+    /// says may run a copy, once it ran [`STRAGGLER_FACTOR`] times that and at least
+    /// [`STRAGGLER_MIN_S`]; `None` until the model has learnt [`MIN_TRUST`] durations. A
+    /// job's time counts from when the window handed it out.
+    pub fn straggler(&self, eligible: impl Fn(u64) -> bool) -> Option<Straggler> {
+        let state = self.state();
+        let model = &state.model;
+        if model.seen() < MIN_TRUST {
+            return None;
+        }
+        let correction = model.correction();
+        state
+            .in_flight
+            .iter()
+            .filter(|(id, _)| eligible(**id))
+            .filter_map(|(&id, job)| {
+                let expected_s =
+                    job.predicted_s.map(|median| median * correction).or_else(|| model.predict(&job.features))?;
+                let ran_s = job.since.elapsed().as_secs_f64();
+                let late = ran_s >= STRAGGLER_MIN_S && ran_s >= STRAGGLER_FACTOR * expected_s;
+                late.then_some(Straggler { id, ran_s, expected_s })
+            })
+            .max_by(|a, b| (a.ran_s / a.expected_s).total_cmp(&(b.ran_s / b.expected_s)))
+    }
+
     /// How many jobs are handed out and not yet recorded.
     pub fn in_flight(&self) -> usize {
         self.state().in_flight.len()
@@ -232,6 +274,34 @@ mod tests {
         learner.recorded(job.id, Status::Crashed, 0.0);
         assert_eq!(learner.in_flight(), 0);
         assert_eq!(learner.model().seen(), MIN_TRUST, "a crash is not learnt");
+    }
+
+    #[test]
+    fn a_straggler_is_a_job_far_past_its_prediction() {
+        let learner = Learner::default();
+        let mut window = Lookahead::new(jobs(vec![0.01; 4]), 4, learner.clone());
+        let (a, b) = (window.next().unwrap(), window.next().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(learner.straggler(|_| true), None, "nothing learnt yet");
+        for _ in 0..MIN_TRUST {
+            learner.learn(&params(&[("d", Value::Float(0.01))]), 0.01);
+        }
+        // 30 ms is 3× the 10 ms expected, but below the minimum worth a copy.
+        assert_eq!(learner.straggler(|_| true), None);
+        // Past the minimum: the one that is furthest past its prediction, of those eligible.
+        let mut state = learner.state();
+        for (id, back) in [(a.id, 2.0), (b.id, 5.0)] {
+            if let Some(job) = state.in_flight.get_mut(&id) {
+                job.since = Instant::now() - std::time::Duration::from_secs_f64(back);
+            }
+        }
+        drop(state);
+        assert_eq!(learner.straggler(|_| true).map(|s| s.id), Some(b.id));
+        assert_eq!(learner.straggler(|id| id != b.id).map(|s| s.id), Some(a.id));
+        let straggler = learner.straggler(|_| true).unwrap();
+        assert!(straggler.ran_s >= 5.0 && straggler.expected_s < 0.1, "{straggler:?}");
+        learner.recorded(b.id, Status::Finished, 5.0);
+        assert_eq!(learner.straggler(|_| true).map(|s| s.id), Some(a.id), "a recorded job is no straggler");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(super) struct Header {
     pub(super) timeout: Option<Value>,
     pub(super) retries: Option<Value>,
     pub(super) isolation: Option<Value>,
+    pub(super) speculate: Option<Value>,
+    pub(super) idempotent: Option<Value>,
     pub(super) threads: Option<Value>,
     pub(super) threads_per_rank: Option<Value>,
 }

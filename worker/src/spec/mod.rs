@@ -18,7 +18,9 @@
 //! (or a number of seconds; also `"250ms"`, `"5m"`, `"2h"`) stops a process past it and
 //! records it as timed out; `retries = 2` runs a crashed or timed-out process up to 2 more times;
 //! `isolation = "subprocess"` runs each process in a child of the worker, so a segfault or
-//! an abort costs only that process (default `"thread"`). In thread isolation only the
+//! an abort costs only that process (default `"thread"`); `speculate = false` (or
+//! `idempotent = false`, for processes with side effects) never runs a straggler twice. In
+//! thread isolation only the
 //! `command` kind can honour a timeout (it kills its command's process group); any other
 //! kind with a `timeout` needs `isolation = "subprocess"`, and validation says so.
 //!
@@ -49,7 +51,7 @@ use crate::registry::{Registry, SpecProcess};
 use crate::WorkerError;
 
 /// The top-level keys that belong to the spec itself; every other key is the kind's.
-pub const SPEC_KEYS: [&str; 18] = [
+pub const SPEC_KEYS: [&str; 20] = [
     "name",
     "kind",
     "parameter_ranges",
@@ -65,6 +67,8 @@ pub const SPEC_KEYS: [&str; 18] = [
     "timeout",
     "retries",
     "isolation",
+    "speculate",
+    "idempotent",
     "threads",
     "threads_per_rank",
     "outputs",

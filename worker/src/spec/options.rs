@@ -1,5 +1,5 @@
-//! The reliability options of a spec (`timeout`, `retries`, `isolation`) and its thread
-//! counts, each checked with an error that names its key.
+//! The reliability options of a spec (`timeout`, `retries`, `isolation`, `speculate`,
+//! `idempotent`) and its thread counts, each checked with an error that names its key.
 
 use taskfarm::backend::RunOptions;
 use taskfarm::run_control::{parse_duration, seconds_to_duration, MAX_TIMEOUT_SECONDS};
@@ -42,7 +42,27 @@ pub(super) fn run_options(
             return Err(("isolation", format!("`isolation` must be \"thread\" or \"subprocess\", not {other}")))
         }
     };
-    Ok(RunOptions { timeout: parsed_timeout, retries, isolation, threads: 1 })
+    Ok(RunOptions { timeout: parsed_timeout, retries, isolation, threads: 1, speculate: true })
+}
+
+/// `speculate` and `idempotent`: whether a straggler may run a second copy. A process with
+/// side effects (`idempotent = false`) never does; asking for both is an error.
+pub(super) fn speculation(
+    speculate: &Option<Value>,
+    idempotent: &Option<Value>,
+) -> Result<bool, (&'static str, String)> {
+    let flag = |key: &'static str, value: &Option<Value>| match value {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err((key, format!("`{key}` must be true or false, not {other}"))),
+    };
+    match (flag("speculate", speculate)?, flag("idempotent", idempotent)?) {
+        (Some(true), Some(false)) => Err((
+            "speculate",
+            "`speculate = true` runs a straggler twice, which `idempotent = false` forbids: leave one out".into(),
+        )),
+        (speculate, idempotent) => Ok(speculate.unwrap_or(true) && idempotent.unwrap_or(true)),
+    }
 }
 
 /// A `timeout` given as a number of seconds: more than 0 and below

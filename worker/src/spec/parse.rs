@@ -11,7 +11,7 @@ use taskfarm::{CoreError, Operation, Params, Value};
 
 use super::errors::{line_of_key, toml_error, yaml_error};
 use super::header::{Header, Runs, UniqueMap};
-use super::options::{run_options, thread_count, too_many_threads};
+use super::options::{run_options, speculation, thread_count, too_many_threads};
 use super::{Format, Spec, RESERVED_PARAMETERS, SPEC_KEYS};
 use crate::kind::KindSpec;
 use crate::registry::{Registry, SpecProcess};
@@ -102,6 +102,8 @@ impl Spec {
         }
 
         let mut options = run_options(&header.timeout, &header.retries, &header.isolation)
+            .map_err(|(key, message)| spec_error(at(key), message))?;
+        options.speculate = speculation(&header.speculate, &header.idempotent)
             .map_err(|(key, message)| spec_error(at(key), message))?;
         let threads = thread_count("threads", &header.threads).map_err(|m| spec_error(at("threads"), m))?;
         options.threads = threads.unwrap_or(1);
