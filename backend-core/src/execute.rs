@@ -176,27 +176,34 @@ pub(crate) fn stop_now_requested() -> bool {
 /// one failed, `reason` lists every attempt's reason (`attempt 1: ...; attempt 2: ...`).
 /// The job's params move into the record.
 pub fn execute_job<P: Process>(job: Job<P>, dir: &Path, location: &Location, options: &RunOptions) -> ProcessRecord {
-    let mut record = execute_attempts(&job, dir, location, options);
+    let mut record = execute_attempts(&job, dir, location, options, None);
     record.params = job.params;
     record
 }
 
 /// [`execute_job`] of a job that another thread may hold too (to run a copy of it, see
 /// [`crate::speculate`]): its params move into the record when this is the last holder, and
-/// are copied otherwise.
+/// are copied otherwise. Once `stopped` is set (the other copy won), no attempt starts.
 pub fn execute_shared_job<P: Process>(
     job: std::sync::Arc<Job<P>>,
     dir: &Path,
     location: &Location,
     options: &RunOptions,
+    stopped: &std::sync::atomic::AtomicBool,
 ) -> ProcessRecord {
-    let mut record = execute_attempts(&job, dir, location, options);
+    let mut record = execute_attempts(&job, dir, location, options, Some(stopped));
     record.params = std::sync::Arc::try_unwrap(job).map_or_else(|shared| shared.params.clone(), |job| job.params);
     record
 }
 
 /// The attempts of [`execute_job`]: the record of the last, without the job's params.
-fn execute_attempts<P: Process>(job: &Job<P>, dir: &Path, location: &Location, options: &RunOptions) -> ProcessRecord {
+fn execute_attempts<P: Process>(
+    job: &Job<P>,
+    dir: &Path,
+    location: &Location,
+    options: &RunOptions,
+    stopped: Option<&std::sync::atomic::AtomicBool>,
+) -> ProcessRecord {
     let _running = crate::status::Running::new(job.id, location);
     let mut reasons: Vec<String> = Vec::new();
     let mut attempt = 0u32;
@@ -219,7 +226,8 @@ fn execute_attempts<P: Process>(job: &Job<P>, dir: &Path, location: &Location, o
                 crate::subprocess::run_in_child(job, dir, location, options.timeout, options.process_threads())
             }
         };
-        if record.status == Status::Finished || attempt > options.retries || stop_requested() {
+        let copy_stopped = stopped.is_some_and(|s| s.load(Ordering::SeqCst));
+        if record.status == Status::Finished || attempt > options.retries || stop_requested() || copy_stopped {
             close_attempts(&mut record, reasons);
             return record;
         }

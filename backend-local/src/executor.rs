@@ -52,6 +52,8 @@ pub struct ThreadExecutor<P: Process> {
 struct Running<P> {
     job: Arc<Job<P>>,
     thread: ThreadId,
+    /// Set when the other copy of the job won: no attempt of it starts any more.
+    stopped: Arc<AtomicBool>,
 }
 
 /// What a pool needs to run a copy of a straggler on a thread that has nothing left to
@@ -192,32 +194,34 @@ impl<P: Process> ThreadExecutor<P> {
         let queue = Arc::clone(&feed);
         let running: Arc<Vec<Mutex<Option<Running<P>>>>> = Arc::new((0..threads).map(|_| Mutex::new(None)).collect());
         let now_running = Arc::clone(&running);
+        // What each thread runs is kept when a copy may be made of it here (`speculation`)
+        // or a copy may be stopped here (an MPI rank, whose master runs the copies).
+        let track = options.speculate && (speculation.is_some() || matches!(*feed, Feed::Submitted(_)));
         pool.spawn_broadcast(move |ctx| {
             let here = &locations[ctx.index() % locations.len()];
             let mine = &now_running[ctx.index() % now_running.len()];
             loop {
-                let record = match (queue.next(), &speculation) {
-                    (Some(job), None) => {
-                        let _slots = slots.as_ref().map(|s| s.acquire(per_process));
-                        let _guard = on_start();
-                        execute_job(job, &dir, here, &options)
-                    }
-                    (job, Some(speculation)) => {
-                        let job = match job {
-                            Some(job) => Arc::new(job),
-                            None => match copy_of_a_straggler(speculation, &now_running, &queue, here) {
-                                Some(copy) => copy,
-                                None => break,
-                            },
-                        };
-                        let _slots = slots.as_ref().map(|s| s.acquire(per_process));
-                        let _guard = on_start();
-                        *lock(mine) = Some(Running { job: Arc::clone(&job), thread: std::thread::current().id() });
-                        let record = execute_shared_job(job, &dir, here, &options);
+                let job = match (queue.next(), &speculation) {
+                    (Some(job), _) => Ok(job),
+                    (None, Some(speculation)) => match copy_of_a_straggler(speculation, &now_running, &queue, here) {
+                        Some(copy) => Err(copy),
+                        None => break,
+                    },
+                    (None, None) => break,
+                };
+                let _slots = slots.as_ref().map(|s| s.acquire(per_process));
+                let _guard = on_start();
+                let record = match job {
+                    Ok(job) if !track => execute_job(job, &dir, here, &options),
+                    job => {
+                        let job = job.map_or_else(|copy| copy, Arc::new);
+                        let stopped = Arc::new(AtomicBool::new(false));
+                        let thread = std::thread::current().id();
+                        *lock(mine) = Some(Running { job: Arc::clone(&job), thread, stopped: Arc::clone(&stopped) });
+                        let record = execute_shared_job(job, &dir, here, &options, &stopped);
                         lock(mine).take();
                         record
                     }
-                    (None, None) => break,
                 };
                 if results.send(record).is_err() {
                     // Nobody reads records any more: the owner went away.
@@ -229,14 +233,20 @@ impl<P: Process> ThreadExecutor<P> {
     }
 
     /// Stops the copies of process `id` that still run (the loser of a process run twice):
-    /// kills the commands, subprocesses and persistent programs their threads started. A
+    /// starts no more attempt of them, and kills the commands, subprocesses and persistent
+    /// programs their threads started. A
     /// copy running in the thread itself cannot be killed: it ends by itself. Returns how
     /// many process groups were killed.
     pub fn stop_copies_of(&self, id: u64) -> usize {
         let threads: Vec<ThreadId> = self
             .running
             .iter()
-            .filter_map(|slot| lock(slot).as_ref().filter(|r| r.job.id == id).map(|r| r.thread))
+            .filter_map(|slot| {
+                let running = lock(slot);
+                let running = running.as_ref().filter(|r| r.job.id == id)?;
+                running.stopped.store(true, Ordering::SeqCst);
+                Some(running.thread)
+            })
             .collect();
         threads.into_iter().map(backend_core::kill_children_of).sum()
     }

@@ -13,7 +13,7 @@ use mpi::topology::{Communicator, Rank};
 use crate::env::{Mpi, Wire};
 use crate::message::Message;
 use crate::policy::{Policy, MAX_BATCH};
-use crate::scheduler::{Ended, Jobs, Retries, Scheduler};
+use crate::scheduler::{Ended, Jobs, Retries, Scheduler, Speculation};
 use crate::Error;
 
 /// How long abandoned workers get to finish their current process before the job is aborted.
@@ -44,6 +44,10 @@ pub(crate) fn run<P: Process>(
     if options.retries > 0 && mpi.size > 2 {
         scheduler.retries = Some(Retries::new(options.retries));
         worker_options.retries = 0;
+    }
+    // With two workers or more, a straggler may run a copy on another rank.
+    if options.speculate && mpi.size > 2 {
+        scheduler.speculation = Some(Speculation::default());
     }
     let start = Message::<P>::Start { dir, options: worker_options, threads_per_rank };
     let outcome = start.encode().and_then(|start| {

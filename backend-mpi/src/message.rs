@@ -33,6 +33,12 @@ pub(crate) enum Message<P> {
     /// Worker → master: log records made on the worker (lines of `operation.log`), sent before
     /// the results of the unit that made them.
     Log(Vec<String>),
+    /// Master → worker: process `id` ran twice and the other copy's record was journaled:
+    /// stop the copy running here (its commands are killed; its record is dropped).
+    Cancel {
+        /// The process whose copy here lost.
+        id: u64,
+    },
     /// Master → worker: no more work; finish the queue, say `Bye` and return.
     Shutdown,
     /// Master → worker: the operation failed; drop the queue, say `Bye` and return an error.
@@ -170,6 +176,7 @@ impl<P: Serialize> Message<P> {
             Message::Work(_) => "work",
             Message::Results(_) => "results",
             Message::Log(_) => "log",
+            Message::Cancel { .. } => "cancel",
             Message::Shutdown => "shutdown",
             Message::Abandon => "abandon",
             Message::Failed { .. } => "failed",

@@ -182,6 +182,11 @@ impl<P: Process> Worker<'_, P> {
             }
             Ok(Message::Work(unit)) if self.failure.is_none() => self.hand_over(unit),
             Ok(Message::Work(_)) => {}
+            Ok(Message::Cancel { id }) => {
+                if let Some(pool) = &self.pool {
+                    pool.executor.stop_copies_of(id);
+                }
+            }
             Ok(Message::Shutdown) => self.end = Some(End::Shutdown),
             Ok(Message::Abandon) => self.end = Some(End::Abandon),
             Ok(other) => self.fail(Error::Unexpected { from, what: other.kind() }),

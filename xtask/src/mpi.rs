@@ -16,6 +16,7 @@ mod persistent;
 mod rows;
 mod scheduling;
 mod signals;
+mod speculation;
 mod suite;
 
 pub(crate) use suite::scenario_binary;

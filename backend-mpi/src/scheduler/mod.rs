@@ -113,7 +113,25 @@ pub(crate) struct Scheduler<P: Process> {
     /// The job taken from the source and not sent yet: it was of unknown duration and no
     /// worker had a free thread for it, or it ended a unit of measured short ones.
     next: Option<backend_core::Job<P>>,
+    /// Set when a straggler may run a copy on another rank.
+    pub(crate) speculation: Option<Speculation>,
 }
+
+/// Duplicated stragglers under MPI (see [`backend_core::speculate`]): once nothing is left
+/// to send, a worker with a free thread runs a copy of a process that runs far past its
+/// prediction on another rank; the first record is journaled, and the rank running the
+/// other copy is told to stop it.
+#[derive(Default)]
+pub(crate) struct Speculation {
+    /// Jobs sent alone in their unit (those worth a copy: batched ones were measured
+    /// short), encoded as sent, until their record is journaled.
+    kept: std::collections::HashMap<u64, Vec<u8>>,
+    copies: backend_core::speculate::Copies,
+}
+
+/// How often the master looks for a straggler to copy while a worker has a free thread and
+/// nothing is left to send.
+const STRAGGLER_POLL: Duration = Duration::from_millis(100);
 
 impl<P: Process> Scheduler<P> {
     pub(crate) fn new(policy: Policy, jobs: Jobs<P>) -> Self {
@@ -126,6 +144,7 @@ impl<P: Process> Scheduler<P> {
             starved: false,
             retries: None,
             next: None,
+            speculation: None,
         }
     }
 
@@ -150,7 +169,13 @@ impl<P: Process> Scheduler<P> {
                 self.fill(wire, collector)?;
                 continue;
             }
-            let poll = self.starved.then_some(FED_POLL);
+            let poll = if self.starved {
+                Some(FED_POLL)
+            } else if self.may_copy_a_straggler() {
+                Some(STRAGGLER_POLL)
+            } else {
+                None
+            };
             let (from, bytes) = match receive_or_stop(wire, &mut stop_deadline, poll) {
                 Received::Message(arrival) => arrival,
                 Received::Idle => {
@@ -208,6 +233,9 @@ impl<P: Process> Scheduler<P> {
                         if i % COLLECT_EVERY == COLLECT_EVERY - 1 {
                             // A worker's results wait until they are taken (see `Wire::collect`).
                             wire.collect();
+                        }
+                        if !self.settle_copies(wire, collector, &head, from) {
+                            continue;
                         }
                         // The model learns from the head: the frame stays undecoded.
                         let learnt = |collector: &mut Collector| {
@@ -305,7 +333,101 @@ impl<P: Process> Scheduler<P> {
                 nothing_for[w] = true;
             }
         }
+        if self.may_copy_a_straggler() {
+            self.copy_stragglers(wire, collector)?;
+        }
         Ok(())
+    }
+
+    /// Whether a straggler may run a copy now: speculation is on, nothing is left to send
+    /// (no job, no retry), no stop was asked for, and a worker has a free thread.
+    fn may_copy_a_straggler(&self) -> bool {
+        self.speculation.is_some()
+            && self.exhausted
+            && self.next.is_none()
+            && self.retries.as_ref().is_none_or(|r| r.waiting.is_empty())
+            && !backend_core::stop_requested()
+            && (0..self.slots.len()).any(|w| self.policy.has_free_thread(w))
+    }
+
+    /// Sends each worker with a free thread a copy of a straggler that runs on another rank,
+    /// if there is one (see [`Speculation`]).
+    fn copy_stragglers(&mut self, wire: &mut impl Transport, collector: &mut Collector) -> Result<(), Error> {
+        for w in 0..self.slots.len() {
+            if !self.policy.has_free_thread(w) {
+                continue;
+            }
+            let Some(speculation) = &self.speculation else { return Ok(()) };
+            let holder =
+                |id: u64| self.slots.iter().position(|slot| slot.units.iter().any(|u| u.unfinished().contains(&id)));
+            let eligible = |id: u64| {
+                speculation.kept.contains_key(&id)
+                    && !speculation.copies.has_copy(id)
+                    && holder(id).is_some_and(|h| h != w)
+            };
+            let Some(straggler) = collector.learner().straggler(eligible) else { continue };
+            let (Some(holder), Some(job)) = (holder(straggler.id), speculation.kept.get(&straggler.id)) else {
+                continue;
+            };
+            let bytes = crate::message::work_from_encoded::<P>([job.as_slice()])?;
+            if !speculation.copies.copying(straggler.id) {
+                continue;
+            }
+            tracing::info!(
+                target: "taskfarm",
+                "process {} has run {:.1} s on rank-{}, {:.0}× its expected {:.2} s, and nothing is left to send: a \
+                 copy starts on rank-{}; the first to finish is recorded",
+                straggler.id,
+                straggler.ran_s,
+                holder + 1,
+                straggler.ran_s / straggler.expected_s,
+                straggler.expected_s,
+                w + 1
+            );
+            wire.send(worker_rank(w), &bytes);
+            collector.board().started(1);
+            let threads = self.policy.sent_retry(w);
+            self.slots[w].hold(Unit::new(vec![straggler.id], threads));
+        }
+        Ok(())
+    }
+
+    /// Settles a record of a process that may have run twice; whether to journal it. The
+    /// loser's record is dropped; when the first copy's record is journaled, the rank that
+    /// runs the other is told to stop it.
+    fn settle_copies(
+        &mut self,
+        wire: &mut impl Transport,
+        collector: &mut Collector,
+        head: &crate::message::RecordHead,
+        from: Rank,
+    ) -> bool {
+        let Some(speculation) = &mut self.speculation else { return true };
+        match speculation.copies.settle(head.id, head.status) {
+            backend_core::speculate::Settled::Journal { cancel_other } => {
+                speculation.kept.remove(&head.id);
+                if cancel_other {
+                    let other =
+                        self.slots.iter().position(|slot| slot.units.iter().any(|u| u.unfinished().contains(&head.id)));
+                    if let Some(other) = other.map(worker_rank).filter(|&r| r != from) {
+                        if let Ok(cancel) = (Message::<P>::Cancel { id: head.id }).encode() {
+                            wire.send(other, &cancel);
+                        }
+                        tracing::info!(
+                            target: "taskfarm",
+                            "process {} ran twice: the copy on rank-{from} finished first and is recorded; the other, on \
+                             rank-{other}, is stopped",
+                            head.id
+                        );
+                    }
+                }
+                true
+            }
+            backend_core::speculate::Settled::Drop => {
+                collector.board().unstarted(1);
+                false
+            }
+        }
     }
 
     /// Sends `worker` a waiting retry it may run, alone in its unit; whether there was one.
@@ -352,9 +474,22 @@ impl<P: Process> Scheduler<P> {
         }
         let count = unit.len() as u64;
         let ids: Vec<u64> = unit.iter().map(|job| job.id).collect();
-        let bytes = match &mut self.retries {
-            Some(retries) => retries.send(&unit, worker)?,
-            None => Message::Work(unit).encode()?,
+        let bytes = match (&mut self.retries, &mut self.speculation) {
+            (Some(retries), _) => {
+                let bytes = retries.send(&unit, worker)?;
+                if let (Some(speculation), [job]) = (&mut self.speculation, unit.as_slice()) {
+                    speculation.kept.insert(job.id, retries.encoded(job.id).to_vec());
+                }
+                bytes
+            }
+            (None, Some(speculation)) if unit.len() == 1 => {
+                let job =
+                    postcard::to_stdvec(&unit[0]).map_err(|e| Error::Encode { what: "work", reason: e.to_string() })?;
+                let bytes = crate::message::work_from_encoded::<P>([job.as_slice()])?;
+                speculation.kept.insert(unit[0].id, job);
+                bytes
+            }
+            (None, _) => Message::Work(unit).encode()?,
         };
         collector.board().started(count);
         wire.send(worker, &bytes);

@@ -83,6 +83,7 @@ pub fn test(ci: bool) -> Result<()> {
             super::scheduling::scheduling(&scratch, &mut tally);
             worker_rank_killed(&scratch, &mut tally);
             super::signals::signals_mid_run(&scratch, &mut tally);
+            super::speculation::cases(&scratch, &mut tally);
         }
         Err(e) => tally.record("build the release worker with MPI for the worker tests", Err(e)),
     }
