@@ -116,8 +116,8 @@ pub mod run_control {
     //! one-writer [`lock`] and the [`status`] file of a running run.
 
     pub use backend_core::{
-        default_pool_size, format_duration, kill_running_children, parse_duration, request_stop, seconds_to_duration,
-        set_stop_exit_status, stop_exit_status, stop_requested, MAX_TIMEOUT_SECONDS,
+        default_pool_size, format_duration, kill_running_children, parse_duration, request_drain, request_stop,
+        seconds_to_duration, set_stop_exit_status, stop_drains, stop_exit_status, stop_requested, MAX_TIMEOUT_SECONDS,
     };
     pub use backend_core::{lock, status};
 }

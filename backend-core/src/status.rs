@@ -310,7 +310,9 @@ fn snapshot(
 }
 
 /// Acts on a `cancel` file in `dir` meant for this program: `graceful` stops dispatching
-/// (as a first Ctrl-C), `now` also cuts running processes short (as a second). One meant for
+/// and waits for every running process, on every backend (see
+/// [`request_drain`](crate::request_drain); a stop already requested stays as it is), `now`
+/// also cuts running processes short (as a second Ctrl-C). One meant for
 /// a program that is gone (it died before it saw it) is removed and ignored.
 fn look_for_cancel(dir: &Path) {
     let path = dir.join(CANCEL_FILE);
@@ -323,13 +325,15 @@ fn look_for_cancel(dir: &Path) {
         return;
     }
     crate::set_stop_exit_status(130);
-    if crate::request_stop() == 1 {
-        tracing::warn!(target: "taskfarm", "cancelled: no new process starts; waiting for the running ones to finish");
-    }
     if how.trim() == "now" {
-        crate::request_stop();
+        // A second request whatever came before: running processes are cut short.
+        if crate::request_stop() == 1 {
+            crate::request_stop();
+        }
         crate::kill_running_children();
         tracing::warn!(target: "taskfarm", "cancelled now: running processes are cut short and run again on --resume");
+    } else if crate::request_drain() {
+        tracing::warn!(target: "taskfarm", "cancelled: no new process starts; waiting for the running ones to finish");
     }
 }
 

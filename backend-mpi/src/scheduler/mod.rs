@@ -31,7 +31,9 @@ const COLLECT_EVERY: usize = 128;
 /// 50 µs-and-up sleep per message would cap dispatch far below what MPI can do.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 /// After a signal (under `mpirun`: the job is being torn down, e.g. because a host was lost),
-/// how long the master still takes in results before it reports what is unfinished.
+/// how long the master still takes in results before it reports what is unfinished. A
+/// `cancel` (a drain, see [`backend_core::request_drain`]) has no such limit: no launcher
+/// tears the job down, so the master waits for every unit its workers hold.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often the master looks for jobs of a fed source while it has none (see [`Jobs::Fed`]).
 const FED_POLL: Duration = Duration::from_millis(5);
@@ -42,7 +44,7 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 pub(crate) enum Ended {
     /// Every process has its record.
     Complete,
-    /// A signal stopped it; what was unfinished has been reported.
+    /// A signal (or `cancel --now`) stopped it; what was unfinished has been reported.
     Interrupted,
 }
 
@@ -246,7 +248,8 @@ impl<P: Process> Scheduler<P> {
         holding.sort_by_key(|(_, s)| s.last_heard);
         let unfinished: usize =
             holding.iter().map(|(_, s)| s.units.iter().map(|unit| unit.unfinished().len()).sum::<usize>()).sum();
-        let mut report = format!("stopped by a signal with {unfinished} processes unfinished");
+        let how = if backend_core::stop_drains() { "cancelled" } else { "stopped by a signal" };
+        let mut report = format!("{how} with {unfinished} processes unfinished");
         for (i, slot) in &holding {
             let mut ids: Vec<u64> = slot.units.iter().flat_map(Unit::unfinished).collect();
             ids.sort_unstable();
@@ -311,7 +314,8 @@ impl<P: Process> Scheduler<P> {
         if self.send_retry(wire, worker)? {
             return Ok(true);
         }
-        if self.exhausted {
+        // After a stop nothing more is handed out (a fed source may hold jobs pulled before).
+        if self.exhausted || backend_core::stop_requested() {
             return Ok(false);
         }
         if self.starved {
@@ -378,10 +382,12 @@ enum Received {
 }
 
 /// The next message, looking at the stop flag every `STOP_CHECK` (or `poll`, after which it
-/// returns `Idle`); after a signal, messages are still taken for `STOP_GRACE`.
+/// returns `Idle`); after a signal, messages are still taken for `STOP_GRACE`. A drain
+/// (`cancel`) sets no limit: messages are taken until every unit is answered, unless a
+/// signal or `cancel --now` follows it.
 fn receive_or_stop(wire: &mut impl Transport, stop_deadline: &mut Option<Instant>, poll: Option<Duration>) -> Received {
     loop {
-        if backend_core::stop_requested() {
+        if backend_core::stop_requested() && !backend_core::stop_drains() {
             let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
             return receive_soon(wire, deadline).map_or(Received::Stopped, Received::Message);
         }
