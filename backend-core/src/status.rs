@@ -96,8 +96,9 @@ pub struct RunStatus {
     /// Seconds until the end, when the total is known: from the predicted durations of what
     /// is left once enough processes were measured (see [`crate::predict`]), else at `rate`.
     pub eta_s: Option<f64>,
-    /// The longest-running processes, longest first (those of this program's threads; an
-    /// MPI master lists none, its workers run elsewhere).
+    /// The longest-running processes, longest first: those of this program's threads, and
+    /// those its workers elsewhere hold as their coordinator knows them (an MPI master: see
+    /// [`set_running_elsewhere`]).
     pub longest_running: Vec<RunningProcess>,
 }
 
@@ -228,6 +229,28 @@ impl Drop for Running {
     }
 }
 
+/// A process that runs in another program, as the program coordinating the run knows it (an
+/// MPI master, of the units it sent its worker ranks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningElsewhere {
+    /// Its id.
+    pub id: u64,
+    /// Where it runs (`host/rank-N`, or `rank-N` while its host is not known).
+    pub worker: String,
+    /// Since when it runs, as far as the coordinator can tell.
+    pub since: Instant,
+}
+
+/// The processes of [`RunningElsewhere`], as last said.
+static ELSEWHERE: Mutex<Vec<RunningElsewhere>> = Mutex::new(Vec::new());
+
+/// Says which processes run in other programs now (replacing what was said before; an
+/// empty list once none do): the status file lists them beside this program's own. A
+/// coordinator says it when what its workers hold changes, a few times a second at most.
+pub fn set_running_elsewhere(running: Vec<RunningElsewhere>) {
+    *ELSEWHERE.lock().unwrap_or_else(PoisonError::into_inner) = running;
+}
+
 fn longest_running() -> Vec<RunningProcess> {
     let slots: Vec<Arc<Slot>> = {
         let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
@@ -242,6 +265,11 @@ fn longest_running() -> Vec<RunningProcess> {
             Some(RunningProcess { id, worker: state.listed.clone(), running_s: since.elapsed().as_secs_f64() })
         })
         .collect();
+    listed.extend(ELSEWHERE.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|p| RunningProcess {
+        id: p.id,
+        worker: p.worker.clone(),
+        running_s: p.since.elapsed().as_secs_f64(),
+    }));
     listed.sort_by(|a, b| b.running_s.total_cmp(&a.running_s).then(a.id.cmp(&b.id)));
     listed.truncate(LISTED_RUNNING);
     listed

@@ -39,6 +39,9 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 const FED_POLL: Duration = Duration::from_millis(5);
 /// How often the master looks at the stop flag while it waits for results.
 const STOP_CHECK: Duration = Duration::from_millis(50);
+/// How often at most the master says which processes its workers hold (for `status.json`,
+/// rewritten every [`STATUS_EVERY`](backend_core::status::STATUS_EVERY)).
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 
 /// How the dispatch loop ended.
 pub(crate) enum Ended {
@@ -71,6 +74,10 @@ struct Unit {
     threads: usize,
     /// How long those ran, in seconds in all.
     run_s: f64,
+    /// When it was sent, and when its latest records came back (its next job started
+    /// about then).
+    sent: Instant,
+    last_back: Option<Instant>,
 }
 
 impl WorkerState {
@@ -85,7 +92,7 @@ impl WorkerState {
 
 impl Unit {
     fn new(ids: Vec<u64>, threads: usize) -> Self {
-        Unit { ids, returned: Vec::new(), threads, run_s: 0.0 }
+        Unit { ids, returned: Vec::new(), threads, run_s: 0.0, sent: Instant::now(), last_back: None }
     }
 
     /// The ids of its jobs whose records have not come back, in the unit's order.
@@ -108,6 +115,10 @@ pub(crate) struct Scheduler<P: Process> {
     starved: bool,
     /// Set when the master hands retries to other ranks.
     pub(crate) retries: Option<Retries>,
+    /// What the workers hold changed since it was last said ([`Scheduler::publish_running`]),
+    /// and when that was.
+    unpublished: bool,
+    published_at: Instant,
 }
 
 impl<P: Process> Scheduler<P> {
@@ -120,6 +131,8 @@ impl<P: Process> Scheduler<P> {
             exhausted: false,
             starved: false,
             retries: None,
+            unpublished: false,
+            published_at: Instant::now(),
         }
     }
 
@@ -144,11 +157,15 @@ impl<P: Process> Scheduler<P> {
                 self.fill(wire, collector)?;
                 continue;
             }
-            let poll = self.starved.then_some(FED_POLL);
+            // A fed source is looked at often; what the workers hold is said once quiet.
+            let poll = if self.starved { Some(FED_POLL) } else { self.unpublished.then_some(STOP_CHECK) };
             let (from, bytes) = match receive_or_stop(wire, &mut stop_deadline, poll) {
                 Received::Message(arrival) => arrival,
                 Received::Idle => {
-                    self.fill(wire, collector)?;
+                    self.publish_running();
+                    if self.starved {
+                        self.fill(wire, collector)?;
+                    }
                     continue;
                 }
                 Received::Stopped => {
@@ -174,6 +191,7 @@ impl<P: Process> Scheduler<P> {
                     };
                     let unit = &mut slot.units[position];
                     unit.returned.extend(records.iter().map(|(head, _)| head.id));
+                    unit.last_back = Some(Instant::now());
                     unit.run_s += records.iter().map(|(head, _)| head.duration_s).sum::<f64>();
                     let left = unit.ids.len() - unit.returned.len();
                     if slot.host.is_none() && !records.is_empty() {
@@ -226,6 +244,10 @@ impl<P: Process> Scheduler<P> {
                         // Retries wait, or a fed source may have jobs now that it saw these.
                         self.fill(wire, collector)?;
                     }
+                    self.unpublished = true;
+                    if self.published_at.elapsed() >= PUBLISH_EVERY {
+                        self.publish_running();
+                    }
                 }
                 Message::Log(lines) => backend_core::oplog::append_forwarded(&lines),
                 Message::Failed { reason } => return Err(Error::WorkerFailed { rank: from, reason }),
@@ -237,6 +259,38 @@ impl<P: Process> Scheduler<P> {
             self.report_unfinished();
         }
         Ok(Ended::Complete)
+    }
+
+    /// Says which processes the workers run now, as far as the master knows, for the status
+    /// file (see [`backend_core::status::set_running_elsewhere`]): on each worker, the first
+    /// unfinished jobs of its units, oldest unit first, as many as it runs at once (the rest
+    /// wait in its queue). A unit's next job started about when its latest records came
+    /// back, or when it was sent: exact for units of one process (long processes are never
+    /// queued nor batched), close for batches of short ones.
+    fn publish_running(&mut self) {
+        backend_core::status::set_running_elsewhere(self.held_now());
+        self.unpublished = false;
+        self.published_at = Instant::now();
+    }
+
+    /// What [`publish_running`](Self::publish_running) says.
+    fn held_now(&self) -> Vec<backend_core::status::RunningElsewhere> {
+        let at_once = self.policy.processes_at_once();
+        let mut running = Vec::new();
+        for (w, slot) in self.slots.iter().enumerate() {
+            let worker = match &slot.host {
+                Some(host) => format!("{host}/rank-{}", worker_rank(w)),
+                None => format!("rank-{}", worker_rank(w)),
+            };
+            let held = slot.units.iter().flat_map(|unit| {
+                let since = unit.last_back.unwrap_or(unit.sent);
+                unit.unfinished().into_iter().map(move |id| (id, since))
+            });
+            for (id, since) in held.take(at_once) {
+                running.push(backend_core::status::RunningElsewhere { id, worker: worker.clone(), since });
+            }
+        }
+        running
     }
 
     /// Says which workers still hold unfinished processes, the ones silent longest first (a
@@ -305,6 +359,7 @@ impl<P: Process> Scheduler<P> {
         wire.send(worker, &bytes);
         let threads = self.policy.sent_retry(worker_index(worker));
         self.slot(worker)?.hold(Unit::new(vec![id], threads));
+        self.unpublished = true;
         Ok(true)
     }
 
@@ -343,6 +398,7 @@ impl<P: Process> Scheduler<P> {
         wire.send(worker, &bytes);
         let threads = self.policy.sent(worker_index(worker), ids.len());
         self.slot(worker)?.hold(Unit::new(ids, threads));
+        self.unpublished = true;
         Ok(true)
     }
 }

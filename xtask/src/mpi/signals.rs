@@ -127,10 +127,11 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
 }
 
 /// How long each long process of [`cancel_case`] runs, in seconds.
-const LONG_S: f64 = 3.0;
+const LONG_S: f64 = 4.0;
 
 /// `taskfarm-worker cancel DIR` under `mpirun -n 4` while three long processes run (one
-/// per worker) and more wait to be handed out: nothing more is handed out, the running ones
+/// per worker, listed by `status.json` as running on their ranks) and more wait to be
+/// handed out: nothing more is handed out, the running ones
 /// finish and get their records (they do not run again on `--resume`), the workers are shut
 /// down normally (no `MPI_Abort`), the run says how to resume and exits 130; `--resume`
 /// then runs every other process, and each process has run exactly once.
@@ -169,6 +170,14 @@ fn cancel_case(scratch: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(300));
         let dir = run_dir(&results)?;
+        // status.json lists the long ones by the ranks that run them (rewritten twice a second).
+        let listed = Instant::now();
+        while let Err(e) = lists_long_ones(&dir) {
+            if listed.elapsed() > Duration::from_millis(1500) {
+                bail!("status.json does not list what the workers run: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let (started, _) = runs_of(&runs);
         eprintln!("xtask:   taskfarm-worker cancel {} (started: {started:?})", dir.display());
         let cancel = Command::new(release_worker()).arg("cancel").arg(&dir).output()?;
@@ -229,6 +238,21 @@ fn cancel_case(scratch: &Path) -> Result<()> {
         }
     }
     expect_no_survivors(&case.join("pids"))
+}
+
+/// Whether `status.json` in `dir` lists three processes of [`cancel_case`]'s long ones
+/// (ids 4 and up), each on a rank of its own, with their time so far.
+fn lists_long_ones(dir: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(dir.join("status.json"))?;
+    let status: serde_json::Value = serde_json::from_str(&text)?;
+    let listed = status["longest_running"].as_array().context("no longest_running")?;
+    let long: Vec<&serde_json::Value> = listed.iter().filter(|p| p["id"].as_u64().is_some_and(|id| id >= 4)).collect();
+    let ranks: BTreeSet<&str> =
+        long.iter().filter_map(|p| p["worker"].as_str()).filter(|w| w.contains("rank-")).collect();
+    if long.len() != 3 || ranks.len() != 3 || long.iter().any(|p| p["running_s"].as_f64().is_none_or(|s| s <= 0.0)) {
+        bail!("{text}");
+    }
+    Ok(())
 }
 
 /// The processes that started and those that ended, as `runs` lists them (`start X`, `end X`).
