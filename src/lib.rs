@@ -62,7 +62,8 @@ pub mod oplog {
 pub mod results {
     //! The result directory, for a program that reads what a run left: its file names
     //! ([`files`]), `results.jsonl` ([`read_results_jsonl`]), the [`journal`] of records, the
-    //! [`report`] computed from it, and the statistics over runs of `summary.csv` ([`summary`]).
+    //! [`report`] computed from it, the statistics over runs of `summary.csv` ([`summary`]), and
+    //! the RFC 3339 times of its `started_at` columns ([`utc`]).
     //!
     //! It also makes and consolidates result directories ([`create_result_dir`],
     //! [`consolidate_dir`]), for a front end that stages runs itself, as `taskfarm-worker`'s
@@ -72,7 +73,7 @@ pub mod results {
         check_format, consolidate_dir, create_result_dir, files, read_results_jsonl, write_operation_toml,
         write_report_page, Consolidated, FIXED_COLUMNS, FORMAT_VERSION,
     };
-    pub use backend_core::{journal, report, summary};
+    pub use backend_core::{journal, report, summary, utc};
 }
 
 pub mod backend {
@@ -118,8 +119,8 @@ pub mod run_control {
     //! one-writer [`lock`] and the [`status`] file of a running run.
 
     pub use backend_core::{
-        default_pool_size, format_duration, kill_running_children, parse_duration, request_stop, seconds_to_duration,
-        set_stop_exit_status, stop_exit_status, stop_requested, MAX_TIMEOUT_SECONDS,
+        default_pool_size, format_duration, kill_running_children, parse_duration, request_drain, request_stop,
+        seconds_to_duration, set_stop_exit_status, stop_drains, stop_exit_status, stop_requested, MAX_TIMEOUT_SECONDS,
     };
     pub use backend_core::{lock, status};
 }

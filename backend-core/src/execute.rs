@@ -136,14 +136,42 @@ pub fn default_pool_size() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// The stop requests of this program: how many there were (the low bits) and whether the
+/// first came through the result directory ([`DRAIN`]). One atomic, so no reader ever sees
+/// a count without the kind of stop it belongs to.
 static STOP: AtomicU8 = AtomicU8::new(0);
+/// Set in [`STOP`] when the first stop request was [`request_drain`]'s.
+const DRAIN: u8 = 0x80;
 
 /// Asks every backend of this program to stop pulling jobs (a first Ctrl-C): processes
 /// already running finish and are recorded. A second request means "stop now": records
 /// that arrive after it are not journaled (those processes run again on `--resume`).
 /// Returns how many times a stop has been requested.
 pub fn request_stop() -> u8 {
-    STOP.fetch_add(1, Ordering::SeqCst).saturating_add(1)
+    let before = STOP.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(one_more_stop(v))).unwrap_or_default();
+    one_more_stop(before) & !DRAIN
+}
+
+/// The stop requests `stops` (as [`STOP`] holds them) and one more: the count grows (up to
+/// its bits), the kind of the first stays.
+fn one_more_stop(stops: u8) -> u8 {
+    (stops & DRAIN) | (stops & !DRAIN).saturating_add(1).min(!DRAIN)
+}
+
+/// Asks for a graceful stop that no launcher follows with a teardown (`taskfarm-worker
+/// cancel`, through the result directory): as a first Ctrl-C, and moreover a backend whose
+/// workers a signal would end at once (MPI, whose `mpirun` signals every rank) waits for
+/// the processes its workers run and ends them normally. Does nothing when a stop was
+/// requested already (a later one is "stop now", not a second graceful stop); returns
+/// whether this was the first request.
+pub fn request_drain() -> bool {
+    STOP.compare_exchange(0, DRAIN | 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+}
+
+/// Whether the stop requested is [`request_drain`]'s, and nothing asked since to stop now:
+/// workers are then waited for, however long their processes run.
+pub fn stop_drains() -> bool {
+    STOP.load(Ordering::SeqCst) == DRAIN | 1
 }
 
 static STOP_EXIT_STATUS: AtomicU8 = AtomicU8::new(0);
@@ -162,12 +190,12 @@ pub fn stop_exit_status() -> Option<u8> {
 
 /// Whether a stop was requested (see [`request_stop`]).
 pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst) > 0
+    (STOP.load(Ordering::SeqCst) & !DRAIN) > 0
 }
 
 /// Whether a second stop ("stop now") was requested.
 pub(crate) fn stop_now_requested() -> bool {
-    STOP.load(Ordering::SeqCst) > 1
+    (STOP.load(Ordering::SeqCst) & !DRAIN) > 1
 }
 
 /// Runs `job` with `options`: in this thread or in a child, again after a crash or a timeout
@@ -285,6 +313,19 @@ pub fn text_tail(text: &str, lines: usize, bytes: usize) -> String {
 mod tests {
     use super::*;
     use crate::{Params, ProcessContext, ProcessError};
+
+    #[test]
+    fn a_later_stop_counts_on_and_keeps_the_kind_of_the_first() {
+        assert_eq!(one_more_stop(0), 1);
+        assert_eq!(one_more_stop(1), 2);
+        // A drain, then a signal or `cancel --now`: a second stop, still marked a drain's, so
+        // `stop_drains` (which wants exactly one) no longer holds.
+        assert_eq!(one_more_stop(DRAIN | 1), DRAIN | 2);
+        assert_ne!(one_more_stop(DRAIN | 1), DRAIN | 1);
+        // The count never runs into the kind's bit.
+        assert_eq!(one_more_stop(!DRAIN), !DRAIN);
+        assert_eq!(one_more_stop(u8::MAX), u8::MAX);
+    }
 
     #[test]
     fn durations_parse_with_and_without_units() {

@@ -45,6 +45,7 @@ pub mod summary;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timeline;
+pub mod utc;
 mod value;
 
 pub use adaptive::RecordObserver;
@@ -56,8 +57,8 @@ pub use error::{Error, Result};
 pub(crate) use execute::stop_now_requested;
 pub use execute::{
     attempt_reason, close_attempts, default_pool_size, execute_job, execute_shared_job, format_duration,
-    parse_duration, request_stop, seconds_to_duration, set_stop_exit_status, stop_exit_status, stop_requested,
-    text_tail, Isolation, RunOptions, MAX_TIMEOUT_SECONDS,
+    parse_duration, request_drain, request_stop, seconds_to_duration, set_stop_exit_status, stop_drains,
+    stop_exit_status, stop_requested, text_tail, Isolation, RunOptions, MAX_TIMEOUT_SECONDS,
 };
 pub use kind::{BackendKind, UnknownBackend};
 pub use operation::{Deadline, JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};

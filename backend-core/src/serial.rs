@@ -27,6 +27,7 @@ impl<P: Process> Executor<P> for Serial {
 /// Runs every job of `dispatch` on the calling thread, one after another, as `location`
 /// (the serial backend, and an MPI world of one rank).
 pub fn run_serially<P: Process>(dispatch: Dispatch<P>, collector: &mut Collector, location: &Location) -> Result<()> {
+    collector.learner().set_slots(1);
     for job in dispatch.jobs {
         collector.board().started(1);
         let record = execute_job(job, &dispatch.dir, location, &dispatch.options);

@@ -29,6 +29,11 @@ pub const CANCEL_FILE: &str = "cancel";
 pub const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// How many of the running processes the status file lists (the longest-running first).
 const LISTED_RUNNING: usize = 20;
+/// How old a running run's status file may be and still be taken for a live run where the
+/// lock cannot tell (its writer on another host: `flock` on a network file system is often
+/// local to each host): a few write intervals, so a writer that is late a little, or a clock
+/// a little off, is not called dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,8 +79,16 @@ pub struct RunStatus {
     pub finished: u64,
     /// Processes with a crashed or timed-out record.
     pub crashed: u64,
-    /// Processes running now.
+    /// Processes running now (under MPI: handed to a worker and not yet answered, which
+    /// includes units queued on a worker).
     pub running: u64,
+    /// How many processes can run at once (threads of the pool, or of every worker rank,
+    /// divided by the threads each process takes), once the backend has said.
+    #[serde(default)]
+    pub slots: Option<u64>,
+    /// How many of the slots run a process now (`running`, at most `slots`): the others idle.
+    #[serde(default)]
+    pub busy: u64,
     /// All processes, when known.
     pub total: Option<u64>,
     /// Processes ended per second since the start (this run's, not a resumed run's earlier).
@@ -83,8 +96,9 @@ pub struct RunStatus {
     /// Seconds until the end, when the total is known: from the predicted durations of what
     /// is left once enough processes were measured (see [`crate::predict`]), else at `rate`.
     pub eta_s: Option<f64>,
-    /// The longest-running processes, longest first (those of this program's threads; an
-    /// MPI master lists none, its workers run elsewhere).
+    /// The longest-running processes, longest first: those of this program's threads, and
+    /// those its workers elsewhere hold as their coordinator knows them (an MPI master: see
+    /// [`set_running_elsewhere`]).
     pub longest_running: Vec<RunningProcess>,
 }
 
@@ -100,6 +114,21 @@ impl RunStatus {
         serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| Error::io("read", &path, std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())))
+    }
+
+    /// The program that wrote it, as the result directory's lock names it (`pid N on host H`).
+    pub fn writer(&self) -> String {
+        format!("pid {} on host {}", self.pid, self.host)
+    }
+
+    /// Whether it was written on this host, where the lock says for sure whether its writer lives.
+    pub fn written_here(&self) -> bool {
+        self.host == crate::record::this_host()
+    }
+
+    /// Whether it was written within [`STALE_AFTER`] of `now_s` (seconds since the Unix epoch).
+    pub fn is_fresh(&self, now_s: f64) -> bool {
+        now_s - self.updated_at <= STALE_AFTER.as_secs_f64()
     }
 
     fn write(&self, dir: &Path) -> Result<()> {
@@ -118,6 +147,22 @@ pub fn request_cancel(dir: &Path, holder: &str, now: bool) -> Result<()> {
     let path = dir.join(CANCEL_FILE);
     let how = if now { "now" } else { "graceful" };
     std::fs::write(&path, format!("{how}\n{holder}\n")).map_err(|e| Error::io("write", &path, e))
+}
+
+/// Which program writes the run in `dir` now (`pid N on host H`), or `None` when none does,
+/// given its status file as read just before. The directory's lock says it for sure on the
+/// host of the status's writer. From another host a lock held there may not show (`flock` on
+/// a network file system) or cannot be asked: a running status file is then taken for a live
+/// run while it is fresh ([`STALE_AFTER`]), for a stopped one once it is not.
+pub fn live_holder(dir: &Path, status: Option<&RunStatus>) -> Result<Option<String>> {
+    let lock = crate::lock::RunLock::holder(dir);
+    let Some(status) = status.filter(|s| !s.written_here()) else { return lock };
+    match lock {
+        Ok(Some(holder)) => Ok(Some(holder)),
+        Ok(None) | Err(_) => {
+            Ok((status.state == RunState::Running && status.is_fresh(crate::record::now_s())).then(|| status.writer()))
+        }
+    }
 }
 
 /// What one thread of this program is running now, if anything: each thread that runs
@@ -184,6 +229,28 @@ impl Drop for Running {
     }
 }
 
+/// A process that runs in another program, as the program coordinating the run knows it (an
+/// MPI master, of the units it sent its worker ranks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningElsewhere {
+    /// Its id.
+    pub id: u64,
+    /// Where it runs (`host/rank-N`, or `rank-N` while its host is not known).
+    pub worker: String,
+    /// Since when it runs, as far as the coordinator can tell.
+    pub since: Instant,
+}
+
+/// The processes of [`RunningElsewhere`], as last said.
+static ELSEWHERE: Mutex<Vec<RunningElsewhere>> = Mutex::new(Vec::new());
+
+/// Says which processes run in other programs now (replacing what was said before; an
+/// empty list once none do): the status file lists them beside this program's own. A
+/// coordinator says it when what its workers hold changes, a few times a second at most.
+pub fn set_running_elsewhere(running: Vec<RunningElsewhere>) {
+    *ELSEWHERE.lock().unwrap_or_else(PoisonError::into_inner) = running;
+}
+
 fn longest_running() -> Vec<RunningProcess> {
     let slots: Vec<Arc<Slot>> = {
         let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
@@ -198,6 +265,11 @@ fn longest_running() -> Vec<RunningProcess> {
             Some(RunningProcess { id, worker: state.listed.clone(), running_s: since.elapsed().as_secs_f64() })
         })
         .collect();
+    listed.extend(ELSEWHERE.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|p| RunningProcess {
+        id: p.id,
+        worker: p.worker.clone(),
+        running_s: p.since.elapsed().as_secs_f64(),
+    }));
     listed.sort_by(|a, b| b.running_s.total_cmp(&a.running_s).then(a.id.cmp(&b.id)));
     listed.truncate(LISTED_RUNNING);
     listed
@@ -255,6 +327,7 @@ impl StatusWriter {
         let clock = Instant::now().checked_sub(wall).unwrap_or_else(Instant::now);
         let mut status = snapshot(&self.source, state, self.started_at, clock, &Default::default());
         status.running = 0;
+        status.busy = 0;
         status.longest_running.clear();
         status.eta_s = None;
         if let Err(e) = status.write(&self.source.dir) {
@@ -288,6 +361,7 @@ fn snapshot(
     let elapsed = clock.elapsed().as_secs_f64();
     let rate = if elapsed > 0.0 { ended_here as f64 / elapsed } else { 0.0 };
     let left = counts.total.map(|t| t.saturating_sub(counts.finished + counts.crashed));
+    let slots = source.learner.slots().map(|n| n as u64);
     RunStatus {
         state,
         name: source.name.clone(),
@@ -299,6 +373,8 @@ fn snapshot(
         finished: counts.finished,
         crashed: counts.crashed,
         running: counts.running,
+        slots,
+        busy: slots.map_or(counts.running, |slots| counts.running.min(slots)),
         total: counts.total,
         rate,
         // From the predictions once the model has learnt enough, else from the rate.
@@ -310,7 +386,9 @@ fn snapshot(
 }
 
 /// Acts on a `cancel` file in `dir` meant for this program: `graceful` stops dispatching
-/// (as a first Ctrl-C), `now` also cuts running processes short (as a second). One meant for
+/// and waits for every running process, on every backend (see
+/// [`request_drain`](crate::request_drain); a stop already requested stays as it is), `now`
+/// also cuts running processes short (as a second Ctrl-C). One meant for
 /// a program that is gone (it died before it saw it) is removed and ignored.
 fn look_for_cancel(dir: &Path) {
     let path = dir.join(CANCEL_FILE);
@@ -323,13 +401,15 @@ fn look_for_cancel(dir: &Path) {
         return;
     }
     crate::set_stop_exit_status(130);
-    if crate::request_stop() == 1 {
-        tracing::warn!(target: "taskfarm", "cancelled: no new process starts; waiting for the running ones to finish");
-    }
     if how.trim() == "now" {
-        crate::request_stop();
+        // A second request whatever came before: running processes are cut short.
+        if crate::request_stop() == 1 {
+            crate::request_stop();
+        }
         crate::kill_running_children();
         tracing::warn!(target: "taskfarm", "cancelled now: running processes are cut short and run again on --resume");
+    } else if crate::request_drain() {
+        tracing::warn!(target: "taskfarm", "cancelled: no new process starts; waiting for the running ones to finish");
     }
 }
 
@@ -342,13 +422,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let board = StatusBoard::new(Some(10));
         board.started(2);
-        let source = StatusSource {
-            dir: dir.path().to_owned(),
-            name: "op".into(),
-            backend: "local".into(),
-            board,
-            learner: Default::default(),
-        };
+        let learner = crate::predict::Learner::default();
+        learner.set_slots(4);
+        let source =
+            StatusSource { dir: dir.path().to_owned(), name: "op".into(), backend: "local".into(), board, learner };
         let running = Running::new(7, &crate::Location { host: "host".into(), worker: "thread-1".into() });
         let writer = StatusWriter::start(source);
         let start = Instant::now();
@@ -360,12 +437,49 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         };
         assert_eq!((status.state, status.running, status.total), (RunState::Running, 2, Some(10)));
+        assert_eq!((status.slots, status.busy), (Some(4), 2), "2 of 4 slots busy");
         assert_eq!(status.pid, std::process::id());
         assert!(status.longest_running.iter().any(|p| p.id == 7 && p.worker == "host/thread-1"), "{status:?}");
         drop(running);
         writer.finish(RunState::Finished, Duration::from_secs(1));
         let status = RunStatus::read(dir.path()).unwrap().unwrap();
-        assert_eq!((status.state, status.running), (RunState::Finished, 0));
+        assert_eq!((status.state, status.running, status.busy), (RunState::Finished, 0, 0));
         assert!(status.longest_running.is_empty());
+    }
+
+    #[test]
+    fn a_run_of_another_host_lives_while_its_status_is_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::record::now_s();
+        let status = |host: &str, age_s: f64, state: RunState| RunStatus {
+            state,
+            name: "op".into(),
+            backend: "mpi".into(),
+            pid: 42,
+            host: host.into(),
+            started_at: now - 100.0,
+            updated_at: now - age_s,
+            finished: 0,
+            crashed: 0,
+            running: 1,
+            slots: Some(3),
+            busy: 1,
+            total: None,
+            rate: 0.0,
+            eta_s: None,
+            longest_running: Vec::new(),
+        };
+        // No lock is seen here: another host's writer lives while it writes.
+        let fresh = status("elsewhere.invalid", 0.5, RunState::Running);
+        assert_eq!(live_holder(dir.path(), Some(&fresh)).unwrap().as_deref(), Some("pid 42 on host elsewhere.invalid"));
+        let stale = status("elsewhere.invalid", 3.0 * STALE_AFTER.as_secs_f64(), RunState::Running);
+        assert_eq!(live_holder(dir.path(), Some(&stale)).unwrap(), None);
+        let ended = status("elsewhere.invalid", 0.5, RunState::Finished);
+        assert_eq!(live_holder(dir.path(), Some(&ended)).unwrap(), None);
+        // On its own host the lock decides, however fresh the file.
+        let here = status(crate::record::this_host(), 0.0, RunState::Running);
+        assert_eq!(live_holder(dir.path(), Some(&here)).unwrap(), None);
+        let _held = crate::lock::RunLock::acquire(dir.path()).unwrap();
+        assert!(live_holder(dir.path(), Some(&here)).unwrap().is_some());
     }
 }

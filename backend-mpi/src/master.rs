@@ -56,6 +56,8 @@ pub(crate) fn run<P: Process>(
         }
         scheduler.run(&mut wire, collector)
     });
+    // Whatever the outcome, the workers hold nothing the status file should still list.
+    backend_core::status::set_running_elsewhere(Vec::new());
     match outcome {
         Ok(Ended::Complete) => shut_down::<P>(&mut wire, mpi.size),
         // The job is being torn down, or rank 0 alone was stopped: no goodbyes (a lost rank

@@ -110,6 +110,11 @@ impl Policy {
         self.remaining
     }
 
+    /// How many processes a worker rank runs at once (its threads over a process's).
+    pub(crate) fn processes_at_once(&self) -> usize {
+        (self.threads / self.process_threads).max(1)
+    }
+
     /// The threads a unit of `jobs` jobs takes on a worker.
     pub(crate) fn cost(&self, jobs: usize) -> usize {
         jobs.max(1).saturating_mul(self.process_threads).min(self.threads)

@@ -144,7 +144,7 @@ fn check_threads(summary: &Summary, size: i32, threads: usize, per_process: usiz
     for row in rows.iter().filter(|r| r["status"] == "finished") {
         let worker = row["worker"].as_str().unwrap_or_default();
         let rank = worker.split('/').next().unwrap_or_default().to_owned();
-        let start = row["started_at"].as_f64().expect("started_at");
+        let start = row["started_at"].as_str().and_then(backend_core::utc::parse_rfc3339).expect("started_at");
         let end = start + row["duration_s"].as_f64().expect("duration_s");
         by_rank.entry(rank).or_default().push((start + 0.002, end - 0.002));
     }

@@ -25,6 +25,21 @@ pub enum WorkerError {
         /// The command that resumes it.
         resume: String,
     },
+    /// `status SPEC` or `cancel SPEC`: the spec's operation has no run under the results base.
+    #[error(
+        "the spec {} names the operation `{name}`, which has no run under {}: run it first, or give --results \
+         with the directory its runs go to",
+        spec.display(),
+        results.display()
+    )]
+    NoRunOfSpec {
+        /// The spec file.
+        spec: PathBuf,
+        /// Its operation's name.
+        name: String,
+        /// The results base looked in.
+        results: PathBuf,
+    },
     /// A command-line argument is malformed (e.g. `--param` without `=`).
     #[error("`{argument}`: {why}")]
     Argument {

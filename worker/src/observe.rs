@@ -1,20 +1,23 @@
 //! Watching and stopping a run from outside it: `taskfarm-worker status DIR` (counts, rate,
-//! ETA, the longest-running processes, crashes so far; `--watch` redraws) and
-//! `taskfarm-worker cancel DIR` (a graceful stop, as Ctrl-C; `--now` as a second one). Both
-//! work through the result directory only — its `status.json`, its lock and a `cancel`
-//! file — so they work from another terminal or another host that sees the directory.
+//! ETA, slots busy and idle, the longest-running processes, crashes so far; `--watch`
+//! redraws) and `taskfarm-worker cancel DIR` (a graceful stop, as Ctrl-C; `--now` as a
+//! second one). Both take a run directory, `RESULTS/NAME` (its latest run) or a spec file
+//! (the latest run of its operation), and work through the result directory only — its
+//! `status.json`, its lock and a `cancel` file — so they work from another terminal or
+//! another host that sees the directory (where the lock cannot tell whether a writer on
+//! another host lives, a status file that stopped being rewritten says it is gone).
 //!
 //! Not for what happened in a finished run in detail: that is `report`'s.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use taskfarm::results::files;
-use taskfarm::run_control::lock::RunLock;
-use taskfarm::run_control::status::{RunState, RunStatus};
+use taskfarm::run_control::status::{live_holder, RunState, RunStatus};
 
 use crate::error::WorkerError;
+use crate::Registry;
 
 /// How often `status --watch` redraws.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -34,18 +37,40 @@ pub fn run_dir(path: &Path) -> Result<PathBuf, WorkerError> {
     Err(taskfarm::CoreError::NotARun { path: path.to_owned(), missing: "operation.toml (nor a `latest` run)" }.into())
 }
 
+/// The run directory that `path` names for `status` and `cancel`: as [`run_dir`], or, for
+/// a spec file, the latest run of its operation under `results` (`RESULTS/NAME/latest`,
+/// where `run SPEC --results RESULTS` puts its runs).
+pub fn observed_dir(path: &Path, results: &Path, registry: &Registry) -> Result<PathBuf, WorkerError> {
+    if !path.is_file() {
+        return run_dir(path);
+    }
+    let spec = crate::Spec::load(path, registry)?;
+    let runs = results.join(spec.name());
+    run_dir(&runs).map_err(|_| WorkerError::NoRunOfSpec {
+        spec: path.to_owned(),
+        name: spec.name().to_owned(),
+        results: results.to_owned(),
+    })
+}
+
 /// `status DIR [--watch]`.
 pub fn status(path: &Path, watch: bool, resume: impl Fn(&Path) -> String) -> Result<u8, WorkerError> {
     let dir = run_dir(path)?;
+    let terminal = std::io::stdout().is_terminal();
+    let mut drawn = false;
     loop {
         let (text, live) = describe(&dir, &resume)?;
         let mut out = std::io::stdout().lock();
-        if watch {
+        if watch && terminal {
             // Clear the screen and go home, then draw.
             let _ = write!(out, "\x1b[2J\x1b[H");
+        } else if drawn {
+            // Into a pipe or a file: one drawing after another, a blank line between.
+            let _ = writeln!(out);
         }
         let _ = write!(out, "{text}");
         let _ = out.flush();
+        drawn = true;
         if !watch || !live || taskfarm::run_control::stop_requested() {
             return Ok(crate::EXIT_OK);
         }
@@ -55,8 +80,8 @@ pub fn status(path: &Path, watch: bool, resume: impl Fn(&Path) -> String) -> Res
 
 /// What `status` says of the run in `dir`, and whether it is live.
 fn describe(dir: &Path, resume: &impl Fn(&Path) -> String) -> Result<(String, bool), WorkerError> {
-    let holder = RunLock::holder(dir)?;
     let status = RunStatus::read(dir)?;
+    let holder = live_holder(dir, status.as_ref())?;
     let mut text = format!("run: {}\n", dir.display());
     let Some(status) = status else {
         let state = match &holder {
@@ -92,6 +117,10 @@ fn describe(dir: &Path, resume: &impl Fn(&Path) -> String) -> Result<(String, bo
         text.push_str(&format!(", {} running\n", status.running));
         let eta = status.eta_s.map(|s| format!(", ETA {}", seconds(s))).unwrap_or_default();
         text.push_str(&format!("rate: {:.2}/s{eta}\n", status.rate));
+        if let Some(slots) = status.slots {
+            let idle = slots.saturating_sub(status.busy);
+            text.push_str(&format!("slots: {} of {slots} busy, {idle} idle\n", status.busy));
+        }
         if !status.longest_running.is_empty() {
             text.push_str("longest running:\n");
             for p in &status.longest_running {
@@ -124,7 +153,8 @@ fn seconds(s: f64) -> String {
 /// `cancel DIR [--now]`.
 pub fn cancel(path: &Path, now: bool, resume: impl Fn(&Path) -> String) -> Result<u8, WorkerError> {
     let dir = run_dir(path)?;
-    let Some(holder) = RunLock::holder(&dir)? else {
+    let status = RunStatus::read(&dir)?;
+    let Some(holder) = live_holder(&dir, status.as_ref())? else {
         return Err(WorkerError::NotRunning { dir: dir.clone(), resume: resume(&dir) });
     };
     taskfarm::run_control::status::request_cancel(&dir, &holder, now)?;

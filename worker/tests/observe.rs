@@ -1,6 +1,8 @@
 //! Watching and stopping a run from outside, with the real `taskfarm-worker` binary:
 //! `status` on a live, a stopped, an interrupted and a finished run, `cancel` (graceful and
-//! `--now`), and `results/<name>` naming the latest run.
+//! `--now`), `results/<name>` and a spec file naming the latest run, `status --watch` into
+//! a pipe, crashes by reason, a run of another host judged by its status file, and
+//! `report --json`.
 
 mod common;
 
@@ -59,6 +61,10 @@ fn status_follows_a_run_and_cancel_stops_it_gracefully() {
     assert!(said.contains("state: running on the local backend (pid"), "{said}");
     assert!(said.contains("of 6") && said.contains("1 running"), "{said}");
     assert!(said.contains("longest running:\n  #2 "), "{said}");
+    assert!(said.contains("slots: 1 of 2 busy, 1 idle"), "{said}");
+    // The spec names the same run (the latest of its operation under ./results).
+    let by_spec = text(&run(&["status", "watched.toml"], dir.path()).stdout);
+    assert!(by_spec.starts_with(&format!("run: {}\n", run_dir.display())), "{by_spec}");
     // cancel: nothing new starts; the running process finishes; exit 130 with the resume command.
     let out = run(&["cancel", &run_dir.to_string_lossy()], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -101,4 +107,129 @@ fn status_of_a_killed_run_says_so_and_cancel_now_cuts_processes_short() {
     assert_eq!(out.status.code(), Some(130), "{}{}", text(&out.stdout), text(&out.stderr));
     let said = text(&run(&["status", &run_dir.to_string_lossy()], dir.path()).stdout);
     assert!(said.contains("state: interrupted"), "{said}");
+}
+
+#[test]
+fn status_of_a_spec_without_a_run_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spec = dir.path().join("never.toml");
+    std::fs::write(&spec, "name = \"never\"\nkind = \"command\"\ncommand = [\"true\"]\n").expect("the spec");
+    for command in ["status", "cancel"] {
+        let out = run(&[command, "never.toml", "--results", "elsewhere"], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", text(&out.stderr));
+        let said = text(&out.stderr);
+        assert!(said.contains("`never`") && said.contains("elsewhere") && said.contains("--results"), "{said}");
+    }
+}
+
+#[test]
+fn status_watch_into_a_pipe_draws_again_until_the_run_ends() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let child = start(dir.path(), &["--backend", "local"]);
+    wait_for_status(dir.path(), "5 finished");
+    let watch = Command::new(WORKER)
+        .args(["status", "--watch", "results/watched"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("status --watch starts");
+    // At least two drawings of the live run (one a second), then the run ends.
+    std::thread::sleep(Duration::from_millis(2500));
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    let run_out = child.wait_with_output().expect("the worker ends");
+    assert_eq!(run_out.status.code(), Some(0), "{}", text(&run_out.stderr));
+    let out = wait_with_patience(watch);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    let drawings: Vec<&str> = said.split("\n\nrun: ").collect();
+    assert!(drawings.len() >= 3, "two live drawings and the last: {said}");
+    assert!(!said.contains('\x1b'), "no terminal codes into a pipe: {said:?}");
+    assert!(drawings[0].contains("state: running") && drawings[0].contains("1 running"), "{said}");
+    let last = drawings.last().expect("a drawing");
+    assert!(last.contains("state: finished") && last.contains("6 finished"), "{said}");
+}
+
+/// Waits for `child` to end, killing it past [`PATIENCE`].
+fn wait_with_patience(mut child: Child) -> std::process::Output {
+    let start = Instant::now();
+    while child.try_wait().expect("waits").is_none() {
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            panic!("process {} never ended", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("its output")
+}
+
+/// A finished run of `crashy.toml` in `dir`: x = 1 and 3 fail (`boom x` on stderr, status 3).
+fn crashy_run(dir: &Path) -> PathBuf {
+    std::fs::write(
+        dir.join("crashy.toml"),
+        "kind = \"command\"\ncommand = [\"sh\", \"-c\", '''if [ $(({x} % 2)) = 1 ]; then echo boom {x} >&2; exit 3; \
+         fi; echo {x}''']\nparameter_ranges = { x = [0, 1, 2, 3] }\n",
+    )
+    .expect("the spec is written");
+    let out = run(&["run", "crashy.toml", "--quiet", "--backend", "serial"], dir);
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    let said = text(&run(&["status", "crashy.toml"], dir).stdout);
+    said.lines().next().and_then(|l| l.strip_prefix("run: ")).map(PathBuf::from).expect("status names the run")
+}
+
+#[test]
+fn status_groups_crashes_by_reason_with_their_stderr() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let run_dir = crashy_run(dir.path());
+    let said = text(&run(&["status", &run_dir.to_string_lossy()], dir.path()).stdout);
+    assert!(said.contains("state: finished") && said.contains("2 finished, 2 crashed of 4"), "{said}");
+    assert!(said.contains("crashes by reason:\n        2 × the command `sh` exited with status 3"), "{said}");
+    assert!(said.contains("stderr: boom 1") && said.contains("processes #1, #3"), "{said}");
+}
+
+#[test]
+fn report_json_holds_counts_workers_and_crash_groups() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let run_dir = crashy_run(dir.path());
+    let out = run(&["report", "--json", "results/crashy"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let object: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    assert_eq!(object["operation"], "crashy");
+    assert_eq!(object["kind"], "command");
+    assert_eq!(object["run"].as_str().map(PathBuf::from), Some(run_dir));
+    assert_eq!((object["total"].as_u64(), object["missing_at_least"].as_u64()), (Some(4), Some(0)));
+    assert!(object["running"].is_null(), "nothing writes it: {object}");
+    let report = &object["report"];
+    let counts = ["recorded", "finished", "crashed", "timed_out"].map(|k| report[k].as_u64());
+    assert_eq!(counts, [Some(4), Some(2), Some(2), Some(0)], "{report}");
+    assert!(report["wall_s"].as_f64().is_some_and(|s| s >= 0.0), "{report}");
+    assert_eq!(report["workers"].as_array().map(Vec::len), Some(1), "one serial worker: {report}");
+    let groups = report["crash_groups"].as_array().expect("crash groups");
+    assert_eq!(groups.len(), 1, "{report}");
+    assert_eq!(groups[0]["count"], 2);
+    assert_eq!(groups[0]["ids"], serde_json::json!([1, 3]));
+    assert_eq!(groups[0]["stderr_line"], "boom 1");
+    assert!(groups[0]["reason"].as_str().is_some_and(|r| r.contains("status 3")), "{report}");
+}
+
+#[test]
+fn a_run_of_another_host_is_live_while_its_status_file_is_rewritten() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let run_dir = crashy_run(dir.path());
+    // As a program on another host would leave it: running, and no lock seen from here.
+    let status_of = |age_s: f64| {
+        let path = run_dir.join("status.json");
+        let mut status: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("status.json")).expect("JSON");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("a clock").as_secs_f64();
+        status["state"] = "running".into();
+        status["host"] = "elsewhere.invalid".into();
+        status["updated_at"] = (now - age_s).into();
+        std::fs::write(&path, status.to_string()).expect("status.json");
+        text(&run(&["status", &run_dir.to_string_lossy()], dir.path()).stdout)
+    };
+    let said = status_of(0.0);
+    assert!(said.contains("state: running on the serial backend (pid") && said.contains("elsewhere.invalid"), "{said}");
+    let said = status_of(60.0);
+    assert!(said.contains("stopped without finishing") && said.contains("--resume"), "{said}");
 }

@@ -31,6 +31,28 @@ pub(crate) fn find_results_csv(base: &Path) -> Result<PathBuf> {
     }
 }
 
+/// A time as results files write it (RFC 3339 in UTC: `2026-12-02T13:04:05.123456Z`) in
+/// seconds since the Unix epoch; `None` for anything else. The xtask links none of
+/// taskfarm's crates, so this is a reader of its own, for that one form.
+pub(crate) fn parse_utc(text: &str) -> Option<f64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(|n| n.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock = clock.splitn(3, ':').map(|n| n.parse::<i64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let fraction: f64 = if fraction.is_empty() { 0.0 } else { format!("0.{fraction}").parse().ok()? };
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let (era, yoe) = (y.div_euclid(400), y.rem_euclid(400));
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some((days * 86_400 + hour * 3600 + minute * 60 + second) as f64 + fraction)
+}
+
 /// Columns that depend on when and where a process ran.
 const RUN_DEPENDENT: [&str; 4] = ["duration_s", "started_at", "host", "worker"];
 
@@ -122,4 +144,19 @@ pub(crate) fn csv_rows(text: &str) -> Vec<Vec<String>> {
         rows.push(row);
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_utc;
+
+    #[test]
+    fn utc_times_read_as_seconds_since_the_epoch() {
+        assert_eq!(parse_utc("1970-01-01T00:00:00.000000Z"), Some(0.0));
+        assert_eq!(parse_utc("2000-02-29T00:00:00Z"), Some(951_782_400.0));
+        assert_eq!(parse_utc("2100-03-01T00:00:00.000000Z"), Some(4_107_542_400.0));
+        let t = parse_utc("2026-12-02T13:04:05.123456Z").unwrap();
+        assert!((t - 1_796_216_645.123_456).abs() < 1e-6, "{t}");
+        assert_eq!(parse_utc("1796216645.1"), None);
+    }
 }

@@ -113,6 +113,11 @@ impl Learner {
         self.state().slots = slots.max(1);
     }
 
+    /// How many processes run at once, once the backend has said (see [`set_slots`](Self::set_slots)).
+    pub fn slots(&self) -> Option<usize> {
+        Some(self.state().slots).filter(|&n| n > 0)
+    }
+
     /// Learns from the finished records of the journal of the result directory `dir`, a run
     /// of the operation `name`: `dir` is a run (it holds a journal and `operation.toml`) or
     /// holds runs (`results/<name>`, every run in it). Returns how many durations it learnt.

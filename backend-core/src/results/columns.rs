@@ -62,7 +62,7 @@ impl Columns {
         let fixed = [
             Value::Str(record.status.as_str().into()),
             Value::Float(record.duration_s),
-            Value::Float(record.started_at),
+            crate::utc::format_rfc3339(record.started_at).map_or(Value::Null, Value::Str),
             Value::Str(record.location.host.clone()),
             Value::Str(record.location.worker.clone()),
             Value::Int(i64::from(record.attempts)),
@@ -204,6 +204,9 @@ mod tests {
         assert_eq!(line["big"].as_u64(), Some(u64::MAX), "the exact integer: {line:?}");
         assert_eq!(line["output.status"], 5);
         assert_eq!(line.len(), rows[0].len(), "{line:?}");
+        // When it started, as RFC 3339 UTC in both files (the record's is 0 s after the epoch).
+        assert_eq!(row[6], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(line["started_at"], "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]

@@ -285,7 +285,7 @@ fn crash_record(record: &ProcessRecord) -> serde_json::Value {
         "attempts": record.attempts,
         "host": record.location.host,
         "worker": record.location.worker,
-        "started_at": record.started_at,
+        "started_at": crate::utc::format_rfc3339(record.started_at),
         "duration_s": record.duration_s,
     })
 }

@@ -31,18 +31,23 @@ const COLLECT_EVERY: usize = 128;
 /// 50 µs-and-up sleep per message would cap dispatch far below what MPI can do.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 /// After a signal (under `mpirun`: the job is being torn down, e.g. because a host was lost),
-/// how long the master still takes in results before it reports what is unfinished.
+/// how long the master still takes in results before it reports what is unfinished. A
+/// `cancel` (a drain, see [`backend_core::request_drain`]) has no such limit: no launcher
+/// tears the job down, so the master waits for every unit its workers hold.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often the master looks for jobs of a fed source while it has none (see [`Jobs::Fed`]).
 const FED_POLL: Duration = Duration::from_millis(5);
 /// How often the master looks at the stop flag while it waits for results.
 const STOP_CHECK: Duration = Duration::from_millis(50);
+/// How often at most the master says which processes its workers hold (for `status.json`,
+/// rewritten every [`STATUS_EVERY`](backend_core::status::STATUS_EVERY)).
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 
 /// How the dispatch loop ended.
 pub(crate) enum Ended {
     /// Every process has its record.
     Complete,
-    /// A signal stopped it; what was unfinished has been reported.
+    /// A signal (or `cancel --now`) stopped it; what was unfinished has been reported.
     Interrupted,
 }
 
@@ -72,6 +77,10 @@ struct Unit {
     /// Whether its jobs were measured short (asked of the duration model when it matters:
     /// before work is queued behind it); a batch of several is, by construction.
     short: Option<bool>,
+    /// When it was sent, and when its latest records came back (its next job started
+    /// about then).
+    sent: Instant,
+    last_back: Option<Instant>,
 }
 
 impl WorkerState {
@@ -87,7 +96,7 @@ impl WorkerState {
 impl Unit {
     fn new(ids: Vec<u64>, threads: usize) -> Self {
         let short = (ids.len() > 1).then_some(true);
-        Unit { ids, returned: Vec::new(), threads, run_s: 0.0, short }
+        Unit { ids, returned: Vec::new(), threads, run_s: 0.0, short, sent: Instant::now(), last_back: None }
     }
 
     /// The ids of its jobs whose records have not come back, in the unit's order.
@@ -115,6 +124,10 @@ pub(crate) struct Scheduler<P: Process> {
     next: Option<backend_core::Job<P>>,
     /// Set when a straggler may run a copy on another rank.
     pub(crate) speculation: Option<Speculation>,
+    /// What the workers hold changed since it was last said ([`Scheduler::publish_running`]),
+    /// and when that was.
+    unpublished: bool,
+    published_at: Instant,
 }
 
 /// Duplicated stragglers under MPI (see [`backend_core::speculate`]): once nothing is left
@@ -145,6 +158,8 @@ impl<P: Process> Scheduler<P> {
             retries: None,
             next: None,
             speculation: None,
+            unpublished: false,
+            published_at: Instant::now(),
         }
     }
 
@@ -169,8 +184,12 @@ impl<P: Process> Scheduler<P> {
                 self.fill(wire, collector)?;
                 continue;
             }
+            // A fed source is looked at often; what the workers hold is said once quiet; a
+            // straggler may be copied once nothing is left to send.
             let poll = if self.starved {
                 Some(FED_POLL)
+            } else if self.unpublished {
+                Some(STOP_CHECK)
             } else if self.may_copy_a_straggler() {
                 Some(STRAGGLER_POLL)
             } else {
@@ -179,7 +198,10 @@ impl<P: Process> Scheduler<P> {
             let (from, bytes) = match receive_or_stop(wire, &mut stop_deadline, poll) {
                 Received::Message(arrival) => arrival,
                 Received::Idle => {
-                    self.fill(wire, collector)?;
+                    self.publish_running();
+                    if self.starved {
+                        self.fill(wire, collector)?;
+                    }
                     continue;
                 }
                 Received::Stopped => {
@@ -205,6 +227,7 @@ impl<P: Process> Scheduler<P> {
                     };
                     let unit = &mut slot.units[position];
                     unit.returned.extend(records.iter().map(|(head, _)| head.id));
+                    unit.last_back = Some(Instant::now());
                     unit.run_s += records.iter().map(|(head, _)| head.duration_s).sum::<f64>();
                     let left = unit.ids.len() - unit.returned.len();
                     if slot.host.is_none() && !records.is_empty() {
@@ -260,6 +283,10 @@ impl<P: Process> Scheduler<P> {
                         // Retries wait, or a fed source may have jobs now that it saw these.
                         self.fill(wire, collector)?;
                     }
+                    self.unpublished = true;
+                    if self.published_at.elapsed() >= PUBLISH_EVERY {
+                        self.publish_running();
+                    }
                 }
                 Message::Log(lines) => backend_core::oplog::append_forwarded(&lines),
                 Message::Failed { reason } => return Err(Error::WorkerFailed { rank: from, reason }),
@@ -273,6 +300,38 @@ impl<P: Process> Scheduler<P> {
         Ok(Ended::Complete)
     }
 
+    /// Says which processes the workers run now, as far as the master knows, for the status
+    /// file (see [`backend_core::status::set_running_elsewhere`]): on each worker, the first
+    /// unfinished jobs of its units, oldest unit first, as many as it runs at once (the rest
+    /// wait in its queue). A unit's next job started about when its latest records came
+    /// back, or when it was sent: exact for units of one process (long processes are never
+    /// queued nor batched), close for batches of short ones.
+    fn publish_running(&mut self) {
+        backend_core::status::set_running_elsewhere(self.held_now());
+        self.unpublished = false;
+        self.published_at = Instant::now();
+    }
+
+    /// What [`publish_running`](Self::publish_running) says.
+    fn held_now(&self) -> Vec<backend_core::status::RunningElsewhere> {
+        let at_once = self.policy.processes_at_once();
+        let mut running = Vec::new();
+        for (w, slot) in self.slots.iter().enumerate() {
+            let worker = match &slot.host {
+                Some(host) => format!("{host}/rank-{}", worker_rank(w)),
+                None => format!("rank-{}", worker_rank(w)),
+            };
+            let held = slot.units.iter().flat_map(|unit| {
+                let since = unit.last_back.unwrap_or(unit.sent);
+                unit.unfinished().into_iter().map(move |id| (id, since))
+            });
+            for (id, since) in held.take(at_once) {
+                running.push(backend_core::status::RunningElsewhere { id, worker: worker.clone(), since });
+            }
+        }
+        running
+    }
+
     /// Says which workers still hold unfinished processes, the ones silent longest first (a
     /// lost host's ranks fall silent before the job is torn down), and how many processes
     /// were never handed out: on stderr and in operation.log.
@@ -282,7 +341,8 @@ impl<P: Process> Scheduler<P> {
         holding.sort_by_key(|(_, s)| s.last_heard);
         let unfinished: usize =
             holding.iter().map(|(_, s)| s.units.iter().map(|unit| unit.unfinished().len()).sum::<usize>()).sum();
-        let mut report = format!("stopped by a signal with {unfinished} processes unfinished");
+        let how = if backend_core::stop_drains() { "cancelled" } else { "stopped by a signal" };
+        let mut report = format!("{how} with {unfinished} processes unfinished");
         for (i, slot) in &holding {
             let mut ids: Vec<u64> = slot.units.iter().flat_map(Unit::unfinished).collect();
             ids.sort_unstable();
@@ -441,6 +501,7 @@ impl<P: Process> Scheduler<P> {
         wire.send(worker, &bytes);
         let threads = self.policy.sent_retry(worker_index(worker));
         self.slot(worker)?.hold(Unit::new(vec![id], threads));
+        self.unpublished = true;
         Ok(true)
     }
 
@@ -450,7 +511,8 @@ impl<P: Process> Scheduler<P> {
         if self.send_retry(wire, worker)? {
             return Ok(true);
         }
-        if self.next.is_none() && (self.exhausted || self.starved) {
+        // After a stop nothing more is handed out (a fed source may hold jobs pulled before).
+        if backend_core::stop_requested() || (self.next.is_none() && (self.exhausted || self.starved)) {
             return Ok(false);
         }
         let batch = self.policy.batch(worker_index(worker));
@@ -495,6 +557,7 @@ impl<P: Process> Scheduler<P> {
         wire.send(worker, &bytes);
         let threads = self.policy.sent(worker_index(worker), ids.len());
         self.slot(worker)?.hold(Unit::new(ids, threads));
+        self.unpublished = true;
         Ok(true)
     }
 }
@@ -581,10 +644,12 @@ enum Received {
 }
 
 /// The next message, looking at the stop flag every `STOP_CHECK` (or `poll`, after which it
-/// returns `Idle`); after a signal, messages are still taken for `STOP_GRACE`.
+/// returns `Idle`); after a signal, messages are still taken for `STOP_GRACE`. A drain
+/// (`cancel`) sets no limit: messages are taken until every unit is answered, unless a
+/// signal or `cancel --now` follows it.
 fn receive_or_stop(wire: &mut impl Transport, stop_deadline: &mut Option<Instant>, poll: Option<Duration>) -> Received {
     loop {
-        if backend_core::stop_requested() {
+        if backend_core::stop_requested() && !backend_core::stop_drains() {
             let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
             return receive_soon(wire, deadline).map_or(Received::Stopped, Received::Message);
         }

@@ -286,6 +286,27 @@ fn every_worker_is_shut_down_only_by_the_caller() {
     assert!(ran.cluster.workers.iter().all(|w| !w.shut_down && w.units.is_empty() && w.running.is_empty()));
 }
 
+#[test]
+fn the_status_lists_what_each_worker_runs_not_what_it_queues() {
+    // Two workers of two threads each, processes of one thread.
+    let policy = Policy::new(2, 2, 2, 1, Some(10), MAX_BATCH);
+    let mut scheduler = Scheduler::<Sleep>::new(policy, Jobs::Source(Box::new(std::iter::empty())));
+    let early = Instant::now();
+    // Worker rank 1: a batch of three (one came back) and a queued unit.
+    let mut batch = Unit::new(vec![1, 2, 3], 2);
+    batch.returned.push(1);
+    batch.last_back = Some(early);
+    scheduler.slots[0].hold(batch);
+    scheduler.slots[0].hold(Unit::new(vec![4], 1));
+    // Worker rank 2, whose host is known: one process.
+    scheduler.slots[1].host = Some("node7".into());
+    scheduler.slots[1].hold(Unit::new(vec![5], 1));
+    let held: Vec<(u64, String)> = scheduler.held_now().into_iter().map(|p| (p.id, p.worker)).collect();
+    assert_eq!(held, [(2, "rank-1".to_owned()), (3, "rank-1".to_owned()), (5, "node7/rank-2".to_owned())]);
+    // The batch's next jobs started when its latest record came back.
+    assert!(scheduler.held_now().iter().filter(|p| p.id < 4).all(|p| p.since == early));
+}
+
 /// Durations from a mixture: tiny, short, long and very long processes.
 fn duration() -> impl Strategy<Value = u64> {
     prop_oneof![1u64..50, 1_000u64..20_000, 50_000u64..500_000, 1_000_000u64..5_000_000]

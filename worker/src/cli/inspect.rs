@@ -34,7 +34,7 @@ pub(super) fn report_run(
     let report = taskfarm::results::report::RunReport::from_dir(dir)?;
     let mut out = std::io::stdout().lock();
     if json {
-        let holder = taskfarm::run_control::lock::RunLock::holder(dir)?;
+        let holder = live_holder(dir)?;
         let count = spec.count_within(COUNT_BUDGET)?;
         let object = serde_json::json!({
             "run": dir,
@@ -61,7 +61,7 @@ pub(super) fn report_run(
     let resume = resume_command(dir, false);
     let total = describe_count(count);
     let adaptive_left = crate::chain::adaptive_points_left(&spec, dir).filter(|&n| n > 0);
-    if let Some(holder) = taskfarm::run_control::lock::RunLock::holder(dir)? {
+    if let Some(holder) = live_holder(dir)? {
         let _ = writeln!(
             out,
             "running: the run is still going ({holder}); {missing} of {total} processes have no record yet"
@@ -148,4 +148,11 @@ fn describe_count(count: Count) -> String {
             COUNT_BUDGET.as_secs()
         ),
     }
+}
+
+/// Which program writes the run in `dir` now, if any: the lock's say, or, for a writer on
+/// another host, its status file's (see [`taskfarm::run_control::status::live_holder`]).
+fn live_holder(dir: &std::path::Path) -> Result<Option<String>, WorkerError> {
+    let status = taskfarm::run_control::status::RunStatus::read(dir)?;
+    Ok(taskfarm::run_control::status::live_holder(dir, status.as_ref())?)
 }

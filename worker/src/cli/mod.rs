@@ -115,11 +115,15 @@ enum Command {
     /// Shows where a run stands, live or not: counts, rate, ETA, the longest-running
     /// processes, crashes so far by reason; for a stopped run, the command that finishes it.
     Status {
-        /// The run's result directory, or results/<name> for the latest run.
+        /// The run's result directory, results/<name> for the latest run, or a spec file for
+        /// the latest run of its operation (under --results).
         dir: PathBuf,
         /// Redraw every second until the run ends.
         #[arg(long)]
         watch: bool,
+        /// Where the runs of a spec given instead of a directory are (as `run --results`).
+        #[arg(long, value_name = "DIR", default_value = "results")]
+        results: PathBuf,
     },
     /// Submits the operation as a Slurm batch job: checks the spec, writes the batch script
     /// next to its results and calls sbatch with this worker's path (see examples/slurm/).
@@ -128,8 +132,12 @@ enum Command {
     /// finishes; everything is journaled and consolidated). Works from any host that sees
     /// the result directory, under mpirun too.
     Cancel {
-        /// The run's result directory, or results/<name> for the latest run.
+        /// The run's result directory, results/<name> for the latest run, or a spec file for
+        /// the latest run of its operation (under --results).
         dir: PathBuf,
+        /// Where the runs of a spec given instead of a directory are (as `run --results`).
+        #[arg(long, value_name = "DIR", default_value = "results")]
+        results: PathBuf,
         /// Stop now, as a second Ctrl-C: running processes are cut short.
         #[arg(long)]
         now: bool,
@@ -263,9 +271,11 @@ where
             crate::output::print(&dir, id, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
                 .map(|()| EXIT_OK)
         }),
-        Command::Status { dir, watch } => crate::observe::status(&dir, watch, |d| resume_command(d, false)),
+        Command::Status { dir, watch, results } => crate::observe::observed_dir(&dir, &results, &registry)
+            .and_then(|dir| crate::observe::status(&dir, watch, |d| resume_command(d, false))),
         Command::Submit(args) => crate::submit::submit(&registry, args),
-        Command::Cancel { dir, now } => crate::observe::cancel(&dir, now, |d| resume_command(d, false)),
+        Command::Cancel { dir, now, results } => crate::observe::observed_dir(&dir, &results, &registry)
+            .and_then(|dir| crate::observe::cancel(&dir, now, |d| resume_command(d, false))),
     };
     result.unwrap_or_else(|e| {
         // Under mpirun every rank reads the same spec and meets the same error: rank 0 says it.

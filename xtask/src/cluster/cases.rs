@@ -213,7 +213,7 @@ pub(super) fn link_loss(cluster: &Cluster) -> Result<()> {
             ids.len()
         );
     }
-    let starts = table.numbers("started_at")?;
+    let starts = table.times("started_at")?;
     let rerun = starts.iter().filter(|s| **s >= resume_start).count();
     if journaled + rerun != total {
         bail!("{journaled} journaled + {rerun} run by --resume != {total}: some process ran twice or not at all");

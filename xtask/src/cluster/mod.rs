@@ -331,6 +331,17 @@ impl Table {
             .collect()
     }
 
+    /// The column `name` of RFC 3339 UTC times, in seconds since the Unix epoch.
+    fn times(&self, name: &str) -> Result<Vec<f64>> {
+        self.values(name)?
+            .into_iter()
+            .map(|v| {
+                crate::results::parse_utc(v)
+                    .with_context(|| format!("`{v}` in column {name} is not an RFC 3339 UTC time"))
+            })
+            .collect()
+    }
+
     /// Host → the workers (ranks) that ran something there.
     fn ranks_by_host(&self) -> Result<BTreeMap<String, BTreeSet<String>>> {
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -342,7 +353,7 @@ impl Table {
 
     /// Processes per second from the first start to the last end.
     fn rate(&self) -> Result<f64> {
-        let (starts, durations) = (self.numbers("started_at")?, self.numbers("duration_s")?);
+        let (starts, durations) = (self.times("started_at")?, self.numbers("duration_s")?);
         let first = starts.iter().copied().fold(f64::INFINITY, f64::min);
         let last = starts.iter().zip(&durations).map(|(s, d)| s + d).fold(f64::NEG_INFINITY, f64::max);
         let span = last - first;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use super::launch;
 use super::suite::{expect_success, oversubscribed, path_arg, run_with_timeout};
-use crate::results::read_results;
+use crate::results::{parse_utc, read_results};
 use crate::Tally;
 
 /// One row of a scheduling case: the process's `s` parameter (how long it sleeps), the rank
@@ -69,7 +69,7 @@ fn run_padded_sleeps(
             Ok(Ran {
                 s: field(row, s).parse().context("s is not a number")?,
                 rank: field(row, worker).split('/').next().unwrap_or_default().to_owned(),
-                started_at: field(row, started).parse().context("started_at is not a number")?,
+                started_at: parse_utc(&field(row, started)).context("started_at is not an RFC 3339 UTC time")?,
             })
         })
         .collect::<Result<_>>()?;

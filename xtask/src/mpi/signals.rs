@@ -1,7 +1,8 @@
 //! MPI runs stopped mid-way while long processes run and short ones have finished — SIGINT
 //! or SIGTERM to mpirun, SIGINT to rank 0, `kill -9` of a worker rank or of rank 0, `cancel`
 //! from outside — then resumed: what finished is consolidated (or, with rank 0 killed, in
-//! the journal), nothing survives, every process runs once.
+//! the journal), nothing survives, every process runs once. A `cancel` drains: the
+//! processes running at that moment finish and are recorded.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -32,8 +33,6 @@ enum MpiStop {
     /// `kill -9` of rank 0, the master: nobody consolidates, but every finished record is
     /// in the journal and `--resume` consolidates.
     KillMaster,
-    /// `taskfarm-worker cancel DIR` from outside the job.
-    Cancel,
 }
 
 /// Stopped mid-run while long processes run and short ones have finished: the job ends
@@ -41,20 +40,19 @@ enum MpiStop {
 /// the resume command is printed, no command the run started survives, and `--resume`
 /// then runs every process exactly once.
 pub(super) fn signals_mid_run(scratch: &Path, tally: &mut Tally) {
-    let stops = [
-        MpiStop::IntToMpirun,
-        MpiStop::TermToMpirun,
-        MpiStop::IntToMaster,
-        MpiStop::KillWorker,
-        MpiStop::KillMaster,
-        MpiStop::Cancel,
-    ];
+    let stops =
+        [MpiStop::IntToMpirun, MpiStop::TermToMpirun, MpiStop::IntToMaster, MpiStop::KillWorker, MpiStop::KillMaster];
     for stop in stops {
         let name =
             format!("{stop:?} while long processes run: finished ones consolidated, no survivors, then --resume");
         let outcome = signal_case(scratch, stop);
         tally.record(&name, outcome);
     }
+    tally.record(
+        "cancel while long processes run, 4 ranks: they finish and are recorded, workers end normally, exit 130, \
+         then --resume runs the rest once",
+        cancel_case(scratch),
+    );
 }
 
 fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
@@ -87,23 +85,12 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(300));
         let marker = path_arg(&spec);
-        if let MpiStop::Cancel = stop {
-            let dir = run_dir(&results)?;
-            eprintln!("xtask:   taskfarm-worker cancel {}", dir.display());
-            let cancel = Command::new(release_worker()).arg("cancel").arg(&dir).output()?;
-            if !cancel.status.success() {
-                bail!("cancel failed: {}", String::from_utf8_lossy(&cancel.stderr));
-            }
-            signalled = true;
-            return Ok(());
-        }
         let (signal, pid) = match stop {
             MpiStop::IntToMpirun => ("-INT", pid_of("mpirun", &marker, None)),
             MpiStop::TermToMpirun => ("-TERM", pid_of("mpirun", &marker, None)),
             MpiStop::IntToMaster => ("-INT", pid_of("taskfarm-worker", &marker, Some(0))),
             MpiStop::KillWorker => ("-KILL", pid_of("taskfarm-worker", &marker, Some(1))),
             MpiStop::KillMaster => ("-KILL", pid_of("taskfarm-worker", &marker, Some(0))),
-            MpiStop::Cancel => return Ok(()),
         };
         let pid = pid.context("the process to signal was not found")?;
         eprintln!("xtask:   kill {signal} {pid}");
@@ -118,7 +105,7 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
         bail!("the job did not end after the signal:\n{}", tail(&outcome.stderr));
     }
     match stop {
-        MpiStop::IntToMaster | MpiStop::Cancel if outcome.code != Some(130) => {
+        MpiStop::IntToMaster if outcome.code != Some(130) => {
             bail!("exit {:?}, expected 130:\n{}", outcome.code, tail(&outcome.stderr))
         }
         _ if outcome.code == Some(0) => bail!("exit 0 after a signal"),
@@ -167,6 +154,143 @@ fn signal_case(scratch: &Path, stop: MpiStop) -> Result<()> {
         bail!("after --resume: {} rows and {} distinct ids, expected 6", rows.len(), ids.len());
     }
     expect_no_survivors(&case.join("pids"))
+}
+
+/// How long each long process of [`cancel_case`] runs, in seconds.
+const LONG_S: f64 = 4.0;
+
+/// `taskfarm-worker cancel DIR` under `mpirun -n 4` while three long processes run (one
+/// per worker, listed by `status.json` as running on their ranks) and more wait to be
+/// handed out: nothing more is handed out, the running ones
+/// finish and get their records (they do not run again on `--resume`), the workers are shut
+/// down normally (no `MPI_Abort`), the run says how to resume and exits 130; `--resume`
+/// then runs every other process, and each process has run exactly once.
+fn cancel_case(scratch: &Path) -> Result<()> {
+    let case = scratch.join("cancel");
+    std::fs::create_dir_all(&case)?;
+    let d = case.display();
+    // x = 0 to 3 end at once, 4 to 15 run LONG_S; the short ones come first (see
+    // `signal_case`). `runs` says when each starts and ends.
+    let total = 16u32;
+    let spec = case.join("slow.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"slow\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", '''echo $$ >> {d}/pids; \
+             echo start {{x}} >> {d}/runs; if [ {{x}} -ge 4 ]; then sleep {LONG_S}; fi; echo end {{x}} >> {d}/runs; \
+             echo {{x}}''']\n[parameter_ranges]\nx = [{}]\n",
+            (0..total).map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    )?;
+    let results = case.join("results");
+    let runs = case.join("runs");
+    let args = vec!["run".into(), path_arg(&spec), "--results".into(), path_arg(&results), "--quiet".into()];
+    let command = launch(&oversubscribed(4, args))?;
+    eprintln!("xtask: {}", describe(&command));
+    // The processes started when the cancel was sent.
+    let mut started_before: Option<BTreeSet<u32>> = None;
+    let outcome = run_to_files(&case, "run", command, Duration::from_secs(120), |_| {
+        if started_before.is_some() {
+            return Ok(());
+        }
+        let (started, ended) = runs_of(&runs);
+        // Once the short ones ended and every worker runs a long one.
+        if ended.len() < 4 || started.iter().filter(|&&x| x >= 4).count() < 3 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let dir = run_dir(&results)?;
+        // status.json lists the long ones by the ranks that run them (rewritten twice a second).
+        let listed = Instant::now();
+        while let Err(e) = lists_long_ones(&dir) {
+            if listed.elapsed() > Duration::from_millis(1500) {
+                bail!("status.json does not list what the workers run: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (started, _) = runs_of(&runs);
+        eprintln!("xtask:   taskfarm-worker cancel {} (started: {started:?})", dir.display());
+        let cancel = Command::new(release_worker()).arg("cancel").arg(&dir).output()?;
+        if !cancel.status.success() {
+            bail!("cancel failed: {}", String::from_utf8_lossy(&cancel.stderr));
+        }
+        started_before = Some(started.into_iter().collect());
+        Ok(())
+    })?;
+    let Some(started_before) = started_before else {
+        bail!("the run ended before the long processes started:\n{}", tail(&outcome.stderr));
+    };
+    if outcome.timed_out {
+        bail!("the job did not end after the cancel:\n{}", tail(&outcome.stderr));
+    }
+    if outcome.code != Some(130) {
+        bail!("exit {:?}, expected 130:\n{}", outcome.code, tail(&outcome.stderr));
+    }
+    let said = format!("{}{}", outcome.stdout, outcome.stderr);
+    expect_in(&said, "--resume")?;
+    if said.contains("MPI_ABORT") || said.contains("unfinished") {
+        bail!("the cancelled job was aborted, not drained:\n{}", tail(&said));
+    }
+    // Every process started before the cancel ran to its end and has a finished row, and
+    // none started after it.
+    let (header, rows) = read_results(&results)?;
+    let column = |name: &str| header.iter().position(|h| h == name).with_context(|| format!("no {name} column"));
+    let (status, duration) = (column("status")?, column("duration_s")?);
+    let recorded: BTreeSet<u32> = rows.iter().filter_map(|r| r.first()?.parse().ok()).collect();
+    if recorded != started_before {
+        bail!("after the cancel, records of {recorded:?}; expected those started before it: {started_before:?}");
+    }
+    for row in rows.iter().filter(|r| r.first().and_then(|id| id.parse::<u32>().ok()).is_some_and(|x| x >= 4)) {
+        let ran_s: f64 = row.get(duration).and_then(|d| d.parse().ok()).unwrap_or(0.0);
+        if row.get(status).map(String::as_str) != Some("finished") || ran_s < LONG_S * 0.9 {
+            bail!("a long process running at the cancel was cut short: {row:?}");
+        }
+    }
+    if recorded.len() == total as usize {
+        bail!("every process was handed out before the cancel: nothing left to resume");
+    }
+    expect_no_survivors(&case.join("pids"))?;
+    let dir = run_dir(&results)?;
+    let resume =
+        vec!["run".into(), path_arg(&dir.join("operation.toml")), "--resume".into(), path_arg(&dir), "--quiet".into()];
+    let resumed = run_with_timeout(&case, launch(&oversubscribed(4, resume))?)?;
+    expect_success(&resumed)?;
+    let (_, rows) = read_results(&results)?;
+    let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
+    if rows.len() != total as usize || ids.len() != total as usize {
+        bail!("after --resume: {} rows and {} distinct ids, expected {total}", rows.len(), ids.len());
+    }
+    let (started, ended) = runs_of(&runs);
+    for x in 0..total {
+        let (s, e) = (started.iter().filter(|&&y| y == x).count(), ended.iter().filter(|&&y| y == x).count());
+        if (s, e) != (1, 1) {
+            bail!("process {x} started {s} times and ended {e} times, expected once each");
+        }
+    }
+    expect_no_survivors(&case.join("pids"))
+}
+
+/// Whether `status.json` in `dir` lists three processes of [`cancel_case`]'s long ones
+/// (ids 4 and up), each on a rank of its own, with their time so far.
+fn lists_long_ones(dir: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(dir.join("status.json"))?;
+    let status: serde_json::Value = serde_json::from_str(&text)?;
+    let listed = status["longest_running"].as_array().context("no longest_running")?;
+    let long: Vec<&serde_json::Value> = listed.iter().filter(|p| p["id"].as_u64().is_some_and(|id| id >= 4)).collect();
+    let ranks: BTreeSet<&str> =
+        long.iter().filter_map(|p| p["worker"].as_str()).filter(|w| w.contains("rank-")).collect();
+    if long.len() != 3 || ranks.len() != 3 || long.iter().any(|p| p["running_s"].as_f64().is_none_or(|s| s <= 0.0)) {
+        bail!("{text}");
+    }
+    Ok(())
+}
+
+/// The processes that started and those that ended, as `runs` lists them (`start X`, `end X`).
+fn runs_of(runs: &Path) -> (Vec<u32>, Vec<u32>) {
+    let text = std::fs::read_to_string(runs).unwrap_or_default();
+    let of =
+        |what: &str| -> Vec<u32> { text.lines().filter_map(|l| l.strip_prefix(what)?.trim().parse().ok()).collect() };
+    (of("start "), of("end "))
 }
 
 /// How many commands `operation.log` under `base` says ended with status 0.
