@@ -1,7 +1,8 @@
 //! The local-backend rows of `cargo xtask bench`: 100 µs CPU-bound processes on the local
 //! backend against a raw rayon `par_iter` over the same closures (efficiency), and the
 //! throughput of 1 µs processes; with `learn` or `in-order`, the learnable workload (see
-//! `mpi_bench`) on a pool of 4 threads. Prints `BENCH <key> <value>` lines that the xtask parses.
+//! `mpi_bench`) on a pool of 4 threads; with `straggler` or `straggler-off`, one process 10×
+//! its prediction with and without a copy of it. Prints `BENCH <key> <value>` lines that the xtask parses.
 //!
 //! Run: `cargo run --release -p taskfarm-backend-local --example local_bench [processes]`.
 
@@ -93,9 +94,62 @@ fn learn(scenario: &str, workers: usize) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
+/// Runs `sleep` for `ms` milliseconds as a child in a group of its own (as the `command`
+/// kind runs its commands, so a losing copy can be killed); the process marked `straggles`
+/// takes ten times as long the first time it runs.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct Nap {
+    ms: u64,
+    straggles: bool,
+}
+
+/// Whether the straggler's first run has started.
+static STRAGGLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Process for Nap {
+    type Output = u64;
+    const ENFORCES_TIMEOUT: bool = true;
+    fn run(&self, _: &ProcessContext) -> Result<u64, ProcessError> {
+        let first = self.straggles && !STRAGGLED.swap(true, std::sync::atomic::Ordering::SeqCst);
+        let ms = if first { self.ms * 10 } else { self.ms };
+        let mut sleep = std::process::Command::new("sleep");
+        sleep.arg(format!("{:.3}", ms as f64 / 1000.0));
+        let outcome = backend_core::run_with_deadline(sleep, None, None, true).map_err(ProcessError::from)?;
+        match outcome.status {
+            Some(status) if status.success() => Ok(ms),
+            _ => Err(ProcessError::msg("sleep was stopped")),
+        }
+    }
+}
+
+/// `straggler` / `straggler-off`: 40 processes of 500 ms on 4 threads, the last of which
+/// takes 10× that the first time it runs, with and without a copy of stragglers; prints the
+/// makespan and the bound (`max(longest expected, total expected / workers)`).
+fn straggler(scenario: &str, workers: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let base = std::env::temp_dir().join(format!("taskfarm-local-bench-{}", std::process::id()));
+    let count = 40;
+    let jobs = (0..count).map(|id| backend_core::Job {
+        id,
+        run: 0,
+        params: [("x".to_owned(), backend_core::Value::Int(id as i64 % 4))].into_iter().collect(),
+        process: Nap { ms: 500, straggles: id == count - 1 },
+    });
+    let operation = Operation::from_jobs("straggler", Box::new(jobs), Some(count))?
+        .with_speculation(scenario == "straggler")
+        .with_results_base(&base);
+    let summary = LocalBackend::new(Some(workers))?.run(operation)?;
+    println!("BENCH makespan_s {:.4}", summary.wall.as_secs_f64());
+    println!("BENCH bound_s {:.4}", (count as f64 * 0.5 / workers as f64).max(0.5));
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(scenario) = std::env::args().nth(1).filter(|a| a == "learn" || a == "in-order") {
         return learn(&scenario, 4);
+    }
+    if let Some(scenario) = std::env::args().nth(1).filter(|a| a == "straggler" || a == "straggler-off") {
+        return straggler(&scenario, 4);
     }
     let count: u64 = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(20_000);
     let pool = default_pool_size();

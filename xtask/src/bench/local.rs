@@ -14,6 +14,30 @@ pub(super) fn learn_rows_local(program: &Path) -> Result<Vec<Row>> {
     learn_rows("local (4 threads)", &learning, &in_order)
 }
 
+/// The straggler rows: makespan ÷ bound of a run with one process 10× its prediction, with
+/// a copy of stragglers (the default) and without, side by side.
+pub(super) fn straggler_rows_local(program: &Path) -> Result<Vec<Row>> {
+    let on = figures(&output_of(Command::new(program).arg("straggler"), "local_bench straggler")?);
+    let off = figures(&output_of(Command::new(program).arg("straggler-off"), "local_bench straggler-off")?);
+    let (bound, with, without) = (figure(&on, "bound_s")?, figure(&on, "makespan_s")?, figure(&off, "makespan_s")?);
+    Ok(vec![
+        Row::new(
+            "Local, one straggler (10x its prediction): makespan / bound, speculation on",
+            format!("{with:.2}s"),
+            format!("{bound:.2}s bound; {without:.2}s with speculate = false"),
+            with / bound,
+            Target::AtMost(1.2),
+        ),
+        Row::new(
+            "Local, one straggler: makespan speculation on / off",
+            format!("{with:.2}s"),
+            format!("{without:.2}s"),
+            with / without,
+            Target::AtMost(0.9),
+        ),
+    ])
+}
+
 /// The efficiency row and the throughput row.
 pub(super) fn local_rows(program: &Path) -> Result<Vec<Row>> {
     let f = figures(&output_of(&mut Command::new(program), "local_bench")?);

@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 
 use command::{command_rows, end_to_end_rows};
 use eta::eta_rows;
-use local::{learn_rows_local, local_rows};
+use local::{learn_rows_local, local_rows, straggler_rows_local};
 use mpi::{balance_rows, dispatch_rows, hybrid_row, learn_rows_mpi, memory_rows};
 
 use crate::{cargo, release_worker, run_checked, target_dir};
@@ -158,6 +158,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     if wants("learn") {
         rows.extend(learn_rows_local(&examples.join("local_bench"))?);
+        rows.extend(straggler_rows_local(&examples.join("local_bench"))?);
         rows.extend(eta_rows(&release_worker(), &scratch)?);
         if mpi {
             rows.extend(learn_rows_mpi(&examples.join("mpi_bench"))?);

@@ -253,7 +253,11 @@ fn request(spec: &ProgramSpec, ctx: &ProcessContext<'_>) -> String {
 
 /// Sends the process of `ctx` to the slot's program and reads its reply.
 fn exchange(spec: &ProgramSpec, slot: &mut Slot, ctx: &ProcessContext<'_>) -> Result<Value, Failure> {
-    let _ = slot.child.take_stderr();
+    // What the previous process left on stderr is not this one's; a program not ready yet
+    // keeps what it said while starting (why it failed, if it does).
+    if slot.ready {
+        let _ = slot.child.take_stderr();
+    }
     // The timeout counts from here: the program's start-up is not the process's time.
     let deadline = ctx.deadline().map(|d| d + ctx.setup_time());
     let mut input = request(spec, ctx).into_bytes();
