@@ -127,8 +127,8 @@ impl Process for Nap {
 /// makespan and the bound (`max(longest expected, total expected / workers)`).
 fn straggler(scenario: &str, workers: usize) -> Result<(), Box<dyn std::error::Error>> {
     let base = std::env::temp_dir().join(format!("taskfarm-local-bench-{}", std::process::id()));
-    let count = 40;
-    let jobs = (0..count).map(|id| backend_core::Job {
+    let count: u64 = 40;
+    let jobs = (0..count).map(move |id| backend_core::Job {
         id,
         run: 0,
         params: [("x".to_owned(), backend_core::Value::Int(id as i64 % 4))].into_iter().collect(),
