@@ -54,9 +54,9 @@ pub use child::{describe_exit, kill_running_children, run_with_deadline, ChildOu
 pub use error::{Error, Result};
 pub(crate) use execute::stop_now_requested;
 pub use execute::{
-    attempt_reason, close_attempts, default_pool_size, execute_job, format_duration, parse_duration, request_stop,
-    seconds_to_duration, set_stop_exit_status, stop_exit_status, stop_requested, text_tail, Isolation, RunOptions,
-    MAX_TIMEOUT_SECONDS,
+    attempt_reason, close_attempts, deadline_now, default_pool_size, execute_job, format_duration, parse_duration,
+    reach_deadline_now, request_stop, seconds_to_duration, set_stop_exit_status, stop_exit_status, stop_requested,
+    text_tail, Isolation, RunOptions, MAX_TIMEOUT_SECONDS,
 };
 pub use kind::{BackendKind, UnknownBackend};
 pub use operation::{Deadline, JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};

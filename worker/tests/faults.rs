@@ -343,3 +343,53 @@ parameter_ranges = {{ x = [0, 1] }}
         assert_eq!(rows.len(), 2, "{backend}: one row each");
     }
 }
+
+/// SIGUSR1, the early warning a batch system sends before its wall-time limit (the batch
+/// script asks Slurm for it), mid-run: no new process starts, the running ones finish and
+/// are recorded, the run ends resumable (75), and `--resume` runs the rest: every process
+/// starts exactly once in all.
+#[test]
+fn an_early_warning_ends_the_run_resumable_and_the_resume_finishes_it() {
+    use std::io::Read;
+    let n = 40;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path().display();
+    let xs: Vec<String> = (0..n).map(|x| x.to_string()).collect();
+    let spec = format!(
+        r#"kind = "command"
+command = ["sh", "-c", '''echo {{x}} >> {d}/starts; sleep 0.2; echo {{x}}''']
+parameter_ranges = {{ x = [{}] }}
+"#,
+        xs.join(", ")
+    );
+    std::fs::write(dir.path().join("faults.toml"), spec).expect("the spec is written");
+    let starts = || -> Vec<u64> {
+        let text = std::fs::read_to_string(dir.path().join("starts")).unwrap_or_default();
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    };
+    let mut child = start(dir.path(), &["--backend", "local", "--pool-size", "2"]);
+    let run_dir = wait_for_run_dir(dir.path());
+    let waiting = Instant::now();
+    while starts().len() < 4 {
+        assert!(waiting.elapsed() < PATIENCE, "no process started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(&child, "USR1");
+    let status = wait_up_to(&mut child, PATIENCE).expect("the run ends after its running processes");
+    let mut stdout = String::new();
+    let _ = child.stdout.take().expect("stdout is piped").read_to_string(&mut stdout);
+    assert_eq!(status.code(), Some(75), "{stdout}");
+    assert!(stdout.contains("stopped at the deadline") && stdout.contains("--resume"), "{stdout}");
+    let before = starts();
+    assert!(before.len() < n, "the warning stopped the run early: {} of {n} started", before.len());
+    let rows = backend_core::results::read_results_jsonl(&run_dir).expect("results.jsonl");
+    assert!(rows.iter().all(|r| r.get("status").and_then(|s| s.as_str()) == Some("finished")), "none cut short");
+    let recorded: BTreeSet<u64> = rows.iter().filter_map(|r| r["id"].as_u64()).collect();
+    let started: BTreeSet<u64> = before.iter().copied().collect();
+    assert_eq!(started.len(), before.len(), "no process started twice: {before:?}");
+    assert_eq!(recorded, started, "every process that started finished and was recorded");
+    resume_and_check(dir.path(), &run_dir, n, "local");
+    let mut all = starts();
+    all.sort_unstable();
+    assert_eq!(all, (0..n as u64).collect::<Vec<_>>(), "every process started exactly once in all");
+}

@@ -172,6 +172,20 @@ impl Learner {
         eta.is_finite().then_some(eta)
     }
 
+    /// The expected duration in seconds of the job `id`, handed out and not yet recorded,
+    /// while the model is trusted (see [`DurationModel::trusted`]); `None` otherwise.
+    pub(crate) fn trusted_prediction_s(&self, id: u64) -> Option<f64> {
+        let state = self.state();
+        let job = state.in_flight.get(&id).filter(|_| state.model.trusted())?;
+        state.model.predict(&job.features)
+    }
+
+    /// Forgets the job `id`, handed out but never to run (the deadline held it back): it is
+    /// no longer counted as in flight.
+    pub(crate) fn held_back(&self, id: u64) {
+        self.state().in_flight.remove(&id);
+    }
+
     /// How many jobs are handed out and not yet recorded.
     pub fn in_flight(&self) -> usize {
         self.state().in_flight.len()
