@@ -69,6 +69,7 @@ static SIGNAL_EXIT: AtomicU8 = AtomicU8::new(0);
 #[command(
     name = "taskfarm-worker",
     version,
+    long_version = long_version(),
     about = "Runs an operation spec (TOML or YAML) on the serial, local or mpi backend.",
     after_help = "Exit status: 0 all processes finished, 1 some crashed, 2 bad input or usage, 3 an I/O failure, 75 stopped at its deadline or SIGUSR1 (resumable), 130/143 stopped by SIGINT/SIGTERM (resumable)."
 )]
@@ -197,6 +198,17 @@ struct RunArgs {
     /// Accept a --pool-size or --threads-per-rank above 64 threads per core of this machine.
     #[arg(long)]
     force: bool,
+}
+
+/// What `--version` prints after the program's name: the version, then the backends this
+/// build has (a line that `submit` reads to refuse a worker without MPI).
+fn long_version() -> &'static str {
+    match (taskfarm::has_backend("local"), taskfarm::has_backend("mpi")) {
+        (true, true) => concat!(env!("CARGO_PKG_VERSION"), "\nbackends: serial, local, mpi"),
+        (true, false) => concat!(env!("CARGO_PKG_VERSION"), "\nbackends: serial, local"),
+        (false, true) => concat!(env!("CARGO_PKG_VERSION"), "\nbackends: serial, mpi"),
+        (false, false) => concat!(env!("CARGO_PKG_VERSION"), "\nbackends: serial"),
+    }
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {
