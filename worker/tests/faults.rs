@@ -393,3 +393,41 @@ parameter_ranges = {{ x = [{}] }}
     all.sort_unstable();
     assert_eq!(all, (0..n as u64).collect::<Vec<_>>(), "every process started exactly once in all");
 }
+
+/// `--continue N` in a Slurm job whose run already went through N allocations submits no
+/// follow-up: the cap is checked before `sbatch` is called (so no Slurm is needed here: the
+/// job's variables are set by hand), the allocation is noted, and the run ends 75.
+#[test]
+fn continue_at_its_cap_submits_no_follow_up() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("capped.toml"),
+        "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.4; echo {x}\"]\n\
+         parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19] }\n",
+    )
+    .expect("the spec is written");
+    let out = Command::new(WORKER)
+        .args(["run", "capped.toml", "--quiet", "--backend", "serial", "--deadline", "2s", "--deadline-margin", "1s"])
+        .args(["--continue", "1"])
+        .env("SLURM_JOB_ID", "4242")
+        .env("TASKFARM_BATCH_SCRIPT", dir.path().join("no-such-script"))
+        .current_dir(dir.path())
+        .output()
+        .expect("the worker runs");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(75), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("not continued: the run went through 1 allocations, the cap (--continue 1)"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    let run_dir = common::result_dir(&dir.path().join("results"), "capped");
+    let allocations = std::fs::read_to_string(run_dir.join("allocations.jsonl")).expect("allocations.jsonl");
+    assert_eq!(allocations.lines().count(), 1, "{allocations}");
+    assert!(
+        allocations.contains("\"job\":\"4242\"") && allocations.contains("\"deadline_reached\":true"),
+        "{allocations}"
+    );
+    let report = text(&run(&["report", &run_dir.to_string_lossy()], dir.path()).stdout);
+    assert!(report.contains("allocations: job 4242 ("), "{report}");
+}
