@@ -272,9 +272,19 @@ pub(super) fn early_warning_then_resume(cluster: &Cluster) -> Result<()> {
     if out.code != Some(75) {
         bail!("the warned job ended with {:?}, not 75 (unfinished, resumable):\n{said}", out.code);
     }
-    for expected in ["SIGUSR1", "not continued: the run went through 1 allocations, the cap (--continue 1)"] {
-        if !said.contains(expected) {
-            bail!("the job's output does not say `{expected}`:\n{said}");
+    // The whole output (job_outputs shows only the end of each).
+    let whole: String = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".out"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    for expected in [
+        "passed on to the run",
+        "taskfarm: SIGUSR1: the allocation ends soon",
+        "not continued: the run went through 1 allocations, the cap (--continue 1)",
+    ] {
+        if !whole.contains(expected) {
+            bail!("the job's output does not say `{expected}`:\n{whole}");
         }
     }
     if !squeue_is_empty(cluster)? {
