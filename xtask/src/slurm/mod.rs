@@ -89,9 +89,10 @@ struct Cluster {
 /// it (taken by whichever stops it first: the handler or `Cluster`'s drop).
 static UP: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
 
-/// On SIGINT, SIGTERM or SIGHUP: stops the cluster that is up (its jobs cancelled, its
-/// daemons killed, its directory removed) and exits 128 + the signal, so that a test stopped
-/// by hand or by CI leaves no slurmctld, slurmd or munged behind.
+/// On SIGINT, SIGTERM or SIGHUP: ends the Slurm commands a case waits for, stops the cluster
+/// that is up (its jobs cancelled, its daemons killed, its directory removed) and exits 128 +
+/// the signal, so that a test stopped by hand or by CI leaves no slurmctld, slurmd, munged
+/// or `sbatch --wait` behind.
 fn stop_the_cluster_on_signals() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
@@ -101,6 +102,7 @@ fn stop_the_cluster_on_signals() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             eprintln!("xtask: signal {signal}: stopping the Slurm cluster");
+            crate::runner::end_running();
             stop_cluster();
             std::process::exit(128 + signal);
         }
@@ -108,9 +110,11 @@ fn stop_the_cluster_on_signals() {
 }
 
 /// Stops the cluster that is up, if any: cancels its jobs, kills its daemons (by the pids
-/// they wrote), removes its directory.
+/// they wrote), removes its directory. The lock is held to the end, so that a second caller
+/// (the main thread's drop while the signal handler stops it) returns only once it is done.
 fn stop_cluster() {
-    let Some((dir, conf)) = UP.lock().unwrap_or_else(PoisonError::into_inner).take() else { return };
+    let mut up = UP.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some((dir, conf)) = up.take() else { return };
     let _ = Command::new("scancel").env("SLURM_CONF", &conf).args(["--user", "root"]).status();
     for pid_file in ["slurmd.pid", "slurmctld.pid", "munge/munged.pid"] {
         let pid = std::fs::read_to_string(dir.join(pid_file)).ok();
@@ -120,6 +124,7 @@ fn stop_cluster() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let _ = std::fs::remove_dir_all(&dir);
+    drop(up);
 }
 
 impl Cluster {
@@ -259,7 +264,10 @@ fn expect_ok(command: Command, what: &str) -> Result<String> {
 
 /// Runs `command` to its end, at most [`CASE_TIMEOUT`]: past it, it is killed (SIGTERM, then
 /// SIGKILL) and the case fails, saying so.
-fn run_within(command: Command, what: &str) -> Result<crate::runner::Outcome> {
+fn run_within(mut command: Command, what: &str) -> Result<crate::runner::Outcome> {
+    // A group of its own: a stopped xtask ends the command with what it started (a worker's
+    // `submit` runs sbatch), and Ctrl-C reaches it through the xtask's handler only.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     // Its output goes through files (a pipe could hold the run up); each command its own.
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let logs = std::env::temp_dir().join(format!("taskfarm-slurm-test-{}-logs", std::process::id()));
