@@ -431,3 +431,35 @@ fn continue_at_its_cap_submits_no_follow_up() {
     let report = text(&run(&["report", &run_dir.to_string_lossy()], dir.path()).stdout);
     assert!(report.contains("allocations: job 4242 ("), "{report}");
 }
+
+/// Before any process has ended, a deadline judges a process by its `timeout`: a process
+/// that may run 10 s does not start 3 s before a deadline (before, nothing was known and
+/// it started); the run ends resumable with nothing started, and `--resume` runs it all.
+#[test]
+fn a_timeout_that_would_pass_the_deadline_keeps_the_process_from_starting() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("long.toml"),
+        format!(
+            "kind = \"command\"\ntimeout = \"10s\"\ncommand = [\"sh\", \"-c\", \"echo {{x}} >> {d}/starts; echo {{x}}\"]\n\
+             parameter_ranges = {{ x = [0, 1, 2] }}\n"
+        ),
+    )
+    .expect("the spec is written");
+    let out = run(
+        &["run", "long.toml", "--quiet", "--backend", "serial", "--deadline", "3s", "--deadline-margin", "1s"],
+        dir.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(75), "{stdout}{}", text(&out.stderr));
+    assert!(!dir.path().join("starts").exists(), "no process started");
+    let run_dir = common::result_dir(&dir.path().join("results"), "long");
+    let log = std::fs::read_to_string(run_dir.join("operation.log")).unwrap_or_default();
+    assert!(log.contains("would not end in time (its timeout: 10.0 s)"), "{log}");
+    let spec = run_dir.join("operation.toml");
+    let out = run(&["run", &spec.to_string_lossy(), "--resume", &run_dir.to_string_lossy(), "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let starts = std::fs::read_to_string(dir.path().join("starts")).unwrap_or_default();
+    assert_eq!(starts.lines().count(), 3, "{starts}");
+}

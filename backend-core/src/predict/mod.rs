@@ -240,6 +240,28 @@ mod tests {
     }
 
     #[test]
+    fn a_job_handed_out_has_a_prediction_only_while_the_model_is_trusted() {
+        let learner = Learner::default();
+        let durations: Vec<f64> = (0..100).map(|i| f64::from(i % 10 + 1)).collect();
+        let mut window = Lookahead::new(jobs(durations.clone()), 1, learner.clone());
+        let untrusted = window.next().unwrap();
+        assert_eq!(learner.trusted_prediction_s(untrusted.id), None, "nothing learnt");
+        for d in &durations {
+            learner.learn(&params(&[("d", Value::Float(*d))]), *d);
+        }
+        assert!(learner.model().trusted());
+        let job = window.next().unwrap();
+        let predicted = learner.trusted_prediction_s(job.id).expect("a prediction");
+        assert!((predicted / job.process - 1.0).abs() < 0.5, "{predicted} s for a process of {} s", job.process);
+        assert_eq!(learner.trusted_prediction_s(1_000), None, "a job not handed out");
+        // A job the deadline held back is no longer in flight (nor in the ETA).
+        let in_flight = learner.in_flight();
+        learner.held_back(job.id);
+        assert_eq!(learner.in_flight(), in_flight - 1);
+        assert_eq!(learner.trusted_prediction_s(job.id), None);
+    }
+
+    #[test]
     fn seeding_refuses_another_operations_runs() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("operation.toml"), "name = \"other\"\n").unwrap();
