@@ -178,7 +178,8 @@ struct RunArgs {
     rerun_crashed: bool,
     /// Start no process that would not end before this time: a duration from now (`90m`,
     /// `2h`) or a time (`2026-12-02T18:00:00Z`). Inside a Slurm allocation: its end, unless
-    /// given. The run then ends resumable, with exit status 75.
+    /// given. The run then ends resumable, with exit status 75 (as it does at SIGUSR1, a
+    /// batch system's early warning).
     #[arg(long, value_name = "TIME")]
     deadline: Option<String>,
     /// Time kept free before the deadline, to journal and consolidate (default: 10 % of the
