@@ -114,13 +114,15 @@ pub mod process_tools {
 pub mod run_control {
     //! What a front end — a program that reads run settings, starts runs and answers signals,
     //! as `taskfarm-worker` does — needs beyond running an operation: the process-wide stop
-    //! request that Ctrl-C sets and its exit status, the children to kill on a second signal,
+    //! request that Ctrl-C sets and its exit status, the deadline a batch system's early
+    //! warning brings forward, the children to kill on a second signal,
     //! durations as settings write them, the default pool size, the result directory's
     //! one-writer [`lock`] and the [`status`] file of a running run.
 
     pub use backend_core::{
-        default_pool_size, format_duration, kill_running_children, parse_duration, request_drain, request_stop,
-        seconds_to_duration, set_stop_exit_status, stop_drains, stop_exit_status, stop_requested, MAX_TIMEOUT_SECONDS,
+        deadline_now, default_pool_size, format_duration, kill_running_children, parse_duration, reach_deadline_now,
+        request_drain, request_stop, seconds_to_duration, set_stop_exit_status, stop_drains, stop_exit_status,
+        stop_requested, MAX_TIMEOUT_SECONDS,
     };
     pub use backend_core::{lock, status};
 }

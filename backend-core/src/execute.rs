@@ -15,7 +15,7 @@
 //! timed out all the same.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,22 @@ pub fn stop_requested() -> bool {
 /// Whether a second stop ("stop now") was requested.
 pub(crate) fn stop_now_requested() -> bool {
     (STOP.load(Ordering::SeqCst) & !DRAIN) > 1
+}
+
+static DEADLINE_NOW: AtomicBool = AtomicBool::new(false);
+
+/// Says that the run's deadline is now, as a batch system's early warning before its
+/// wall-time limit does (Slurm's `--signal`): every backend of this program stops pulling
+/// jobs as at an operation's deadline — the running processes finish and the run ends
+/// resumable ([`Summary::deadline_reached`](crate::Summary::deadline_reached)), not
+/// stopped. Like the stop flag it is never cleared: the program is expected to leave.
+pub fn reach_deadline_now() {
+    DEADLINE_NOW.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`reach_deadline_now`] was called.
+pub fn deadline_now() -> bool {
+    DEADLINE_NOW.load(Ordering::SeqCst)
 }
 
 /// Runs `job` with `options`: in this thread or in a child, again after a crash or a timeout

@@ -56,9 +56,9 @@ pub use child::{describe_exit, kill_children_of, kill_running_children, run_with
 pub use error::{Error, Result};
 pub(crate) use execute::stop_now_requested;
 pub use execute::{
-    attempt_reason, close_attempts, default_pool_size, execute_job, execute_shared_job, format_duration,
-    parse_duration, request_drain, request_stop, seconds_to_duration, set_stop_exit_status, stop_drains,
-    stop_exit_status, stop_requested, text_tail, Isolation, RunOptions, MAX_TIMEOUT_SECONDS,
+    attempt_reason, close_attempts, deadline_now, default_pool_size, execute_job, execute_shared_job, format_duration,
+    parse_duration, reach_deadline_now, request_drain, request_stop, seconds_to_duration, set_stop_exit_status,
+    stop_drains, stop_exit_status, stop_requested, text_tail, Isolation, RunOptions, MAX_TIMEOUT_SECONDS,
 };
 pub use kind::{BackendKind, UnknownBackend};
 pub use operation::{Deadline, JobSource, Operation, Resume, SourceFailure, SWEEP_COUNT_BUDGET};

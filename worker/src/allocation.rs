@@ -3,8 +3,9 @@
 //! allocations a run went through (`allocations.jsonl` in its result directory), and the
 //! follow-up job `--continue` submits when an allocation ends with processes left.
 //!
-//! Not for submitting a first job (that is `submit`'s) nor for the batch system's own
-//! signals (a run stopped by one is resumed by hand, or by the follow-up).
+//! Not for submitting a first job (that is `submit`'s) nor for the batch system's signals:
+//! its early warning (SIGUSR1) is taken in `cli/signals.rs`, and a run stopped by SIGTERM is
+//! resumed by hand, or by the follow-up.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,21 +16,31 @@ use taskfarm::{Deadline, Summary};
 
 use crate::error::WorkerError;
 
+/// The variable that says how many seconds before its time limit a job asked Slurm for its
+/// early warning (SIGUSR1 to the batch script), so that `--continue` asks the same of the
+/// follow-up job; `submit --warning` sets it.
+pub const SIGNAL_BEFORE: &str = "TASKFARM_SIGNAL_BEFORE";
+
 /// The record of a run's allocations, in its result directory.
 pub const ALLOCATIONS: &str = "allocations.jsonl";
 /// The margin kept before a deadline, at most and at least (10 % of the time left otherwise).
 const MARGIN_MAX: Duration = Duration::from_secs(60);
 const MARGIN_MIN: Duration = Duration::from_secs(10);
 
+/// How long a Slurm command (`squeue`) may take: a controller that does not answer must not
+/// hold up the run (nor its end, where `--continue` asks for the time limit).
+const SLURM_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The deadline of this run: `--deadline` (a duration from now such as `1h30m` or `90m`, or
 /// an RFC 3339 time such as `2026-12-02T18:00:00Z`), else the end of the Slurm allocation
-/// the program runs in, else none. The margin is `--deadline-margin`, else 10 % of the time
-/// left, between 10 s and 60 s.
+/// the program runs in (`SLURM_JOB_END_TIME` where Slurm sets it, else `squeue`), else none.
+/// The margin is `--deadline-margin`, else 10 % of the time left, between 10 s and 60 s.
 pub fn deadline(asked: Option<&str>, margin: Option<Duration>) -> Result<Option<Deadline>, WorkerError> {
     let now = SystemTime::now();
     let at = match asked {
         Some(text) => Some(parse_deadline(text, now)?),
-        None => slurm_time_left().and_then(|left| now.checked_add(left)),
+        None => slurm_job_end(std::env::var("SLURM_JOB_END_TIME").ok().as_deref())
+            .or_else(|| slurm_time_left().and_then(|left| now.checked_add(left))),
     };
     Ok(at.map(|at| {
         let left = at.duration_since(now).unwrap_or_default();
@@ -54,11 +65,43 @@ fn parse_deadline(text: &str, now: SystemTime) -> Result<SystemTime, WorkerError
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds)).ok_or_else(bad)
 }
 
+/// The end of the allocation as `SLURM_JOB_END_TIME` gives it (seconds since the Unix
+/// epoch; newer Slurm sets it in the job's environment); `None` when unset or not a time.
+fn slurm_job_end(value: Option<&str>) -> Option<SystemTime> {
+    let seconds = value?.trim().parse::<u64>().ok().filter(|&s| s > 0)?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+}
+
 /// The time left in the Slurm allocation this program runs in (`squeue`'s `%L`), if any.
 fn slurm_time_left() -> Option<Duration> {
     let job = std::env::var("SLURM_JOB_ID").ok()?;
-    let out = Command::new("squeue").args(["-h", "-j", &job, "-o", "%L"]).output().ok()?;
-    parse_slurm_duration(String::from_utf8_lossy(&out.stdout).trim())
+    let out = stdout_within(Command::new("squeue").args(["-h", "-j", &job, "-o", "%L"]), SLURM_COMMAND_TIMEOUT)?;
+    parse_slurm_duration(out.trim())
+}
+
+/// The stdout of `command` if it exits 0 within `timeout`; `None` if it cannot start, fails
+/// or takes longer (then it is killed). For short queries whose output fits a pipe's buffer.
+pub(crate) fn stdout_within(command: &mut Command, timeout: Duration) -> Option<String> {
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let start = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let out = child.wait_with_output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Reads Slurm's `[days-]hours:minutes:seconds`, `minutes:seconds` or `seconds`; `None` for
@@ -167,6 +210,11 @@ pub fn continue_run(summary: &Summary, cap: u32) -> Result<Option<String>, Worke
     if let Some(limit) = slurm_time_limit(&job) {
         sbatch.arg(format!("--time={limit}"));
     }
+    // The early warning this job was submitted with (`submit --warning`), asked again: the
+    // batch script's own (#SBATCH --signal) would apply otherwise.
+    if let Some(seconds) = std::env::var(SIGNAL_BEFORE).ok().and_then(|s| s.trim().parse::<u16>().ok()) {
+        sbatch.arg(format!("--signal=B:USR1@{seconds}"));
+    }
     sbatch.env("TASKFARM_WORKER", &worker);
     // This program is rank 0 of an MPI job inside a Slurm job: the follow-up job must not
     // inherit their variables (its own mpirun would take them for its own).
@@ -196,8 +244,8 @@ pub fn continue_run(summary: &Summary, cap: u32) -> Result<Option<String>, Worke
 
 /// The time limit of Slurm job `job` as sbatch takes it (`squeue`'s `%l`).
 fn slurm_time_limit(job: &str) -> Option<String> {
-    let out = Command::new("squeue").args(["-h", "-j", job, "-o", "%l"]).output().ok()?;
-    let limit = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = stdout_within(Command::new("squeue").args(["-h", "-j", job, "-o", "%l"]), SLURM_COMMAND_TIMEOUT)?;
+    let limit = out.trim().to_owned();
     parse_slurm_duration(&limit).map(|_| limit)
 }
 
@@ -214,6 +262,26 @@ mod tests {
         for none in ["UNLIMITED", "NOT_SET", "INVALID", "", "1:2:3:4", "a:b"] {
             assert_eq!(parse_slurm_duration(none), None, "{none}");
         }
+    }
+
+    #[test]
+    fn the_job_end_time_is_read_from_slurms_variable() {
+        let at = slurm_job_end(Some("1796234400")).unwrap();
+        assert_eq!(at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_796_234_400);
+        for none in [None, Some(""), Some("0"), Some("soon"), Some("-5")] {
+            assert_eq!(slurm_job_end(none), None, "{none:?}");
+        }
+    }
+
+    #[test]
+    fn a_command_that_hangs_is_given_up_on() {
+        let start = std::time::Instant::now();
+        let out = stdout_within(Command::new("sleep").arg("30"), Duration::from_millis(300));
+        assert_eq!(out, None);
+        assert!(start.elapsed() < Duration::from_secs(10), "given up after {:?}", start.elapsed());
+        let out = stdout_within(Command::new("echo").arg("12:00"), Duration::from_secs(10));
+        assert_eq!(out.as_deref(), Some("12:00\n"));
+        assert_eq!(stdout_within(&mut Command::new("false"), Duration::from_secs(10)), None);
     }
 
     #[test]

@@ -17,6 +17,19 @@ pub enum WorkerError {
     /// `submit` could not hand the job to Slurm.
     #[error("could not submit the job: {0}")]
     Submit(String),
+    /// `submit` was given a worker binary built without the MPI backend, which the batch
+    /// job runs it on.
+    #[error(
+        "the worker {} was built without MPI, and the batch job runs it under mpirun on the mpi backend: build it \
+         with `cargo build --release -p taskfarm-worker --features mpi` (or `cargo install taskfarm-worker --features \
+         mpi`; your own worker with taskfarm-worker's `mpi` feature), then submit again, with --worker PATH if it is \
+         not this program",
+        worker.display()
+    )]
+    WorkerWithoutMpi {
+        /// The worker binary.
+        worker: PathBuf,
+    },
     /// `cancel` was given a run that nothing is writing.
     #[error("no run is writing {} (it finished or stopped); to finish it:\n  {resume}", dir.display())]
     NotRunning {

@@ -9,6 +9,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::error::WorkerError;
 use crate::registry::Registry;
@@ -38,6 +39,11 @@ pub struct SubmitArgs {
     /// Where result directories go: `<DIR>/<name>/<UTC timestamp>/`.
     #[arg(long, value_name = "DIR", default_value = "results")]
     pub results: PathBuf,
+    /// How many seconds before the wall-time limit Slurm warns the run (SIGUSR1 to the batch
+    /// script, passed on): no process starts after the warning, the running ones finish and
+    /// the run ends resumable (default: the script's 120). Slurm may warn up to 60 s early.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub warning: Option<u16>,
     /// Wait until the job ends (`sbatch --wait`) and exit with its status.
     #[arg(long)]
     pub wait: bool,
@@ -60,6 +66,7 @@ pub fn submit(registry: &Registry, args: SubmitArgs) -> Result<u8, WorkerError> 
     if !worker.is_file() {
         return Err(WorkerError::Submit(format!("the worker binary {} does not exist", worker.display())));
     }
+    refuse_worker_without_mpi(&worker)?;
     let results = absolute(&args.results);
     let folder = results.join(spec.name());
     std::fs::create_dir_all(&folder)
@@ -80,14 +87,19 @@ pub fn submit(registry: &Registry, args: SubmitArgs) -> Result<u8, WorkerError> 
     if let Some(partition) = &args.partition {
         sbatch.arg(format!("--partition={partition}"));
     }
+    let mut env = vec![("TASKFARM_WORKER", worker.as_os_str().to_owned())];
+    if let Some(seconds) = args.warning {
+        sbatch.arg(format!("--signal=B:USR1@{seconds}"));
+        env.push((crate::allocation::SIGNAL_BEFORE, seconds.to_string().into()));
+    }
     if args.wait {
         sbatch.arg("--wait");
     }
-    sbatch.env("TASKFARM_WORKER", &worker);
+    sbatch.envs(env.iter().map(|(name, value)| (name, value)));
     sbatch.arg(&script).arg(absolute(&args.spec)).arg("--results").arg(&results).args(&args.run_args);
     let shown = format!(
-        "TASKFARM_WORKER={} {}",
-        worker.display(),
+        "{} {}",
+        env.iter().map(|(name, value)| format!("{name}={}", value.to_string_lossy())).collect::<Vec<_>>().join(" "),
         std::iter::once(sbatch.get_program())
             .chain(sbatch.get_args())
             .map(|a| a.to_string_lossy().into_owned())
@@ -116,4 +128,26 @@ pub fn submit(registry: &Registry, args: SubmitArgs) -> Result<u8, WorkerError> 
         return Ok(u8::try_from(code).unwrap_or(1));
     }
     Ok(crate::EXIT_OK)
+}
+
+/// The line of a worker's `--version` that lists the backends it was built with.
+const BACKENDS_LINE: &str = "backends: ";
+
+/// Refuses a worker binary that says it was built without the MPI backend: the batch script
+/// runs it under mpirun with `--backend mpi`, where it would fail only once the job starts.
+/// This program knows its own build; another binary is asked (`--version`), and one that
+/// does not say (not a taskfarm worker, or one that does not answer) is not refused.
+fn refuse_worker_without_mpi(worker: &Path) -> Result<(), WorkerError> {
+    let this = std::env::current_exe().and_then(std::fs::canonicalize).ok();
+    let has_mpi = if this.is_some() && std::fs::canonicalize(worker).ok() == this {
+        Some(taskfarm::has_backend("mpi"))
+    } else {
+        crate::allocation::stdout_within(Command::new(worker).arg("--version"), Duration::from_secs(10))
+            .and_then(|out| out.lines().find_map(|line| line.strip_prefix(BACKENDS_LINE).map(str::to_owned)))
+            .map(|list| list.split(',').any(|backend| backend.trim() == "mpi"))
+    };
+    match has_mpi {
+        Some(false) => Err(WorkerError::WorkerWithoutMpi { worker: worker.to_owned() }),
+        _ => Ok(()),
+    }
 }

@@ -1173,3 +1173,42 @@ fn pyspace_specs_run_as_written() {
     let stderr = text(&worker(&["validate", "op.yaml"], dir.path()).stderr);
     assert!(stderr.contains("line 3: `input_path` is a pySPACE key") && stderr.contains("glob"), "{stderr}");
 }
+
+/// `submit` refuses, before anything is written or submitted, a worker built without MPI:
+/// the batch job would fail only once it starts. This test binary has no MPI (the `mpi`
+/// feature is off), and a worker whose `--version` lists the mpi backend is accepted, with
+/// the early warning asked of Slurm and handed on to `--continue`'s follow-ups.
+#[test]
+fn submit_refuses_a_worker_without_mpi_and_asks_for_the_early_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spec = dir.path().join("echo.toml");
+    std::fs::write(&spec, "kind = \"command\"\ncommand = [\"echo\", \"{x}\"]\nparameter_ranges = { x = [1, 2] }\n")
+        .expect("the spec is written");
+    let version = text(&worker(&["--version"], dir.path()).stdout);
+    assert!(version.contains("backends: serial, local") && !version.contains("mpi"), "{version}");
+
+    let out = worker_no_panic(&["submit", "echo.toml", "--dry-run"], dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("was built without MPI") && stderr.contains("--features mpi"), "{stderr}");
+    assert!(!dir.path().join("results").exists(), "nothing is written for a refused worker");
+
+    // A worker that says it has MPI (a stand-in that prints what `--version` prints).
+    let with_mpi = dir.path().join("with-mpi");
+    std::fs::write(&with_mpi, "#!/bin/sh\necho 'my-worker 0.1.0'\necho 'backends: serial, local, mpi'\n")
+        .expect("the stand-in is written");
+    std::fs::set_permissions(&with_mpi, std::fs::Permissions::from_mode(0o755)).expect("it is made executable");
+    let out = worker_no_panic(
+        &["submit", "echo.toml", "--dry-run", "--worker", "with-mpi", "--time", "30", "--warning", "45"],
+        dir.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("TASKFARM_SIGNAL_BEFORE=45 ") && stdout.contains(" --signal=B:USR1@45 "), "{stdout}");
+    assert!(dir.path().join("results/echo/sweep.sbatch").is_file(), "the script is written next to the results");
+
+    let out =
+        worker_no_panic(&["submit", "echo.toml", "--dry-run", "--worker", "with-mpi", "--warning", "0"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "a warning of 0 s is refused: {}", text(&out.stderr));
+}

@@ -343,3 +343,123 @@ parameter_ranges = {{ x = [0, 1] }}
         assert_eq!(rows.len(), 2, "{backend}: one row each");
     }
 }
+
+/// SIGUSR1, the early warning a batch system sends before its wall-time limit (the batch
+/// script asks Slurm for it), mid-run: no new process starts, the running ones finish and
+/// are recorded, the run ends resumable (75), and `--resume` runs the rest: every process
+/// starts exactly once in all.
+#[test]
+fn an_early_warning_ends_the_run_resumable_and_the_resume_finishes_it() {
+    use std::io::Read;
+    let n = 40;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path().display();
+    let xs: Vec<String> = (0..n).map(|x| x.to_string()).collect();
+    let spec = format!(
+        r#"kind = "command"
+command = ["sh", "-c", '''echo {{x}} >> {d}/starts; sleep 0.2; echo {{x}}''']
+parameter_ranges = {{ x = [{}] }}
+"#,
+        xs.join(", ")
+    );
+    std::fs::write(dir.path().join("faults.toml"), spec).expect("the spec is written");
+    let starts = || -> Vec<u64> {
+        let text = std::fs::read_to_string(dir.path().join("starts")).unwrap_or_default();
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    };
+    let mut child = start(dir.path(), &["--backend", "local", "--pool-size", "2"]);
+    let run_dir = wait_for_run_dir(dir.path());
+    let waiting = Instant::now();
+    while starts().len() < 4 {
+        assert!(waiting.elapsed() < PATIENCE, "no process started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(&child, "USR1");
+    let status = wait_up_to(&mut child, PATIENCE).expect("the run ends after its running processes");
+    let mut stdout = String::new();
+    let _ = child.stdout.take().expect("stdout is piped").read_to_string(&mut stdout);
+    assert_eq!(status.code(), Some(75), "{stdout}");
+    assert!(stdout.contains("stopped at the deadline") && stdout.contains("--resume"), "{stdout}");
+    let before = starts();
+    assert!(before.len() < n, "the warning stopped the run early: {} of {n} started", before.len());
+    let rows = backend_core::results::read_results_jsonl(&run_dir).expect("results.jsonl");
+    assert!(rows.iter().all(|r| r.get("status").and_then(|s| s.as_str()) == Some("finished")), "none cut short");
+    let recorded: BTreeSet<u64> = rows.iter().filter_map(|r| r["id"].as_u64()).collect();
+    let started: BTreeSet<u64> = before.iter().copied().collect();
+    assert_eq!(started.len(), before.len(), "no process started twice: {before:?}");
+    assert_eq!(recorded, started, "every process that started finished and was recorded");
+    resume_and_check(dir.path(), &run_dir, n, "local");
+    let mut all = starts();
+    all.sort_unstable();
+    assert_eq!(all, (0..n as u64).collect::<Vec<_>>(), "every process started exactly once in all");
+}
+
+/// `--continue N` in a Slurm job whose run already went through N allocations submits no
+/// follow-up: the cap is checked before `sbatch` is called (so no Slurm is needed here: the
+/// job's variables are set by hand), the allocation is noted, and the run ends 75.
+#[test]
+fn continue_at_its_cap_submits_no_follow_up() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("capped.toml"),
+        "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.4; echo {x}\"]\n\
+         parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19] }\n",
+    )
+    .expect("the spec is written");
+    let out = Command::new(WORKER)
+        .args(["run", "capped.toml", "--quiet", "--backend", "serial", "--deadline", "2s", "--deadline-margin", "1s"])
+        .args(["--continue", "1"])
+        .env("SLURM_JOB_ID", "4242")
+        .env("TASKFARM_BATCH_SCRIPT", dir.path().join("no-such-script"))
+        .current_dir(dir.path())
+        .output()
+        .expect("the worker runs");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(75), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("not continued: the run went through 1 allocations, the cap (--continue 1)"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    let run_dir = common::result_dir(&dir.path().join("results"), "capped");
+    let allocations = std::fs::read_to_string(run_dir.join("allocations.jsonl")).expect("allocations.jsonl");
+    assert_eq!(allocations.lines().count(), 1, "{allocations}");
+    assert!(
+        allocations.contains("\"job\":\"4242\"") && allocations.contains("\"deadline_reached\":true"),
+        "{allocations}"
+    );
+    let report = text(&run(&["report", &run_dir.to_string_lossy()], dir.path()).stdout);
+    assert!(report.contains("allocations: job 4242 ("), "{report}");
+}
+
+/// Before any process has ended, a deadline judges a process by its `timeout`: a process
+/// that may run 10 s does not start 3 s before a deadline (before, nothing was known and
+/// it started); the run ends resumable with nothing started, and `--resume` runs it all.
+#[test]
+fn a_timeout_that_would_pass_the_deadline_keeps_the_process_from_starting() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("long.toml"),
+        format!(
+            "kind = \"command\"\ntimeout = \"10s\"\ncommand = [\"sh\", \"-c\", \"echo {{x}} >> {d}/starts; echo {{x}}\"]\n\
+             parameter_ranges = {{ x = [0, 1, 2] }}\n"
+        ),
+    )
+    .expect("the spec is written");
+    let out = run(
+        &["run", "long.toml", "--quiet", "--backend", "serial", "--deadline", "3s", "--deadline-margin", "1s"],
+        dir.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(75), "{stdout}{}", text(&out.stderr));
+    assert!(!dir.path().join("starts").exists(), "no process started");
+    let run_dir = common::result_dir(&dir.path().join("results"), "long");
+    let log = std::fs::read_to_string(run_dir.join("operation.log")).unwrap_or_default();
+    assert!(log.contains("would not end in time (its timeout: 10.0 s)"), "{log}");
+    let spec = run_dir.join("operation.toml");
+    let out = run(&["run", &spec.to_string_lossy(), "--resume", &run_dir.to_string_lossy(), "--quiet"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let starts = std::fs::read_to_string(dir.path().join("starts")).unwrap_or_default();
+    assert_eq!(starts.lines().count(), 3, "{starts}");
+}

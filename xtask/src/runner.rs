@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -24,6 +26,41 @@ pub(crate) struct Outcome {
     pub(crate) timed_out: bool,
 }
 
+/// The pids of the commands [`run_to_files`] runs now, for [`end_running`].
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Lists a running command's pid in [`RUNNING`] while it lives.
+struct Listed(u32);
+
+impl Listed {
+    fn new(pid: u32) -> Listed {
+        RUNNING.lock().unwrap_or_else(PoisonError::into_inner).push(pid);
+        Listed(pid)
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        RUNNING.lock().unwrap_or_else(PoisonError::into_inner).retain(|&pid| pid != self.0);
+    }
+}
+
+/// Set once [`end_running`] was called: no command starts after it.
+static ENDING: AtomicBool = AtomicBool::new(false);
+
+/// Sends SIGTERM to every command [`run_to_files`] runs now, and to its process group when
+/// it leads one (a command started with `process_group(0)`, so that what it started ends
+/// too), and lets no other start: an xtask stopped by a signal ends them rather than leave
+/// them behind (e.g. an `sbatch --wait` waiting for ever for a Slurm controller that is gone).
+pub(crate) fn end_running() {
+    ENDING.store(true, Ordering::SeqCst);
+    let pids = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(PoisonError::into_inner));
+    for pid in pids {
+        let _ = Command::new("kill").arg("-TERM").arg("--").arg(format!("-{pid}")).stderr(Stdio::null()).status();
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).stderr(Stdio::null()).status();
+    }
+}
+
 /// Runs `command` with stdin closed and its output to `<name>.stdout` and `<name>.stderr` in
 /// `dir`, for at most `timeout`: past it the command gets SIGTERM (mpirun takes its ranks
 /// down on it; SIGKILL would leave them), and SIGKILL 5 s later if it is still there.
@@ -37,6 +74,9 @@ pub(crate) fn run_to_files(
     mut during: impl FnMut(Duration) -> Result<()>,
 ) -> Result<Outcome> {
     let line = describe(&command);
+    if ENDING.load(Ordering::SeqCst) {
+        anyhow::bail!("not started, the xtask is stopping: {line}");
+    }
     let (out_path, err_path) = (dir.join(format!("{name}.stdout")), dir.join(format!("{name}.stderr")));
     let mut child = command
         .stdin(Stdio::null())
@@ -44,6 +84,7 @@ pub(crate) fn run_to_files(
         .stderr(std::fs::File::create(&err_path)?)
         .spawn()
         .with_context(|| format!("could not start {line}"))?;
+    let _listed = Listed::new(child.id());
     let start = Instant::now();
     let (status, timed_out) = loop {
         if let Some(status) = child.try_wait()? {

@@ -42,9 +42,12 @@ pub struct Operation<P: Process> {
 
 /// When an operation stops starting processes: a wall-clock time (e.g. the end of a batch
 /// allocation) and a margin kept free before it (to journal, consolidate and leave). A
-/// process starts only if the longest process of the run so far would end before
-/// `at - margin`; once one would not, no other starts, the running ones finish, and the
-/// run ends resumable ([`Summary::deadline_reached`](crate::Summary::deadline_reached)).
+/// process starts only if it is expected to end before `at - margin` — by the duration
+/// model's prediction for it while the model is trusted, else by the operation's `timeout`,
+/// else by the longest process of the run so far; once one would not, no other starts, the
+/// running ones finish, and the run ends resumable
+/// ([`Summary::deadline_reached`](crate::Summary::deadline_reached)). A batch system's early
+/// warning ([`reach_deadline_now`](crate::reach_deadline_now)) ends the starting at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
     /// When the run must have ended.

@@ -228,6 +228,20 @@ impl Learner {
             .max_by(|a, b| (a.ran_s / a.expected_s).total_cmp(&(b.ran_s / b.expected_s)))
     }
 
+    /// The expected duration in seconds of the job `id`, handed out and not yet recorded,
+    /// while the model is trusted (see [`DurationModel::trusted`]); `None` otherwise.
+    pub(crate) fn trusted_prediction_s(&self, id: u64) -> Option<f64> {
+        let state = self.state();
+        let job = state.in_flight.get(&id).filter(|_| state.model.trusted())?;
+        state.model.predict(&job.features)
+    }
+
+    /// Forgets the job `id`, handed out but never to run (the deadline held it back): it is
+    /// no longer counted as in flight.
+    pub(crate) fn held_back(&self, id: u64) {
+        self.state().in_flight.remove(&id);
+    }
+
     /// How many jobs are handed out and not yet recorded.
     pub fn in_flight(&self) -> usize {
         self.state().in_flight.len()
@@ -307,6 +321,28 @@ mod tests {
         assert!(straggler.ran_s >= 5.0 && straggler.expected_s < 0.1, "{straggler:?}");
         learner.recorded(b.id, Status::Finished, 5.0);
         assert_eq!(learner.straggler(|_| true).map(|s| s.id), Some(a.id), "a recorded job is no straggler");
+    }
+
+    #[test]
+    fn a_job_handed_out_has_a_prediction_only_while_the_model_is_trusted() {
+        let learner = Learner::default();
+        let durations: Vec<f64> = (0..100).map(|i| f64::from(i % 10 + 1)).collect();
+        let mut window = Lookahead::new(jobs(durations.clone()), 1, learner.clone());
+        let untrusted = window.next().unwrap();
+        assert_eq!(learner.trusted_prediction_s(untrusted.id), None, "nothing learnt");
+        for d in &durations {
+            learner.learn(&params(&[("d", Value::Float(*d))]), *d);
+        }
+        assert!(learner.model().trusted());
+        let job = window.next().unwrap();
+        let predicted = learner.trusted_prediction_s(job.id).expect("a prediction");
+        assert!((predicted / job.process - 1.0).abs() < 0.5, "{predicted} s for a process of {} s", job.process);
+        assert_eq!(learner.trusted_prediction_s(1_000), None, "a job not handed out");
+        // A job the deadline held back is no longer in flight (nor in the ETA).
+        let in_flight = learner.in_flight();
+        learner.held_back(job.id);
+        assert_eq!(learner.in_flight(), in_flight - 1);
+        assert_eq!(learner.trusted_prediction_s(job.id), None);
     }
 
     #[test]

@@ -7,13 +7,20 @@
 //! nothing run) and for an operation that could not run (e.g. an unwritable results
 //! directory); 3 when reading or writing a file failed while running (e.g. the disk is
 //! full: the command that finishes the run is printed when its directory holds a journal);
-//! 130 after Ctrl-C (SIGINT) and 143 after SIGTERM.
+//! 75 when the run stopped starting processes at its deadline (`--deadline`, the end of
+//! its Slurm allocation, or SIGUSR1) with processes left: resumable (`EX_TEMPFAIL`); 130
+//! after Ctrl-C (SIGINT) and 143 after SIGTERM.
 //!
 //! **Ctrl-C / SIGTERM** ([`main_with`] installs the handlers): the first signal stops
 //! dispatching (no new process starts), lets the running processes finish, journals and
 //! consolidates what finished and prints the command that resumes the run; a second signal
 //! stops now: running commands and subprocesses are killed, their records are dropped (they
 //! run again on `--resume`), and the run is consolidated at once.
+//!
+//! **SIGUSR1** is a batch system's early warning before its wall-time limit (the batch
+//! script asks Slurm for it): the run behaves as at its deadline — no new process starts,
+//! the running ones finish, and it ends with status 75 (with `--continue`, after submitting
+//! its follow-up).
 //!
 //! This module is for parsing arguments and reporting; loading specs is [`crate::spec`].
 //! It holds the exit statuses, the arguments and the dispatch; `run` runs a spec and
@@ -49,7 +56,8 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_IO: u8 = 3;
 /// The run was interrupted by Ctrl-C (SIGINT): 128 + 2.
 pub const EXIT_SIGINT: u8 = 130;
-/// The run stopped at its deadline with processes left: resumable (`EX_TEMPFAIL`).
+/// The run stopped at its deadline (or at SIGUSR1, the batch system's early warning) with
+/// processes left: resumable (`EX_TEMPFAIL`).
 pub const EXIT_UNFINISHED: u8 = 75;
 /// The run was interrupted by SIGTERM: 128 + 15.
 pub const EXIT_SIGTERM: u8 = 143;
@@ -61,8 +69,9 @@ static SIGNAL_EXIT: AtomicU8 = AtomicU8::new(0);
 #[command(
     name = "taskfarm-worker",
     version,
+    long_version = long_version(),
     about = "Runs an operation spec (TOML or YAML) on the serial, local or mpi backend.",
-    after_help = "Exit status: 0 all processes finished, 1 some crashed, 2 bad input or usage, 3 an I/O failure, 75 stopped at --deadline (resumable), 130/143 stopped by SIGINT/SIGTERM (resumable)."
+    after_help = "Exit status: 0 all processes finished, 1 some crashed, 2 bad input or usage, 3 an I/O failure, 75 stopped at its deadline or SIGUSR1 (resumable), 130/143 stopped by SIGINT/SIGTERM (resumable)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -177,7 +186,8 @@ struct RunArgs {
     rerun_crashed: bool,
     /// Start no process that would not end before this time: a duration from now (`90m`,
     /// `2h`) or a time (`2026-12-02T18:00:00Z`). Inside a Slurm allocation: its end, unless
-    /// given. The run then ends resumable, with exit status 75.
+    /// given. The run then ends resumable, with exit status 75 (as it does at SIGUSR1, a
+    /// batch system's early warning).
     #[arg(long, value_name = "TIME")]
     deadline: Option<String>,
     /// Time kept free before the deadline, to journal and consolidate (default: 10 % of the
@@ -197,6 +207,17 @@ struct RunArgs {
     /// Accept a --pool-size or --threads-per-rank above 64 threads per core of this machine.
     #[arg(long)]
     force: bool,
+}
+
+/// What `--version` prints after the program's name: the version, then the backends this
+/// build has (a line that `submit` reads to refuse a worker without MPI).
+fn long_version() -> &'static str {
+    match (taskfarm::has_backend("local"), taskfarm::has_backend("mpi")) {
+        (true, true) => concat!(env!("CARGO_PKG_VERSION"), "\nbackends: serial, local, mpi"),
+        (true, false) => concat!(env!("CARGO_PKG_VERSION"), "\nbackends: serial, local"),
+        (false, true) => concat!(env!("CARGO_PKG_VERSION"), "\nbackends: serial, mpi"),
+        (false, false) => concat!(env!("CARGO_PKG_VERSION"), "\nbackends: serial"),
+    }
 }
 
 fn at_least_one(text: &str) -> Result<usize, String> {

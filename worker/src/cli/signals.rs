@@ -1,5 +1,6 @@
 //! Ctrl-C and SIGTERM: the first signal stops dispatching and checkpoints the run, the
-//! second stops now; and whether this program is an MPI worker rank.
+//! second stops now; SIGUSR1, a batch system's early warning before its wall-time limit,
+//! brings the run's deadline to now; and whether this program is an MPI worker rank.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,14 +12,29 @@ const STOP_NOW_GRACE: Duration = Duration::from_secs(5);
 
 /// On SIGINT or SIGTERM: the first stops dispatching, the second stops now (kills running
 /// commands and subprocesses; exits after a grace period if processes in threads go on).
+///
+/// On SIGUSR1 (the batch script passes Slurm's `--signal=B:USR1@<seconds>` on): the run
+/// behaves as at its deadline — no new process starts, the running ones finish, and it ends
+/// resumable with exit status 75 (so `--continue` submits its follow-up). A worker rank
+/// ignores it: mpirun passes SIGUSR1 on to every rank, and only the master dispatches.
 pub(super) fn install_signal_handlers() {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1]) else {
         eprintln!("taskfarm: warning: Ctrl-C handling could not be installed; Ctrl-C stops the run at once");
         return;
     };
     let spawned = std::thread::Builder::new().name("taskfarm-signals".into()).spawn(move || {
         for signal in signals.forever() {
+            if signal == SIGUSR1 {
+                if !is_mpi_worker_rank() && !taskfarm::run_control::deadline_now() {
+                    taskfarm::run_control::reach_deadline_now();
+                    eprintln!(
+                        "\ntaskfarm: SIGUSR1: the allocation ends soon: no new process starts; the running ones \
+                         finish, then the run ends resumable (exit status 75)"
+                    );
+                }
+                continue;
+            }
             let (code, name) = if signal == SIGTERM { (EXIT_SIGTERM, "SIGTERM") } else { (EXIT_SIGINT, "Ctrl-C") };
             let _ = SIGNAL_EXIT.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
             taskfarm::run_control::set_stop_exit_status(code);

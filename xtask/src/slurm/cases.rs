@@ -1,6 +1,6 @@
 //! The cases run on the one-node Slurm cluster: the shipped batch script from a fresh
-//! directory, `submit` with a custom worker, `scancel` then `--resume`, and a run continued
-//! across allocations.
+//! directory, `submit` with a custom worker, `scancel` then `--resume`, a run continued
+//! across allocations, and a run stopped by Slurm's early warning.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{copy_into, expect_ok, release, Cluster, CASE_TIMEOUT};
+use super::{copy_into, expect_ok, release, run_within, Cluster, CASE_TIMEOUT};
 use crate::results::{compare_rows, read_results};
 use crate::root;
 
@@ -157,18 +157,20 @@ pub(super) fn continue_across_allocations(cluster: &Cluster) -> Result<()> {
     // 110 × 2 s on one worker rank with 2 threads: about 96 thread-seconds fit in a minute
     // after the 10 s margin and the start.
     let total = 110;
-    let xs: Vec<String> = (0..total).map(|x| x.to_string()).collect();
-    std::fs::write(
-        dir.join("long.toml"),
-        format!(
-            "name = \"long\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 2; echo {{x}}\"]\n\
-             [parameter_ranges]\nx = [{}]\n",
-            xs.join(", ")
-        ),
-    )?;
+    write_long_sweep(&dir, total)?;
     let script = copy_into(&root().join("examples/slurm/sweep.sbatch"), &dir)?;
     let mut sbatch = cluster.command("sbatch");
-    sbatch.args(["--parsable", "--time=1"]).arg(&script).args(["long.toml", "--continue", "6"]).current_dir(&dir);
+    // The script's early warning (120 s) would come at once in a 1-minute allocation; 10 s
+    // before the end is asked instead (the follow-ups ask the same, through
+    // TASKFARM_SIGNAL_BEFORE). Slurm sends it early, 20 to 50 s into the minute, so it may end
+    // an allocation before the deadline read from squeue does: an allocation more at most
+    // (measured: 26 + 48 + 36 processes in one run, 24 + 48 + 22 + 16 in another).
+    sbatch
+        .args(["--parsable", "--time=1", "--signal=B:USR1@10"])
+        .env("TASKFARM_SIGNAL_BEFORE", "10")
+        .arg(&script)
+        .args(["long.toml", "--continue", "6"])
+        .current_dir(&dir);
     let first = expect_ok(sbatch, "sbatch")?.trim().to_owned();
     eprintln!("xtask:   job {first} and its follow-ups (about 3 minutes)");
     let start = Instant::now();
@@ -202,6 +204,7 @@ pub(super) fn continue_across_allocations(cluster: &Cluster) -> Result<()> {
             job_outputs(&dir)
         );
     }
+    check_one_start_each(&dir, total)?;
     if !(2..=4).contains(&allocations) {
         bail!("the run went through {allocations} allocations, expected about 3:\n{}", job_outputs(&dir));
     }
@@ -211,6 +214,113 @@ pub(super) fn continue_across_allocations(cluster: &Cluster) -> Result<()> {
         bail!("report does not name the allocations:\n{report}");
     }
     eprintln!("xtask:   {}", report.lines().find(|l| l.starts_with("allocations:")).unwrap_or_default());
+    Ok(())
+}
+
+/// The spec `long.toml` in `dir`: `total` processes of 2 s each, each of which appends its
+/// x to `starts` when it starts.
+fn write_long_sweep(dir: &Path, total: usize) -> Result<()> {
+    let xs: Vec<String> = (0..total).map(|x| x.to_string()).collect();
+    let starts = dir.join("starts");
+    std::fs::write(
+        dir.join("long.toml"),
+        format!(
+            "name = \"long\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo {{x}} >> {}; sleep 2; echo {{x}}\"]\n\
+             [parameter_ranges]\nx = [{}]\n",
+            starts.display(),
+            xs.join(", ")
+        ),
+    )?;
+    Ok(())
+}
+
+/// Checks that each of the `total` processes of `write_long_sweep`'s spec in `dir` started
+/// exactly once: none was cut by a time limit or a warning and run again.
+fn check_one_start_each(dir: &Path, total: usize) -> Result<()> {
+    let text = std::fs::read_to_string(dir.join("starts")).unwrap_or_default();
+    let mut starts: Vec<usize> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    starts.sort_unstable();
+    if starts != (0..total).collect::<Vec<_>>() {
+        let mut seen = BTreeSet::new();
+        let twice: Vec<usize> = starts.iter().copied().filter(|x| !seen.insert(*x)).collect();
+        bail!(
+            "{} starts for {total} processes (started more than once: {twice:?}); each must start once",
+            starts.len()
+        );
+    }
+    Ok(())
+}
+
+/// Slurm's early warning mid-run (`--signal=B:USR1@50` in a 2-minute allocation, so it
+/// comes at 70 to 100 s; `--deadline 1h` keeps the deadline read from squeue out of it): the
+/// batch script passes it on, the run starts no more processes, lets the running ones finish
+/// and ends with 75; `--continue 1` is at its cap, so no follow-up is submitted. A resume in a
+/// second job then finishes the run: every process started once and finished.
+pub(super) fn early_warning_then_resume(cluster: &Cluster) -> Result<()> {
+    let dir = cluster.case_dir("warning")?;
+    copy_into(&release("taskfarm-worker"), &dir)?;
+    // 110 × 2 s on 2 threads take about 110 s: more than the time before the warning.
+    let total = 110;
+    write_long_sweep(&dir, total)?;
+    let script = copy_into(&root().join("examples/slurm/sweep.sbatch"), &dir)?;
+    let mut sbatch = cluster.command("sbatch");
+    sbatch
+        .args(["--wait", "--time=2", "--signal=B:USR1@50"])
+        .arg(&script)
+        .args(["long.toml", "--deadline", "1h", "--continue", "1"])
+        .current_dir(&dir);
+    let out = run_within(sbatch, "sbatch --wait with an early warning")?;
+    let said = job_outputs(&dir);
+    if out.code != Some(75) {
+        bail!("the warned job ended with {:?}, not 75 (unfinished, resumable):\n{said}", out.code);
+    }
+    // The whole output (job_outputs shows only the end of each).
+    let whole: String = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".out"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    for expected in [
+        "passed on to the run",
+        "taskfarm: SIGUSR1: the allocation ends soon",
+        "not continued: the run went through 1 allocations, the cap (--continue 1)",
+    ] {
+        if !whole.contains(expected) {
+            bail!("the job's output does not say `{expected}`:\n{whole}");
+        }
+    }
+    if !squeue_is_empty(cluster)? {
+        bail!("a follow-up job was submitted past the cap of --continue");
+    }
+    let run_dir = std::fs::canonicalize(dir.join("results/long/latest"))?;
+    let before = journal_records(&run_dir.join("journal"));
+    if before == 0 || before >= total {
+        bail!("the warning came with {before} of {total} processes recorded: expected some, not all:\n{said}");
+    }
+    let mut resume = cluster.command("sbatch");
+    // 5 minutes: the script's own warning (120 s before the end) comes after the resume ends.
+    resume
+        .args(["--wait", "--time=5"])
+        .arg(&script)
+        .arg(run_dir.join("operation.toml"))
+        .arg("--resume")
+        .arg(&run_dir)
+        .current_dir(&dir);
+    expect_ok(resume, "sbatch --wait of the resume").with_context(|| job_outputs(&dir))?;
+    let (header, rows) = read_results(&dir.join("results"))?;
+    let status = header.iter().position(|h| h == "status").context("results.csv has no status column")?;
+    if let Some(row) = rows.iter().find(|r| r.get(status).is_none_or(|s| s != "finished")) {
+        bail!("a process was not finished (cut by the warning or the limit?): {row:?}");
+    }
+    let records = journal_records(&run_dir.join("journal"));
+    if rows.len() != total || records != total {
+        bail!(
+            "after the resume: {} rows and {records} journal records ({before} before it), expected {total} each",
+            rows.len()
+        );
+    }
+    check_one_start_each(&dir, total)?;
+    eprintln!("xtask:   the warning stopped the run at {before} of {total} processes; the resume did the rest");
     Ok(())
 }
 

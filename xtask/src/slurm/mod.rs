@@ -1,16 +1,21 @@
 //! `cargo xtask slurm-test`: a one-node Slurm cluster made on this machine (root; Debian's
 //! `slurm-wlm` and `munge`), and taskfarm run through it as users run it: the shipped batch
 //! script submitted from a fresh directory outside the checkout with only a worker binary
-//! and a spec there, `taskfarm-worker submit` with a user's own worker binary, and a job
-//! cancelled mid-run (`scancel`) then resumed.
+//! and a spec there, `taskfarm-worker submit` with a user's own worker binary, a job
+//! cancelled mid-run (`scancel`) then resumed, a run continued across allocations, and a run
+//! stopped by Slurm's early warning (`--signal`) whose `--continue` is at its cap.
 //!
 //! The daemons (munged, slurmctld, slurmd) run with a configuration generated in a
-//! temporary directory, on free ports, and are stopped at the end, also when a case fails.
+//! temporary directory, on free ports, and are stopped at the end, also when a case fails
+//! and when the xtask is stopped by SIGINT, SIGTERM or SIGHUP. Every Slurm command a case
+//! waits for is given up on (and killed) after [`CASE_TIMEOUT`].
 
 mod cases;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +23,8 @@ use anyhow::{bail, Context, Result};
 use crate::mpi::{on_path, running_as_root};
 use crate::{cargo, run_checked, target_dir, Tally};
 use cases::{
-    batch_script_from_a_fresh_directory, continue_across_allocations, scancel_then_resume, submit_a_custom_worker,
+    batch_script_from_a_fresh_directory, continue_across_allocations, early_warning_then_resume, scancel_then_resume,
+    submit_a_custom_worker,
 };
 
 /// How long a case may take before it counts as hung.
@@ -51,6 +57,7 @@ pub fn slurm_test(ci: bool) -> Result<()> {
         cargo().args(["build", "--release", "-p", "examples", "--example", "custom_worker", "--features", "mpi"]),
         "build the custom_worker example with MPI",
     )?;
+    stop_the_cluster_on_signals();
     let cluster = Cluster::start()?;
     let mut tally = Tally::new("slurm");
     tally.record("the batch script, submitted from a fresh directory, same results.csv as serial", {
@@ -64,6 +71,10 @@ pub fn slurm_test(ci: bool) -> Result<()> {
         "a sweep longer than its 1-minute allocations, --continue: every process once, none cut by the limit",
         continue_across_allocations(&cluster),
     );
+    tally.record(
+        "Slurm's early warning (--signal) mid-run: exit 75, --continue at its cap, every process once after --resume",
+        early_warning_then_resume(&cluster),
+    );
     drop(cluster);
     tally.finish()
 }
@@ -72,6 +83,48 @@ pub fn slurm_test(ci: bool) -> Result<()> {
 struct Cluster {
     dir: PathBuf,
     conf: PathBuf,
+}
+
+/// The directory and configuration of the cluster that is up, for the signal handler to stop
+/// it (taken by whichever stops it first: the handler or `Cluster`'s drop).
+static UP: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
+
+/// On SIGINT, SIGTERM or SIGHUP: ends the Slurm commands a case waits for, stops the cluster
+/// that is up (its jobs cancelled, its daemons killed, its directory removed) and exits 128 +
+/// the signal, so that a test stopped by hand or by CI leaves no slurmctld, slurmd, munged
+/// or `sbatch --wait` behind.
+fn stop_the_cluster_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        eprintln!("xtask: warning: no signal handler: stopping the xtask now leaves the Slurm daemons running");
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            eprintln!("xtask: signal {signal}: stopping the Slurm cluster");
+            crate::runner::end_running();
+            stop_cluster();
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
+/// Stops the cluster that is up, if any: cancels its jobs, kills its daemons (by the pids
+/// they wrote), removes its directory. The lock is held to the end, so that a second caller
+/// (the main thread's drop while the signal handler stops it) returns only once it is done.
+fn stop_cluster() {
+    let mut up = UP.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some((dir, conf)) = up.take() else { return };
+    let _ = Command::new("scancel").env("SLURM_CONF", &conf).args(["--user", "root"]).status();
+    for pid_file in ["slurmd.pid", "slurmctld.pid", "munge/munged.pid"] {
+        let pid = std::fs::read_to_string(dir.join(pid_file)).ok();
+        if let Some(pid) = pid.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+            let _ = Command::new("kill").arg(pid).status();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(up);
 }
 
 impl Cluster {
@@ -87,6 +140,7 @@ impl Cluster {
         set_mode(&key_path, 0o400)?;
         let socket = munge.join("munge.sock");
         let cluster = Cluster { conf: dir.join("slurm.conf"), dir };
+        *UP.lock().unwrap_or_else(PoisonError::into_inner) = Some((cluster.dir.clone(), cluster.conf.clone()));
         run_checked(
             Command::new(program("munged"))
                 .arg("--force")
@@ -154,15 +208,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.command("scancel").args(["--user", "root"]).status();
-        for pid_file in ["slurmd.pid", "slurmctld.pid", "munge/munged.pid"] {
-            let pid = std::fs::read_to_string(self.dir.join(pid_file)).ok();
-            if let Some(pid) = pid.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
-                let _ = Command::new("kill").arg(pid).status();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        stop_cluster();
     }
 }
 
@@ -207,11 +253,39 @@ fn release(name: &str) -> PathBuf {
 
 /// Runs `command` to its end (at most [`CASE_TIMEOUT`]); fails with its output unless it
 /// exits 0.
-fn expect_ok(mut command: Command, what: &str) -> Result<String> {
-    let out = command.output().with_context(|| format!("could not start {what}"))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        bail!("{what} exited with {:?}:\n{}", out.status.code(), crate::runner::tail(&text));
+fn expect_ok(command: Command, what: &str) -> Result<String> {
+    let out = run_within(command, what)?;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    if out.code != Some(0) {
+        bail!("{what} exited with {:?}:\n{}", out.code, crate::runner::tail(&text));
     }
     Ok(text)
+}
+
+/// Runs `command` to its end, at most [`CASE_TIMEOUT`]: past it, it is killed (SIGTERM, then
+/// SIGKILL) and the case fails, saying so.
+fn run_within(mut command: Command, what: &str) -> Result<crate::runner::Outcome> {
+    // A group of its own: a stopped xtask ends the command with what it started (a worker's
+    // `submit` runs sbatch), and Ctrl-C reaches it through the xtask's handler only.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // Its output goes through files (a pipe could hold the run up); each command its own.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let logs = std::env::temp_dir().join(format!("taskfarm-slurm-test-{}-logs", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+    let name = format!("command-{}", RUNS.fetch_add(1, Ordering::Relaxed));
+    let out = crate::runner::run_to_files(&logs, &name, command, CASE_TIMEOUT, |_| Ok(()))
+        .with_context(|| format!("could not run {what}"));
+    for end in ["stdout", "stderr"] {
+        let _ = std::fs::remove_file(logs.join(format!("{name}.{end}")));
+    }
+    let _ = std::fs::remove_dir(&logs);
+    let out = out?;
+    if out.timed_out {
+        bail!(
+            "{what} did not end within {} s and was killed:\n{}",
+            CASE_TIMEOUT.as_secs(),
+            crate::runner::tail(&format!("{}{}", out.stdout, out.stderr))
+        );
+    }
+    Ok(out)
 }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use super::resume::IdSet;
 use super::{Dispatch, Lifecycle, StagedState, State};
@@ -13,7 +14,7 @@ use crate::journal::JournalWriter;
 use crate::lock::RunLock;
 use crate::predict::{Learner, Lookahead};
 use crate::results::{create_result_dir, files, write_operation_toml};
-use crate::{stop_requested, Error, JobSource, Operation, Process, ProgressDisplay, Result};
+use crate::{deadline_now, stop_requested, Error, JobSource, Operation, Process, ProgressDisplay, Result};
 
 impl<P: Process> Lifecycle<P> {
     /// `stage_in`: creates the result directory, writes `operation.toml`, opens the journal.
@@ -97,10 +98,8 @@ impl<P: Process> Lifecycle<P> {
             None => jobs,
         };
         let jobs: JobSource<P> = Box::new(Lookahead::new(jobs, lookahead, self.learner.clone()));
-        let jobs = match deadline {
-            Some(deadline) => until_deadline(jobs, deadline, self.board.clone(), Arc::clone(&self.deadline_reached)),
-            None => jobs,
-        };
+        let fit = Fit { learner: self.learner.clone(), timeout: options.timeout, board: self.board.clone() };
+        let jobs = until_deadline(jobs, deadline, fit, Arc::clone(&self.deadline_reached));
         let dispatch = Dispatch { jobs: until_stopped(jobs), dir, len: to_run, options, waits_for_records };
         self.state = State::Staged(Box::new(StagedState { dispatch, collector }));
         Ok(())
@@ -136,26 +135,61 @@ fn counted<P: Process>(mut jobs: JobSource<P>, board: StatusBoard) -> JobSource<
     }))
 }
 
-/// The jobs of `jobs` while the longest process of the run so far, started now, would end
-/// before `deadline.at - deadline.margin`; checked before each job is pulled, so once one
-/// would not, no process starts and the source ends (see [`Deadline`](crate::Deadline)).
+/// What judges whether a process started now ends before a deadline: how long it is
+/// expected to run.
+struct Fit {
+    learner: Learner,
+    /// The operation's `timeout`: no attempt runs longer.
+    timeout: Option<Duration>,
+    board: StatusBoard,
+}
+
+/// How long a process is expected to run, and what says so: the duration model's prediction
+/// for it while the model is trusted (capped at the timeout, past which no attempt runs),
+/// else the operation's timeout, else the longest process of the run so far (zero before
+/// any ended).
+fn expected_duration(
+    predicted_s: Option<f64>,
+    timeout: Option<Duration>,
+    longest: Duration,
+) -> (Duration, &'static str) {
+    match (predicted_s.and_then(crate::seconds_to_duration), timeout) {
+        (Some(predicted), Some(timeout)) if timeout < predicted => (timeout, "its timeout"),
+        (Some(predicted), _) => (predicted, "its predicted duration"),
+        (None, Some(timeout)) => (timeout, "its timeout"),
+        (None, None) => (longest, "the longest so far"),
+    }
+}
+
+/// The jobs of `jobs` while each, started now, is expected to end before `deadline.at -
+/// deadline.margin` (see [`expected_duration`]), and until the batch system's early warning
+/// brings the deadline to now ([`deadline_now`]); checked before each job is pulled, so once
+/// one would not fit, no process starts, the source ends and the run ends resumable (see
+/// [`Deadline`](crate::Deadline)). The job held back is forgotten by the learner.
 fn until_deadline<P: Process>(
     jobs: JobSource<P>,
-    deadline: crate::Deadline,
-    board: StatusBoard,
+    deadline: Option<crate::Deadline>,
+    fit: Fit,
     reached: Arc<AtomicBool>,
 ) -> JobSource<P> {
-    let last_start = deadline.at.checked_sub(deadline.margin).unwrap_or(std::time::UNIX_EPOCH);
-    Box::new(jobs.take_while(move |_| {
-        let fits = std::time::SystemTime::now().checked_add(board.longest()).is_some_and(|end| end <= last_start);
-        if !fits && !reached.swap(true, Ordering::SeqCst) {
-            tracing::warn!(
-                target: "taskfarm",
-                "the deadline is near: no new process starts (the longest so far took {:.1} s); the running ones finish",
-                board.longest().as_secs_f64()
-            );
+    let last_start = deadline.map(|d| d.at.checked_sub(d.margin).unwrap_or(std::time::UNIX_EPOCH));
+    Box::new(jobs.take_while(move |job| {
+        let why_not = if deadline_now() {
+            Some("the batch system's early warning came".to_owned())
+        } else if let Some(last_start) = last_start {
+            let predicted = fit.learner.trusted_prediction_s(job.id);
+            let (expected, basis) = expected_duration(predicted, fit.timeout, fit.board.longest());
+            let fits = SystemTime::now().checked_add(expected).is_some_and(|end| end <= last_start);
+            (!fits).then(|| format!("process {} would not end in time ({basis}: {:.1} s)", job.id, expected.as_secs_f64()))
+        } else {
+            None
+        };
+        let Some(why_not) = why_not else { return true };
+        fit.learner.held_back(job.id);
+        if !reached.swap(true, Ordering::SeqCst) {
+            tracing::warn!(target: "taskfarm", "the deadline is near: no new process starts ({why_not}); the running ones finish");
         }
-        fits
+        false
     }))
 }
 
@@ -163,4 +197,25 @@ fn until_deadline<P: Process>(
 /// stopped operation starts no new process while those running finish.
 fn until_stopped<P: Process>(jobs: JobSource<P>) -> JobSource<P> {
     Box::new(jobs.take_while(|_| !stop_requested()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_expected_to_run_its_prediction_else_its_timeout_else_the_longest_so_far() {
+        let s = Duration::from_secs;
+        assert_eq!(expected_duration(Some(3.0), Some(s(10)), s(7)), (s(3), "its predicted duration"));
+        assert_eq!(expected_duration(Some(3.0), None, s(7)), (s(3), "its predicted duration"));
+        assert_eq!(expected_duration(Some(30.0), Some(s(10)), s(7)), (s(10), "its timeout"), "no attempt runs longer");
+        assert_eq!(expected_duration(None, Some(s(10)), s(7)), (s(10), "its timeout"));
+        assert_eq!(expected_duration(None, None, s(7)), (s(7), "the longest so far"));
+        assert_eq!(expected_duration(None, None, Duration::ZERO), (Duration::ZERO, "the longest so far"));
+        assert_eq!(
+            expected_duration(Some(f64::NAN), None, s(7)),
+            (s(7), "the longest so far"),
+            "a prediction that is no duration is ignored"
+        );
+    }
 }
