@@ -199,7 +199,7 @@ impl<P: Process> Scheduler<P> {
                 Received::Message(arrival) => arrival,
                 Received::Idle => {
                     self.publish_running();
-                    if self.starved {
+                    if self.starved || self.may_copy_a_straggler() {
                         self.fill(wire, collector)?;
                     }
                     continue;
