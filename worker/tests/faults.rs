@@ -256,15 +256,14 @@ fn one_writer_per_result_directory() {
     assert_no_survivors(dir.path());
 }
 
+/// 20 processes of 0.4 s each.
+const TWENTY_NAPS: &str = "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.4; echo {x}\"]\n\
+     parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19] }\n";
+
 #[test]
 fn a_deadline_stops_starting_processes_in_time_and_the_run_resumes() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(
-        dir.path().join("timed.toml"),
-        "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.4; echo {x}\"]\n\
-         parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19] }\n",
-    )
-    .expect("the spec is written");
+    std::fs::write(dir.path().join("timed.toml"), TWENTY_NAPS).expect("the spec is written");
     let started = Instant::now();
     let out = run(
         &["run", "timed.toml", "--quiet", "--backend", "serial", "--deadline", "3s", "--deadline-margin", "1s"],
@@ -400,12 +399,7 @@ parameter_ranges = {{ x = [{}] }}
 #[test]
 fn continue_at_its_cap_submits_no_follow_up() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(
-        dir.path().join("capped.toml"),
-        "kind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 0.4; echo {x}\"]\n\
-         parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19] }\n",
-    )
-    .expect("the spec is written");
+    std::fs::write(dir.path().join("capped.toml"), TWENTY_NAPS).expect("the spec is written");
     let out = Command::new(WORKER)
         .args(["run", "capped.toml", "--quiet", "--backend", "serial", "--deadline", "2s", "--deadline-margin", "1s"])
         .args(["--continue", "1"])

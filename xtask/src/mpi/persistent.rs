@@ -91,23 +91,7 @@ fn faults(dir: &Path) -> Result<()> {
         "name = \"faults\"\nkind = \"python\"\nfile = \"faults.py\"\nfunction = \"run\"\nsetup = \"load\"\n\
          timeout = \"2s\"\nretries = 1\nparameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8] }\n",
     )?;
-    let results = dir.join("faults-results");
-    let args = vec![
-        "run".into(),
-        "faults.toml".into(),
-        "--backend".into(),
-        "mpi".into(),
-        "--quiet".into(),
-        "--results".into(),
-        path_arg(&results),
-    ];
-    let mut command = launch(&oversubscribed(3, args))?;
-    command.current_dir(dir);
-    let outcome = run_with_timeout(dir, command)?;
-    expect_failure(&outcome)?;
-    let (header, rows) = read_results(&results)?;
-    let column = |name: &str| header.iter().position(|h| h == name).with_context(|| format!("no {name} column"));
-    let (id, status, reason) = (column("id")?, column("status")?, column("reason")?);
+    let rows = failing_run(dir, "faults")?;
     let expected = [
         (0, "finished", ""),
         (1, "crashed", "signal 11 (SIGSEGV) while it ran this process"),
@@ -122,13 +106,41 @@ fn faults(dir: &Path) -> Result<()> {
     if rows.len() != expected.len() {
         bail!("expected {} rows, found {}", expected.len(), rows.len());
     }
-    for (row, (want_id, want_status, want_reason)) in rows.iter().zip(expected) {
-        let cell = |i: usize| row.get(i).map(String::as_str).unwrap_or_default();
-        if cell(id) != want_id.to_string() || cell(status) != want_status || !cell(reason).contains(want_reason) {
-            bail!("process {want_id}: expected {want_status} `{want_reason}`, found {row:?}");
+    for ((id, status, reason), (want_id, want_status, want_reason)) in rows.iter().zip(expected) {
+        if *id != want_id.to_string() || status != want_status || !reason.contains(want_reason) {
+            bail!("process {want_id}: expected {want_status} `{want_reason}`, found {id} {status} `{reason}`");
         }
     }
     Ok(())
+}
+
+/// Runs `{name}.toml` in `dir` under `mpirun -n 3`, which must fail (some processes crash),
+/// and returns the id, status and reason of each row of its results.csv.
+fn failing_run(dir: &Path, name: &str) -> Result<Vec<(String, String, String)>> {
+    let results = dir.join(format!("{name}-results"));
+    let args = vec![
+        "run".into(),
+        format!("{name}.toml"),
+        "--backend".into(),
+        "mpi".into(),
+        "--quiet".into(),
+        "--results".into(),
+        path_arg(&results),
+    ];
+    let mut command = launch(&oversubscribed(3, args))?;
+    command.current_dir(dir);
+    let outcome = run_with_timeout(dir, command)?;
+    expect_failure(&outcome)?;
+    let (header, rows) = read_results(&results)?;
+    let column = |name: &str| header.iter().position(|h| h == name).with_context(|| format!("no {name} column"));
+    let (id, status, reason) = (column("id")?, column("status")?, column("reason")?);
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let cell = |i: usize| row.get(i).cloned().unwrap_or_default();
+            (cell(id), cell(status), cell(reason))
+        })
+        .collect())
 }
 
 fn startup(dir: &Path) -> Result<()> {
@@ -181,32 +193,17 @@ done''']
 parameter_ranges = { x = [0, 1, 2, 3, 4, 5] }
 "#,
     )?;
-    let results = dir.join("lines-results");
-    let args = ["run", "lines.toml", "--backend", "mpi", "--quiet", "--results"].map(String::from);
-    let mut args = args.to_vec();
-    args.push(path_arg(&results));
-    let mut command = launch(&oversubscribed(3, args))?;
-    command.current_dir(dir);
-    let outcome = run_with_timeout(dir, command)?;
-    expect_failure(&outcome)?;
-    let (header, rows) = read_results(&results)?;
-    let column = |name: &str| header.iter().position(|h| h == name).with_context(|| format!("no {name} column"));
-    let (id, status, reason) = (column("id")?, column("status")?, column("reason")?);
+    let rows = failing_run(dir, "lines")?;
     if rows.len() != 6 {
         bail!("expected 6 rows, found {}", rows.len());
     }
-    for row in &rows {
-        let cell = |i: usize| row.get(i).map(String::as_str).unwrap_or_default();
-        let ok = match cell(id) {
-            "1" => {
-                cell(status) == "crashed"
-                    && cell(reason).contains("not JSON")
-                    && cell(reason).contains("`this is not json`")
-            }
-            _ => cell(status) == "finished",
+    for (id, status, reason) in &rows {
+        let ok = match id.as_str() {
+            "1" => status == "crashed" && reason.contains("not JSON") && reason.contains("`this is not json`"),
+            _ => status == "finished",
         };
         if !ok {
-            bail!("unexpected row {row:?}");
+            bail!("unexpected row: {id} {status} `{reason}`");
         }
     }
     Ok(())

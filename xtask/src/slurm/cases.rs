@@ -103,15 +103,7 @@ pub(super) fn scancel_then_resume(cluster: &Cluster) -> Result<()> {
     if before >= total {
         bail!("the job finished before it was cancelled");
     }
-    let mut resume = cluster.command("sbatch");
-    resume
-        .args(["--wait", "--time=3"])
-        .arg(&script)
-        .arg(run_dir.join("operation.toml"))
-        .arg("--resume")
-        .arg(&run_dir)
-        .current_dir(&dir);
-    expect_ok(resume, "sbatch --wait of the resume").with_context(|| job_outputs(&dir))?;
+    resume_job(cluster, &script, &run_dir, &dir, 3)?;
     let (header, rows) = read_results(&dir.join("results"))?;
     let ids: BTreeSet<&str> = rows.iter().filter_map(|r| r.first().map(String::as_str)).collect();
     let status = header.iter().position(|h| h == "status").context("results.csv has no status column")?;
@@ -297,16 +289,8 @@ pub(super) fn early_warning_then_resume(cluster: &Cluster) -> Result<()> {
     if before == 0 || before >= total {
         bail!("the warning came with {before} of {total} processes recorded: expected some, not all:\n{said}");
     }
-    let mut resume = cluster.command("sbatch");
     // 5 minutes: the script's own warning (120 s before the end) comes after the resume ends.
-    resume
-        .args(["--wait", "--time=5"])
-        .arg(&script)
-        .arg(run_dir.join("operation.toml"))
-        .arg("--resume")
-        .arg(&run_dir)
-        .current_dir(&dir);
-    expect_ok(resume, "sbatch --wait of the resume").with_context(|| job_outputs(&dir))?;
+    resume_job(cluster, &script, &run_dir, &dir, 5)?;
     let (header, rows) = read_results(&dir.join("results"))?;
     let status = header.iter().position(|h| h == "status").context("results.csv has no status column")?;
     if let Some(row) = rows.iter().find(|r| r.get(status).is_none_or(|s| s != "finished")) {
@@ -366,4 +350,18 @@ fn wait_for_lock_holder_to_end(run_dir: &Path, start: Instant) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
+}
+
+/// Submits the batch `script` to resume the run in `run_dir` (from `dir`, within `minutes`)
+/// and waits for it to end, which it must do successfully.
+fn resume_job(cluster: &Cluster, script: &Path, run_dir: &Path, dir: &Path, minutes: u32) -> Result<()> {
+    let mut resume = cluster.command("sbatch");
+    resume
+        .args(["--wait", &format!("--time={minutes}")])
+        .arg(script)
+        .arg(run_dir.join("operation.toml"))
+        .arg("--resume")
+        .arg(run_dir)
+        .current_dir(dir);
+    expect_ok(resume, "sbatch --wait of the resume").with_context(|| job_outputs(dir)).map(drop)
 }
