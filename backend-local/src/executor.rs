@@ -3,7 +3,7 @@
 //! holding as many of its slots as it asks threads for.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use std::thread::ThreadId;
@@ -89,6 +89,10 @@ enum Feed<P> {
         cancelled: AtomicBool,
         /// Why the source could not make a job (it panicked), if it could not.
         failure: Mutex<Option<String>>,
+        /// The source has ended: every job was taken.
+        ended: AtomicBool,
+        /// How many jobs were taken from the source.
+        taken: AtomicU64,
     },
 }
 
@@ -97,13 +101,20 @@ impl<P> Feed<P> {
     fn next(&self) -> Option<Job<P>> {
         match self {
             Feed::Submitted(queue) => queue.recv().ok(),
-            Feed::Pulled { jobs, cancelled, failure } => {
+            Feed::Pulled { jobs, cancelled, failure, ended, taken } => {
                 if cancelled.load(Ordering::Relaxed) {
                     return None;
                 }
                 let mut jobs = jobs.lock().unwrap_or_else(PoisonError::into_inner);
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| jobs.next())) {
-                    Ok(job) => job,
+                    Ok(None) => {
+                        ended.store(true, Ordering::SeqCst);
+                        None
+                    }
+                    Ok(job) => {
+                        taken.fetch_add(1, Ordering::SeqCst);
+                        job
+                    }
                     Err(payload) => {
                         cancelled.store(true, Ordering::Relaxed);
                         let reason = backend_core::panic_message(payload.as_ref());
@@ -154,8 +165,13 @@ impl<P: Process> ThreadExecutor<P> {
         on_start: impl Fn() -> G + Send + Sync + 'static,
         speculation: Option<Speculation>,
     ) -> Result<Self> {
-        let feed =
-            Feed::Pulled { jobs: Mutex::new(jobs), cancelled: AtomicBool::new(false), failure: Mutex::new(None) };
+        let feed = Feed::Pulled {
+            jobs: Mutex::new(jobs),
+            cancelled: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            ended: AtomicBool::new(false),
+            taken: AtomicU64::new(0),
+        };
         let speculation = speculation.filter(|_| options.speculate);
         Self::with_feed(config, feed, dir, options, location, on_start, speculation)
     }
@@ -276,6 +292,15 @@ impl<P: Process> ThreadExecutor<P> {
                 cancelled.store(true, Ordering::Relaxed);
                 0
             }
+        }
+    }
+
+    /// How many jobs an executor [`pulling`](Self::pulling) jobs took from its source, once
+    /// the source has ended (every job was taken; some may still run); `None` before.
+    pub fn taken_when_ended(&self) -> Option<u64> {
+        match &*self.feed {
+            Feed::Pulled { ended, taken, .. } if ended.load(Ordering::SeqCst) => Some(taken.load(Ordering::SeqCst)),
+            _ => None,
         }
     }
 

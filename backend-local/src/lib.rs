@@ -86,12 +86,15 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
     )?;
     let records = executor.records();
     let mut outcome = Ok(());
+    // Records that settled a process (one per job taken from the source).
+    let mut settled = 0u64;
     while let Ok(first) = records.recv() {
         let mut taken = 0usize;
         for record in std::iter::once(first).chain(records.try_iter()) {
             taken += 1;
             match copies.settle(record.id, record.status) {
                 Settled::Journal { cancel_other } => {
+                    settled += 1;
                     if cancel_other {
                         let killed = executor.stop_copies_of(record.id);
                         tracing::info!(
@@ -116,6 +119,12 @@ pub fn run_on_pool<P: Process>(pool_size: usize, dispatch: Dispatch<P>, collecto
                     executor.cancel_pending();
                 }
             }
+        }
+        if outcome.is_ok() && executor.taken_when_ended() == Some(settled) {
+            // Every process has its record: what still runs is the losing copy of a process
+            // run twice that cannot be killed (it runs in its thread); its result would be
+            // dropped, so the run does not wait for it.
+            break;
         }
         if taken > 1 && taken < COLLECT_BEHIND {
             // Records are flowing: let them gather rather than wake up for each one (on a
