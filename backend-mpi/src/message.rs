@@ -8,6 +8,7 @@ use backend_core::{Job, ProcessRecord, RunOptions, Status};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::output::OutputChunk;
 use crate::transport::Rank;
 use crate::Error;
 
@@ -33,6 +34,10 @@ pub(crate) enum Message<P> {
     /// Worker → master: log records made on the worker (lines of `operation.log`), sent before
     /// the results of the unit that made them.
     Log(Vec<String>),
+    /// Worker → master: pieces of processes' kept output (`output = "files"` or `"log"`),
+    /// about [`CHUNK_BYTES`] a message, which the master writes into its result directory
+    /// (see [`crate::output`]).
+    Output(Vec<OutputChunk>),
     /// Master → worker: no more work; finish the queue, say `Bye` and return.
     Shutdown,
     /// Master → worker: the operation failed; drop the queue, say `Bye` and return an error.
@@ -157,6 +162,7 @@ impl<P: Serialize> Message<P> {
         // Results carry most of the bytes: room for them up front, not grown step by step.
         let room = match self {
             Message::Results(framed) => framed.frames.len() + framed.heads.len() * 24 + framed.host.len() + 16,
+            Message::Output(chunks) => chunks.iter().map(|c| c.bytes.len() + 40).sum::<usize>() + 8,
             _ => 64,
         };
         postcard::to_extend(self, Vec::with_capacity(room))
@@ -170,6 +176,7 @@ impl<P: Serialize> Message<P> {
             Message::Work(_) => "work",
             Message::Results(_) => "results",
             Message::Log(_) => "log",
+            Message::Output(_) => "output",
             Message::Shutdown => "shutdown",
             Message::Abandon => "abandon",
             Message::Failed { .. } => "failed",

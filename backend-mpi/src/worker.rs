@@ -22,6 +22,7 @@ use mpi::topology::Rank;
 
 use crate::env::{Mpi, Wire};
 use crate::message::{FramedRecords, Message, CHUNK_BYTES, TYPICAL_FRAME};
+use crate::output::Outgoing;
 use crate::Error;
 
 /// What a worker did for one operation.
@@ -62,6 +63,8 @@ struct Worker<'a, P: Process> {
     failure: Option<Error>,
     /// The thread pool and the units it runs (made at `Start`).
     pool: Option<Pool<P>>,
+    /// Processes' kept output on its way to the master.
+    output: Outgoing,
 }
 
 /// A worker's thread pool and the units it is running.
@@ -102,10 +105,17 @@ pub(crate) const HOLD_AT_MOST: Duration = Duration::from_millis(2);
 /// Room, in records of a typical size, for a chunk.
 const CHUNK_RECORDS: usize = CHUNK_BYTES / TYPICAL_FRAME;
 
+/// How many `Output` messages (about [`CHUNK_BYTES`] each) the main thread sends at most
+/// before it looks at its records and the master's messages again: a large output goes out
+/// between records, never ahead of them all.
+const OUTPUT_MESSAGES_AT_ONCE: usize = 16;
+
 /// Serves the master until `Shutdown` (→ `Ok`) or `Abandon` (→ `Err`).
 pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
-    // This rank has no operation.log of its own: its records travel to the master.
+    // This rank has no operation.log of its own: its records travel to the master, and so
+    // does the kept output of its processes.
     backend_core::oplog::forward();
+    backend_core::process_output::forward();
     let mut worker = Worker::<P> {
         wire: Wire::new(&mpi.world),
         rank: mpi.rank,
@@ -114,6 +124,7 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
         end: None,
         failure: None,
         pool: None,
+        output: Outgoing::default(),
     };
     let mut wait = FIRST_WAIT;
     loop {
@@ -122,12 +133,17 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
             worker.cancel_and_wait();
             break;
         }
-        if worker.answer_finished(Duration::ZERO) {
+        let answered = worker.answer_finished(Duration::ZERO);
+        // Output goes out after the records that were due, a bounded share at a time.
+        let output_left = worker.send_output();
+        if answered {
             wait = FIRST_WAIT;
             continue;
         }
         let running = worker.pool.as_ref().map_or(0, |p| p.running);
         match (running, worker.end) {
+            // Every output reaches the master before this rank's `Bye`.
+            (_, _) if output_left => {}
             (0, Some(_)) => break,
             (0, None) => {
                 let (from, bytes) = worker.wire.receive();
@@ -320,6 +336,24 @@ impl<P: Process> Worker<'_, P> {
             self.wire.send(0, &bytes);
         }
         self.failure = Some(error);
+    }
+
+    /// Sends up to [`OUTPUT_MESSAGES_AT_ONCE`] messages of the kept output queued by this
+    /// rank's processes, log records first (so `operation.log` keeps its order); whether
+    /// output is left to send. Nothing goes after this worker failed.
+    fn send_output(&mut self) -> bool {
+        for _ in 0..OUTPUT_MESSAGES_AT_ONCE {
+            if self.failure.is_some() || !self.output.pending(backend_core::process_output::take_forwarded) {
+                return false;
+            }
+            self.send_log();
+            let chunks = self.output.chunks(backend_core::process_output::take_forwarded);
+            match Message::<P>::Output(chunks).encode() {
+                Ok(bytes) => self.wire.send(0, &bytes),
+                Err(error) => self.fail(error),
+            }
+        }
+        self.failure.is_none() && self.output.pending(backend_core::process_output::take_forwarded)
     }
 
     /// Sends the log records made on this rank since the last call to the master, which

@@ -11,6 +11,7 @@ mod retries;
 mod simulated;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use backend_core::{Collector, Process};
@@ -20,6 +21,7 @@ pub(crate) use self::jobs::{fed, Jobs};
 pub(crate) use self::retries::Retries;
 use self::retries::Settled;
 use crate::message::Message;
+use crate::output::Incoming;
 use crate::policy::Policy;
 use crate::transport::{Arrival, Rank, Transport};
 use crate::Error;
@@ -106,10 +108,13 @@ pub(crate) struct Scheduler<P: Process> {
     starved: bool,
     /// Set when the master hands retries to other ranks.
     pub(crate) retries: Option<Retries>,
+    /// Processes' kept output coming from the workers, written into the result directory.
+    pub(crate) outputs: Incoming,
 }
 
 impl<P: Process> Scheduler<P> {
-    pub(crate) fn new(policy: Policy, jobs: Jobs<P>) -> Self {
+    /// A scheduler whose workers' kept output goes into the result directory `dir`.
+    pub(crate) fn new(policy: Policy, jobs: Jobs<P>, dir: PathBuf) -> Self {
         let workers = policy.workers();
         Scheduler {
             slots: vec![WorkerState { units: Vec::new(), host: None, last_heard: Instant::now() }; workers],
@@ -118,6 +123,7 @@ impl<P: Process> Scheduler<P> {
             exhausted: false,
             starved: false,
             retries: None,
+            outputs: Incoming::new(dir),
         }
     }
 
@@ -226,6 +232,7 @@ impl<P: Process> Scheduler<P> {
                     }
                 }
                 Message::Log(lines) => backend_core::oplog::append_forwarded(&lines),
+                Message::Output(chunks) => self.outputs.take(from, chunks)?,
                 Message::Failed { reason } => return Err(Error::WorkerFailed { rank: from, reason }),
                 other => return Err(Error::Unexpected { from, what: other.kind() }),
             }

@@ -230,7 +230,7 @@ fn simulate(processes: Vec<Sleep>, workers: usize, threads: usize, prefetch: usi
         .execute_here(|dispatch, collector| {
             let policy =
                 Policy::new(workers, prefetch, threads, dispatch.options.process_threads(), dispatch.len, MAX_BATCH);
-            let mut scheduler = Scheduler::new(policy, Jobs::Source(dispatch.jobs));
+            let mut scheduler = Scheduler::new(policy, Jobs::Source(dispatch.jobs), dispatch.dir.clone());
             if retries > 0 && workers > 1 {
                 scheduler.retries = Some(Retries::new(retries));
             }

@@ -1,0 +1,261 @@
+//! The whole stdout and stderr of a process, kept in the result directory when its kind is
+//! asked to (the `command` kind's `output = "files"` or `"log"`), and the sink that takes it.
+//!
+//! A process's output is laid out where it ran ([`ProcessOutput::new`]: the two files'
+//! contents, or the block of tagged lines of the log), then handed to the sink ([`keep`]):
+//!
+//! - on the program that owns the result directory (serial, local, an MPI world of one
+//!   rank), it is written there at once ([`ProcessOutput::write`]);
+//! - on an MPI worker rank ([`forward`]), it waits in a queue until the backend takes it
+//!   ([`take_forwarded`]) and sends it to the master in chunks, which writes it into the
+//!   same layout: no shared file system is needed, and the per-line work stays on the rank
+//!   that ran the process.
+//!
+//! Layouts, in the result directory:
+//!
+//! - `"files"`: `logs/<id>.out` and `logs/<id>.err`, in full (the last attempt's, with
+//!   retries).
+//! - `"log"`: one append-only `output.log` per run, every line tagged with its process's id
+//!   and stream (`12 out: text`, `12 err: text`), a process's lines together in one block;
+//!   and `output.idx`, one line `id offset length` per block, so one process's output is
+//!   found by reading the small index, then only its block. The latest block of an id counts
+//!   (a retry or a resumed run appends another).
+//!
+//! Blocks are appended with `O_APPEND` in one write each, and each writer notes where its
+//! block landed from its own file offset, so the threads of a pool and the children of
+//! subprocess isolation can share the files.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::results::files::{LOGS_DIR, OUTPUT_INDEX, OUTPUT_LOG};
+
+/// What a process kind keeps of a process's stdout and stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputMode {
+    /// Only what the record holds.
+    #[default]
+    Tail,
+    /// `logs/<id>.out` and `logs/<id>.err`.
+    Files,
+    /// One `output.log` per run, with its index.
+    Log,
+}
+
+impl OutputMode {
+    /// The mode a spec's `output` value names (`"tail"`, `"files"` or `"log"`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "tail" => Some(OutputMode::Tail),
+            "files" => Some(OutputMode::Files),
+            "log" => Some(OutputMode::Log),
+            _ => None,
+        }
+    }
+}
+
+/// How the bytes of a [`ProcessOutput`] go into the result directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputLayout {
+    /// The first `stdout_len` bytes are `logs/<id>.out`, the rest `logs/<id>.err`.
+    Files {
+        /// How many of the bytes are stdout.
+        stdout_len: u64,
+    },
+    /// The bytes are the process's block of `output.log`, its lines tagged already.
+    Log,
+}
+
+/// One process's output, laid out as the result directory keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessOutput {
+    /// The process's id.
+    pub id: u64,
+    /// Which files the bytes go to.
+    pub layout: OutputLayout,
+    /// The files' contents (see [`OutputLayout`]).
+    pub bytes: Vec<u8>,
+}
+
+impl ProcessOutput {
+    /// The output of process `id` laid out for `mode`; `None` for [`OutputMode::Tail`],
+    /// which keeps nothing.
+    pub fn new(mode: OutputMode, id: u64, stdout: &[u8], stderr: &[u8]) -> Option<Self> {
+        match mode {
+            OutputMode::Tail => None,
+            OutputMode::Files => {
+                let mut bytes = Vec::with_capacity(stdout.len() + stderr.len());
+                bytes.extend_from_slice(stdout);
+                bytes.extend_from_slice(stderr);
+                Some(ProcessOutput { id, layout: OutputLayout::Files { stdout_len: stdout.len() as u64 }, bytes })
+            }
+            OutputMode::Log => {
+                Some(ProcessOutput { id, layout: OutputLayout::Log, bytes: tagged_block(id, stdout, stderr) })
+            }
+        }
+    }
+
+    /// Writes the output into the result directory `dir`, which must exist: nothing is made
+    /// at a path whose directory is missing.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        match self.layout {
+            OutputLayout::Files { stdout_len } => {
+                // The length may have come over the network: a wrong one is an error, not a panic.
+                let split = usize::try_from(stdout_len).ok().filter(|&n| n <= self.bytes.len()).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "the output of process {} says its stdout is {stdout_len} bytes of {}",
+                            self.id,
+                            self.bytes.len()
+                        ),
+                    )
+                })?;
+                let (stdout, stderr) = self.bytes.split_at(split);
+                write_files(dir, self.id, stdout, stderr)
+            }
+            OutputLayout::Log => append_to_log(dir, self.id, &self.bytes),
+        }
+    }
+}
+
+/// Where laid-out outputs go.
+enum Sink {
+    /// Written into the result directory at once.
+    Write,
+    /// An MPI worker rank: outputs wait here until the backend sends them to the master.
+    Forward(VecDeque<ProcessOutput>),
+}
+
+static SINK: Mutex<Sink> = Mutex::new(Sink::Write);
+
+fn with_sink<T>(f: impl FnOnce(&mut Sink) -> T) -> T {
+    let mut sink = SINK.lock().unwrap_or_else(PoisonError::into_inner);
+    f(&mut sink)
+}
+
+/// Keeps the output of process `id` as `mode` says: written into the result directory
+/// `dir`, or queued for the master on an MPI worker rank (see the [module
+/// documentation](self)). An error only when it was written here and could not be.
+pub fn keep(mode: OutputMode, dir: &Path, id: u64, stdout: &[u8], stderr: &[u8]) -> std::io::Result<()> {
+    let Some(output) = ProcessOutput::new(mode, id, stdout, stderr) else { return Ok(()) };
+    let output = with_sink(|sink| match sink {
+        Sink::Forward(queue) => {
+            queue.push_back(output);
+            None
+        }
+        Sink::Write => Some(output),
+    });
+    // Written outside the sink's lock: a large output does not hold up the other threads.
+    output.map_or(Ok(()), |output| output.write(dir))
+}
+
+/// Makes kept outputs wait in a queue for [`take_forwarded`] (an MPI worker rank, whose
+/// master writes them).
+pub fn forward() {
+    with_sink(|sink| {
+        if !matches!(sink, Sink::Forward(_)) {
+            *sink = Sink::Forward(VecDeque::new());
+        }
+    });
+}
+
+/// The oldest output queued for the master, if any (see [`forward`]).
+pub fn take_forwarded() -> Option<ProcessOutput> {
+    with_sink(|sink| match sink {
+        Sink::Forward(queue) => queue.pop_front(),
+        Sink::Write => None,
+    })
+}
+
+fn write_files(dir: &Path, id: u64, stdout: &[u8], stderr: &[u8]) -> std::io::Result<()> {
+    let logs = dir.join(LOGS_DIR);
+    // `create_dir`, not `create_dir_all`: only inside an existing result directory.
+    if let Err(e) = fs::create_dir(&logs) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    fs::write(logs.join(format!("{id}.out")), stdout)?;
+    fs::write(logs.join(format!("{id}.err")), stderr)
+}
+
+/// The open log and index of one result directory, shared by the threads of this program.
+struct OpenLog {
+    dir: PathBuf,
+    log: File,
+    index: File,
+}
+
+static OPEN_LOG: Mutex<Option<OpenLog>> = Mutex::new(None);
+
+fn append_to_log(dir: &Path, id: u64, block: &[u8]) -> std::io::Result<()> {
+    let mut open = OPEN_LOG.lock().unwrap_or_else(PoisonError::into_inner);
+    let files = match open.take() {
+        Some(files) if files.dir == dir => open.insert(files),
+        _ => {
+            let append = |name: &str| OpenOptions::new().append(true).create(true).open(dir.join(name));
+            open.insert(OpenLog { dir: dir.to_owned(), log: append(OUTPUT_LOG)?, index: append(OUTPUT_INDEX)? })
+        }
+    };
+    files.log.write_all(block)?;
+    // With O_APPEND the write lands at the end of the file, wherever other writers left it,
+    // and this descriptor's offset is then the end of this block.
+    let end = files.log.stream_position()?;
+    let offset = end.saturating_sub(block.len() as u64);
+    files.index.write_all(format!("{id} {offset} {}\n", block.len()).as_bytes())
+}
+
+/// A process's output as lines of the log: `<id> out: <line>` for each line of stdout, then
+/// `<id> err: <line>` for each of stderr (a last line without a newline gets one).
+fn tagged_block(id: u64, stdout: &[u8], stderr: &[u8]) -> Vec<u8> {
+    let mut block = Vec::with_capacity(stdout.len() + stderr.len() + 64);
+    for (tag, bytes) in [("out", stdout), ("err", stderr)] {
+        if bytes.is_empty() {
+            continue;
+        }
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        for line in bytes.split(|&b| b == b'\n') {
+            block.extend_from_slice(format!("{id} {tag}: ").as_bytes());
+            block.extend_from_slice(line);
+            block.push(b'\n');
+        }
+    }
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_laid_out_for_their_mode() {
+        assert_eq!(ProcessOutput::new(OutputMode::Tail, 1, b"x", b"y"), None);
+        let files = ProcessOutput::new(OutputMode::Files, 3, b"out\n", b"err").expect("laid out");
+        assert_eq!((files.layout, files.bytes.as_slice()), (OutputLayout::Files { stdout_len: 4 }, &b"out\nerr"[..]));
+        let log = ProcessOutput::new(OutputMode::Log, 3, b"a\nb", b"c\n").expect("laid out");
+        assert_eq!(log.bytes, b"3 out: a\n3 out: b\n3 err: c\n");
+    }
+
+    #[test]
+    fn written_outputs_land_in_the_layout_and_a_wrong_split_is_an_error() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        ProcessOutput::new(OutputMode::Files, 5, b"one\n", b"two\n")
+            .expect("laid out")
+            .write(dir.path())
+            .expect("writes");
+        assert_eq!(fs::read(dir.path().join("logs/5.out")).expect("written"), b"one\n");
+        assert_eq!(fs::read(dir.path().join("logs/5.err")).expect("written"), b"two\n");
+        let wrong = ProcessOutput { id: 6, layout: OutputLayout::Files { stdout_len: 9 }, bytes: b"short".to_vec() };
+        let error = wrong.write(dir.path()).expect_err("the split lies past the bytes");
+        assert!(error.to_string().contains("process 6"), "{error}");
+        let gone = dir.path().join("elsewhere");
+        assert!(keep(OutputMode::Files, &gone, 1, b"x", b"").is_err());
+        assert!(!gone.exists(), "nothing is made where the result directory is missing");
+    }
+}
