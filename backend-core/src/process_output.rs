@@ -9,7 +9,9 @@
 //! - on an MPI worker rank ([`forward`]), it waits in a queue until the backend takes it
 //!   ([`take_forwarded`]) and sends it to the master in chunks, which writes it into the
 //!   same layout: no shared file system is needed, and the per-line work stays on the rank
-//!   that ran the process.
+//!   that ran the process;
+//! - in a child of subprocess isolation, it goes to the parent on stdout (after a mark
+//!   line, before the record), which keeps it as its own processes' output.
 //!
 //! Layouts, in the result directory:
 //!
@@ -29,6 +31,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -130,7 +133,13 @@ enum Sink {
     Write,
     /// An MPI worker rank: outputs wait here until the backend sends them to the master.
     Forward(VecDeque<ProcessOutput>),
+    /// A child of subprocess isolation: each output goes to stdout at once, marked.
+    Parent,
 }
+
+/// The mark before an output on a child's stdout; after it a line `id layout stdout_len
+/// len` (layout `files` or `log`; `stdout_len` 0 for `log`), then `len` bytes.
+const CHILD_OUTPUT_MARK: &[u8] = b"\n@taskfarm-output@ ";
 
 static SINK: Mutex<Sink> = Mutex::new(Sink::Write);
 
@@ -143,16 +152,86 @@ fn with_sink<T>(f: impl FnOnce(&mut Sink) -> T) -> T {
 /// `dir`, or queued for the master on an MPI worker rank (see the [module
 /// documentation](self)). An error only when it was written here and could not be.
 pub fn keep(mode: OutputMode, dir: &Path, id: u64, stdout: &[u8], stderr: &[u8]) -> std::io::Result<()> {
-    let Some(output) = ProcessOutput::new(mode, id, stdout, stderr) else { return Ok(()) };
+    ProcessOutput::new(mode, id, stdout, stderr).map_or(Ok(()), |output| keep_laid_out(output, dir))
+}
+
+/// Hands a laid-out output to the sink.
+fn keep_laid_out(output: ProcessOutput, dir: &Path) -> std::io::Result<()> {
     let output = with_sink(|sink| match sink {
         Sink::Forward(queue) => {
             queue.push_back(output);
-            None
+            Ok(None)
         }
-        Sink::Write => Some(output),
-    });
+        Sink::Parent => {
+            let (layout, stdout_len) = match output.layout {
+                OutputLayout::Files { stdout_len } => ("files", stdout_len),
+                OutputLayout::Log => ("log", 0),
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(CHILD_OUTPUT_MARK)?;
+            writeln!(out, "{} {layout} {stdout_len} {}", output.id, output.bytes.len())?;
+            out.write_all(&output.bytes)?;
+            out.flush().map(|()| None)
+        }
+        Sink::Write => Ok(Some(output)),
+    })?;
     // Written outside the sink's lock: a large output does not hold up the other threads.
     output.map_or(Ok(()), |output| output.write(dir))
+}
+
+/// In a child of subprocess isolation: kept outputs go to the parent on stdout.
+pub(crate) fn to_parent() {
+    with_sink(|sink| *sink = Sink::Parent);
+}
+
+/// Takes the outputs a child wrote on its stdout (see [`to_parent`]) out of `stdout` and
+/// keeps each as this program keeps its own (for the result directory `dir`); an output
+/// cut short (the child was killed while writing it) is dropped. What is left of `stdout`
+/// is the child's other lines and its record.
+pub(crate) fn take_from_child(stdout: &mut Vec<u8>, dir: &Path) {
+    let mut rest = Vec::with_capacity(stdout.len());
+    let mut at = 0;
+    while let Some(found) = find(&stdout[at..], CHILD_OUTPUT_MARK) {
+        let start = at + found;
+        rest.extend_from_slice(&stdout[at..start]);
+        let header_at = start + CHILD_OUTPUT_MARK.len();
+        match child_output(&stdout[header_at..]) {
+            Some((output, used)) => {
+                if let Err(e) = keep_laid_out(output, dir) {
+                    tracing::warn!(target: "taskfarm", "a process's output could not be kept in {}: {e}", dir.display());
+                }
+                at = header_at + used;
+            }
+            None => {
+                // Not an output after all (or one cut short): kept as the child's text.
+                rest.extend_from_slice(CHILD_OUTPUT_MARK);
+                at = header_at;
+            }
+        }
+    }
+    rest.extend_from_slice(&stdout[at..]);
+    *stdout = rest;
+}
+
+/// The output after a mark on a child's stdout, and how many bytes it took.
+fn child_output(bytes: &[u8]) -> Option<(ProcessOutput, usize)> {
+    let end = bytes.iter().position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..end]).ok()?;
+    let number = |field: &str| u64::from_str(field).ok();
+    let [id, layout, stdout_len, len] = header.split(' ').collect::<Vec<_>>()[..] else { return None };
+    let (id, stdout_len, len) = (number(id)?, number(stdout_len)?, usize::try_from(number(len)?).ok()?);
+    let layout = match layout {
+        "files" => OutputLayout::Files { stdout_len },
+        "log" => OutputLayout::Log,
+        _ => return None,
+    };
+    let body = bytes.get(end + 1..)?.get(..len)?;
+    Some((ProcessOutput { id, layout, bytes: body.to_vec() }, end + 1 + len))
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// Makes kept outputs wait in a queue for [`take_forwarded`] (an MPI worker rank, whose
@@ -169,7 +248,7 @@ pub fn forward() {
 pub fn take_forwarded() -> Option<ProcessOutput> {
     with_sink(|sink| match sink {
         Sink::Forward(queue) => queue.pop_front(),
-        Sink::Write => None,
+        Sink::Write | Sink::Parent => None,
     })
 }
 
@@ -240,6 +319,35 @@ mod tests {
         assert_eq!((files.layout, files.bytes.as_slice()), (OutputLayout::Files { stdout_len: 4 }, &b"out\nerr"[..]));
         let log = ProcessOutput::new(OutputMode::Log, 3, b"a\nb", b"c\n").expect("laid out");
         assert_eq!(log.bytes, b"3 out: a\n3 out: b\n3 err: c\n");
+    }
+
+    #[test]
+    fn outputs_on_a_child_stdout_are_taken_out_and_kept() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files =
+            ProcessOutput::new(OutputMode::Files, 4, b"\xffbinary\n@taskfarm-record@ x\n", b"e").expect("laid out");
+        let mut stdout = b"before".to_vec();
+        for output in [&files, &ProcessOutput::new(OutputMode::Log, 5, b"line", b"").expect("laid out")] {
+            let (layout, stdout_len) = match output.layout {
+                OutputLayout::Files { stdout_len } => ("files", stdout_len),
+                OutputLayout::Log => ("log", 0),
+            };
+            stdout.extend_from_slice(CHILD_OUTPUT_MARK);
+            stdout
+                .extend_from_slice(format!("{} {layout} {stdout_len} {}\n", output.id, output.bytes.len()).as_bytes());
+            stdout.extend_from_slice(&output.bytes);
+        }
+        stdout.extend_from_slice(b"\n@taskfarm-record@ {}\n");
+        // One cut short, as by a kill while it was written: dropped, kept as text.
+        stdout.extend_from_slice(CHILD_OUTPUT_MARK);
+        stdout.extend_from_slice(b"6 log 0 100\nabc");
+        take_from_child(&mut stdout, dir.path());
+        let mut want = b"before\n@taskfarm-record@ {}\n".to_vec();
+        want.extend_from_slice(CHILD_OUTPUT_MARK);
+        want.extend_from_slice(b"6 log 0 100\nabc");
+        assert_eq!(stdout, want);
+        assert_eq!(fs::read(dir.path().join("logs/4.out")).expect("kept"), b"\xffbinary\n@taskfarm-record@ x\n");
+        assert_eq!(fs::read(dir.path().join("output.log")).expect("kept"), b"5 out: line\n");
     }
 
     #[test]
