@@ -299,8 +299,9 @@ fn tagged_block(id: u64, stdout: &[u8], stderr: &[u8]) -> Vec<u8> {
             continue;
         }
         let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let prefix = format!("{id} {tag}: ");
         for line in bytes.split(|&b| b == b'\n') {
-            block.extend_from_slice(format!("{id} {tag}: ").as_bytes());
+            block.extend_from_slice(prefix.as_bytes());
             block.extend_from_slice(line);
             block.push(b'\n');
         }

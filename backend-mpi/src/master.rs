@@ -103,11 +103,14 @@ fn shut_down<P: Process>(wire: &mut Wire<'_>, size: Rank, outputs: &mut Incoming
                 waiting.remove(&from);
             }
             Ok(Message::Log(lines)) => backend_core::oplog::append_forwarded(&lines),
-            Ok(Message::Output(chunks)) => {
-                if let Err(error) = outputs.take(from, chunks) {
-                    failure = Some(error);
-                }
-            }
+            Ok(Message::Output(chunks)) => match outputs.take(from, chunks) {
+                Ok(Some(bytes)) => match (Message::<P>::OutputTaken { bytes }).encode() {
+                    Ok(taken) => wire.send(from, &taken),
+                    Err(error) => failure = Some(error),
+                },
+                Ok(None) => {}
+                Err(error) => failure = Some(error),
+            },
             Ok(Message::Failed { reason }) => failure = Some(Error::WorkerFailed { rank: from, reason }),
             Ok(other) => failure = Some(Error::Unexpected { from, what: other.kind() }),
             Err(error) => failure = Some(error),

@@ -38,6 +38,12 @@ pub(crate) enum Message<P> {
     /// about [`CHUNK_BYTES`] a message, which the master writes into its result directory
     /// (see [`crate::output`]).
     Output(Vec<OutputChunk>),
+    /// Master → worker: the master took this many more bytes of the worker's output (see
+    /// [`crate::output`]): room for as many more on their way.
+    OutputTaken {
+        /// The bytes taken, counted as the worker counts its window.
+        bytes: u64,
+    },
     /// Master → worker: no more work; finish the queue, say `Bye` and return.
     Shutdown,
     /// Master → worker: the operation failed; drop the queue, say `Bye` and return an error.
@@ -177,6 +183,7 @@ impl<P: Serialize> Message<P> {
             Message::Results(_) => "results",
             Message::Log(_) => "log",
             Message::Output(_) => "output",
+            Message::OutputTaken { .. } => "output taken",
             Message::Shutdown => "shutdown",
             Message::Abandon => "abandon",
             Message::Failed { .. } => "failed",

@@ -4,11 +4,15 @@
 //! A worker rank's processes queue their laid-out output (`backend_core::process_output`,
 //! forwarding); the worker's main thread cuts it into [`OutputChunk`]s ([`Outgoing`]) and
 //! sends them in `Output` messages of about [`CHUNK_BYTES`], which MPI sends at once, a few
-//! messages between its records' messages: a large output never holds up records, nor the
-//! master's dispatch. The master puts each process's chunks back together ([`Incoming`])
-//! and writes the output into its result directory once the last chunk came. Messages
-//! between two ranks arrive in the order sent and a rank sends one output's chunks in order,
-//! so the master holds at most one unfinished output per worker rank.
+//! messages between its records' messages. The master puts each process's chunks back
+//! together ([`Incoming`]) and writes the output into its result directory once the last
+//! chunk came. Messages between two ranks arrive in the order sent and a rank sends one
+//! output's chunks in order, so the master holds at most one unfinished output per worker.
+//!
+//! **A window.** A worker has at most [`OUTPUT_WINDOW`] bytes of output on their way that
+//! the master has not said it took (`OutputTaken`, every [`ACK_EVERY`] bytes or so): a
+//! large output never fills the master's queue of arrived messages, where the records of
+//! every rank would wait behind it, so dispatch goes on while it streams.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,13 +44,41 @@ pub(crate) struct OutputChunk {
 /// most: counted so that a message of many empty outputs stays small too.
 const CHUNK_OVERHEAD: usize = 40;
 
-/// The outputs of a worker rank on their way out: the one being sent and how far.
+/// The most bytes of output (with [`CHUNK_OVERHEAD`] a chunk) a worker has on their way
+/// that the master has not said it took: about 20 messages, which the master takes in a
+/// few hundred microseconds.
+pub(crate) const OUTPUT_WINDOW: u64 = 64 * 1024;
+
+/// The master says it took a worker's output once this many bytes of it came since it last
+/// said so: a quarter of the window, so the window refills before the worker runs dry.
+pub(crate) const ACK_EVERY: u64 = OUTPUT_WINDOW / 4;
+
+impl OutputChunk {
+    /// What the chunk counts for in the window.
+    fn weight(&self) -> u64 {
+        (self.bytes.len() + CHUNK_OVERHEAD) as u64
+    }
+}
+
+/// The outputs of a worker rank on their way out: the one being sent and how far, and how
+/// much the master has not said it took.
 #[derive(Debug, Default)]
 pub(crate) struct Outgoing {
     current: Option<(ProcessOutput, usize)>,
+    in_flight: u64,
 }
 
 impl Outgoing {
+    /// Whether the window has room for another message.
+    pub(crate) fn has_room(&self) -> bool {
+        self.in_flight < OUTPUT_WINDOW
+    }
+
+    /// The master took `bytes` more (its `OutputTaken`).
+    pub(crate) fn taken(&mut self, bytes: u64) {
+        self.in_flight = self.in_flight.saturating_sub(bytes);
+    }
+
     /// Whether an output is part-sent, or one more is waiting in `more`: taken in, so that
     /// the next [`chunks`](Self::chunks) has it.
     pub(crate) fn pending(&mut self, more: impl FnOnce() -> Option<ProcessOutput>) -> bool {
@@ -57,7 +89,8 @@ impl Outgoing {
     }
 
     /// The chunks of the next message: about [`CHUNK_BYTES`] at most (a message holds at
-    /// least one chunk), outputs taken from `more` in order; empty when none is left.
+    /// least one chunk), outputs taken from `more` in order; empty when none is left. They
+    /// count in the window from now on (see [`has_room`](Self::has_room)).
     pub(crate) fn chunks(&mut self, mut more: impl FnMut() -> Option<ProcessOutput>) -> Vec<OutputChunk> {
         let mut chunks = Vec::new();
         let mut room = CHUNK_BYTES;
@@ -76,6 +109,7 @@ impl Outgoing {
             });
             *sent += take;
             room = room.saturating_sub(take + CHUNK_OVERHEAD);
+            self.in_flight += (take + CHUNK_OVERHEAD) as u64;
             if *sent == output.bytes.len() {
                 self.current = None;
             }
@@ -94,18 +128,22 @@ pub(crate) struct Incoming {
     dir: PathBuf,
     /// By sender and process: the layout, the total and the bytes so far.
     partial: HashMap<(Rank, u64), (OutputLayout, u64, Vec<u8>)>,
+    /// By sender: the bytes (by [`OutputChunk::weight`]) taken since the sender was last told.
+    untold: HashMap<Rank, u64>,
 }
 
 impl Incoming {
     /// Nothing received yet; outputs go into the result directory `dir`.
     pub(crate) fn new(dir: PathBuf) -> Self {
-        Incoming { dir, partial: HashMap::new() }
+        Incoming { dir, partial: HashMap::new(), untold: HashMap::new() }
     }
 
     /// Takes in the chunks of an `Output` message from `from` and writes each output whose
-    /// last chunk came. An output that cannot be written is lost and `operation.log` says
+    /// last chunk came; the bytes to tell `from` were taken (`OutputTaken`), once they reach
+    /// [`ACK_EVERY`]. An output that cannot be written is lost and `operation.log` says
     /// why; chunks that do not follow one another are an error (the message was damaged).
-    pub(crate) fn take(&mut self, from: Rank, chunks: Vec<OutputChunk>) -> Result<(), Error> {
+    pub(crate) fn take(&mut self, from: Rank, chunks: Vec<OutputChunk>) -> Result<Option<u64>, Error> {
+        let tell = self.count(from, &chunks);
         for chunk in chunks {
             if let Some(output) = self.assemble(from, chunk)? {
                 if let Err(e) = output.write(&self.dir) {
@@ -118,7 +156,15 @@ impl Incoming {
                 }
             }
         }
-        Ok(())
+        Ok(tell)
+    }
+
+    /// Counts the chunks as taken from `from`; the bytes to tell it, once they reach
+    /// [`ACK_EVERY`].
+    fn count(&mut self, from: Rank, chunks: &[OutputChunk]) -> Option<u64> {
+        let untold = self.untold.entry(from).or_default();
+        *untold += chunks.iter().map(OutputChunk::weight).sum::<u64>();
+        (*untold >= ACK_EVERY).then(|| std::mem::take(untold))
     }
 
     /// Adds a chunk; the whole output once its last chunk came.
@@ -207,6 +253,33 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_sends_no_more_than_a_window_ahead_of_what_the_master_took() {
+        let mut queue: VecDeque<ProcessOutput> = [output(1, OutputMode::Log, 1 << 20)].into_iter().collect();
+        let mut outgoing = Outgoing::default();
+        let mut incoming = Incoming::new(PathBuf::new());
+        let (mut in_transit, mut sent, mut whole) = (VecDeque::new(), 0u64, Vec::new());
+        while outgoing.pending(|| queue.pop_front()) || !in_transit.is_empty() {
+            while outgoing.has_room() && outgoing.pending(|| queue.pop_front()) {
+                let chunks = outgoing.chunks(|| queue.pop_front());
+                sent += chunks.iter().map(OutputChunk::weight).sum::<u64>();
+                in_transit.push_back(chunks);
+            }
+            let in_flight: u64 = in_transit.iter().flatten().map(OutputChunk::weight).sum();
+            assert!(in_flight <= OUTPUT_WINDOW + CHUNK_BYTES as u64, "{in_flight} bytes on their way");
+            // The master takes one message; what it says it took frees the window.
+            let Some(chunks) = in_transit.pop_front() else { break };
+            if let Some(bytes) = incoming.count(1, &chunks) {
+                outgoing.taken(bytes);
+            }
+            for chunk in chunks {
+                whole.extend(incoming.assemble(1, chunk).expect("in order"));
+            }
+        }
+        assert_eq!(whole.len(), 1);
+        assert!(sent > 1 << 20);
+    }
+
+    #[test]
     fn chunks_of_two_ranks_interleave_and_damage_is_an_error() {
         let (a, b) = (output(7, OutputMode::Log, 9000), output(7, OutputMode::Files, 7000));
         let (ma, mb) = (messages(std::slice::from_ref(&a)), messages(std::slice::from_ref(&b)));
@@ -236,9 +309,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let outputs = [output(1, OutputMode::Files, 10_000), output(2, OutputMode::Log, 10_000)];
         let mut incoming = Incoming::new(dir.path().to_owned());
+        let (mut told, mut weight) = (0, 0);
         for message in messages(&outputs) {
-            incoming.take(1, message).expect("in order");
+            weight += message.iter().map(OutputChunk::weight).sum::<u64>();
+            told += incoming.take(1, message).expect("in order").unwrap_or(0);
+            assert!(incoming.untold[&1] < ACK_EVERY, "the master tells once it took a quarter window");
         }
+        assert_eq!(told + incoming.untold[&1], weight, "every byte taken is told or waits to be");
         let out = std::fs::read(dir.path().join("logs/1.out")).expect("written");
         assert_eq!(out.len(), 10_000);
         assert_eq!(std::fs::read(dir.path().join("logs/1.err")).expect("written"), b"warning\n");

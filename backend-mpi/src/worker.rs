@@ -142,10 +142,12 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
         }
         let running = worker.pool.as_ref().map_or(0, |p| p.running);
         match (running, worker.end) {
-            // Every output reaches the master before this rank's `Bye`.
-            (_, _) if output_left => {}
-            (0, Some(_)) => break,
-            (0, None) => {
+            // More output can go at once.
+            _ if output_left && worker.output.has_room() => {}
+            (0, Some(_)) if !output_left => break,
+            // Nothing runs: wait for the master (work, the end, or room for more output;
+            // every output reaches the master before this rank's `Bye`).
+            (0, _) => {
                 let (from, bytes) = worker.wire.receive();
                 worker.take(from, &bytes);
             }
@@ -175,9 +177,10 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
 }
 
 impl<P: Process> Worker<'_, P> {
-    /// Takes in every message that has arrived, until the master said the end.
+    /// Takes in every message that has arrived, until the master abandoned the operation
+    /// (after a shutdown it still says how much output it took).
     fn take_arrived(&mut self) {
-        while self.end.is_none() {
+        while self.end != Some(End::Abandon) {
             match self.wire.try_receive() {
                 Some((from, bytes)) => self.take(from, &bytes),
                 None => break,
@@ -198,6 +201,7 @@ impl<P: Process> Worker<'_, P> {
             }
             Ok(Message::Work(unit)) if self.failure.is_none() => self.hand_over(unit),
             Ok(Message::Work(_)) => {}
+            Ok(Message::OutputTaken { bytes }) => self.output.taken(bytes),
             Ok(Message::Shutdown) => self.end = Some(End::Shutdown),
             Ok(Message::Abandon) => self.end = Some(End::Abandon),
             Ok(other) => self.fail(Error::Unexpected { from, what: other.kind() }),
@@ -339,12 +343,15 @@ impl<P: Process> Worker<'_, P> {
     }
 
     /// Sends up to [`OUTPUT_MESSAGES_AT_ONCE`] messages of the kept output queued by this
-    /// rank's processes, log records first (so `operation.log` keeps its order); whether
-    /// output is left to send. Nothing goes after this worker failed.
+    /// rank's processes, as the window allows, log records first (so `operation.log` keeps
+    /// its order); whether output is left to send. Nothing goes after this worker failed.
     fn send_output(&mut self) -> bool {
         for _ in 0..OUTPUT_MESSAGES_AT_ONCE {
             if self.failure.is_some() || !self.output.pending(backend_core::process_output::take_forwarded) {
                 return false;
+            }
+            if !self.output.has_room() {
+                return true;
             }
             self.send_log();
             let chunks = self.output.chunks(backend_core::process_output::take_forwarded);

@@ -232,7 +232,11 @@ impl<P: Process> Scheduler<P> {
                     }
                 }
                 Message::Log(lines) => backend_core::oplog::append_forwarded(&lines),
-                Message::Output(chunks) => self.outputs.take(from, chunks)?,
+                Message::Output(chunks) => {
+                    if let Some(bytes) = self.outputs.take(from, chunks)? {
+                        wire.send(from, &Message::<P>::OutputTaken { bytes }.encode()?);
+                    }
+                }
                 Message::Failed { reason } => return Err(Error::WorkerFailed { rank: from, reason }),
                 other => return Err(Error::Unexpected { from, what: other.kind() }),
             }
