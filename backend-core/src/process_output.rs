@@ -127,6 +127,154 @@ impl ProcessOutput {
     }
 }
 
+/// Outputs written into a result directory piece by piece as they arrive, never held whole
+/// (the MPI master, whose worker ranks send them in chunks): each piece is written at once,
+/// so taking in a large output costs the writer a bounded time per piece. The pieces of
+/// several outputs may interleave. With the log layout, the writer must be the only one
+/// appending to `output.log` while it lives: it reserves each output's block at the end of
+/// the file when the output begins and writes the pieces into it; the index line comes when
+/// the block is complete, so an output cut short is never found.
+#[derive(Debug)]
+pub struct OutputWriter {
+    dir: PathBuf,
+    /// `output.log` (written at offsets), `output.idx` and where the next block starts.
+    log: Option<(File, File, u64)>,
+}
+
+/// One output being written by an [`OutputWriter`].
+#[derive(Debug)]
+pub struct StreamedOutput {
+    id: u64,
+    layout: OutputLayout,
+    total: u64,
+    written: u64,
+    target: Target,
+}
+
+#[derive(Debug)]
+enum Target {
+    Files {
+        out: File,
+        err: File,
+    },
+    /// Where its block starts, and whether its index line is written.
+    Log {
+        start: u64,
+        indexed: bool,
+    },
+}
+
+impl StreamedOutput {
+    /// The layout it was begun with.
+    pub fn layout(&self) -> OutputLayout {
+        self.layout
+    }
+
+    /// Its whole length.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// How many of its bytes were written.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Whether all of its bytes were written.
+    pub fn is_complete(&self) -> bool {
+        self.written == self.total
+    }
+}
+
+impl OutputWriter {
+    /// A writer into the result directory `dir`, which must exist.
+    pub fn new(dir: PathBuf) -> Self {
+        OutputWriter { dir, log: None }
+    }
+
+    /// Begins the output of process `id`, `total` bytes laid out as `layout`: makes its
+    /// files (`logs/<id>.out` and `.err`, emptied) or reserves its block of `output.log`.
+    pub fn begin(&mut self, id: u64, layout: OutputLayout, total: u64) -> std::io::Result<StreamedOutput> {
+        let target = match layout {
+            OutputLayout::Files { stdout_len } => {
+                if stdout_len > total {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("the output of process {id} says its stdout is {stdout_len} bytes of {total}"),
+                    ));
+                }
+                let logs = self.dir.join(LOGS_DIR);
+                if let Err(e) = fs::create_dir(&logs) {
+                    if e.kind() != std::io::ErrorKind::AlreadyExists {
+                        return Err(e);
+                    }
+                }
+                Target::Files {
+                    out: File::create(logs.join(format!("{id}.out")))?,
+                    err: File::create(logs.join(format!("{id}.err")))?,
+                }
+            }
+            OutputLayout::Log => {
+                let (_, _, end) = match &mut self.log {
+                    Some(log) => log,
+                    None => {
+                        let log = OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(false)
+                            .open(self.dir.join(OUTPUT_LOG))?;
+                        let index = OpenOptions::new().append(true).create(true).open(self.dir.join(OUTPUT_INDEX))?;
+                        let end = log.metadata()?.len();
+                        self.log.insert((log, index, end))
+                    }
+                };
+                let start = *end;
+                *end += total;
+                Target::Log { start, indexed: false }
+            }
+        };
+        Ok(StreamedOutput { id, layout, total, written: 0, target })
+    }
+
+    /// Writes the next `bytes` of `output` (an error past its total); once it is complete,
+    /// a log block gets its index line (an empty output: at its first, empty, write).
+    pub fn write(&mut self, output: &mut StreamedOutput, bytes: &[u8]) -> std::io::Result<()> {
+        let at = output.written;
+        let end = at.checked_add(bytes.len() as u64).filter(|&end| end <= output.total).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("more than the {} bytes of process {}'s output came", output.total, output.id),
+            )
+        })?;
+        match (&mut output.target, output.layout) {
+            (Target::Files { out, err }, OutputLayout::Files { stdout_len }) => {
+                // The bytes before `stdout_len` are stdout's, the rest stderr's.
+                let to_out = usize::try_from(stdout_len.saturating_sub(at)).unwrap_or(usize::MAX).min(bytes.len());
+                out.write_all(&bytes[..to_out])?;
+                err.write_all(&bytes[to_out..])?;
+            }
+            (Target::Log { start, .. }, _) => {
+                let Some((log, _, _)) = &mut self.log else {
+                    return Err(std::io::Error::other("output.log is not open"));
+                };
+                log.seek(std::io::SeekFrom::Start(*start + at))?;
+                log.write_all(bytes)?;
+            }
+            (Target::Files { .. }, OutputLayout::Log) => {
+                return Err(std::io::Error::other("an output's layout changed while it was written"));
+            }
+        }
+        output.written = end;
+        if let (true, Target::Log { start, indexed: indexed @ false }, Some((_, index, _))) =
+            (output.is_complete(), &mut output.target, &mut self.log)
+        {
+            index.write_all(format!("{} {start} {}\n", output.id, output.total).as_bytes())?;
+            *indexed = true;
+        }
+        Ok(())
+    }
+}
+
 /// Where laid-out outputs go.
 enum Sink {
     /// Written into the result directory at once.
@@ -349,6 +497,45 @@ mod tests {
         assert_eq!(stdout, want);
         assert_eq!(fs::read(dir.path().join("logs/4.out")).expect("kept"), b"\xffbinary\n@taskfarm-record@ x\n");
         assert_eq!(fs::read(dir.path().join("output.log")).expect("kept"), b"5 out: line\n");
+    }
+
+    #[test]
+    fn streamed_outputs_land_in_the_same_layout_piece_by_piece() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // Written whole first, as a program that runs processes does.
+        keep(OutputMode::Log, dir.path(), 9, b"first", b"").expect("kept");
+        let mut writer = OutputWriter::new(dir.path().to_owned());
+        let files = ProcessOutput::new(OutputMode::Files, 1, b"out 1\nout 2\n", b"err\n").expect("laid out");
+        let (a, b) = (
+            ProcessOutput::new(OutputMode::Log, 2, b"two", b"e2").expect("laid out"),
+            ProcessOutput::new(OutputMode::Log, 3, b"three\n", b"").expect("laid out"),
+        );
+        let mut streams: Vec<(StreamedOutput, &ProcessOutput)> = [&files, &a, &b]
+            .into_iter()
+            .map(|o| (writer.begin(o.id, o.layout, o.bytes.len() as u64).expect("begins"), o))
+            .collect();
+        // Pieces of 5 bytes, the outputs interleaved.
+        for at in (0..40).step_by(5) {
+            for (stream, output) in &mut streams {
+                let piece = output.bytes.get(at..).unwrap_or_default();
+                writer.write(stream, &piece[..piece.len().min(5)]).expect("writes");
+            }
+        }
+        assert!(streams.iter().all(|(s, _)| s.is_complete()));
+        assert!(writer.write(&mut streams[0].0, b"x").is_err(), "past the total");
+        assert_eq!(fs::read(dir.path().join("logs/1.out")).expect("written"), b"out 1\nout 2\n");
+        assert_eq!(fs::read(dir.path().join("logs/1.err")).expect("written"), b"err\n");
+        let log = fs::read(dir.path().join(OUTPUT_LOG)).expect("written");
+        let index = fs::read_to_string(dir.path().join(OUTPUT_INDEX)).expect("written");
+        assert_eq!(index.lines().count(), 3, "one line a block: {index}");
+        assert!(index.starts_with("9 0 13\n"), "{index}");
+        for output in [&a, &b] {
+            let line = index.lines().find(|l| l.starts_with(&format!("{} ", output.id))).expect("an index line");
+            let n: Vec<usize> = line.split(' ').map(|f| f.parse().expect("a number")).collect();
+            assert_eq!(&log[n[1]..n[1] + n[2]], output.bytes.as_slice(), "{index}");
+        }
+        let wrong = writer.begin(4, OutputLayout::Files { stdout_len: 5 }, 4);
+        assert!(wrong.expect_err("stdout longer than the whole").to_string().contains("process 4"));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! A worker rank's processes queue their laid-out output (`backend_core::process_output`,
 //! forwarding); the worker's main thread cuts it into [`OutputChunk`]s ([`Outgoing`]) and
 //! sends them in `Output` messages of about [`CHUNK_BYTES`], which MPI sends at once, a few
-//! messages between its records' messages. The master puts each process's chunks back
-//! together ([`Incoming`]) and writes the output into its result directory once the last
-//! chunk came. Messages between two ranks arrive in the order sent and a rank sends one
-//! output's chunks in order, so the master holds at most one unfinished output per worker.
+//! messages between its records' messages. The master writes each chunk into its result
+//! directory as it comes ([`Incoming`], through `backend_core`'s `OutputWriter`: the files
+//! of `output = "files"`, or the output's block of `output.log`, reserved at its first
+//! chunk and indexed after its last), so it never holds an output whole and spends a
+//! bounded time on each message. Messages between two ranks arrive in the order sent, and
+//! a rank sends one output's chunks in order.
 //!
 //! **A window.** A worker has at most [`OUTPUT_WINDOW`] bytes of output on their way that
 //! the master has not said it took (`OutputTaken`, every [`ACK_EVERY`] bytes or so): a
@@ -17,7 +19,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use backend_core::process_output::{OutputLayout, ProcessOutput};
+use backend_core::process_output::{OutputLayout, OutputWriter, ProcessOutput, StreamedOutput};
 use serde::{Deserialize, Serialize};
 
 use crate::message::CHUNK_BYTES;
@@ -118,43 +120,43 @@ impl Outgoing {
     }
 }
 
-/// Room reserved up front for an output being put together at most: beyond, it grows as
-/// chunks come (its stated total came over the network).
-const MOST_RESERVED: u64 = 1 << 20;
-
-/// Outputs being put together on the master, and the result directory they are written to.
+/// Outputs coming in on the master, written into its result directory piece by piece.
 #[derive(Debug)]
 pub(crate) struct Incoming {
+    writer: OutputWriter,
     dir: PathBuf,
-    /// By sender and process: the layout, the total and the bytes so far.
-    partial: HashMap<(Rank, u64), (OutputLayout, u64, Vec<u8>)>,
+    /// By sender and process: the output coming in.
+    partial: HashMap<(Rank, u64), Partial>,
     /// By sender: the bytes (by [`OutputChunk::weight`]) taken since the sender was last told.
     untold: HashMap<Rank, u64>,
+}
+
+/// An output of which some chunks came.
+#[derive(Debug)]
+struct Partial {
+    layout: OutputLayout,
+    total: u64,
+    /// How many of its bytes came.
+    came: u64,
+    /// Where it is written; `None` once writing it failed (its chunks are still checked).
+    stream: Option<StreamedOutput>,
 }
 
 impl Incoming {
     /// Nothing received yet; outputs go into the result directory `dir`.
     pub(crate) fn new(dir: PathBuf) -> Self {
-        Incoming { dir, partial: HashMap::new(), untold: HashMap::new() }
+        Incoming { writer: OutputWriter::new(dir.clone()), dir, partial: HashMap::new(), untold: HashMap::new() }
     }
 
-    /// Takes in the chunks of an `Output` message from `from` and writes each output whose
-    /// last chunk came; the bytes to tell `from` were taken (`OutputTaken`), once they reach
-    /// [`ACK_EVERY`]. An output that cannot be written is lost and `operation.log` says
-    /// why; chunks that do not follow one another are an error (the message was damaged).
+    /// Takes in the chunks of an `Output` message from `from`, writing each at once (so a
+    /// large output costs the master a bounded time per message and is never held whole);
+    /// the bytes to tell `from` were taken (`OutputTaken`), once they reach [`ACK_EVERY`].
+    /// An output that cannot be written is lost and `operation.log` says why; chunks that
+    /// do not follow one another are an error (the message was damaged).
     pub(crate) fn take(&mut self, from: Rank, chunks: Vec<OutputChunk>) -> Result<Option<u64>, Error> {
         let tell = self.count(from, &chunks);
         for chunk in chunks {
-            if let Some(output) = self.assemble(from, chunk)? {
-                if let Err(e) = output.write(&self.dir) {
-                    tracing::warn!(
-                        target: "taskfarm",
-                        "the output of process {} from rank {from} could not be written into {}: {e}",
-                        output.id,
-                        self.dir.display()
-                    );
-                }
-            }
+            self.write(from, chunk)?;
         }
         Ok(tell)
     }
@@ -167,8 +169,8 @@ impl Incoming {
         (*untold >= ACK_EVERY).then(|| std::mem::take(untold))
     }
 
-    /// Adds a chunk; the whole output once its last chunk came.
-    fn assemble(&mut self, from: Rank, chunk: OutputChunk) -> Result<Option<ProcessOutput>, Error> {
+    /// Checks that a chunk follows the ones before it and writes it.
+    fn write(&mut self, from: Rank, chunk: OutputChunk) -> Result<(), Error> {
         let OutputChunk { id, layout, total, offset, bytes } = chunk;
         let damaged = |reason: String| Error::Decode { from, len: bytes.len(), reason };
         let end = offset.checked_add(bytes.len() as u64).filter(|&end| end <= total).ok_or_else(|| {
@@ -178,28 +180,41 @@ impl Incoming {
             ))
         })?;
         let key = (from, id);
-        let mut so_far = if offset == 0 {
-            self.partial.remove(&key);
-            let reserve = usize::try_from(total.min(MOST_RESERVED)).unwrap_or(0);
-            (layout, total, Vec::with_capacity(reserve))
+        let mut partial = if offset == 0 {
+            let stream = self.writer.begin(id, layout, total).map_err(|e| self.lost(id, from, &e)).ok();
+            Partial { layout, total, came: 0, stream }
         } else {
-            let so_far = self.partial.remove(&key).ok_or_else(|| {
+            let partial = self.partial.remove(&key).ok_or_else(|| {
                 damaged(format!("a chunk of process {id}'s output starts at {offset}, but none came before it"))
             })?;
-            if so_far.0 != layout || so_far.1 != total || so_far.2.len() as u64 != offset {
+            if partial.layout != layout || partial.total != total || partial.came != offset {
                 return Err(damaged(format!(
                     "a chunk of process {id}'s output does not follow the one before (at {offset}, {} bytes came)",
-                    so_far.2.len()
+                    partial.came
                 )));
             }
-            so_far
+            partial
         };
-        so_far.2.extend_from_slice(&bytes);
-        if end == total {
-            return Ok(Some(ProcessOutput { id, layout, bytes: so_far.2 }));
+        if let Some(stream) = partial.stream.as_mut() {
+            if let Err(e) = self.writer.write(stream, &bytes) {
+                self.lost(id, from, &e);
+                partial.stream = None;
+            }
         }
-        self.partial.insert(key, so_far);
-        Ok(None)
+        partial.came = end;
+        if end < total {
+            self.partial.insert(key, partial);
+        }
+        Ok(())
+    }
+
+    /// Says in `operation.log` that an output could not be written.
+    fn lost(&self, id: u64, from: Rank, error: &std::io::Error) {
+        tracing::warn!(
+            target: "taskfarm",
+            "the output of process {id} from rank {from} could not be written into {}: {error}",
+            self.dir.display()
+        );
     }
 }
 
@@ -208,6 +223,7 @@ mod tests {
     use super::*;
     use backend_core::process_output::OutputMode;
     use std::collections::VecDeque;
+    use std::path::Path;
 
     fn output(id: u64, mode: OutputMode, len: usize) -> ProcessOutput {
         let stdout: Vec<u8> = (0..len).map(|i| if i % 50 == 49 { b'\n' } else { b'a' + (i % 26) as u8 }).collect();
@@ -226,15 +242,35 @@ mod tests {
         messages
     }
 
+    /// What the result directory `dir` holds of process `id`'s output, laid out as `layout`
+    /// (the latest block of the log).
+    fn written(dir: &Path, id: u64, layout: OutputLayout) -> Vec<u8> {
+        match layout {
+            OutputLayout::Files { .. } => {
+                let mut bytes = std::fs::read(dir.join(format!("logs/{id}.out"))).expect("stdout written");
+                bytes.extend(std::fs::read(dir.join(format!("logs/{id}.err"))).expect("stderr written"));
+                bytes
+            }
+            OutputLayout::Log => {
+                let index = std::fs::read_to_string(dir.join("output.idx")).expect("the index");
+                let line = index.lines().rfind(|l| l.starts_with(&format!("{id} "))).expect("an index line");
+                let n: Vec<usize> = line.split(' ').map(|f| f.parse().expect("a number")).collect();
+                std::fs::read(dir.join("output.log")).expect("the log")[n[1]..n[1] + n[2]].to_vec()
+            }
+        }
+    }
+
     #[test]
-    fn outputs_cut_into_bounded_messages_come_back_whole() {
-        // One over 1 MiB, small ones, an empty one, both layouts.
+    fn outputs_cut_into_bounded_messages_are_written_whole() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // One over 1 MiB, small ones, empty ones, both layouts.
         let outputs = vec![
             output(1, OutputMode::Files, 3),
             output(2, OutputMode::Log, (1 << 20) + 123),
             ProcessOutput::new(OutputMode::Files, 3, b"", b"").expect("kept"),
             output(4, OutputMode::Files, 5000),
             output(5, OutputMode::Log, 10),
+            ProcessOutput::new(OutputMode::Log, 6, b"", b"").expect("kept"),
         ];
         let messages = messages(&outputs);
         for message in &messages {
@@ -243,85 +279,77 @@ mod tests {
         }
         assert!(messages.len() > (1 << 20) / CHUNK_BYTES, "the large output took many messages");
         assert!(messages[0].len() > 1, "small outputs share a message");
-        let mut incoming = Incoming::new(PathBuf::new());
-        let mut whole = Vec::new();
-        for chunk in messages.into_iter().flatten() {
-            whole.extend(incoming.assemble(3, chunk).expect("in order"));
+        let mut incoming = Incoming::new(dir.path().to_owned());
+        let (mut told, mut weight) = (0, 0);
+        for message in messages {
+            weight += message.iter().map(OutputChunk::weight).sum::<u64>();
+            told += incoming.take(3, message).expect("in order").unwrap_or(0);
+            assert!(incoming.untold[&3] < ACK_EVERY, "the master tells once it took a quarter window");
         }
-        assert_eq!(whole, outputs);
+        assert_eq!(told + incoming.untold[&3], weight, "every byte taken is told or waits to be");
         assert!(incoming.partial.is_empty());
+        for output in &outputs {
+            assert_eq!(written(dir.path(), output.id, output.layout), output.bytes, "process {}", output.id);
+        }
     }
 
     #[test]
     fn a_worker_sends_no_more_than_a_window_ahead_of_what_the_master_took() {
-        let mut queue: VecDeque<ProcessOutput> = [output(1, OutputMode::Log, 1 << 20)].into_iter().collect();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let big = output(1, OutputMode::Log, 1 << 20);
+        let mut queue: VecDeque<ProcessOutput> = [big.clone()].into_iter().collect();
         let mut outgoing = Outgoing::default();
-        let mut incoming = Incoming::new(PathBuf::new());
-        let (mut in_transit, mut sent, mut whole) = (VecDeque::new(), 0u64, Vec::new());
+        let mut incoming = Incoming::new(dir.path().to_owned());
+        let mut in_transit = VecDeque::new();
         while outgoing.pending(|| queue.pop_front()) || !in_transit.is_empty() {
             while outgoing.has_room() && outgoing.pending(|| queue.pop_front()) {
-                let chunks = outgoing.chunks(|| queue.pop_front());
-                sent += chunks.iter().map(OutputChunk::weight).sum::<u64>();
-                in_transit.push_back(chunks);
+                in_transit.push_back(outgoing.chunks(|| queue.pop_front()));
             }
             let in_flight: u64 = in_transit.iter().flatten().map(OutputChunk::weight).sum();
             assert!(in_flight <= OUTPUT_WINDOW + CHUNK_BYTES as u64, "{in_flight} bytes on their way");
             // The master takes one message; what it says it took frees the window.
             let Some(chunks) = in_transit.pop_front() else { break };
-            if let Some(bytes) = incoming.count(1, &chunks) {
+            if let Some(bytes) = incoming.take(1, chunks).expect("in order") {
                 outgoing.taken(bytes);
             }
-            for chunk in chunks {
-                whole.extend(incoming.assemble(1, chunk).expect("in order"));
-            }
         }
-        assert_eq!(whole.len(), 1);
-        assert!(sent > 1 << 20);
+        assert_eq!(written(dir.path(), 1, OutputLayout::Log), big.bytes);
     }
 
     #[test]
     fn chunks_of_two_ranks_interleave_and_damage_is_an_error() {
-        let (a, b) = (output(7, OutputMode::Log, 9000), output(7, OutputMode::Files, 7000));
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (a, b) = (output(7, OutputMode::Log, 9000), output(8, OutputMode::Files, 7000));
         let (ma, mb) = (messages(std::slice::from_ref(&a)), messages(std::slice::from_ref(&b)));
-        let mut incoming = Incoming::new(PathBuf::new());
-        let mut whole = Vec::new();
+        let mut incoming = Incoming::new(dir.path().to_owned());
         for i in 0..ma.len().max(mb.len()) {
             for (rank, message) in [(1, ma.get(i)), (2, mb.get(i))] {
-                for chunk in message.into_iter().flatten() {
-                    whole.extend(incoming.assemble(rank, chunk.clone()).expect("in order"));
+                if let Some(message) = message {
+                    incoming.take(rank, message.clone()).expect("in order");
                 }
             }
         }
-        assert_eq!(whole.len(), 2);
-        assert!(whole.contains(&a) && whole.contains(&b));
+        assert_eq!(written(dir.path(), 7, a.layout), a.bytes);
+        assert_eq!(written(dir.path(), 8, b.layout), b.bytes);
         // A chunk without its predecessor, one past the total, one out of place.
         let chunks: Vec<OutputChunk> = ma.into_iter().flatten().collect();
-        let error = incoming.assemble(1, chunks[1].clone()).expect_err("no first chunk");
+        let error = incoming.take(1, vec![chunks[1].clone()]).expect_err("no first chunk");
         assert!(error.to_string().contains("rank 1") && error.to_string().contains("process 7"), "{error}");
         let past = OutputChunk { total: 2, ..chunks[0].clone() };
-        assert!(incoming.assemble(1, past).is_err());
-        incoming.assemble(1, chunks[0].clone()).expect("a first chunk");
-        assert!(incoming.assemble(1, chunks[2].clone()).is_err(), "a chunk skipped");
+        assert!(incoming.take(1, vec![past]).is_err());
+        incoming.take(1, vec![chunks[0].clone()]).expect("a first chunk");
+        assert!(incoming.take(1, vec![chunks[2].clone()]).is_err(), "a chunk skipped");
     }
 
     #[test]
-    fn the_master_writes_whole_outputs_into_its_directory() {
+    fn an_output_that_cannot_be_written_is_lost_alone() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let outputs = [output(1, OutputMode::Files, 10_000), output(2, OutputMode::Log, 10_000)];
-        let mut incoming = Incoming::new(dir.path().to_owned());
-        let (mut told, mut weight) = (0, 0);
-        for message in messages(&outputs) {
-            weight += message.iter().map(OutputChunk::weight).sum::<u64>();
-            told += incoming.take(1, message).expect("in order").unwrap_or(0);
-            assert!(incoming.untold[&1] < ACK_EVERY, "the master tells once it took a quarter window");
+        let gone = dir.path().join("elsewhere");
+        let mut incoming = Incoming::new(gone.clone());
+        for message in messages(&[output(1, OutputMode::Files, 10_000), output(2, OutputMode::Log, 10)]) {
+            incoming.take(1, message).expect("the chunks follow one another");
         }
-        assert_eq!(told + incoming.untold[&1], weight, "every byte taken is told or waits to be");
-        let out = std::fs::read(dir.path().join("logs/1.out")).expect("written");
-        assert_eq!(out.len(), 10_000);
-        assert_eq!(std::fs::read(dir.path().join("logs/1.err")).expect("written"), b"warning\n");
-        let log = std::fs::read(dir.path().join("output.log")).expect("written");
-        assert_eq!(log, outputs[1].bytes);
-        let index = std::fs::read_to_string(dir.path().join("output.idx")).expect("written");
-        assert_eq!(index, format!("2 0 {}\n", log.len()));
+        assert!(incoming.partial.is_empty());
+        assert!(!gone.exists(), "nothing is made where the result directory is missing");
     }
 }
