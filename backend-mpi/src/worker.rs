@@ -11,6 +11,10 @@
 //! done, or at the latest [`HOLD_AT_MOST`] after the first of them finished, so the master
 //! hands a thread whose job is done more work even while the rest of its unit runs. The master keeps up to T × prefetch threads of work in flight on a rank once
 //! processes are measured short, so no thread waits for it.
+//!
+//! The kept output of its processes (`output = "files"` or `"log"`) leaves the rank too, in
+//! `Output` messages after the records that were due, within a window of what the master
+//! has said it took (see [`crate::output`]); all of it before the rank's `Bye`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
