@@ -15,6 +15,10 @@
 //! the master has not said it took (`OutputTaken`, every [`ACK_EVERY`] bytes or so): a
 //! large output never fills the master's queue of arrived messages, where the records of
 //! every rank would wait behind it, so dispatch goes on while it streams.
+//!
+//! Output goes after the records that were due, so a record may reach the master before
+//! its process's output: a run stopped by a signal (the master leaves after a short grace)
+//! can lack the output of processes that ended in its last moments.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
