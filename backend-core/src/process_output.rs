@@ -165,21 +165,6 @@ enum Target {
 }
 
 impl StreamedOutput {
-    /// The layout it was begun with.
-    pub fn layout(&self) -> OutputLayout {
-        self.layout
-    }
-
-    /// Its whole length.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
-    /// How many of its bytes were written.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
     /// Whether all of its bytes were written.
     pub fn is_complete(&self) -> bool {
         self.written == self.total
@@ -229,7 +214,13 @@ impl OutputWriter {
                     }
                 };
                 let start = *end;
-                *end += total;
+                // The total may have come over the network: one past any file is an error.
+                *end = start.checked_add(total).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("the output of process {id} says it is {total} bytes, past any file's end"),
+                    )
+                })?;
                 Target::Log { start, indexed: false }
             }
         };
@@ -536,6 +527,7 @@ mod tests {
         }
         let wrong = writer.begin(4, OutputLayout::Files { stdout_len: 5 }, 4);
         assert!(wrong.expect_err("stdout longer than the whole").to_string().contains("process 4"));
+        assert!(writer.begin(5, OutputLayout::Log, u64::MAX).is_err(), "a total past any file's end");
     }
 
     #[test]
