@@ -1,4 +1,5 @@
-//! The MPI case of kept output: with `output = "files"` and `output = "log"`, every
+//! The MPI case of kept output: with `output = "files"` and `output = "log"` (the latter in
+//! subprocess isolation, so the output also passes from a child to its worker rank), every
 //! process's stdout and stderr ends up in the master's result directory, though the worker
 //! ranks cannot see that directory, and `taskfarm-worker log DIR ID` prints it, a process
 //! with more than 1 MiB of output included.
@@ -24,16 +25,16 @@ const BIG_LINES: u32 = 200_000;
 
 /// Runs the case for both layouts with the release worker built with MPI (`worker`).
 pub(super) fn cases(scratch: &Path, tally: &mut Tally, worker: &Path) {
-    for mode in ["files", "log"] {
+    for (mode, isolation) in [("files", "thread"), ("log", "subprocess")] {
         let name = format!(
-            "output = \"{mode}\" under -n 4, workers without the master's directory: every process's output \
-             (one > 1 MiB) is in the master's directory"
+            "output = \"{mode}\" ({isolation} isolation) under -n 4, workers without the master's directory: \
+             every process's output (one > 1 MiB) is in the master's directory"
         );
-        tally.record(&name, kept_on_the_master(scratch, worker, mode));
+        tally.record(&name, kept_on_the_master(scratch, worker, mode, isolation));
     }
 }
 
-fn kept_on_the_master(scratch: &Path, worker: &Path, mode: &str) -> Result<()> {
+fn kept_on_the_master(scratch: &Path, worker: &Path, mode: &str, isolation: &str) -> Result<()> {
     let base = scratch.join(format!("output-{mode}"));
     let (master_cwd, workers_cwd) = (base.join("master"), base.join("workers"));
     std::fs::create_dir_all(&master_cwd)?;
@@ -42,7 +43,7 @@ fn kept_on_the_master(scratch: &Path, worker: &Path, mode: &str) -> Result<()> {
     std::fs::write(
         &spec,
         format!(
-            "name = \"kept_output\"\nkind = \"command\"\noutput = \"{mode}\"\n\
+            "name = \"kept_output\"\nkind = \"command\"\noutput = \"{mode}\"\nisolation = \"{isolation}\"\n\
              command = [\"sh\", \"-c\", \"if [ {{x}} -eq 0 ]; then seq 1 {BIG_LINES}; fi; echo out-{{x}}; \
              echo err-{{x}} >&2\"]\n[parameter_ranges]\nx = [{}]\n",
             (0..PROCESSES).map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
