@@ -102,13 +102,21 @@ pub mod process_tools {
     //! (Unix) keeps one child for many processes, a line in and a line out at a time;
     //! [`describe_exit`] and [`text_tail`] put what a child came to into a process's reason.
     //! A child gets a process group of its own unless [`in_child`] says that this program is
-    //! a child of subprocess isolation, whose group its parent kills.
+    //! a child of subprocess isolation, whose group its parent kills. [`output::keep`] keeps
+    //! a child's whole stdout and stderr in the result directory (`logs/` or `output.log`),
+    //! wherever the process ran: under MPI it travels to the master.
 
     #[cfg(unix)]
     pub use backend_core::persistent::{LineChild, LineEvent, MAX_LINE, STDERR_KEPT};
     pub use backend_core::{
         describe_exit, in_child, run_with_deadline, text_tail, ChildOutcome, CANNOT_RUN_MARK, EXIT_GRACE,
     };
+
+    pub mod output {
+        //! A process's whole stdout and stderr in the result directory: laid out where it
+        //! ran, written there or, on an MPI worker rank, sent to the master, which writes it.
+        pub use backend_core::process_output::{keep, OutputLayout, OutputMode, ProcessOutput};
+    }
 }
 
 pub mod run_control {

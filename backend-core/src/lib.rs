@@ -31,6 +31,7 @@ mod page;
 pub mod persistent;
 pub mod predict;
 mod process;
+pub mod process_output;
 mod progress;
 mod record;
 pub mod report;

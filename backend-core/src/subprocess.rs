@@ -1,7 +1,8 @@
 //! Subprocess isolation: each attempt of a process runs in a child of the current
 //! executable, the same program started again with `TASKFARM_CHILD=1`. The child reads the
 //! job on stdin (JSON), runs it through [`run_job_with`], writes the record on stdout after
-//! a mark line and exits. So the program's `main` must call [`run_child_if_requested`]
+//! a mark line and exits (a process's kept output and its log records go before it, each
+//! after a mark of its own). So the program's `main` must call [`run_child_if_requested`]
 //! first, before anything else (the `taskfarm-worker` binary and `taskfarm_worker::main_with`
 //! do it). A segfault, an abort, `std::process::exit` or an out-of-memory kill inside a
 //! process then costs only that process: it is recorded as crashed with the signal's name
@@ -127,6 +128,7 @@ pub fn run_child_if_requested<P: Process>() {
             }
             Ok(request) => {
                 crate::oplog::to_parent();
+                crate::process_output::to_parent();
                 let deadline = request.timeout_s.and_then(seconds_to_duration).map(|t| Instant::now() + t);
                 let record = run_job_with(&request.job, &request.dir, &request.location, deadline, request.threads);
                 match serde_json::to_string(&record) {
@@ -205,7 +207,9 @@ pub(crate) fn run_in_child<P: Process>(
     let deadline = timeout.map(|t| clock + t);
     match run_with_deadline(command, Some(input), deadline, true) {
         Err(e) => crashed(Status::Crashed, format!("the subprocess could not be started: {e}"), None),
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            // The processes' kept output first: its bytes are not the child's text.
+            crate::process_output::take_from_child(&mut outcome.stdout, dir);
             let stdout = String::from_utf8_lossy(&outcome.stdout);
             // The child's log records, also those of a child that crashed.
             crate::oplog::append_forwarded(&crate::oplog::child_records(&stdout));

@@ -110,6 +110,7 @@ mod error;
 #[cfg(feature = "mpi")]
 mod master;
 mod message;
+mod output;
 mod policy;
 mod scheduler;
 mod transport;

@@ -12,6 +12,7 @@ use mpi::topology::{Communicator, Rank};
 
 use crate::env::{Mpi, Wire};
 use crate::message::Message;
+use crate::output::Incoming;
 use crate::policy::{Policy, MAX_BATCH};
 use crate::scheduler::{Ended, Jobs, Retries, Scheduler, Speculation};
 use crate::Error;
@@ -37,7 +38,7 @@ pub(crate) fn run<P: Process>(
     let workers = usize::try_from(mpi.size - 1).unwrap_or(0);
     let policy = Policy::new(workers, prefetch, threads_per_rank, options.process_threads(), len, max_batch());
     collector.learner().set_slots(workers * threads_per_rank.max(1) / options.process_threads().max(1));
-    let mut scheduler = Scheduler::new(policy, jobs);
+    let mut scheduler = Scheduler::new(policy, jobs, dir.clone());
     // With two workers or more, the master runs each retry on another rank (a crash may be
     // the node's fault): workers run every job once. With one, the worker retries itself.
     let mut worker_options = options;
@@ -59,7 +60,7 @@ pub(crate) fn run<P: Process>(
     // Whatever the outcome, the workers hold nothing the status file should still list.
     backend_core::status::set_running_elsewhere(Vec::new());
     match outcome {
-        Ok(Ended::Complete) => shut_down::<P>(&mut wire, mpi.size),
+        Ok(Ended::Complete) => shut_down::<P>(&mut wire, mpi.size, &mut scheduler.outputs),
         // The job is being torn down, or rank 0 alone was stopped: no goodbyes (a lost rank
         // or one inside a long process would never answer); what finished is journaled and
         // the caller consolidates it, then the program's end aborts the job, which ends
@@ -92,8 +93,9 @@ fn max_batch() -> usize {
     })
 }
 
-/// Tells every worker that the work is done and waits for each one's `Bye`.
-fn shut_down<P: Process>(wire: &mut Wire<'_>, size: Rank) -> Result<(), Error> {
+/// Tells every worker that the work is done and waits for each one's `Bye`, writing the
+/// kept output that was still on its way (a worker sends all of it before its `Bye`).
+fn shut_down<P: Process>(wire: &mut Wire<'_>, size: Rank, outputs: &mut Incoming) -> Result<(), Error> {
     let bytes = Message::<P>::Shutdown.encode()?;
     for worker in 1..size {
         wire.send(worker, &bytes);
@@ -107,6 +109,14 @@ fn shut_down<P: Process>(wire: &mut Wire<'_>, size: Rank) -> Result<(), Error> {
                 waiting.remove(&from);
             }
             Ok(Message::Log(lines)) => backend_core::oplog::append_forwarded(&lines),
+            Ok(Message::Output(chunks)) => match outputs.take(from, chunks) {
+                Ok(Some(bytes)) => match (Message::<P>::OutputTaken { bytes }).encode() {
+                    Ok(taken) => wire.send(from, &taken),
+                    Err(error) => failure = Some(error),
+                },
+                Ok(None) => {}
+                Err(error) => failure = Some(error),
+            },
             Ok(Message::Failed { reason }) => failure = Some(Error::WorkerFailed { rank: from, reason }),
             Ok(other) => failure = Some(Error::Unexpected { from, what: other.kind() }),
             Err(error) => failure = Some(error),

@@ -8,6 +8,7 @@ use backend_core::{Job, ProcessRecord, RunOptions, Status};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::output::OutputChunk;
 use crate::transport::Rank;
 use crate::Error;
 
@@ -38,6 +39,16 @@ pub(crate) enum Message<P> {
     Cancel {
         /// The process whose copy here lost.
         id: u64,
+    },
+    /// Worker → master: pieces of processes' kept output (`output = "files"` or `"log"`),
+    /// about [`CHUNK_BYTES`] a message, which the master writes into its result directory
+    /// (see [`crate::output`]).
+    Output(Vec<OutputChunk>),
+    /// Master → worker: the master took this many more bytes of the worker's output (see
+    /// [`crate::output`]): room for as many more on their way.
+    OutputTaken {
+        /// The bytes taken, counted as the worker counts its window.
+        bytes: u64,
     },
     /// Master → worker: no more work; finish the queue, say `Bye` and return.
     Shutdown,
@@ -163,6 +174,7 @@ impl<P: Serialize> Message<P> {
         // Results carry most of the bytes: room for them up front, not grown step by step.
         let room = match self {
             Message::Results(framed) => framed.frames.len() + framed.heads.len() * 24 + framed.host.len() + 16,
+            Message::Output(chunks) => chunks.iter().map(|c| c.bytes.len() + 40).sum::<usize>() + 8,
             _ => 64,
         };
         postcard::to_extend(self, Vec::with_capacity(room))
@@ -177,6 +189,8 @@ impl<P: Serialize> Message<P> {
             Message::Results(_) => "results",
             Message::Log(_) => "log",
             Message::Cancel { .. } => "cancel",
+            Message::Output(_) => "output",
+            Message::OutputTaken { .. } => "output taken",
             Message::Shutdown => "shutdown",
             Message::Abandon => "abandon",
             Message::Failed { .. } => "failed",

@@ -11,6 +11,10 @@
 //! done, or at the latest [`HOLD_AT_MOST`] after the first of them finished, so the master
 //! hands a thread whose job is done more work even while the rest of its unit runs. The master keeps up to T × prefetch threads of work in flight on a rank once
 //! processes are measured short, so no thread waits for it.
+//!
+//! The kept output of its processes (`output = "files"` or `"log"`) leaves the rank too, in
+//! `Output` messages after the records that were due, within a window of what the master
+//! has said it took (see [`crate::output`]); all of it before the rank's `Bye`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -22,6 +26,7 @@ use mpi::topology::Rank;
 
 use crate::env::{Mpi, Wire};
 use crate::message::{FramedRecords, Message, CHUNK_BYTES, TYPICAL_FRAME};
+use crate::output::Outgoing;
 use crate::Error;
 
 /// What a worker did for one operation.
@@ -62,6 +67,8 @@ struct Worker<'a, P: Process> {
     failure: Option<Error>,
     /// The thread pool and the units it runs (made at `Start`).
     pool: Option<Pool<P>>,
+    /// Processes' kept output on its way to the master.
+    output: Outgoing,
 }
 
 /// A worker's thread pool and the units it is running.
@@ -102,10 +109,17 @@ pub(crate) const HOLD_AT_MOST: Duration = Duration::from_millis(2);
 /// Room, in records of a typical size, for a chunk.
 const CHUNK_RECORDS: usize = CHUNK_BYTES / TYPICAL_FRAME;
 
+/// How many `Output` messages (about [`CHUNK_BYTES`] each) the main thread sends at most
+/// before it looks at its records and the master's messages again: a large output goes out
+/// between records, never ahead of them all.
+const OUTPUT_MESSAGES_AT_ONCE: usize = 16;
+
 /// Serves the master until `Shutdown` (→ `Ok`) or `Abandon` (→ `Err`).
 pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
-    // This rank has no operation.log of its own: its records travel to the master.
+    // This rank has no operation.log of its own: its records travel to the master, and so
+    // does the kept output of its processes.
     backend_core::oplog::forward();
+    backend_core::process_output::forward();
     let mut worker = Worker::<P> {
         wire: Wire::new(&mpi.world),
         rank: mpi.rank,
@@ -114,6 +128,7 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
         end: None,
         failure: None,
         pool: None,
+        output: Outgoing::default(),
     };
     let mut wait = FIRST_WAIT;
     loop {
@@ -122,14 +137,21 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
             worker.cancel_and_wait();
             break;
         }
-        if worker.answer_finished(Duration::ZERO) {
+        let answered = worker.answer_finished(Duration::ZERO);
+        // Output goes out after the records that were due, a bounded share at a time.
+        let output_left = worker.send_output();
+        if answered {
             wait = FIRST_WAIT;
             continue;
         }
         let running = worker.pool.as_ref().map_or(0, |p| p.running);
         match (running, worker.end) {
-            (0, Some(_)) => break,
-            (0, None) => {
+            // More output can go at once.
+            _ if output_left && worker.output.has_room() => {}
+            (0, Some(_)) if !output_left => break,
+            // Nothing runs: wait for the master (work, the end, or room for more output;
+            // every output reaches the master before this rank's `Bye`).
+            (0, _) => {
                 let (from, bytes) = worker.wire.receive();
                 worker.take(from, &bytes);
             }
@@ -159,9 +181,10 @@ pub(crate) fn serve<P: Process>(mpi: &Mpi) -> Result<Served, Error> {
 }
 
 impl<P: Process> Worker<'_, P> {
-    /// Takes in every message that has arrived, until the master said the end.
+    /// Takes in every message that has arrived, until the master abandoned the operation
+    /// (after a shutdown it still says how much output it took).
     fn take_arrived(&mut self) {
-        while self.end.is_none() {
+        while self.end != Some(End::Abandon) {
             match self.wire.try_receive() {
                 Some((from, bytes)) => self.take(from, &bytes),
                 None => break,
@@ -187,6 +210,7 @@ impl<P: Process> Worker<'_, P> {
                     pool.executor.stop_copies_of(id);
                 }
             }
+            Ok(Message::OutputTaken { bytes }) => self.output.taken(bytes),
             Ok(Message::Shutdown) => self.end = Some(End::Shutdown),
             Ok(Message::Abandon) => self.end = Some(End::Abandon),
             Ok(other) => self.fail(Error::Unexpected { from, what: other.kind() }),
@@ -325,6 +349,27 @@ impl<P: Process> Worker<'_, P> {
             self.wire.send(0, &bytes);
         }
         self.failure = Some(error);
+    }
+
+    /// Sends up to [`OUTPUT_MESSAGES_AT_ONCE`] messages of the kept output queued by this
+    /// rank's processes, as the window allows, log records first (so `operation.log` keeps
+    /// its order); whether output is left to send. Nothing goes after this worker failed.
+    fn send_output(&mut self) -> bool {
+        for _ in 0..OUTPUT_MESSAGES_AT_ONCE {
+            if self.failure.is_some() || !self.output.pending(backend_core::process_output::take_forwarded) {
+                return false;
+            }
+            if !self.output.has_room() {
+                return true;
+            }
+            self.send_log();
+            let chunks = self.output.chunks(backend_core::process_output::take_forwarded);
+            match Message::<P>::Output(chunks).encode() {
+                Ok(bytes) => self.wire.send(0, &bytes),
+                Err(error) => self.fail(error),
+            }
+        }
+        self.failure.is_none() && self.output.pending(backend_core::process_output::take_forwarded)
     }
 
     /// Sends the log records made on this rank since the last call to the master, which

@@ -12,119 +12,18 @@
 //!   processes make these two files, not two million. The latest block of an id counts (a
 //!   retry or a resumed run appends another).
 //!
-//! Blocks are appended with `O_APPEND` in one write each, and each writer notes where its
-//! block landed from its own file offset, so the threads of a pool, the children of
-//! subprocess isolation and the ranks of one host can share the files.
-//!
-//! The files are written where the process ran, at the result directory's path, and only
-//! when that directory exists there. Under MPI across hosts without a shared file system the
-//! output does not travel to the master: processes on other hosts keep none, and a warning
-//! for each says so in `operation.log`.
+//! The output is laid out where the process ran and written by the program that owns the
+//! result directory: under MPI a worker rank sends it to the master in chunks, so no shared
+//! file system is needed (see `taskfarm::process_tools::output`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::path::Path;
+
+pub use taskfarm::process_tools::output::{keep, OutputMode};
+pub use taskfarm::results::files::{LOGS_DIR, OUTPUT_INDEX, OUTPUT_LOG};
 
 use crate::WorkerError;
-
-/// The folder of `output = "files"`.
-pub const LOGS_DIR: &str = "logs";
-/// The log of `output = "log"`.
-pub const OUTPUT_LOG: &str = "output.log";
-/// The index of [`OUTPUT_LOG`].
-pub const OUTPUT_INDEX: &str = "output.idx";
-
-/// What a command keeps of its stdout and stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutputMode {
-    /// Only what the record holds.
-    #[default]
-    Tail,
-    /// `logs/<id>.out` and `logs/<id>.err`.
-    Files,
-    /// One `output.log` per run, with its index.
-    Log,
-}
-
-impl OutputMode {
-    /// The mode a spec's `output` value names.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "tail" => Some(OutputMode::Tail),
-            "files" => Some(OutputMode::Files),
-            "log" => Some(OutputMode::Log),
-            _ => None,
-        }
-    }
-}
-
-/// Keeps the output of process `id` in the result directory `dir` as `mode` says.
-pub fn keep(mode: OutputMode, dir: &Path, id: u64, stdout: &[u8], stderr: &[u8]) -> std::io::Result<()> {
-    match mode {
-        OutputMode::Tail => Ok(()),
-        OutputMode::Files => write_files(dir, id, stdout, stderr),
-        OutputMode::Log => append_to_log(dir, id, stdout, stderr),
-    }
-}
-
-fn write_files(dir: &Path, id: u64, stdout: &[u8], stderr: &[u8]) -> std::io::Result<()> {
-    let logs = dir.join(LOGS_DIR);
-    // Only inside an existing result directory: on a host that does not have it, nothing is
-    // made at its path.
-    if let Err(e) = fs::create_dir(&logs) {
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(e);
-        }
-    }
-    fs::write(logs.join(format!("{id}.out")), stdout)?;
-    fs::write(logs.join(format!("{id}.err")), stderr)
-}
-
-/// The open log and index of one result directory, shared by the threads of this program.
-struct OpenLog {
-    dir: PathBuf,
-    log: File,
-    index: File,
-}
-
-static OPEN_LOG: Mutex<Option<OpenLog>> = Mutex::new(None);
-
-fn append_to_log(dir: &Path, id: u64, stdout: &[u8], stderr: &[u8]) -> std::io::Result<()> {
-    let block = tagged_block(id, stdout, stderr);
-    let mut open = OPEN_LOG.lock().unwrap_or_else(PoisonError::into_inner);
-    let files = match open.take() {
-        Some(files) if files.dir == dir => open.insert(files),
-        _ => {
-            let append = |name: &str| OpenOptions::new().append(true).create(true).open(dir.join(name));
-            open.insert(OpenLog { dir: dir.to_owned(), log: append(OUTPUT_LOG)?, index: append(OUTPUT_INDEX)? })
-        }
-    };
-    files.log.write_all(&block)?;
-    // With O_APPEND the write lands at the end of the file, wherever other writers left it,
-    // and this descriptor's offset is then the end of this block.
-    let end = files.log.stream_position()?;
-    let offset = end.saturating_sub(block.len() as u64);
-    files.index.write_all(format!("{id} {offset} {}\n", block.len()).as_bytes())
-}
-
-/// A process's output as lines of the log: `<id> out: <line>` for each line of stdout, then
-/// `<id> err: <line>` for each of stderr (a last line without a newline gets one).
-fn tagged_block(id: u64, stdout: &[u8], stderr: &[u8]) -> Vec<u8> {
-    let mut block = Vec::with_capacity(stdout.len() + stderr.len() + 64);
-    for (tag, bytes) in [("out", stdout), ("err", stderr)] {
-        if bytes.is_empty() {
-            continue;
-        }
-        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        for line in bytes.split(|&b| b == b'\n') {
-            block.extend_from_slice(format!("{id} {tag}: ").as_bytes());
-            block.extend_from_slice(line);
-            block.push(b'\n');
-        }
-    }
-    block
-}
 
 /// The output kept of one process: its stdout and its stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -231,6 +130,7 @@ pub fn print(dir: &Path, id: u64, out: &mut impl Write, err: &mut impl Write) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     #[test]
     fn the_log_finds_each_process_latest_output_through_its_index() {

@@ -1,8 +1,8 @@
 //! The MPI side of the xtask: `cargo xtask mpirun` (the release worker under mpirun, or in
 //! a Slurm allocation; `--per-node`: one worker rank per host with a thread per core) and
 //! the environment every mpirun of the xtask gets. The MPI tests that `cargo xtask test`
-//! runs under a real mpirun are in `suite` (the cases), `signals` (runs stopped mid-way) and
-//! `persistent` (the persistent kinds).
+//! runs under a real mpirun are in `suite` (the cases), `signals` (runs stopped mid-way),
+//! `persistent` (the persistent kinds) and `output` (kept output reaching the master).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cargo, release_worker, root, run_checked};
 
+mod output;
 mod persistent;
 mod rows;
 mod scheduling;

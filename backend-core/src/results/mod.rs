@@ -43,6 +43,13 @@ pub mod files {
     /// One self-contained page: the summary, the timeline, the durations, the workers, the
     /// crashes and the slowest processes.
     pub const REPORT_HTML: &str = "report.html";
+    /// The folder of a command's whole stdout and stderr with `output = "files"`
+    /// (`logs/<id>.out`, `logs/<id>.err`).
+    pub const LOGS_DIR: &str = "logs";
+    /// Every process's output lines tagged by id, with `output = "log"`.
+    pub const OUTPUT_LOG: &str = "output.log";
+    /// Where each process's block of [`OUTPUT_LOG`] is: one line `id offset length` a block.
+    pub const OUTPUT_INDEX: &str = "output.idx";
 }
 
 /// The columns every results row starts with, before the parameters.

@@ -11,6 +11,7 @@ mod retries;
 mod simulated;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use backend_core::{Collector, Process};
@@ -20,6 +21,7 @@ pub(crate) use self::jobs::{fed, Jobs};
 pub(crate) use self::retries::Retries;
 use self::retries::Settled;
 use crate::message::Message;
+use crate::output::Incoming;
 use crate::policy::Policy;
 use crate::transport::{Arrival, Rank, Transport};
 use crate::Error;
@@ -128,6 +130,8 @@ pub(crate) struct Scheduler<P: Process> {
     /// and when that was.
     unpublished: bool,
     published_at: Instant,
+    /// Processes' kept output coming from the workers, written into the result directory.
+    pub(crate) outputs: Incoming,
 }
 
 /// Duplicated stragglers under MPI (see [`backend_core::speculate`]): once nothing is left
@@ -147,7 +151,8 @@ pub(crate) struct Speculation {
 const STRAGGLER_POLL: Duration = Duration::from_millis(100);
 
 impl<P: Process> Scheduler<P> {
-    pub(crate) fn new(policy: Policy, jobs: Jobs<P>) -> Self {
+    /// A scheduler whose workers' kept output goes into the result directory `dir`.
+    pub(crate) fn new(policy: Policy, jobs: Jobs<P>, dir: PathBuf) -> Self {
         let workers = policy.workers();
         Scheduler {
             slots: vec![WorkerState { units: Vec::new(), host: None, last_heard: Instant::now() }; workers],
@@ -160,6 +165,7 @@ impl<P: Process> Scheduler<P> {
             speculation: None,
             unpublished: false,
             published_at: Instant::now(),
+            outputs: Incoming::new(dir),
         }
     }
 
@@ -289,6 +295,11 @@ impl<P: Process> Scheduler<P> {
                     }
                 }
                 Message::Log(lines) => backend_core::oplog::append_forwarded(&lines),
+                Message::Output(chunks) => {
+                    if let Some(bytes) = self.outputs.take(from, chunks)? {
+                        wire.send(from, &Message::<P>::OutputTaken { bytes }.encode()?);
+                    }
+                }
                 Message::Failed { reason } => return Err(Error::WorkerFailed { rank: from, reason }),
                 other => return Err(Error::Unexpected { from, what: other.kind() }),
             }

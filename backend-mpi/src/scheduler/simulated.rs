@@ -232,7 +232,7 @@ fn simulate(processes: Vec<Sleep>, workers: usize, threads: usize, prefetch: usi
         .execute_here(|dispatch, collector| {
             let policy =
                 Policy::new(workers, prefetch, threads, dispatch.options.process_threads(), dispatch.len, MAX_BATCH);
-            let mut scheduler = Scheduler::new(policy, Jobs::Source(dispatch.jobs));
+            let mut scheduler = Scheduler::new(policy, Jobs::Source(dispatch.jobs), dispatch.dir.clone());
             if retries > 0 && workers > 1 {
                 scheduler.retries = Some(Retries::new(retries));
             }
@@ -290,7 +290,8 @@ fn every_worker_is_shut_down_only_by_the_caller() {
 fn the_status_lists_what_each_worker_runs_not_what_it_queues() {
     // Two workers of two threads each, processes of one thread.
     let policy = Policy::new(2, 2, 2, 1, Some(10), MAX_BATCH);
-    let mut scheduler = Scheduler::<Sleep>::new(policy, Jobs::Source(Box::new(std::iter::empty())));
+    let mut scheduler =
+        Scheduler::<Sleep>::new(policy, Jobs::Source(Box::new(std::iter::empty())), std::env::temp_dir());
     let early = Instant::now();
     // Worker rank 1: a batch of three (one came back) and a queued unit.
     let mut batch = Unit::new(vec![1, 2, 3], 2);

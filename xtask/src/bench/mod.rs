@@ -168,7 +168,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         rows.extend(local_rows(&examples.join("local_bench"))?);
     }
     if wants("command") {
-        rows.extend(command_rows(&release_worker(), &scratch, cores)?);
+        rows.extend(command_rows(&release_worker(), &scratch, cores, mpi)?);
     }
     if wants("python") {
         rows.extend(crate::bench_python::rows(&scratch, mpi, false)?);

@@ -79,6 +79,7 @@ pub fn test(ci: bool) -> Result<()> {
             super::rows::sweep_shapes(&scratch, &mut tally, &worker);
             super::rows::chain_stages(&scratch, &mut tally, &worker);
             super::persistent::cases(&scratch, &mut tally, &worker);
+            super::output::cases(&scratch, &mut tally, &worker);
             super::rows::ranks_against_threads(&scratch, &mut tally);
             super::scheduling::scheduling(&scratch, &mut tally);
             worker_rank_killed(&scratch, &mut tally);

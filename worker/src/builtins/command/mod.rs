@@ -31,7 +31,8 @@
 //! crashed, with the status as the reason and the last lines of stderr as the stderr tail.
 //! `output = "files"` also keeps each process's whole stdout and stderr in
 //! `logs/<id>.out` and `logs/<id>.err`, and `output = "log"` in one `output.log` per run
-//! with an index (see [`crate::output`]; `taskfarm-worker log DIR ID` prints either).
+//! with an index (see [`crate::output`]; `taskfarm-worker log DIR ID` prints either). Under
+//! MPI a worker rank sends the output to the master, which writes it.
 //!
 //! **Values are data.** A placeholder in an argument that no shell parses is replaced by
 //! the value's text as it is: the argument is passed to the program as one argument. In the
@@ -252,8 +253,7 @@ impl Kind for CommandKind {
             // The record is still right; only the full output is lost, and the log says so.
             tracing::warn!(
                 target: "taskfarm_worker::command",
-                "the output of the command `{program}` could not be kept in {} (under MPI without a shared file \
-                 system, output = \"files\" and \"log\" keep only what runs on the master's host): {e}",
+                "the output of the command `{program}` could not be kept in {}: {e}",
                 ctx.result_dir().display()
             );
         }
