@@ -205,17 +205,31 @@ impl<P: Process> Worker<'_, P> {
             }
             Ok(Message::Work(unit)) if self.failure.is_none() => self.hand_over(unit),
             Ok(Message::Work(_)) => {}
-            Ok(Message::Cancel { id }) => {
-                if let Some(pool) = &self.pool {
-                    pool.executor.stop_copies_of(id);
-                }
-            }
+            Ok(Message::Cancel { id }) => self.cancel_copy(id),
             Ok(Message::OutputTaken { bytes }) => self.output.taken(bytes),
             Ok(Message::Shutdown) => self.end = Some(End::Shutdown),
             Ok(Message::Abandon) => self.end = Some(End::Abandon),
             Ok(other) => self.fail(Error::Unexpected { from, what: other.kind() }),
             Err(error) => self.fail(error),
         }
+    }
+
+    /// The master journaled the other copy of process `id`: stops the copy running here
+    /// (its commands, subprocesses and persistent programs are killed, and its record comes
+    /// back to be dropped). A copy that runs in its thread cannot be killed: it is answered
+    /// as ended at once (its unit may end without its record, which is dropped when it
+    /// comes), so neither this rank nor the master waits for it.
+    fn cancel_copy(&mut self, id: u64) {
+        let Some(pool) = self.pool.as_mut() else { return };
+        if pool.executor.stop_copies_of(id) > 0 {
+            return;
+        }
+        let Some(seq) = pool.places.remove(&id) else { return };
+        pool.running = pool.running.saturating_sub(1);
+        if let Some(unit) = pool.units.get_mut(&seq) {
+            unit.running = unit.running.saturating_sub(1);
+        }
+        self.send_finished();
     }
 
     /// Starts the thread pool of `threads` threads (at `Start`).
@@ -270,9 +284,10 @@ impl<P: Process> Worker<'_, P> {
         let now = Instant::now();
         let mut failure = None;
         for record in came {
+            // A copy the master cancelled was answered then (see `cancel_copy`).
+            let Some(seq) = pool.places.remove(&record.id) else { continue };
             pool.running = pool.running.saturating_sub(1);
             self.served.count(&record);
-            let Some(seq) = pool.places.remove(&record.id) else { continue };
             if let Some(unit) = pool.units.get_mut(&seq) {
                 unit.running = unit.running.saturating_sub(1);
                 unit.waiting_since.get_or_insert(now);
