@@ -40,7 +40,7 @@ pub struct ExecutorConfig {
 /// ends when the executor is [closed](ThreadExecutor::close) (or its source is exhausted)
 /// and every job is done.
 pub struct ThreadExecutor<P: Process> {
-    jobs: Option<Sender<Job<P>>>,
+    jobs: Option<Sender<(Job<P>, bool)>>,
     feed: Arc<Feed<P>>,
     records: Receiver<ProcessRecord>,
     /// What each thread runs now, when stragglers may run a copy.
@@ -79,7 +79,7 @@ impl<P: Process> std::fmt::Debug for ThreadExecutor<P> {
 /// Where an executor's threads take their jobs from.
 enum Feed<P> {
     /// Jobs submitted over a channel (an MPI worker hands over the units it receives).
-    Submitted(Receiver<Job<P>>),
+    Submitted(Receiver<(Job<P>, bool)>),
     /// The operation's lazy source itself, behind a mutex (as rayon's `par_bridge` does):
     /// no feeder thread, and no wake-up per job.
     Pulled {
@@ -97,8 +97,9 @@ enum Feed<P> {
 }
 
 impl<P> Feed<P> {
-    /// The next job to run; `None` when there are no more.
-    fn next(&self) -> Option<Job<P>> {
+    /// The next job to run, and whether it was submitted to be stoppable; `None` when
+    /// there are no more.
+    fn next(&self) -> Option<(Job<P>, bool)> {
         match self {
             Feed::Submitted(queue) => queue.recv().ok(),
             Feed::Pulled { jobs, cancelled, failure, ended, taken } => {
@@ -113,7 +114,7 @@ impl<P> Feed<P> {
                     }
                     Ok(job) => {
                         taken.fetch_add(1, Ordering::SeqCst);
-                        job
+                        job.map(|job| (job, false))
                     }
                     Err(payload) => {
                         cancelled.store(true, Ordering::Relaxed);
@@ -210,15 +211,15 @@ impl<P: Process> ThreadExecutor<P> {
         let queue = Arc::clone(&feed);
         let running: Arc<Vec<Mutex<Option<Running<P>>>>> = Arc::new((0..threads).map(|_| Mutex::new(None)).collect());
         let now_running = Arc::clone(&running);
-        // What each thread runs is kept when a copy may be made of it here (`speculation`)
-        // or a copy may be stopped here (an MPI rank, whose master runs the copies).
-        let track = options.speculate && (speculation.is_some() || matches!(*feed, Feed::Submitted(_)));
+        // What each thread runs is kept when a copy may be made of it here (`speculation`),
+        // or when it was submitted to be stoppable (an MPI rank, whose master runs copies).
+        let track_all = speculation.is_some();
         pool.spawn_broadcast(move |ctx| {
             let here = &locations[ctx.index() % locations.len()];
             let mine = &now_running[ctx.index() % now_running.len()];
             loop {
                 let job = match (queue.next(), &speculation) {
-                    (Some(job), _) => Ok(job),
+                    (Some((job, stoppable)), _) => Ok((job, stoppable || track_all)),
                     (None, Some(speculation)) => match copy_of_a_straggler(speculation, &now_running, &queue, here) {
                         Some(copy) => Err(copy),
                         None => break,
@@ -228,9 +229,9 @@ impl<P: Process> ThreadExecutor<P> {
                 let _slots = slots.as_ref().map(|s| s.acquire(per_process));
                 let _guard = on_start();
                 let record = match job {
-                    Ok(job) if !track => execute_job(job, &dir, here, &options),
+                    Ok((job, false)) => execute_job(job, &dir, here, &options),
                     job => {
-                        let job = job.map_or_else(|copy| copy, Arc::new);
+                        let job = job.map_or_else(|copy| copy, |(job, _)| Arc::new(job));
                         let stopped = Arc::new(AtomicBool::new(false));
                         let thread = std::thread::current().id();
                         *lock(mine) = Some(Running { job: Arc::clone(&job), thread, stopped: Arc::clone(&stopped) });
@@ -270,8 +271,18 @@ impl<P: Process> ThreadExecutor<P> {
     /// Queues `job`; gives it back when the executor was closed or takes its jobs from a
     /// source.
     pub fn submit(&self, job: Job<P>) -> std::result::Result<(), Job<P>> {
+        self.submit_as(job, false)
+    }
+
+    /// Like [`submit`](Self::submit), for a job that [`stop_copies_of`](Self::stop_copies_of)
+    /// may have to stop (a copy of it may run elsewhere): its thread keeps it at hand.
+    pub fn submit_stoppable(&self, job: Job<P>) -> std::result::Result<(), Job<P>> {
+        self.submit_as(job, true)
+    }
+
+    fn submit_as(&self, job: Job<P>, stoppable: bool) -> std::result::Result<(), Job<P>> {
         match &self.jobs {
-            Some(jobs) => jobs.send(job).map_err(|e| e.into_inner()),
+            Some(jobs) => jobs.send((job, stoppable)).map_err(|e| e.into_inner().0),
             None => Err(job),
         }
     }

@@ -260,9 +260,12 @@ impl<P: Process> Worker<'_, P> {
         // A unit without jobs is answered at once (the master counts it).
         let framed = FramedRecords::new(&self.host, first, unit.len().min(CHUNK_RECORDS));
         pool.units.insert(seq, UnitRecords { first, running: unit.len(), framed, waiting_since: None });
+        // The master copies stragglers only of jobs sent alone: those are kept stoppable.
+        let stoppable = unit.len() == 1 && self.served.options.speculate;
         for job in unit {
             pool.places.insert(job.id, seq);
-            if pool.executor.submit(job).is_ok() {
+            let submitted = if stoppable { pool.executor.submit_stoppable(job) } else { pool.executor.submit(job) };
+            if submitted.is_ok() {
                 pool.running += 1;
             }
         }

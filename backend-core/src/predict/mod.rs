@@ -203,6 +203,18 @@ impl Learner {
         state.in_flight.get(&id).is_some_and(|job| state.model.measured_shorter_than(&job.features, limit_s))
     }
 
+    /// How many of the jobs `ids` (handed out, not yet recorded), from the first, were
+    /// measured shorter than `limit_s` ([`measured_shorter_than`](Self::measured_shorter_than)
+    /// of each, under one lock).
+    pub fn leading_measured_shorter_than(&self, ids: &[u64], limit_s: f64) -> usize {
+        let state = self.state();
+        ids.iter()
+            .take_while(|id| {
+                state.in_flight.get(id).is_some_and(|job| state.model.measured_shorter_than(&job.features, limit_s))
+            })
+            .count()
+    }
+
     /// The job in flight that ran furthest past its expected duration, of those `eligible`
     /// says may run a copy, once it ran [`STRAGGLER_FACTOR`] times that and at least
     /// [`STRAGGLER_MIN_S`]; `None` until the model has learnt [`MIN_TRUST`] durations. A

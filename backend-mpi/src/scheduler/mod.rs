@@ -121,9 +121,10 @@ pub(crate) struct Scheduler<P: Process> {
     starved: bool,
     /// Set when the master hands retries to other ranks.
     pub(crate) retries: Option<Retries>,
-    /// The job taken from the source and not sent yet: it was of unknown duration and no
-    /// worker had a free thread for it, or it ended a unit of measured short ones.
-    next: Option<backend_core::Job<P>>,
+    /// Jobs taken from the source and not sent yet, in order: one of unknown duration that
+    /// no free thread was there for, or jobs after one that ended a unit of measured short
+    /// ones.
+    pending: std::collections::VecDeque<backend_core::Job<P>>,
     /// Set when a straggler may run a copy on another rank.
     pub(crate) speculation: Option<Speculation>,
     /// What the workers hold changed since it was last said ([`Scheduler::publish_running`]),
@@ -140,8 +141,8 @@ pub(crate) struct Scheduler<P: Process> {
 /// other copy is told to stop it.
 #[derive(Default)]
 pub(crate) struct Speculation {
-    /// Jobs sent alone in their unit (those worth a copy: batched ones were measured
-    /// short), encoded as sent, until their record is journaled.
+    /// The `Work` message of each job sent alone in its unit (those worth a copy: batched
+    /// ones were measured short), as sent, until its record is journaled.
     kept: std::collections::HashMap<u64, Vec<u8>>,
     copies: backend_core::speculate::Copies,
 }
@@ -161,7 +162,7 @@ impl<P: Process> Scheduler<P> {
             exhausted: false,
             starved: false,
             retries: None,
-            next: None,
+            pending: std::collections::VecDeque::new(),
             speculation: None,
             unpublished: false,
             published_at: Instant::now(),
@@ -415,7 +416,7 @@ impl<P: Process> Scheduler<P> {
     fn may_copy_a_straggler(&self) -> bool {
         self.speculation.is_some()
             && self.exhausted
-            && self.next.is_none()
+            && self.pending.is_empty()
             && self.retries.as_ref().is_none_or(|r| r.waiting.is_empty())
             && !backend_core::stop_requested()
             && (0..self.slots.len()).any(|w| self.policy.has_free_thread(w))
@@ -437,10 +438,10 @@ impl<P: Process> Scheduler<P> {
                     && holder(id).is_some_and(|h| h != w)
             };
             let Some(straggler) = collector.learner().straggler(eligible) else { continue };
-            let (Some(holder), Some(job)) = (holder(straggler.id), speculation.kept.get(&straggler.id)) else {
+            let (Some(holder), Some(work)) = (holder(straggler.id), speculation.kept.get(&straggler.id)) else {
                 continue;
             };
-            let bytes = crate::message::work_from_encoded::<P>([job.as_slice()])?;
+            let bytes = work.clone();
             if !speculation.copies.copying(straggler.id) {
                 continue;
             }
@@ -523,49 +524,39 @@ impl<P: Process> Scheduler<P> {
             return Ok(true);
         }
         // After a stop nothing more is handed out (a fed source may hold jobs pulled before).
-        if backend_core::stop_requested() || (self.next.is_none() && (self.exhausted || self.starved)) {
+        if backend_core::stop_requested() || (self.pending.is_empty() && (self.exhausted || self.starved)) {
             return Ok(false);
         }
         let batch = self.policy.batch(worker_index(worker));
         let mut unit = Vec::with_capacity(batch);
         while unit.len() < batch {
             let Some(job) = self.next_job() else { break };
-            // Only jobs measured short share a unit: one of unknown duration goes alone (it
-            // ends the unit it would join, and starts the next).
-            if batch > 1 && !collector.learner().measured_shorter_than(job.id, SHORT_PROCESS_S) {
-                if unit.is_empty() {
-                    unit.push(job);
-                } else {
-                    self.next = Some(job);
-                }
-                break;
-            }
             unit.push(job);
+        }
+        if unit.len() > 1 {
+            // Only jobs measured short share a unit: one of unknown duration goes alone (it
+            // ends the unit it would join, and starts the next). The rest wait, in order.
+            let ids: Vec<u64> = unit.iter().map(|job| job.id).collect();
+            let keep = collector.learner().leading_measured_shorter_than(&ids, SHORT_PROCESS_S).max(1);
+            for job in unit.drain(keep..).rev() {
+                self.pending.push_front(job);
+            }
         }
         if unit.is_empty() {
             return Ok(false);
         }
         let count = unit.len() as u64;
         let ids: Vec<u64> = unit.iter().map(|job| job.id).collect();
-        let bytes = match (&mut self.retries, &mut self.speculation) {
-            (Some(retries), _) => {
-                let bytes = retries.send(&unit, worker)?;
-                if let (Some(speculation), [job]) = (&mut self.speculation, unit.as_slice()) {
-                    speculation.kept.insert(job.id, retries.encoded(job.id).to_vec());
-                }
-                bytes
-            }
-            (None, Some(speculation)) if unit.len() == 1 => {
-                let job =
-                    postcard::to_stdvec(&unit[0]).map_err(|e| Error::Encode { what: "work", reason: e.to_string() })?;
-                let bytes = crate::message::work_from_encoded::<P>([job.as_slice()])?;
-                speculation.kept.insert(unit[0].id, job);
-                bytes
-            }
-            (None, _) => Message::Work(unit).encode()?,
+        let bytes = match &mut self.retries {
+            Some(retries) => retries.send(&unit, worker)?,
+            None => Message::Work(unit).encode()?,
         };
         collector.board().started(count);
         wire.send(worker, &bytes);
+        if let (Some(speculation), [id]) = (&mut self.speculation, ids.as_slice()) {
+            // The message as sent is the copy's, should this job straggle.
+            speculation.kept.insert(*id, bytes);
+        }
         let threads = self.policy.sent(worker_index(worker), ids.len());
         self.slot(worker)?.hold(Unit::new(ids, threads));
         self.unpublished = true;
@@ -577,7 +568,7 @@ impl<P: Process> Scheduler<P> {
     /// The next job to send: the one kept back, else the source's next (`None`, with
     /// `exhausted` or `starved` set, when there is none).
     fn next_job(&mut self) -> Option<backend_core::Job<P>> {
-        if let Some(job) = self.next.take() {
+        if let Some(job) = self.pending.pop_front() {
             return Some(job);
         }
         if self.exhausted || self.starved {
@@ -609,10 +600,12 @@ impl<P: Process> Scheduler<P> {
     /// Whether the next job to send was measured short, so it may wait in a worker's queue
     /// (takes it from the source and keeps it); `true` when there is none.
     fn next_measured_short(&mut self, collector: &Collector) -> bool {
-        if self.next.is_none() {
-            self.next = self.next_job();
+        if self.pending.is_empty() {
+            if let Some(job) = self.next_job() {
+                self.pending.push_back(job);
+            }
         }
-        self.next.as_ref().is_none_or(|job| collector.learner().measured_shorter_than(job.id, SHORT_PROCESS_S))
+        self.pending.front().is_none_or(|job| collector.learner().measured_shorter_than(job.id, SHORT_PROCESS_S))
     }
 }
 

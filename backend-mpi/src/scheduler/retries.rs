@@ -51,11 +51,6 @@ impl Retries {
         Ok(message)
     }
 
-    /// The job `id` as it was encoded when first sent (empty when it is not in flight).
-    pub(super) fn encoded(&self, id: u64) -> &[u8] {
-        self.in_flight.get(&id).map_or(&[], |attempts| attempts.job.as_slice())
-    }
-
     /// Settles the record of an attempt that `from` ran, given as its head and journal
     /// frame: a success at the first attempt is journaled as it is; a failure waits to run
     /// again elsewhere or, at the last attempt, is closed with the reasons of every attempt.
