@@ -14,6 +14,9 @@
 //!   makespan, the bound, and the ideal in-order, static and LPT schedules' makespans.
 //! - `memory N`: `N` no-op processes; prints rank 0's peak RSS (VmHWM) at the end,
 //!   consolidation included.
+//! - `straggler` / `straggler-off`: 40 processes of 500 ms, the last 10× its prediction the
+//!   first time it runs, with and without copies of stragglers; prints the makespan and the
+//!   bound.
 //!
 //! Run e.g. `mpirun -n 5 target/release/examples/mpi_bench dispatch 100000`.
 
@@ -31,13 +34,32 @@ use serde::{Deserialize, Serialize};
 enum Bench {
     Noop,
     SleepUs(u64),
+    /// Runs `sleep` for `ms` milliseconds as a child in a group of its own (as the `command`
+    /// kind runs its commands, so a losing copy can be killed); with a `straggles` marker
+    /// directory that it is the first to make, ten times as long.
+    Nap {
+        ms: u64,
+        straggles: Option<String>,
+    },
 }
 
 impl Process for Bench {
     type Output = u64;
+    const ENFORCES_TIMEOUT: bool = true;
     fn run(&self, ctx: &ProcessContext) -> Result<u64, ProcessError> {
-        if let Bench::SleepUs(us) = self {
-            std::thread::sleep(Duration::from_micros(*us));
+        match self {
+            Bench::Noop => {}
+            Bench::SleepUs(us) => std::thread::sleep(Duration::from_micros(*us)),
+            Bench::Nap { ms, straggles } => {
+                let first = straggles.as_ref().is_some_and(|marker| std::fs::create_dir(marker).is_ok());
+                let ms = if first { ms * 10 } else { *ms };
+                let mut sleep = std::process::Command::new("sleep");
+                sleep.arg(format!("{:.3}", ms as f64 / 1000.0));
+                let outcome = backend_core::run_with_deadline(sleep, None, None, true).map_err(ProcessError::from)?;
+                if !outcome.status.is_some_and(|status| status.success()) {
+                    return Err(ProcessError::msg("sleep was stopped"));
+                }
+            }
         }
         Ok(ctx.id())
     }
@@ -166,11 +188,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("BENCH lpt_s {:.4}", schedules.lpt.as_secs_f64());
             }
         }
-        other => {
-            return Err(
-                format!("unknown scenario `{other}` (dispatch, balance, hybrid, memory, learn, in-order)").into()
-            )
+        "straggler" | "straggler-off" => {
+            // 40 processes of 500 ms, the last of which takes 10× that the first time it
+            // runs (the marker directory says whether it ran), with and without copies.
+            let workers = usize::try_from(world.size() - 1).unwrap_or(1).max(1);
+            std::fs::create_dir_all(&base)?;
+            let marker = base.join("straggled").to_string_lossy().into_owned();
+            let count: u64 = 40;
+            let jobs = (0..count).map(move |id| backend_core::Job {
+                id,
+                run: 0,
+                params: [("x".to_owned(), backend_core::Value::Int(id as i64 % 4))].into_iter().collect(),
+                process: Bench::Nap { ms: 500, straggles: (id == count - 1).then(|| marker.clone()) },
+            });
+            let operation = Operation::from_jobs("straggler", Box::new(jobs), Some(count))?
+                .with_speculation(scenario == "straggler")
+                .with_results_base(&base);
+            let summary = backend.run(operation)?;
+            if summary.is_report() {
+                println!("BENCH makespan_s {:.4}", summary.wall.as_secs_f64());
+                println!("BENCH bound_s {:.4}", (count as f64 * 0.5 / workers as f64).max(0.5));
+            }
         }
+        other => return Err(format!(
+            "unknown scenario `{other}` (dispatch, balance, hybrid, memory, learn, in-order, straggler, straggler-off)"
+        )
+        .into()),
     }
     if report {
         let _ = std::fs::remove_dir_all(&base);

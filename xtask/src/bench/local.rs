@@ -14,29 +14,11 @@ pub(super) fn learn_rows_local(program: &Path) -> Result<Vec<Row>> {
     learn_rows("local (4 threads)", &learning, &in_order)
 }
 
-/// The straggler rows: makespan ÷ bound of a run with one process 10× its prediction, with
-/// a copy of stragglers (the default) and without, side by side.
+/// The straggler rows of the local backend (see [`straggler_rows`]).
 pub(super) fn straggler_rows_local(program: &Path) -> Result<Vec<Row>> {
     let on = figures(&output_of(Command::new(program).arg("straggler"), "local_bench straggler")?);
     let off = figures(&output_of(Command::new(program).arg("straggler-off"), "local_bench straggler-off")?);
-    let (bound, with, without) = (figure(&on, "bound_s")?, figure(&on, "makespan_s")?, figure(&off, "makespan_s")?);
-    Ok(vec![
-        Row::new(
-            "Local, one straggler (10x its prediction): makespan / bound, speculation on",
-            format!("{with:.2}s"),
-            format!("{bound:.2}s bound; {without:.2}s with speculate = false"),
-            with / bound,
-            // A copy starts once the straggler ran 3× its prediction: 1.3 is the floor here.
-            Target::None,
-        ),
-        Row::new(
-            "Local, one straggler: makespan speculation on / off",
-            format!("{with:.2}s"),
-            format!("{without:.2}s"),
-            with / without,
-            Target::AtMost(0.8),
-        ),
-    ])
+    super::straggler_rows("Local (4 threads)", &on, &off)
 }
 
 /// The efficiency row and the throughput row.

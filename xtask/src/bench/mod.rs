@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use command::{command_rows, end_to_end_rows};
 use eta::eta_rows;
 use local::{learn_rows_local, local_rows, straggler_rows_local};
-use mpi::{balance_rows, dispatch_rows, hybrid_row, learn_rows_mpi, memory_rows};
+use mpi::{balance_rows, dispatch_rows, hybrid_row, learn_rows_mpi, memory_rows, straggler_rows_mpi};
 
 use crate::{cargo, release_worker, run_checked, target_dir};
 
@@ -162,6 +162,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         rows.extend(eta_rows(&release_worker(), &scratch)?);
         if mpi {
             rows.extend(learn_rows_mpi(&examples.join("mpi_bench"))?);
+            rows.extend(straggler_rows_mpi(&examples.join("mpi_bench"))?);
         }
     }
     if wants("local") {
@@ -236,6 +237,29 @@ fn output_of(command: &mut Command, what: &str) -> Result<String> {
         eprintln!("    {line}");
     }
     Ok(stdout)
+}
+
+/// The straggler rows of one backend: makespan ÷ bound of a run with one process 10× its
+/// prediction, with copies of stragglers (the default) and without, side by side.
+fn straggler_rows(backend: &str, on: &Figures, off: &Figures) -> Result<Vec<Row>> {
+    let (bound, with, without) = (figure(on, "bound_s")?, figure(on, "makespan_s")?, figure(off, "makespan_s")?);
+    Ok(vec![
+        Row::new(
+            format!("{backend}, one straggler (10x its prediction): makespan / bound, speculation on"),
+            format!("{with:.2}s"),
+            format!("{bound:.2}s bound; {without:.2}s with speculate = false"),
+            with / bound,
+            // A copy starts once the straggler ran 3× its prediction: 1.3 is the floor here.
+            Target::None,
+        ),
+        Row::new(
+            format!("{backend}, one straggler: makespan speculation on / off"),
+            format!("{with:.2}s"),
+            format!("{without:.2}s"),
+            with / without,
+            Target::AtMost(0.8),
+        ),
+    ])
 }
 
 /// The learnt-scheduling rows of one backend, from the `learn` and `in-order` runs of the

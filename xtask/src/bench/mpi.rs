@@ -101,6 +101,13 @@ pub(super) fn learn_rows_mpi(program: &Path) -> Result<Vec<Row>> {
     learn_rows("MPI (4 workers)", &learning, &in_order)
 }
 
+/// The straggler rows under `mpirun -n 5` (4 workers; see `super::straggler_rows`).
+pub(super) fn straggler_rows_mpi(program: &Path) -> Result<Vec<Row>> {
+    let on = mpirun(5, program, &["straggler"], &[])?;
+    let off = mpirun(5, program, &["straggler-off"], &[])?;
+    super::straggler_rows("MPI (4 workers)", &on, &off)
+}
+
 pub(super) fn memory_rows(program: &Path, quick: bool) -> Result<Vec<Row>> {
     let small = figure(&mpirun(3, program, &["memory", "100000"], &[])?, "peak_rss_kib")? / 1024.0;
     let mut rows = vec![Row::new(
