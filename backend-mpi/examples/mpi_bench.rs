@@ -210,10 +210,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("BENCH bound_s {:.4}", (count as f64 * 0.5 / workers as f64).max(0.5));
             }
         }
-        other => return Err(format!(
-            "unknown scenario `{other}` (dispatch, balance, hybrid, memory, learn, in-order, straggler, straggler-off)"
-        )
-        .into()),
+        other => {
+            let known = "dispatch, balance, hybrid, memory, learn, in-order, straggler, straggler-off";
+            return Err(format!("unknown scenario `{other}` ({known})").into());
+        }
     }
     if report {
         let _ = std::fs::remove_dir_all(&base);
