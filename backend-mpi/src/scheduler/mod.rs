@@ -5,10 +5,13 @@
 //! what was unfinished. It talks to the workers through a [`Transport`]: `Wire` under MPI,
 //! a simulated cluster in its tests.
 
+mod held;
 mod jobs;
+mod pending;
 mod retries;
 #[cfg(test)]
 mod simulated;
+mod speculation;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -16,10 +19,12 @@ use std::time::{Duration, Instant};
 
 use backend_core::{Collector, Process};
 
-use self::jobs::Next;
 pub(crate) use self::jobs::{fed, Jobs};
+use self::pending::SHORT_PROCESS_S;
 pub(crate) use self::retries::Retries;
 use self::retries::Settled;
+pub(crate) use self::speculation::Speculation;
+use self::speculation::STRAGGLER_POLL;
 use crate::message::Message;
 use crate::output::Incoming;
 use crate::policy::Policy;
@@ -134,22 +139,6 @@ pub(crate) struct Scheduler<P: Process> {
     /// Processes' kept output coming from the workers, written into the result directory.
     pub(crate) outputs: Incoming,
 }
-
-/// Duplicated stragglers under MPI (see [`backend_core::speculate`]): once nothing is left
-/// to send, a worker with a free thread runs a copy of a process that runs far past its
-/// prediction on another rank; the first record is journaled, and the rank running the
-/// other copy is told to stop it.
-#[derive(Default)]
-pub(crate) struct Speculation {
-    /// The `Work` message of each job sent alone in its unit (those worth a copy: batched
-    /// ones were measured short), as sent, until its record is journaled.
-    kept: std::collections::HashMap<u64, Vec<u8>>,
-    copies: backend_core::speculate::Copies,
-}
-
-/// How often the master looks for a straggler to copy while a worker has a free thread and
-/// nothing is left to send.
-const STRAGGLER_POLL: Duration = Duration::from_millis(100);
 
 impl<P: Process> Scheduler<P> {
     /// A scheduler whose workers' kept output goes into the result directory `dir`.
@@ -312,75 +301,6 @@ impl<P: Process> Scheduler<P> {
         Ok(Ended::Complete)
     }
 
-    /// Says which processes the workers run now, as far as the master knows, for the status
-    /// file (see [`backend_core::status::set_running_elsewhere`]): on each worker, the first
-    /// unfinished jobs of its units, oldest unit first, as many as it runs at once (the rest
-    /// wait in its queue). A unit's next job started about when its latest records came
-    /// back, or when it was sent: exact for units of one process (long processes are never
-    /// queued nor batched), close for batches of short ones.
-    fn publish_running(&mut self) {
-        backend_core::status::set_running_elsewhere(self.held_now());
-        self.unpublished = false;
-        self.published_at = Instant::now();
-    }
-
-    /// What [`publish_running`](Self::publish_running) says.
-    fn held_now(&self) -> Vec<backend_core::status::RunningElsewhere> {
-        let at_once = self.policy.processes_at_once();
-        let mut running = Vec::new();
-        for (w, slot) in self.slots.iter().enumerate() {
-            let worker = match &slot.host {
-                Some(host) => format!("{host}/rank-{}", worker_rank(w)),
-                None => format!("rank-{}", worker_rank(w)),
-            };
-            let held = slot.units.iter().flat_map(|unit| {
-                let since = unit.last_back.unwrap_or(unit.sent);
-                unit.unfinished().into_iter().map(move |id| (id, since))
-            });
-            for (id, since) in held.take(at_once) {
-                running.push(backend_core::status::RunningElsewhere { id, worker: worker.clone(), since });
-            }
-        }
-        running
-    }
-
-    /// Says which workers still hold unfinished processes, the ones silent longest first (a
-    /// lost host's ranks fall silent before the job is torn down), and how many processes
-    /// were never handed out: on stderr and in operation.log.
-    fn report_unfinished(&self) {
-        let mut holding: Vec<(usize, &WorkerState)> =
-            self.slots.iter().enumerate().filter(|(_, s)| s.units.iter().any(|u| !u.unfinished().is_empty())).collect();
-        holding.sort_by_key(|(_, s)| s.last_heard);
-        let unfinished: usize =
-            holding.iter().map(|(_, s)| s.units.iter().map(|unit| unit.unfinished().len()).sum::<usize>()).sum();
-        let how = if backend_core::stop_drains() { "cancelled" } else { "stopped by a signal" };
-        let mut report = format!("{how} with {unfinished} processes unfinished");
-        for (i, slot) in &holding {
-            let mut ids: Vec<u64> = slot.units.iter().flat_map(Unit::unfinished).collect();
-            ids.sort_unstable();
-            let shown: Vec<String> = ids.iter().take(20).map(u64::to_string).collect();
-            let more = if ids.len() > 20 { format!(" and {} more", ids.len() - 20) } else { String::new() };
-            report.push_str(&format!(
-                "; rank-{} on {} (silent for {:.1} s) held processes {}{more}",
-                i + 1,
-                slot.host.as_deref().unwrap_or("an unknown host"),
-                slot.last_heard.elapsed().as_secs_f64(),
-                shown.join(", ")
-            ));
-        }
-        if let Some(retries) = self.retries.as_ref().filter(|r| !r.waiting.is_empty()) {
-            report.push_str(&format!("; {} failed processes were waiting to run again", retries.waiting.len()));
-        }
-        match self.policy.remaining() {
-            Some(n) => report.push_str(&format!("; {n} processes were not handed out")),
-            None if !self.exhausted => report.push_str("; more processes were not handed out"),
-            None => {}
-        }
-        eprintln!("taskfarm: {report}");
-        // Also in operation.log (the console has it already).
-        tracing::info!(target: "taskfarm", "{report}");
-    }
-
     /// Sends units while the policy names a worker with room (the least loaded first, see
     /// [`Policy`]), a waiting retry before any new job, until there is nothing to send.
     fn fill(&mut self, wire: &mut impl Transport, collector: &mut Collector) -> Result<(), Error> {
@@ -409,97 +329,6 @@ impl<P: Process> Scheduler<P> {
             self.copy_stragglers(wire, collector)?;
         }
         Ok(())
-    }
-
-    /// Whether a straggler may run a copy now: speculation is on, nothing is left to send
-    /// (no job, no retry), no stop was asked for, and a worker has a free thread.
-    fn may_copy_a_straggler(&self) -> bool {
-        self.speculation.is_some()
-            && self.exhausted
-            && self.pending.is_empty()
-            && self.retries.as_ref().is_none_or(|r| r.waiting.is_empty())
-            && !backend_core::stop_requested()
-            && (0..self.slots.len()).any(|w| self.policy.has_free_thread(w))
-    }
-
-    /// Sends each worker with a free thread a copy of a straggler that runs on another rank,
-    /// if there is one (see [`Speculation`]).
-    fn copy_stragglers(&mut self, wire: &mut impl Transport, collector: &mut Collector) -> Result<(), Error> {
-        for w in 0..self.slots.len() {
-            if !self.policy.has_free_thread(w) {
-                continue;
-            }
-            let Some(speculation) = &self.speculation else { return Ok(()) };
-            let holder =
-                |id: u64| self.slots.iter().position(|slot| slot.units.iter().any(|u| u.unfinished().contains(&id)));
-            let eligible = |id: u64| {
-                speculation.kept.contains_key(&id)
-                    && !speculation.copies.has_copy(id)
-                    && holder(id).is_some_and(|h| h != w)
-            };
-            let Some(straggler) = collector.learner().straggler(eligible) else { continue };
-            let (Some(holder), Some(work)) = (holder(straggler.id), speculation.kept.get(&straggler.id)) else {
-                continue;
-            };
-            let bytes = work.clone();
-            if !speculation.copies.copying(straggler.id) {
-                continue;
-            }
-            tracing::info!(
-                target: "taskfarm",
-                "process {} has run {:.1} s on rank-{}, {:.0}× its expected {:.2} s, and nothing is left to send: a \
-                 copy starts on rank-{}; the first to finish is recorded",
-                straggler.id,
-                straggler.ran_s,
-                holder + 1,
-                straggler.ran_s / straggler.expected_s,
-                straggler.expected_s,
-                w + 1
-            );
-            wire.send(worker_rank(w), &bytes);
-            collector.board().started(1);
-            let threads = self.policy.sent_retry(w);
-            self.slots[w].hold(Unit::new(vec![straggler.id], threads));
-        }
-        Ok(())
-    }
-
-    /// Settles a record of a process that may have run twice; whether to journal it. The
-    /// loser's record is dropped; when the first copy's record is journaled, the rank that
-    /// runs the other is told to stop it.
-    fn settle_copies(
-        &mut self,
-        wire: &mut impl Transport,
-        collector: &mut Collector,
-        head: &crate::message::RecordHead,
-        from: Rank,
-    ) -> bool {
-        let Some(speculation) = &mut self.speculation else { return true };
-        match speculation.copies.settle(head.id, head.status) {
-            backend_core::speculate::Settled::Journal { cancel_other } => {
-                speculation.kept.remove(&head.id);
-                if cancel_other {
-                    let other =
-                        self.slots.iter().position(|slot| slot.units.iter().any(|u| u.unfinished().contains(&head.id)));
-                    if let Some(other) = other.map(worker_rank).filter(|&r| r != from) {
-                        if let Ok(cancel) = (Message::<P>::Cancel { id: head.id }).encode() {
-                            wire.send(other, &cancel);
-                        }
-                        tracing::info!(
-                            target: "taskfarm",
-                            "process {} ran twice: the copy on rank-{from} finished first and is recorded; the other, on \
-                             rank-{other}, is stopped",
-                            head.id
-                        );
-                    }
-                }
-                true
-            }
-            backend_core::speculate::Settled::Drop => {
-                collector.board().unstarted(1);
-                false
-            }
-        }
     }
 
     /// Sends `worker` a waiting retry it may run, alone in its unit; whether there was one.
@@ -555,7 +384,7 @@ impl<P: Process> Scheduler<P> {
         wire.send(worker, &bytes);
         if let (Some(speculation), [id]) = (&mut self.speculation, ids.as_slice()) {
             // The message as sent is the copy's, should this job straggle.
-            speculation.kept.insert(*id, bytes);
+            speculation.keep(*id, bytes);
         }
         let threads = self.policy.sent(worker_index(worker), ids.len());
         self.slot(worker)?.hold(Unit::new(ids, threads));
@@ -563,55 +392,6 @@ impl<P: Process> Scheduler<P> {
         Ok(true)
     }
 }
-
-impl<P: Process> Scheduler<P> {
-    /// The next job to send: the one kept back, else the source's next (`None`, with
-    /// `exhausted` or `starved` set, when there is none).
-    fn next_job(&mut self) -> Option<backend_core::Job<P>> {
-        if let Some(job) = self.pending.pop_front() {
-            return Some(job);
-        }
-        if self.exhausted || self.starved {
-            return None;
-        }
-        match self.jobs.next_job() {
-            Next::Job(job) => Some(job),
-            Next::NotYet => {
-                self.starved = true;
-                None
-            }
-            Next::Ended => {
-                self.exhausted = true;
-                None
-            }
-        }
-    }
-
-    /// Whether every unit worker `w` holds was measured short, so work may wait behind them.
-    fn holds_only_short(&mut self, w: usize, collector: &Collector) -> bool {
-        let Some(slot) = self.slots.get_mut(w) else { return false };
-        slot.units.iter_mut().all(|unit| {
-            *unit.short.get_or_insert_with(|| {
-                unit.ids.iter().all(|&id| collector.learner().measured_shorter_than(id, SHORT_PROCESS_S))
-            })
-        })
-    }
-
-    /// Whether the next job to send was measured short, so it may wait in a worker's queue
-    /// (takes it from the source and keeps it); `true` when there is none.
-    fn next_measured_short(&mut self, collector: &Collector) -> bool {
-        if self.pending.is_empty() {
-            if let Some(job) = self.next_job() {
-                self.pending.push_back(job);
-            }
-        }
-        self.pending.front().is_none_or(|job| collector.learner().measured_shorter_than(job.id, SHORT_PROCESS_S))
-    }
-}
-
-/// [`SHORT_PROCESS`](crate::policy::SHORT_PROCESS) in seconds: the duration below which a
-/// job measured by the model may wait in a queue or share a unit.
-const SHORT_PROCESS_S: f64 = crate::policy::SHORT_PROCESS.as_secs_f64();
 
 /// The index of worker rank `rank` among the workers (rank 1 is worker 0).
 fn worker_index(rank: Rank) -> usize {
