@@ -4,13 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::straggler::{copy_of_a_straggler, Running, Speculation};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use std::thread::ThreadId;
-use std::time::Duration;
 
-use backend_core::predict::Learner;
-use backend_core::speculate::Copies;
 use backend_core::{
     execute_job, execute_shared_job, Error, Job, JobSource, Location, Process, ProcessRecord, Result, RunOptions,
 };
@@ -48,28 +47,6 @@ pub struct ThreadExecutor<P: Process> {
     _pool: rayon::ThreadPool,
 }
 
-/// The job a thread runs now (kept when stragglers may run a copy: the copy is made of it).
-struct Running<P> {
-    job: Arc<Job<P>>,
-    thread: ThreadId,
-    /// Set when the other copy of the job won: no attempt of it starts any more.
-    stopped: Arc<AtomicBool>,
-}
-
-/// What a pool needs to run a copy of a straggler on a thread that has nothing left to
-/// start (see [`backend_core::speculate`]): the duration model, which says which process
-/// runs far past its prediction, and the processes that run twice.
-#[derive(Debug, Clone)]
-pub struct Speculation {
-    /// The run's model and its jobs in flight.
-    pub learner: Learner,
-    /// The processes that run twice.
-    pub copies: Arc<Copies>,
-}
-
-/// How often a thread with nothing left to start looks for a straggler to copy.
-const STRAGGLER_POLL: Duration = Duration::from_millis(100);
-
 impl<P: Process> std::fmt::Debug for ThreadExecutor<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThreadExecutor").finish_non_exhaustive()
@@ -77,7 +54,7 @@ impl<P: Process> std::fmt::Debug for ThreadExecutor<P> {
 }
 
 /// Where an executor's threads take their jobs from.
-enum Feed<P> {
+pub(crate) enum Feed<P> {
     /// Jobs submitted over a channel (an MPI worker hands over the units it receives).
     Submitted(Receiver<(Job<P>, bool)>),
     /// The operation's lazy source itself, behind a mutex (as rayon's `par_bridge` does):
@@ -329,45 +306,8 @@ impl<P: Process> ThreadExecutor<P> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// For a thread that found nothing left to start: a copy of a process that runs far past
-/// its prediction on another thread, once there is one; `None` when every process has its
-/// record (or a stop came, or the feed was cancelled), and the thread ends.
-fn copy_of_a_straggler<P>(
-    speculation: &Speculation,
-    running: &[Mutex<Option<Running<P>>>],
-    feed: &Feed<P>,
-    here: &Location,
-) -> Option<Arc<Job<P>>> {
-    loop {
-        let cancelled = matches!(feed, Feed::Pulled { cancelled, .. } if cancelled.load(Ordering::Relaxed));
-        if cancelled || backend_core::stop_requested() || speculation.learner.in_flight() == 0 {
-            return None;
-        }
-        let held = |id: u64| {
-            running.iter().find_map(|slot| lock(slot).as_ref().filter(|r| r.job.id == id).map(|r| Arc::clone(&r.job)))
-        };
-        let straggler = speculation.learner.straggler(|id| !speculation.copies.has_copy(id) && held(id).is_some());
-        if let Some(straggler) = straggler {
-            if let Some(job) = held(straggler.id).filter(|_| speculation.copies.copying(straggler.id)) {
-                tracing::info!(
-                    target: "taskfarm",
-                    "process {} has run {:.1} s, {:.0}× its expected {:.2} s, and nothing is left to start: a copy \
-                     starts on {}; the first to finish is recorded",
-                    straggler.id,
-                    straggler.ran_s,
-                    straggler.ran_s / straggler.expected_s,
-                    straggler.expected_s,
-                    here.worker
-                );
-                return Some(job);
-            }
-        }
-        std::thread::sleep(STRAGGLER_POLL);
-    }
 }
 
 /// A counting semaphore served first come, first served (a ticket lock), so a process that

@@ -10,6 +10,7 @@
 //! journaling and consolidation are `backend-core`'s [`Lifecycle`](backend_core::Lifecycle), shared by all backends.
 
 mod executor;
+mod straggler;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,8 @@ use backend_core::{
     Result, Runner,
 };
 
-pub use executor::{ExecutorConfig, Speculation, ThreadExecutor};
+pub use executor::{ExecutorConfig, ThreadExecutor};
+pub use straggler::Speculation;
 
 /// Runs processes on a pool of threads of this machine: `LocalBackend::new(Some(n))` for
 /// n threads, `LocalBackend::new(None)` for one per core (0 is an error).

@@ -199,8 +199,7 @@ impl Learner {
     /// worker's queue or share a unit with others. A job the window did not hand out is of
     /// unknown duration.
     pub fn measured_shorter_than(&self, id: u64, limit_s: f64) -> bool {
-        let state = self.state();
-        state.in_flight.get(&id).is_some_and(|job| state.model.measured_shorter_than(&job.features, limit_s))
+        self.leading_measured_shorter_than(&[id], limit_s) == 1
     }
 
     /// How many of the jobs `ids` (handed out, not yet recorded), from the first, were

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use super::launch;
 use super::suite::{expect_failure, expect_in, expect_success, oversubscribed, path_arg, run_with_timeout};
 use crate::results::{compare_results, compare_rows, read_results};
+use crate::runner::Outcome;
 use crate::{root, Tally};
 
 /// The module of the fault cases: x = 1 segfaults, 2 calls sys.exit(3), 3 sleeps past the
@@ -117,19 +118,7 @@ fn faults(dir: &Path) -> Result<()> {
 /// Runs `{name}.toml` in `dir` under `mpirun -n 3`, which must fail (some processes crash),
 /// and returns the id, status and reason of each row of its results.csv.
 fn failing_run(dir: &Path, name: &str) -> Result<Vec<(String, String, String)>> {
-    let results = dir.join(format!("{name}-results"));
-    let args = vec![
-        "run".into(),
-        format!("{name}.toml"),
-        "--backend".into(),
-        "mpi".into(),
-        "--quiet".into(),
-        "--results".into(),
-        path_arg(&results),
-    ];
-    let mut command = launch(&oversubscribed(3, args))?;
-    command.current_dir(dir);
-    let outcome = run_with_timeout(dir, command)?;
+    let (outcome, results) = run_spec(dir, name, true)?;
     expect_failure(&outcome)?;
     let (header, rows) = read_results(&results)?;
     let column = |name: &str| header.iter().position(|h| h == name).with_context(|| format!("no {name} column"));
@@ -143,6 +132,20 @@ fn failing_run(dir: &Path, name: &str) -> Result<Vec<(String, String, String)>> 
         .collect())
 }
 
+/// Runs `{name}.toml` in `dir` under `mpirun -n 3` (with `--quiet` when `quiet`) into
+/// `{name}-results`; its outcome and the results directory.
+fn run_spec(dir: &Path, name: &str, quiet: bool) -> Result<(Outcome, std::path::PathBuf)> {
+    let results = dir.join(format!("{name}-results"));
+    let mut args = vec!["run".into(), format!("{name}.toml"), "--backend".into(), "mpi".into()];
+    if quiet {
+        args.push("--quiet".into());
+    }
+    args.extend(["--results".into(), path_arg(&results)]);
+    let mut command = launch(&oversubscribed(3, args))?;
+    command.current_dir(dir);
+    Ok((run_with_timeout(dir, command)?, results))
+}
+
 fn startup(dir: &Path) -> Result<()> {
     std::fs::write(
         dir.join("broken.py"),
@@ -153,18 +156,7 @@ fn startup(dir: &Path) -> Result<()> {
         "name = \"broken\"\nkind = \"python\"\nfile = \"broken.py\"\nfunction = \"run\"\nsetup = \"load\"\n\
          parameter_ranges = { x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] }\n",
     )?;
-    let results = dir.join("broken-results");
-    let args = vec![
-        "run".into(),
-        "broken.toml".into(),
-        "--backend".into(),
-        "mpi".into(),
-        "--results".into(),
-        path_arg(&results),
-    ];
-    let mut command = launch(&oversubscribed(3, args))?;
-    command.current_dir(dir);
-    let outcome = run_with_timeout(dir, command)?;
+    let (outcome, results) = run_spec(dir, "broken", false)?;
     expect_failure(&outcome)?;
     expect_in(&outcome.stderr, "before it was ready: RuntimeError: no data here")?;
     let errors = outcome.stderr.matches("error:").count();
